@@ -1,0 +1,156 @@
+"""The ``supervisorctl sidecar ...`` plugin.
+
+Configured with::
+
+    [ctlplugin:sidecar]
+    supervisor.ctl_factory = sidecar_plugin.ctl:make_ctlplugin
+
+It talks only XML-RPC (``sidecar.getState`` and ``supervisor.*``), so it works
+against a remote supervisord (``supervisorctl -s http://host:port``) exactly as
+against the local socket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import xmlrpc.client
+from typing import Any, Dict, List, Optional
+
+from supervisor.supervisorctl import ControllerPluginBase, LSBStatusExitStatuses
+
+from sidecar_plugin import control
+from sidecar_plugin.discovery import DEFAULT_PROGRAM
+from sidecar_plugin.display import status_lines
+from sidecar_plugin.errors import SidecarError
+
+USAGE = """sidecar status [program ...]       show each sidecar's state (all by default)
+sidecar wait [--state S] [--timeout T] [program]   wait until it reaches state S (running)
+sidecar start [--timeout T] [program]  start it and wait until it answers healthy
+sidecar stop [--timeout T] [program]   stop it; returns when its tree is gone and the port free"""
+
+
+class _ArgError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _ArgError(message)
+
+
+def _parser() -> _Parser:
+    p = _Parser(prog="sidecar", add_help=False)
+    p.add_argument("action", choices=["status", "wait", "start", "stop"])
+    p.add_argument("programs", nargs="*")
+    p.add_argument("--timeout", type=float, default=None)
+    p.add_argument("--state", default="running", choices=["running", "stopped", "starting", "crashed"])
+    return p
+
+
+class SidecarControllerPlugin(ControllerPluginBase):
+    """Adds the ``sidecar`` command to supervisorctl."""
+
+    name = "sidecar"
+
+    def __init__(self, controller: Any, **config: Any) -> None:
+        super().__init__(controller)
+
+    def _sidecar(self) -> Any:
+        return self.ctl.get_server_proxy("sidecar")
+
+    def _supervisor(self) -> Any:
+        return self.ctl.get_server_proxy("supervisor")
+
+    def _fail(self, message: str, status: int = LSBStatusExitStatuses.UNKNOWN) -> None:
+        self.ctl.output(f"sidecar: {message}")
+        self.ctl.exitstatus = status
+
+    def do_sidecar(self, arg: str) -> None:
+        """sidecar status|wait|start|stop [program]: the AgentRoute LiteLLM sidecar."""
+        if not self.ctl.upcheck():
+            self.ctl.exitstatus = LSBStatusExitStatuses.UNKNOWN
+            return
+        try:
+            args = _parser().parse_args(shlex.split(arg))
+        except (_ArgError, ValueError) as exc:
+            self._fail(str(exc), 2)
+            self.help_sidecar()
+            return
+        try:
+            getattr(self, "_" + args.action)(args)
+        except xmlrpc.client.Fault as exc:
+            self._fail(exc.faultString)
+        except SidecarError as exc:
+            self._fail(str(exc), 1)
+        except OSError as exc:
+            self._fail(f"cannot reach supervisord: {exc}")
+
+    def _programs(self, args: argparse.Namespace) -> List[str]:
+        if args.programs:
+            return list(args.programs)
+        try:
+            listed = self._sidecar().listPrograms()
+        except xmlrpc.client.Fault:
+            listed = []
+        return listed or [DEFAULT_PROGRAM]
+
+    def _one(self, args: argparse.Namespace) -> str:
+        programs = self._programs(args)
+        if len(programs) > 1 and not args.programs:
+            raise SidecarError("several sidecars are configured; name one: " + ", ".join(programs))
+        return programs[0]
+
+    def _status(self, args: argparse.Namespace) -> None:
+        worst = 0
+        for program in self._programs(args):
+            doc = self._sidecar().getState(program)
+            for line in status_lines(doc, program):
+                self.ctl.output(line)
+            if doc.get("state") != "running":
+                code = LSBStatusExitStatuses.UNKNOWN if not doc.get("available", True) or doc.get("is_stale") \
+                    else LSBStatusExitStatuses.NOT_RUNNING
+                worst = max(worst, code)
+        if worst:
+            self.ctl.exitstatus = worst
+
+    def _getter(self, program: str) -> Any:
+        return lambda: self._sidecar().getState(program)
+
+    def _wait(self, args: argparse.Namespace) -> None:
+        program = self._one(args)
+        get = self._getter(program)
+        doc = control.wait_for_state(get, args.state, args.timeout)
+        for line in status_lines(doc, program):
+            self.ctl.output(line)
+
+    def _start(self, args: argparse.Namespace) -> None:
+        program = self._one(args)
+        get = self._getter(program)
+        requested = float(get().get("server_time", 0))
+        try:
+            self._supervisor().startProcess(f"{program}:{program}", False)
+        except xmlrpc.client.Fault as exc:
+            if "ALREADY_STARTED" not in exc.faultString:
+                raise
+        doc = control.wait_started(get, requested, args.timeout)
+        self.ctl.output(f"{program}: running (pid {doc.get('pid')}, port {doc.get('port')})")
+
+    def _stop(self, args: argparse.Namespace) -> None:
+        program = self._one(args)
+        get = self._getter(program)
+        try:
+            self._supervisor().stopProcess(f"{program}:{program}", False)
+        except xmlrpc.client.Fault as exc:
+            if "NOT_RUNNING" not in exc.faultString:
+                raise
+        control.wait_stopped(get, args.timeout or 10.0, lambda: bool(get().get("port_free", True)))
+        self.ctl.output(f"{program}: stopped (no process left, port free)")
+
+    def help_sidecar(self) -> None:
+        self.ctl.output(USAGE)
+
+
+def make_ctlplugin(controller: Any, **config: Any) -> SidecarControllerPlugin:
+    """supervisorctl's plugin factory."""
+    return SidecarControllerPlugin(controller, **config)

@@ -1,0 +1,43 @@
+"""One human line (plus error and log tail) for a sidecar state, used by the CLI and supervisorctl."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, List, Optional
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+def status_lines(doc: Dict[str, Any], program: str, now: Optional[float] = None, tail: int = 10) -> List[str]:
+    """Return the status of one sidecar for a person: a line, then why, then the log tail."""
+    now = time.time() if now is None else now
+    state = doc.get("state", "unknown")
+    parts = [f"{program:<24} {state.upper() if isinstance(state, str) else state:<9}"]
+    if doc.get("pid"):
+        parts.append(f"pid {doc['pid']}")
+    if doc.get("port"):
+        parts.append(f"port {doc['port']}")
+    if doc.get("since"):
+        parts.append(f"for {_ago(now - float(doc['since']))}")
+    health = doc.get("health") or {}
+    if health.get("latency_ms") is not None and state == "running":
+        parts.append(f"health {health['latency_ms']:.1f} ms")
+    if doc.get("supervisor_state"):
+        parts.append(f"supervisord {doc['supervisor_state']}")
+    if doc.get("is_stale") and doc.get("available", True):
+        parts.append("(stale: listener silent)")
+    lines = ["  ".join(parts)]
+    if doc.get("error"):
+        lines.append(f"  error: {doc['error']}")
+    log_tail = doc.get("log_tail") or []
+    if state == "crashed" and log_tail:
+        lines.append("  last lines of its log:")
+        lines.extend("    " + line for line in log_tail[-tail:])
+    return lines

@@ -1,0 +1,204 @@
+"""Track the sidecar's process tree and reap what survives it.
+
+With ``--num_workers N`` LiteLLM's parent forks uvicorn workers; SIGKILL of the
+parent leaves them alive, holding the port and answering health checks, so a
+restart cannot bind. Killing by process group is not enough either (a worker
+may ``setsid`` away). So the listener remembers every process it has seen in
+the tree (identity = pid + create time, so a reused pid is never hit), and
+after any exit kills the survivors. Processes spawned between two snapshots
+are found by the marker variable render puts in the program's environment.
+A process that was never part of the tree is never touched.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+
+import psutil
+
+Identity = Tuple[int, float]
+
+
+@dataclass(frozen=True)
+class ReapResult:
+    killed: Tuple[int, ...]
+    survivors: Tuple[int, ...]
+    foreign_holders: Tuple[str, ...]
+
+
+class TreeTracker:
+    """Remember every process ever seen in the sidecar's tree, until reaped."""
+
+    def __init__(self, marker_name: str, marker_value: str) -> None:
+        self.marker_name = marker_name
+        self.marker_value = marker_value
+        self.procs: Dict[Identity, psutil.Process] = {}
+        self.root: Optional[psutil.Process] = None
+
+    def identities(self) -> List[Identity]:
+        return sorted(self.procs)
+
+    def adopt(self, identities: Iterable[Any]) -> None:
+        """Take over the tree a previous listener recorded, when still the same processes."""
+        for proc in processes(identities):
+            self._add(proc)
+
+    def track(self, pid: int) -> None:
+        """Make ``pid`` the root and snapshot its descendants now."""
+        try:
+            root = psutil.Process(pid)
+            self.root = root
+            self._add(root)
+        except psutil.Error:
+            self.root = None
+            return
+        self.refresh()
+
+    def refresh(self) -> bool:
+        """Add the root's current descendants; return True if any was new."""
+        root = self.root
+        if root is None:
+            return False
+        try:
+            kids = root.children(recursive=True)
+        except psutil.Error:
+            return False
+        before = len(self.procs)
+        for kid in kids:
+            self._add(kid)
+        return len(self.procs) != before
+
+    def _add(self, proc: psutil.Process) -> None:
+        try:
+            key = (proc.pid, proc.create_time())
+        except psutil.Error:
+            return
+        self.procs.setdefault(key, proc)
+
+    def _marked(self, since: float, spare: Set[int]) -> List[psutil.Process]:
+        """Processes carrying our marker, created since the tree's oldest member."""
+        found = []
+        me = os.getpid()
+        for proc in psutil.process_iter(["pid", "create_time"]):
+            info = proc.info
+            if info["pid"] in spare or info["pid"] == me or (info["create_time"] or 0) < since:
+                continue
+            try:
+                if proc.environ().get(self.marker_name) == self.marker_value:
+                    found.append(proc)
+            except (psutil.Error, OSError):
+                continue
+        return found
+
+    def reap(self, port: int, spare_root: Optional[int] = None, wait: float = 3.0) -> ReapResult:
+        """Kill every surviving member of the tree except ``spare_root``'s live tree.
+
+        ``spare_root`` is the sidecar supervisord runs now (after an autorestart
+        it may already be up): it and its descendants are the new tree.
+        """
+        spare = _tree_pids(spare_root)
+        oldest = min((k[1] for k in self.procs), default=time.time())
+        victims: Dict[int, psutil.Process] = {}
+        for (pid, _), proc in list(self.procs.items()):
+            if pid not in spare and alive(proc):
+                victims[pid] = proc
+        for proc in self._marked(oldest, spare):
+            victims.setdefault(proc.pid, proc)
+        for proc in victims.values():
+            try:
+                proc.kill()  # psutil checks identity (create time) before signalling
+            except psutil.Error:
+                pass
+        gone, left = psutil.wait_procs(list(victims.values()), timeout=wait)
+        self.procs = {k: p for k, p in self.procs.items() if k[0] in spare and alive(p)}
+        if self.root is not None and self.root.pid not in spare:
+            self.root = None
+        holders = port_holders(port)
+        foreign = tuple(sorted(_describe(pid) for pid in holders if pid not in spare and pid not in victims))
+        return ReapResult(killed=tuple(sorted(p.pid for p in gone)),
+                          survivors=tuple(sorted(p.pid for p in left)), foreign_holders=foreign)
+
+    def kill_all(self) -> int:
+        """SIGKILL every tracked member (a hung tree ignores SIGTERM); return how many."""
+        self.refresh()
+        count = 0
+        for proc in list(self.procs.values()):
+            try:
+                proc.send_signal(signal.SIGKILL)
+                count += 1
+            except psutil.Error:
+                pass
+        return count
+
+
+def processes(identities: Iterable[Any]) -> List[psutil.Process]:
+    """Return the processes of recorded ``[pid, create_time]`` pairs that still exist.
+
+    A pid whose create time differs is another process that reused the number.
+    """
+    found = []
+    for item in identities:
+        try:
+            proc = psutil.Process(int(item[0]))
+            if abs(proc.create_time() - float(item[1])) < 0.01:
+                found.append(proc)
+        except (psutil.Error, ValueError, TypeError, IndexError, KeyError):
+            continue
+    return found
+
+
+def alive(proc: psutil.Process) -> bool:
+    """Whether ``proc`` still runs (a zombie holds no port and serves nothing)."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _tree_pids(pid: Optional[int]) -> Set[int]:
+    if pid is None:
+        return set()
+    try:
+        root = psutil.Process(pid)
+        return {pid} | {p.pid for p in root.children(recursive=True)}
+    except psutil.Error:
+        return set()
+
+
+def port_holders(port: int) -> Set[int]:
+    """Return the pids listening on TCP ``port`` (those this user may see)."""
+    pids: Set[int] = set()
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return pids
+    for c in conns:
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
+            pids.add(c.pid)
+    return pids
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Return True when nothing accepts connections on host:port."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        try:
+            s.connect((host if host not in ("0.0.0.0", "::", "") else "127.0.0.1", port))
+        except OSError as exc:
+            return exc.errno in (errno.ECONNREFUSED, errno.EADDRNOTAVAIL) or isinstance(exc, ConnectionRefusedError)
+        return False
+
+
+def _describe(pid: int) -> str:
+    try:
+        return f"pid {pid} {psutil.Process(pid).name()}"
+    except psutil.Error:
+        return f"pid {pid}"

@@ -1,0 +1,312 @@
+"""Turn a profile and options into LiteLLM's YAML and a supervisord include.
+
+Rendering is split in two: ``render_files`` is pure (inputs -> file contents),
+so determinism and the secret rules are unit-testable; ``write_rendered``
+writes only what changed, atomically, with the right modes. Deterministic
+output matters: config diffs, ``apply`` and tests must be stable across renders.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import yaml
+
+from sidecar_plugin.atomic import write_atomic
+from sidecar_plugin.errors import BinaryNotFoundError
+from sidecar_plugin.profile import Profile, alias, openrouter_model
+
+DEFAULT_PORT = 4000
+DEFAULT_PROGRAM = "agentroute-sidecar"
+ALLOWED_OPENAI_PARAMS = ["thinking", "betas"]
+PROGRAM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+MARKER_ENV = "SIDECAR_PLUGIN_TREE"
+# The listener exits with this when it must not run (another listener owns the
+# state file): an expected exit, so supervisord does not restart it in a loop.
+EXIT_REFUSED = 78
+
+LITELLM_YAML = "litellm.yaml"
+MASTER_KEY = "master.key"
+SIDECAR_CONF = "sidecar.conf"
+
+
+class RenderError(ValueError):
+    """Bad options or environment; ``str()`` is the one line for the operator."""
+
+
+class BinaryNotFound(RenderError, BinaryNotFoundError):
+    """The LiteLLM binary is not installed where render can see it."""
+
+    def __init__(self, binary: str) -> None:
+        BinaryNotFoundError.__init__(self, os.path.basename(binary) or binary)
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Everything render needs besides the profile and the secrets.
+
+    Paths are absolute: supervisord runs with another working directory and
+    another PATH than the operator's shell.
+    """
+
+    out_dir: str
+    binary: str
+    listener_command: Tuple[str, ...]
+    port: int = DEFAULT_PORT
+    host: str = "127.0.0.1"
+    program: str = DEFAULT_PROGRAM
+    workers: int = 1
+    health_timeout: float = 20.0
+    stop_timeout: int = 10
+    state_file: str = ""
+    log_file: str = ""
+    listener_log_file: str = ""
+    autostart: bool = True
+
+    @property
+    def config_path(self) -> str:
+        return os.path.join(self.out_dir, LITELLM_YAML)
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    path: str
+    data: bytes
+    mode: int
+
+
+def resolve_binary(binary: str, extra_dirs: Sequence[str] = ()) -> str:
+    """Return the absolute path of ``binary`` or raise BinaryNotFound.
+
+    Resolved at render time because supervisord's PATH is not the operator's.
+    The interpreter's own bin folder is searched after PATH, so a LiteLLM
+    installed in the same virtualenv is found without activating it.
+    """
+    if os.sep in binary:
+        path = os.path.abspath(binary)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+        raise BinaryNotFound(binary)
+    found = shutil.which(binary)
+    if found is None:
+        for folder in extra_dirs:
+            found = shutil.which(binary, path=folder)
+            if found:
+                break
+    if found is None:
+        raise BinaryNotFound(binary)
+    return os.path.abspath(found)
+
+
+def listener_entry_point() -> Tuple[str, ...]:
+    """Return the absolute command that runs this package's CLI under supervisord."""
+    script = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "sidecar-plugin")
+    if os.path.isfile(script) and os.access(script, os.X_OK):
+        return (script,)
+    return (os.path.abspath(sys.executable), "-m", "sidecar_plugin")
+
+
+def marker_value(program: str, config_path: str) -> str:
+    """Return the value that marks every process of one rendered sidecar's tree.
+
+    It names the config too, so two supervisords running a program of the same
+    name (a test beside a demo) never mistake each other's processes.
+    """
+    return f"{program}@{config_path}"
+
+
+def new_master_key() -> str:
+    """Return a fresh master key: LiteLLM wants the ``sk-`` prefix; 256 random bits."""
+    return "sk-" + secrets.token_urlsafe(32)
+
+
+def render_litellm_yaml(profile: Profile, api_key: str, master_key: str) -> bytes:
+    """Return LiteLLM's proxy config: one entry per tier, sorted by alias."""
+    entries = []
+    for tier in sorted(profile.models, key=alias):
+        params: Dict[str, object] = {
+            "model": openrouter_model(profile.models[tier]),
+            "api_key": api_key,
+            "allowed_openai_params": list(ALLOWED_OPENAI_PARAMS),
+        }
+        if profile.api_base:
+            params["api_base"] = profile.api_base
+        entries.append({"model_name": alias(tier), "litellm_params": params})
+    doc = {"model_list": entries, "general_settings": {"master_key": master_key}}
+    header = f"# Rendered by sidecar-plugin from {profile.source}; holds secrets (mode 0600).\n"
+    return (header + yaml.safe_dump(doc, sort_keys=True, default_flow_style=False)).encode("utf-8")
+
+
+def _ini(value: str) -> str:
+    """Escape a value for supervisord's config, which expands %(name)s itself."""
+    return value.replace("%", "%%")
+
+
+def _cmd(argv: Sequence[str]) -> str:
+    return _ini(" ".join(shlex.quote(a) for a in argv))
+
+
+def sidecar_command(opts: RenderOptions) -> List[str]:
+    """Return the LiteLLM command line of the ``[program:]`` section."""
+    argv = [opts.binary, "--config", opts.config_path, "--host", opts.host, "--port", str(opts.port)]
+    if opts.workers > 1:
+        argv += ["--num_workers", str(opts.workers)]
+    return argv
+
+
+def listener_argv(opts: RenderOptions) -> List[str]:
+    """Return the listener command line of the ``[eventlistener:]`` section."""
+    return list(opts.listener_command) + [
+        "listen",
+        "--program", opts.program,
+        "--host", opts.host,
+        "--port", str(opts.port),
+        "--state-file", opts.state_file,
+        "--log-file", opts.log_file,
+        "--config", opts.config_path,
+        "--health-timeout", _num(opts.health_timeout),
+    ]
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def render_sidecar_conf(profile: Profile, opts: RenderOptions) -> bytes:
+    """Return the supervisord include: the program and its health listener.
+
+    ``stopasgroup``/``killasgroup`` because killing only the immediate pid
+    leaves uvicorn workers orphaned and the port held; the listener reaps what
+    escapes the group. No secret goes here: LiteLLM reads them from the 0600
+    YAML, and this file is typically world-readable under /etc.
+    """
+    p = opts.program
+    lines = [
+        f"; Rendered by sidecar-plugin from {_ini(profile.source)}; re-render instead of editing.",
+        f"; Profile {profile.name!s}: tiers {', '.join(alias(t) for t in sorted(profile.models))}.",
+        "",
+        f"[program:{p}]",
+        f"command={_cmd(sidecar_command(opts))}",
+        f"directory={_ini(opts.out_dir)}",
+        f'environment=LITELLM_LOCAL_MODEL_COST_MAP="True",{MARKER_ENV}="{_ini(marker_value(p, opts.config_path))}"',
+        f"autostart={'true' if opts.autostart else 'false'}",
+        "autorestart=true",
+        "startsecs=1",
+        "startretries=3",
+        "stopsignal=TERM",
+        f"stopwaitsecs={opts.stop_timeout}",
+        "stopasgroup=true",
+        "killasgroup=true",
+        "redirect_stderr=true",
+        f"stdout_logfile={_ini(opts.log_file)}",
+        "stdout_logfile_maxbytes=10MB",
+        "stdout_logfile_backups=3",
+        "priority=900",
+        "",
+        f"[eventlistener:{p}-health]",
+        f"command={_cmd(listener_argv(opts))}",
+        "events=PROCESS_STATE,TICK_5",
+        "buffer_size=1024",
+        "autostart=true",
+        "autorestart=unexpected",
+        f"exitcodes=0,{EXIT_REFUSED}",
+        "startsecs=0",
+        "stopwaitsecs=5",
+        f"stderr_logfile={_ini(opts.listener_log_file)}",
+        "stderr_logfile_maxbytes=5MB",
+        "stderr_logfile_backups=2",
+        "priority=100",
+        "",
+    ]
+    return "\n".join(lines).encode("utf-8")
+
+
+def render_files(profile: Profile, opts: RenderOptions, api_key: str, master_key: str,
+                 write_master_key: bool) -> List[RenderedFile]:
+    """Return every file render writes, in the order it writes them."""
+    files = [RenderedFile(opts.config_path, render_litellm_yaml(profile, api_key, master_key), 0o600)]
+    if write_master_key:
+        files.append(RenderedFile(os.path.join(opts.out_dir, MASTER_KEY), (master_key + "\n").encode(), 0o600))
+    files.append(RenderedFile(os.path.join(opts.out_dir, SIDECAR_CONF), render_sidecar_conf(profile, opts), 0o644))
+    return files
+
+
+def choose_master_key(env: Mapping[str, str], env_name: str, out_dir: str) -> Tuple[str, bool]:
+    """Return (master key, whether master.key must hold it).
+
+    The environment wins; else the key generated by an earlier render is
+    reused, so re-rendering is byte-identical and clients keep their key.
+    """
+    value = env.get(env_name, "")
+    if value:
+        if not value.startswith("sk-") or any(ch.isspace() for ch in value):
+            raise RenderError(f"{env_name}: the master key must start with 'sk-' and hold no spaces (LiteLLM requires it)")
+        return value, False
+    path = os.path.join(out_dir, MASTER_KEY)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            existing = fh.read().strip()
+    except FileNotFoundError:
+        existing = ""
+    except OSError as exc:
+        raise RenderError(f"{path}: cannot read the master key: {exc.strerror or exc}") from None
+    if existing:
+        if not existing.startswith("sk-"):
+            raise RenderError(f"{path}: the saved master key must start with 'sk-'; delete the file to generate a new one")
+        return existing, True
+    return new_master_key(), True
+
+
+def write_rendered(files: Sequence[RenderedFile]) -> List[Tuple[str, bool]]:
+    """Write each file whose bytes or mode differ; return (path, changed) pairs.
+
+    Unchanged files are left untouched (mtime included), so tools that watch
+    them, and ``apply``, see a change only when there is one.
+    """
+    result = []
+    for f in files:
+        changed = _differs(f)
+        if changed:
+            write_atomic(f.path, f.data, f.mode)
+        result.append((f.path, changed))
+    return result
+
+
+def _differs(f: RenderedFile) -> bool:
+    try:
+        st = os.stat(f.path)
+        with open(f.path, "rb") as fh:
+            current = fh.read()
+    except OSError:
+        return True
+    return current != f.data or (st.st_mode & 0o777) != f.mode
+
+
+def check_options(opts: RenderOptions) -> None:
+    """Refuse options supervisord or LiteLLM would choke on, with one line."""
+    if not PROGRAM_RE.match(opts.program):
+        raise RenderError(f"--program: must match [A-Za-z0-9][A-Za-z0-9._-]* (got {opts.program!r})")
+    if not 1 <= opts.port <= 65535:
+        raise RenderError(f"--port: must be from 1 to 65535 (got {opts.port})")
+    if opts.workers < 1:
+        raise RenderError(f"--workers: must be at least 1 (got {opts.workers})")
+    if opts.health_timeout <= 0:
+        raise RenderError(f"--health-timeout: must be more than 0 seconds (got {opts.health_timeout:g})")
+    if opts.stop_timeout < 1:
+        raise RenderError(f"--stop-timeout: must be at least 1 second (got {opts.stop_timeout})")
+    if not opts.host or any(ch.isspace() for ch in opts.host):
+        raise RenderError(f"--host: must be an address to bind (got {opts.host!r})")
+
+
+def optional_port(profile: Profile, cli_port: Optional[int]) -> int:
+    """Return the sidecar port: the CLI wins, then the profile, then 4000."""
+    if cli_port is not None:
+        return cli_port
+    return profile.port if profile.port is not None else DEFAULT_PORT

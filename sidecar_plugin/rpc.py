@@ -1,0 +1,102 @@
+"""supervisord's XML-RPC namespace ``sidecar``: the sidecar's state for remote clients.
+
+Configured with::
+
+    [rpcinterface:sidecar]
+    supervisor.rpcinterface_factory = sidecar_plugin.rpc:make_rpcinterface
+
+It needs no parameter: each program's state file is read from that program's
+listener command in supervisord's own configuration. It runs inside
+supervisord's single-threaded loop, so every method only reads a small file.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, List
+
+from supervisor.xmlrpc import Faults, RPCError
+
+from sidecar_plugin.client import state_dict
+from sidecar_plugin.discovery import DEFAULT_PROGRAM, sidecars
+from sidecar_plugin.reaper import port_is_free
+
+API_VERSION = "1.0"
+
+
+def xmlrpc_safe(value: Any) -> Any:
+    """Drop None (XML-RPC has no nil without an extension) and make keys strings."""
+    if isinstance(value, dict):
+        return {str(k): xmlrpc_safe(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [xmlrpc_safe(v) for v in value if v is not None]
+    return value
+
+
+class SidecarNamespaceRPCInterface:
+    """The ``sidecar.*`` methods."""
+
+    def __init__(self, supervisord: Any) -> None:
+        self.supervisord = supervisord
+
+    def _listeners(self) -> Dict[str, Dict[str, str]]:
+        commands = [p.command for g in self.supervisord.options.process_group_configs for p in g.process_configs]
+        return sidecars(commands)
+
+    def getAPIVersion(self) -> str:
+        """Return the version of the sidecar namespace API.
+
+        @return string version
+        """
+        return API_VERSION
+
+    def listPrograms(self) -> List[str]:
+        """Return the names of the programs that have a sidecar health listener.
+
+        @return array names
+        """
+        return sorted(self._listeners())
+
+    def getState(self, program: str = DEFAULT_PROGRAM) -> Dict[str, Any]:
+        """Return the sidecar state of ``program`` (the state file, no secrets).
+
+        ``state`` is never ``running`` from a stale file: a listener silent for
+        15 s reads as ``crashed`` (``recorded_state`` keeps what it last wrote).
+
+        @param string program  the sidecar's program name
+        @return struct state
+        """
+        args = self._listeners().get(program)
+        if args is None:
+            raise RPCError(Faults.BAD_NAME, f"no sidecar listener configured for {program}")
+        doc = state_dict(args["state-file"])
+        doc["recorded_state"] = doc.get("state")
+        if doc.get("is_stale") and doc.get("available"):
+            doc["state"] = "crashed"
+            doc["error"] = "the listener has not refreshed the state for over 15 s (state is stale)"
+        doc["program"] = program
+        doc["state_file"] = args["state-file"]
+        doc["server_time"] = time.time()
+        port = doc.get("port") or _int(args.get("port"))
+        if port:
+            doc["port_free"] = port_is_free(str(doc.get("host") or args.get("host") or "127.0.0.1"), int(port))
+        return xmlrpc_safe(doc)
+
+    def getAllStates(self) -> List[Dict[str, Any]]:
+        """Return getState of every sidecar program.
+
+        @return array states
+        """
+        return [self.getState(name) for name in self.listPrograms()]
+
+
+def _int(text: Any) -> int:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return 0
+
+
+def make_rpcinterface(supervisord: Any, **config: Any) -> SidecarNamespaceRPCInterface:
+    """supervisord's rpcinterface factory; takes no options of its own."""
+    return SidecarNamespaceRPCInterface(supervisord)

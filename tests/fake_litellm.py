@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""A stand-in for the ``litellm`` proxy: same flags, same process shape, no 7 s start.
+
+Like uvicorn, the parent binds the port and, with ``--num_workers N`` > 1,
+forks N workers that accept on the shared socket; the workers survive a
+SIGKILL of the parent, keep the port and keep answering (the failure the
+listener exists for). ``fake_mode.json`` beside the config (re-read at every
+start) makes it misbehave: ``start_delay``, ``exit_at_start``,
+``never_healthy``, ``hang_after``, ``setsid_worker``, ``print_secrets``.
+"""
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import yaml
+
+
+def load(config_path):
+    with open(config_path) as fh:
+        cfg = yaml.safe_load(fh) or {}
+    mode_path = os.path.join(os.path.dirname(os.path.abspath(config_path)), "fake_mode.json")
+    try:
+        with open(mode_path) as fh:
+            mode = json.load(fh)
+    except (OSError, ValueError):
+        mode = {}
+    return cfg, mode
+
+
+class State:
+    hung = False
+    never_healthy = False
+    models = []
+    master_key = ""
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):  # quiet
+        pass
+
+    def _hang_if_needed(self):
+        while State.hung:
+            time.sleep(3600)
+
+    def _send(self, code, body, ctype="application/json"):
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _authorized(self):
+        auth = self.headers.get("Authorization", "")
+        key = self.headers.get("x-api-key", "")
+        return auth == f"Bearer {State.master_key}" or key == State.master_key
+
+    def do_GET(self):
+        self._hang_if_needed()
+        if self.path == "/health/liveliness":
+            if State.never_healthy:
+                return self._send(503, {"error": "not ready"})
+            return self._send(200, b'"I\'m alive!"')
+        if self.path == "/v1/models":
+            if not self._authorized():
+                return self._send(401, {"error": {"message": "Authentication Error"}})
+            return self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in State.models]})
+        return self._send(404, {"error": "not found"})
+
+    def do_POST(self):
+        self._hang_if_needed()
+        length = int(self.headers.get("Content-Length", "0") or 0)
+        raw = self.rfile.read(length) if length else b"{}"
+        if self.path != "/v1/messages":
+            return self._send(404, {"error": "not found"})
+        if not self._authorized():
+            return self._send(401, {"error": {"message": "Authentication Error"}})
+        try:
+            model = json.loads(raw).get("model")
+        except ValueError:
+            model = None
+        return self._send(200, {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+                                "content": [{"type": "text", "text": "fake reply"}], "stop_reason": "end_turn",
+                                "usage": {"input_tokens": 1, "output_tokens": 2}})
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+
+def serve(sock, hang_after):
+    server = Server(sock.getsockname()[:2], Handler, bind_and_activate=False)
+    server.socket.close()
+    server.socket = sock
+    if hang_after is not None:
+        def hang():
+            time.sleep(float(hang_after))
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            State.hung = True
+            server.shutdown_request = lambda request: None  # keep accepted sockets open, answer nothing
+            print(f"fake litellm pid={os.getpid()}: hanging now", flush=True)
+        threading.Thread(target=hang, daemon=True).start()
+    server.serve_forever(poll_interval=0.2)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--config", required=True)
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=4000)
+    p.add_argument("--num_workers", type=int, default=1)
+    a, _ = p.parse_known_args()
+    cfg, mode = load(a.config)
+    State.models = [e.get("model_name") for e in cfg.get("model_list") or []]
+    State.master_key = (cfg.get("general_settings") or {}).get("master_key", "")
+    State.never_healthy = bool(mode.get("never_healthy"))
+    print(f"fake litellm: starting pid={os.getpid()} pgid={os.getpgid(0)}", flush=True)
+    if mode.get("print_secrets"):
+        keys = [(e.get("litellm_params") or {}).get("api_key") for e in cfg.get("model_list") or []]
+        print(f"fake litellm: api_key={keys[0] if keys else ''} master_key={State.master_key}", flush=True)
+        print(f"fake litellm: Authorization: Bearer {State.master_key}", file=sys.stderr, flush=True)
+    if mode.get("exit_at_start"):
+        print("fake litellm: fatal startup error", file=sys.stderr, flush=True)
+        sys.exit(1)
+    if mode.get("start_delay"):
+        time.sleep(float(mode["start_delay"]))
+    sock = socket.socket(socket.AF_INET6 if ":" in a.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((a.host, a.port))
+    except OSError as exc:
+        print(f"ERROR: [Errno {exc.errno}] error while attempting to bind on address "
+              f"('{a.host}', {a.port}): {exc.strerror.lower()}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    sock.listen(128)
+    print(f"fake litellm: listening on http://{a.host}:{a.port} workers={a.num_workers} pid={os.getpid()}",
+          flush=True)
+    hang_after = mode.get("hang_after")
+    if a.num_workers <= 1:
+        serve(sock, hang_after)
+        return
+    workers = []
+    for i in range(a.num_workers):
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            if i == 0 and mode.get("setsid_worker"):
+                os.setsid()
+            print(f"fake litellm worker pid={os.getpid()} pgid={os.getpgid(0)}", flush=True)
+            try:
+                serve(sock, hang_after)
+            finally:
+                os._exit(0)
+        workers.append(pid)
+    sock.close()
+
+    def stop(signum, frame):
+        for w in workers:
+            try:
+                os.kill(w, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for w in workers:
+            try:
+                os.waitpid(w, 0)
+            except ChildProcessError:
+                pass
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if hang_after is not None:
+        def hang_parent():
+            time.sleep(float(hang_after))
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        threading.Thread(target=hang_parent, daemon=True).start()
+    while True:
+        try:
+            os.wait()
+        except ChildProcessError:
+            time.sleep(3600)
+        except InterruptedError:
+            continue
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""Test harness: a real supervisord in a temp dir, running a rendered sidecar.
+
+Every process a test starts is owned: supervisord runs in its own session, and
+cleanup kills that process group, every process that carries this render's
+marker (its tree, workers that setsid away included) and anything still
+listening on the test's port that descends from them. Never by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from typing import Any, Callable, Dict, List, Optional
+
+import psutil
+
+from sidecar_plugin.render import MARKER_ENV
+from sidecar_plugin.statefile import read_state, StateUnavailable
+from sidecar_plugin.supervisor_rpc import rpc_proxy
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+FAKE_LITELLM = os.path.join(HERE, "fake_litellm.py")
+CLI = [sys.executable, "-m", "sidecar_plugin"]
+
+PROFILE = """name: test
+models:
+  heavy: anthropic/claude-opus-4.5
+  fast: openrouter/deepseek/deepseek-v4-flash
+"""
+API_KEY = "sk-or-v1-TESTOPENROUTERKEY0123456789abcdef"
+MASTER_KEY = "sk-TESTMASTERKEY0123456789abcdef0123"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def poll(check: Callable[[], Any], timeout: float, interval: float = 0.02, what: str = "condition") -> Any:
+    """Return check()'s first truthy value; fail the test when the deadline passes."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
+
+
+def fake_binary(folder: str) -> str:
+    """Write an executable that runs the stand-in LiteLLM with this interpreter."""
+    path = os.path.join(folder, "fake-litellm")
+    with open(path, "w") as fh:
+        fh.write(f"#!/bin/sh\nexec {sys.executable} -u {FAKE_LITELLM} \"$@\"\n")
+    os.chmod(path, 0o755)
+    return path
+
+
+def run_cli(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(CLI + list(args), capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT)
+
+
+SUPERVISORD_CONF = """[unix_http_server]
+file={sock}
+
+{inet}
+[supervisord]
+logfile={dir}/supervisord.log
+pidfile={dir}/supervisord.pid
+childlogdir={dir}
+nodaemon=true
+loglevel=info
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[rpcinterface:sidecar]
+supervisor.rpcinterface_factory = sidecar_plugin.rpc:make_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{sock}
+
+[ctlplugin:sidecar]
+supervisor.ctl_factory = sidecar_plugin.ctl:make_ctlplugin
+
+[include]
+files = {include}
+"""
+
+
+class Sidecar:
+    """One rendered sidecar under one real supervisord, owned by one test."""
+
+    def __init__(self, folder: str, workers: int = 1, mode: Optional[Dict[str, Any]] = None,
+                 render_args: Optional[List[str]] = None, inet: Optional[Dict[str, Any]] = None,
+                 binary: Optional[str] = None, env: Optional[Dict[str, str]] = None) -> None:
+        self.dir = folder
+        self.out = os.path.join(folder, "out")
+        self.port = free_port()
+        self.sock = os.path.join(folder, "s.sock")
+        self.conf = os.path.join(folder, "supervisord.conf")
+        self.state_file = os.path.join(self.out, "state.json")
+        self.log_file = os.path.join(self.out, "litellm.log")
+        self.program = "agentroute-sidecar"
+        self.proc: Optional[subprocess.Popen] = None
+        self.inet = inet
+        self.env = env or {}
+        os.makedirs(self.out, exist_ok=True)
+        self.profile = os.path.join(folder, "profile.yaml")
+        with open(self.profile, "w") as fh:
+            fh.write(PROFILE)
+        self.set_mode(mode or {})
+        args = ["render", "--profile", self.profile, "--out-dir", self.out, "--port", str(self.port),
+                "--binary", binary or fake_binary(folder), "--workers", str(workers)] + (render_args or [])
+        res = run_cli(*args, env={"OPENROUTER_API_KEY": API_KEY, "AGENTROUTE_MASTER_KEY": MASTER_KEY})
+        assert res.returncode == 0, res.stderr
+        self.marker = f"{self.program}@{os.path.join(self.out, 'litellm.yaml')}"
+        inet_section = ""
+        if inet:
+            inet_section = "[inet_http_server]\nport=127.0.0.1:{port}\nusername={username}\npassword={password}\n".format(**inet)
+        with open(self.conf, "w") as fh:
+            fh.write(SUPERVISORD_CONF.format(sock=self.sock, dir=folder, inet=inet_section,
+                                             include=os.path.join(self.out, "sidecar.conf")))
+
+    def set_mode(self, mode: Dict[str, Any]) -> None:
+        """Tell the stand-in how to behave at its next start."""
+        with open(os.path.join(self.out, "fake_mode.json"), "w") as fh:
+            json.dump(mode, fh)
+
+    # -- supervisord --
+    def start_supervisord(self, wait_state: Optional[str] = "running", timeout: float = 30) -> None:
+        env = dict(os.environ)
+        env.update(self.env)
+        self.proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", self.conf],
+                                     cwd=self.dir, env=env, start_new_session=True,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        poll(self._rpc_up, 20, what="supervisord's socket")
+        if wait_state:
+            self.wait_state(wait_state, timeout)
+
+    def _rpc_up(self) -> bool:
+        try:
+            return self.rpc().supervisor.getState()["statename"] == "RUNNING"
+        except (OSError, xmlrpc.client.Error):
+            return False
+
+    def rpc(self) -> Any:
+        return rpc_proxy("unix://" + self.sock, env={})
+
+    def ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "supervisor.supervisorctl", "-c", self.conf] + list(args),
+                              capture_output=True, text=True, timeout=timeout)
+
+    # -- observing --
+    def state(self) -> Optional[Any]:
+        try:
+            return read_state(self.state_file)
+        except StateUnavailable:
+            return None
+
+    def wait_state(self, state: str, timeout: float = 30, pred: Callable[[Any], bool] = lambda s: True) -> Any:
+        return poll(lambda: (lambda s: s if s is not None and s.state.value == state and pred(s) else None)(self.state()),
+                    timeout, what=f"state {state}")
+
+    def info(self) -> Dict[str, Any]:
+        return self.rpc().supervisor.getProcessInfo(f"{self.program}:{self.program}")
+
+    def listener_info(self) -> Dict[str, Any]:
+        name = f"{self.program}-health"
+        return self.rpc().supervisor.getProcessInfo(f"{name}:{name}")
+
+    def marked(self) -> List[psutil.Process]:
+        """Every live process of this test's sidecar trees (by the render's marker)."""
+        found = []
+        for p in psutil.process_iter(["pid"]):
+            try:
+                if p.environ().get(MARKER_ENV) == self.marker and p.status() != psutil.STATUS_ZOMBIE:
+                    found.append(p)
+            except (psutil.Error, OSError):
+                continue
+        return found
+
+    def port_listeners(self) -> List[int]:
+        return sorted({c.pid for c in psutil.net_connections("tcp")
+                       if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == self.port and c.pid})
+
+    def health_ok(self) -> bool:
+        import requests
+        s = requests.Session()
+        s.trust_env = False
+        try:
+            return s.get(f"http://127.0.0.1:{self.port}/health/liveliness", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def history(self) -> List[Dict[str, Any]]:
+        from sidecar_plugin.statefile import read_history
+        return read_history(self.state_file)
+
+    # -- cleanup --
+    def cleanup(self) -> None:
+        """Kill everything this test started: supervisord's group, then marked leftovers."""
+        owned: List[psutil.Process] = []
+        if self.proc is not None:
+            try:
+                owned = psutil.Process(self.proc.pid).children(recursive=True)
+            except psutil.Error:
+                owned = []
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        for p in owned + self.marked():
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(owned, timeout=5)

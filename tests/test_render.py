@@ -1,0 +1,174 @@
+"""Render rules: determinism, modes, prefixes, aliases, no secret outside the 0600 files."""
+
+import configparser
+import os
+import shlex
+import stat
+
+import yaml
+
+from harness import API_KEY, MASTER_KEY, fake_binary, run_cli
+
+PROFILE = """name: work
+port: 4100
+models:
+  heavy: anthropic/claude-opus-4.5
+  balanced: openrouter/anthropic/claude-sonnet-4.5
+  fast: deepseek/deepseek-v4-flash
+"""
+ENV = {"OPENROUTER_API_KEY": API_KEY, "AGENTROUTE_MASTER_KEY": MASTER_KEY}
+
+
+def setup(tmp_path, text=PROFILE):
+    prof = tmp_path / "p.yaml"
+    prof.write_text(text)
+    return str(prof), str(tmp_path / "out"), fake_binary(str(tmp_path))
+
+
+def render(prof, out, binary, *extra, env=ENV):
+    return run_cli("render", "--profile", prof, "--out-dir", out, "--binary", binary, *extra, env=env)
+
+
+def read_conf(out):
+    cp = configparser.RawConfigParser()
+    cp.read(os.path.join(out, "sidecar.conf"))
+    return cp
+
+
+def test_litellm_yaml_entries_sorted_prefixed_and_mode_0600(tmp_path):
+    prof, out, binary = setup(tmp_path)
+    res = render(prof, out, binary)
+    assert res.returncode == 0, res.stderr
+    path = os.path.join(out, "litellm.yaml")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    doc = yaml.safe_load(open(path))
+    names = [e["model_name"] for e in doc["model_list"]]
+    assert names == ["agentroute-balanced", "agentroute-fast", "agentroute-heavy"]
+    models = {e["model_name"]: e["litellm_params"]["model"] for e in doc["model_list"]}
+    assert models == {"agentroute-balanced": "openrouter/anthropic/claude-sonnet-4.5",
+                      "agentroute-fast": "openrouter/deepseek/deepseek-v4-flash",
+                      "agentroute-heavy": "openrouter/anthropic/claude-opus-4.5"}
+    for e in doc["model_list"]:
+        assert e["litellm_params"]["api_key"] == API_KEY
+        assert e["litellm_params"]["allowed_openai_params"] == ["thinking", "betas"]
+        assert "api_base" not in e["litellm_params"]
+    assert doc["general_settings"]["master_key"] == MASTER_KEY
+    assert not os.path.exists(os.path.join(out, "master.key"))
+
+
+def test_api_base_is_passed_when_set(tmp_path):
+    prof, out, binary = setup(tmp_path, PROFILE + "api_base: http://127.0.0.1:9/api/v1\n")
+    assert render(prof, out, binary).returncode == 0
+    doc = yaml.safe_load(open(os.path.join(out, "litellm.yaml")))
+    assert {e["litellm_params"]["api_base"] for e in doc["model_list"]} == {"http://127.0.0.1:9/api/v1"}
+
+
+def test_rerender_is_byte_identical_and_reports_unchanged(tmp_path):
+    prof, out, binary = setup(tmp_path)
+    env = {"OPENROUTER_API_KEY": API_KEY, "AGENTROUTE_MASTER_KEY": ""}
+    first = render(prof, out, binary, env=env)
+    assert first.returncode == 0, first.stderr
+    snap = {n: open(os.path.join(out, n), "rb").read() for n in os.listdir(out)}
+    second = render(prof, out, binary, env=env)
+    assert second.returncode == 0
+    assert {n: open(os.path.join(out, n), "rb").read() for n in os.listdir(out)} == snap
+    assert "changed" in first.stdout and "unchanged" in second.stdout
+    assert all(line.startswith("unchanged") for line in second.stdout.splitlines())
+
+
+def test_generated_master_key_is_0600_sk_prefixed_and_random(tmp_path):
+    prof, out, binary = setup(tmp_path)
+    env = {"OPENROUTER_API_KEY": API_KEY, "AGENTROUTE_MASTER_KEY": ""}
+    assert render(prof, out, binary, env=env).returncode == 0
+    key_path = os.path.join(out, "master.key")
+    assert stat.S_IMODE(os.stat(key_path).st_mode) == 0o600
+    key = open(key_path).read().strip()
+    assert key.startswith("sk-") and len(key) >= 3 + 43  # 32 bytes urlsafe = 43 chars = 256 bits
+    doc = yaml.safe_load(open(os.path.join(out, "litellm.yaml")))
+    assert doc["general_settings"]["master_key"] == key
+    other = tmp_path / "other"
+    assert render(prof, str(other), binary, env=env).returncode == 0
+    assert open(other / "master.key").read().strip() != key
+
+
+def test_sidecar_conf_program_and_listener(tmp_path):
+    prof, out, binary = setup(tmp_path)
+    assert render(prof, out, binary, "--workers", "2", "--stop-timeout", "7").returncode == 0
+    cp = read_conf(out)
+    prog = cp["program:agentroute-sidecar"]
+    argv = shlex.split(prog["command"])
+    assert argv[0] == binary and os.path.isabs(argv[0])
+    assert argv[1:] == ["--config", os.path.join(out, "litellm.yaml"), "--host", "127.0.0.1",
+                        "--port", "4100", "--num_workers", "2"]
+    assert prog["stopasgroup"] == "true" and prog["killasgroup"] == "true"
+    assert prog["stopwaitsecs"] == "7"
+    assert prog["stdout_logfile"] == os.path.join(out, "litellm.log")
+    assert prog["redirect_stderr"] == "true" and prog["stdout_logfile_maxbytes"]
+    assert 'LITELLM_LOCAL_MODEL_COST_MAP="True"' in prog["environment"]
+    lis = cp["eventlistener:agentroute-sidecar-health"]
+    largv = shlex.split(lis["command"])
+    assert os.path.isabs(largv[0]) and "listen" in largv
+    for opt, val in (("--program", "agentroute-sidecar"), ("--port", "4100"),
+                     ("--state-file", os.path.join(out, "state.json")),
+                     ("--log-file", os.path.join(out, "litellm.log"))):
+        assert largv[largv.index(opt) + 1] == val
+    assert set(lis["events"].split(",")) == {"PROCESS_STATE", "TICK_5"}
+
+
+def test_one_worker_has_no_num_workers_flag_and_cli_port_wins(tmp_path):
+    prof, out, binary = setup(tmp_path)
+    assert render(prof, out, binary, "--port", "4555").returncode == 0
+    argv = shlex.split(read_conf(out)["program:agentroute-sidecar"]["command"])
+    assert "--num_workers" not in argv and argv[argv.index("--port") + 1] == "4555"
+
+
+def test_no_secret_in_sidecar_conf_or_stdout(tmp_path):
+    prof, out, binary = setup(tmp_path)
+    for env in (ENV, {"OPENROUTER_API_KEY": API_KEY, "AGENTROUTE_MASTER_KEY": ""}):
+        res = render(prof, out, binary, env=env)
+        text = open(os.path.join(out, "sidecar.conf")).read()
+        generated = open(os.path.join(out, "master.key")).read().strip() if os.path.exists(
+            os.path.join(out, "master.key")) else MASTER_KEY
+        for secret in (API_KEY, MASTER_KEY, generated):
+            assert secret not in text and secret not in res.stdout and secret not in res.stderr
+
+
+def test_binary_missing_exits_3_and_writes_nothing(tmp_path):
+    prof, out, _ = setup(tmp_path)
+    # the interpreter's own bin folder is searched too, so name a binary that exists nowhere
+    res = run_cli("render", "--profile", prof, "--out-dir", out, "--binary", "litellm-none-such",
+                  env={**ENV, "PATH": "/nonexistent"})
+    assert res.returncode == 3
+    assert res.stderr.strip() == ("litellm-none-such not found on PATH; install it with "
+                                  "\"pipx install 'litellm[proxy]'\" (or pass --binary)")
+    assert not os.path.exists(out)
+
+
+def test_default_binary_message_is_the_contracts(tmp_path):
+    prof, out, _ = setup(tmp_path)
+    import sys
+    env = {**ENV, "PATH": "/nonexistent"}
+    bindir = os.path.dirname(sys.executable)
+    if os.path.exists(os.path.join(bindir, "litellm")):
+        # LiteLLM is installed beside this interpreter: render finds it there, as designed.
+        assert run_cli("render", "--profile", prof, "--out-dir", out, env=env).returncode == 0
+        return
+    res = run_cli("render", "--profile", prof, "--out-dir", out, env=env)
+    assert res.returncode == 3
+    assert res.stderr.strip() == "litellm not found on PATH; install it with \"pipx install 'litellm[proxy]'\" (or pass --binary)"
+
+
+def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path):
+    prof, out, binary = setup(tmp_path, "name: w\nmodels: {Bad: x/y}\n")
+    res = render(prof, out, binary)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    prof2, out2, binary2 = setup(tmp_path)
+    for extra in (["--port", "0"], ["--workers", "0"], ["--program", "a:b"], ["--port", "x"]):
+        res = render(prof2, out2, binary2, *extra)
+        assert res.returncode == 2, extra
+        assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    res = render(prof2, out2, binary2, env={"OPENROUTER_API_KEY": "", "AGENTROUTE_MASTER_KEY": ""})
+    assert res.returncode == 2 and "OPENROUTER_API_KEY is not set" in res.stderr
+    res = render(prof2, out2, binary2, env={"OPENROUTER_API_KEY": API_KEY, "AGENTROUTE_MASTER_KEY": "nope"})
+    assert res.returncode == 2 and "nope" not in res.stderr
+    assert not os.path.exists(out2)

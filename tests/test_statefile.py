@@ -1,0 +1,82 @@
+"""The state file reader, writer and history: atomic, bounded, never a traceback."""
+
+import json
+import os
+import stat
+import time
+
+import pytest
+
+from sidecar_plugin.client import State, StateUnavailable, effective_state, read_state
+from sidecar_plugin.statefile import (
+    LockHeld, StateMissing, append_history, lock_state_file, read_history, write_state,
+)
+
+
+def doc(**over):
+    now = time.time()
+    d = {"schema": 1, "program": "p", "state": "running", "since": now - 5, "updated_at": now,
+         "heartbeat_at": now, "pid": 5, "port": 4000, "supervisor_state": "RUNNING",
+         "health": {"ok": True, "checked_at": now, "latency_ms": 1.0, "consecutive_failures": 0},
+         "error": None, "log_tail": [], "listener_pid": 9}
+    d.update(over)
+    return d
+
+
+def test_roundtrip_mode_and_fields(tmp_path):
+    path = str(tmp_path / "state.json")
+    write_state(path, doc())
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    st = read_state(path)
+    assert st.state is State.RUNNING and st.state == "running" and st.pid == 5 and not st.is_stale
+    assert st.health.ok is True and st.port == 4000 and st.is_running
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_stale_is_never_running(tmp_path):
+    path = str(tmp_path / "state.json")
+    old = time.time() - 20
+    write_state(path, doc(heartbeat_at=old, updated_at=old))
+    st = read_state(path)
+    assert st.is_stale and not st.is_running
+    assert effective_state(path) is State.CRASHED
+
+
+@pytest.mark.parametrize("content", [b"", b"{", b"[]", b"\xff\xfe", b'{"schema": 2}',
+                                     json.dumps(doc(state="dancing")).encode(),
+                                     json.dumps(doc(pid="x")).encode(),
+                                     json.dumps(doc(since=True)).encode()])
+def test_corrupt_is_state_unavailable_and_reads_crashed(tmp_path, content):
+    path = tmp_path / "state.json"
+    path.write_bytes(content)
+    with pytest.raises(StateUnavailable):
+        read_state(str(path))
+    assert effective_state(str(path)) is State.CRASHED
+
+
+def test_missing_is_stopped(tmp_path):
+    path = str(tmp_path / "none.json")
+    with pytest.raises(StateMissing):
+        read_state(path)
+    assert effective_state(path) is State.STOPPED
+
+
+def test_history_is_bounded_and_ordered(tmp_path):
+    state_file = str(tmp_path / "state.json")
+    for i in range(400):
+        append_history(state_file, {"n": i, "pad": "x" * 100}, max_bytes=4096, backups=2)
+    total = sum(os.path.getsize(tmp_path / n) for n in os.listdir(tmp_path) if n.startswith("history"))
+    assert total <= 3 * 4096
+    ns = [e["n"] for e in read_history(state_file)]
+    assert ns == sorted(ns) and ns[-1] == 399
+
+
+def test_second_lock_is_refused(tmp_path):
+    state_file = str(tmp_path / "state.json")
+    fd = lock_state_file(state_file)
+    try:
+        with pytest.raises(LockHeld, match=str(os.getpid())):
+            lock_state_file(state_file)
+    finally:
+        os.close(fd)
+    os.close(lock_state_file(state_file))
