@@ -216,16 +216,23 @@ def _on_exit_event(m: Model, ev: ProcEvent, now: float) -> Result:
         return m, [Reap()]
     actions: List[Action] = [CaptureLogTail(), Write(), Reap()]
     if m.state is State.CRASHED:
-        # Already recorded (pid watch, timeout or hang): keep the first reason.
+        # Already recorded (pid watch, timeout or hang): keep the time it happened;
+        # supervisord's verdict on a failed start is the better reason.
         if m.halted == "hung" and s == "EXITED":
             actions.append(StartProgram())
+        if m.halted is None and s in ("BACKOFF", "FATAL"):
+            m = replace(m, error=_START_FAILURE[s])
         return m, actions
     if s == "EXITED":
         how = "with its expected exit code" if ev.expected else "unexpectedly"
         return _crash(m, now, f"exited {how} while {_human(ev.from_state)}"), actions
-    if s == "BACKOFF":
-        return _crash(m, now, "exited during start; supervisord will retry (BACKOFF)"), actions
-    return _crash(m, now, "could not be started; supervisord gave up retrying (FATAL)"), actions
+    return _crash(m, now, _START_FAILURE[s]), actions
+
+
+_START_FAILURE = {
+    "BACKOFF": "exited during start; supervisord will retry (BACKOFF)",
+    "FATAL": "could not be started; supervisord gave up retrying (FATAL)",
+}
 
 
 def _human(from_state: Optional[str]) -> str:

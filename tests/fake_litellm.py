@@ -104,11 +104,10 @@ def serve(sock, hang_after):
     if hang_after is not None:
         def hang():
             time.sleep(float(hang_after))
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            State.hung = True
-            server.shutdown_request = lambda request: None  # keep accepted sockets open, answer nothing
+            State.hung = True  # from now on SIGTERM is ignored and no request is answered
             print(f"fake litellm pid={os.getpid()}: hanging now", flush=True)
         threading.Thread(target=hang, daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda signum, frame: None if State.hung else sys.exit(0))
     server.serve_forever(poll_interval=0.2)
 
 
@@ -152,7 +151,6 @@ def main():
     for i in range(a.num_workers):
         pid = os.fork()
         if pid == 0:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
             if i == 0 and mode.get("setsid_worker"):
                 os.setsid()
             print(f"fake litellm worker pid={os.getpid()} pgid={os.getpgid(0)}", flush=True)
@@ -164,6 +162,8 @@ def main():
     sock.close()
 
     def stop(signum, frame):
+        if State.hung:
+            return
         for w in workers:
             try:
                 os.kill(w, signal.SIGTERM)
@@ -181,7 +181,7 @@ def main():
     if hang_after is not None:
         def hang_parent():
             time.sleep(float(hang_after))
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            State.hung = True
         threading.Thread(target=hang_parent, daemon=True).start()
     while True:
         try:

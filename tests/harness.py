@@ -104,7 +104,8 @@ class Sidecar:
 
     def __init__(self, folder: str, workers: int = 1, mode: Optional[Dict[str, Any]] = None,
                  render_args: Optional[List[str]] = None, inet: Optional[Dict[str, Any]] = None,
-                 binary: Optional[str] = None, env: Optional[Dict[str, str]] = None) -> None:
+                 binary: Optional[str] = None, env: Optional[Dict[str, str]] = None,
+                 profile_text: str = PROFILE) -> None:
         self.dir = folder
         self.out = os.path.join(folder, "out")
         self.port = free_port()
@@ -119,7 +120,7 @@ class Sidecar:
         os.makedirs(self.out, exist_ok=True)
         self.profile = os.path.join(folder, "profile.yaml")
         with open(self.profile, "w") as fh:
-            fh.write(PROFILE)
+            fh.write(profile_text)
         self.set_mode(mode or {})
         args = ["render", "--profile", self.profile, "--out-dir", self.out, "--port", str(self.port),
                 "--binary", binary or fake_binary(folder), "--workers", str(workers)] + (render_args or [])

@@ -174,3 +174,9 @@ def test_recover_fatal_keeps_prior_crash():
 def test_unknown_event_state_only_updates_supervisor_state():
     model, acts = run(running(), m.ProcEvent("UNKNOWN"))
     assert model.state is State.RUNNING and model.supervisor_state == "UNKNOWN"
+
+
+def test_fatal_after_a_watched_death_names_fatal_and_keeps_the_time():
+    model, _ = run(running(), m.Died(pid=10, supervisor_state="STARTING"), now=70)
+    model, _ = run(model, m.ProcEvent("FATAL", from_state="BACKOFF"), now=75)
+    assert model.state is State.CRASHED and "FATAL" in model.error and model.since == 70

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""A loopback stand-in for OpenRouter's OpenAI-compatible API, recording what it receives.
+
+The end-to-end suite points the profile's ``api_base`` here, so the whole
+chain gateway -> LiteLLM -> upstream runs offline, and the test can check what
+LiteLLM actually sent (the key as bearer, the model id without ``openrouter/``).
+"""
+
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Dict, List, Optional
+
+CHAT_PATHS = ("/api/v1/chat/completions", "/v1/chat/completions", "/chat/completions")
+
+
+class FakeOpenRouter:
+    """Serve on 127.0.0.1 (port 0 = any) in a background thread."""
+
+    def __init__(self, record_path: Optional[str] = None, port: int = 0) -> None:
+        self.record_path = record_path
+        self.records: List[Dict[str, Any]] = []
+        self.lock = threading.Lock()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, fmt: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                if self.path.endswith("/models"):
+                    return self._json(200, {"data": [{"id": "fake/model"}]})
+                self._json(404, {"error": "not found"})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0") or 0)
+                raw = self.rfile.read(length)
+                path = self.path.split("?")[0]
+                if path not in CHAT_PATHS:
+                    return self._json(404, {"error": "not found"})
+                try:
+                    body = json.loads(raw or b"{}")
+                except ValueError:
+                    return self._json(400, {"error": "bad json"})
+                model = body.get("model", "")
+                stream = bool(body.get("stream"))
+                owner.record({"path": path, "authorization": self.headers.get("Authorization", ""),
+                              "model": model, "stream": stream, "body": body})
+                if stream:
+                    return self._stream(model)
+                self._json(200, {
+                    "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": f"pong from {model}"},
+                                 "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}})
+
+            def _json(self, code: int, obj: Any) -> None:
+                data = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _stream(self, model: str) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
+                        "model": model}
+                chunks = [
+                    {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None},
+                    {"index": 0, "delta": {"content": "pong "}, "finish_reason": None},
+                    {"index": 0, "delta": {"content": f"from {model}"}, "finish_reason": None},
+                    {"index": 0, "delta": {}, "finish_reason": "stop"},
+                ]
+                for i, choice in enumerate(chunks):
+                    event = dict(base, choices=[choice])
+                    if i == len(chunks) - 1:
+                        event["usage"] = {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
+                    self.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+                    self.wfile.flush()
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+                self.close_connection = True
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.thread: Optional[threading.Thread] = None
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v1"
+
+    def record(self, entry: Dict[str, Any]) -> None:
+        with self.lock:
+            self.records.append(entry)
+            if self.record_path:
+                with open(self.record_path, "a") as fh:
+                    fh.write(json.dumps(entry) + "\n")
+
+    def requests(self) -> List[Dict[str, Any]]:
+        with self.lock:
+            return list(self.records)
+
+    def start(self) -> "FakeOpenRouter":
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def main() -> None:
+    import argparse
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--record", default=None)
+    a = p.parse_args()
+    fake = FakeOpenRouter(a.record, a.port)
+    print(f"listening on http://127.0.0.1:{fake.port}", flush=True)
+    try:
+        fake.server.serve_forever()
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Query and control through every door: the module, the CLI, supervisorctl and XML-RPC."""
+
+import json
+import os
+import time
+
+import psutil
+import pytest
+
+from harness import API_KEY, MASTER_KEY, poll, run_cli
+from sidecar_plugin.client import (
+    BinaryNotFoundError, Sidecar, SidecarError, SidecarStartError, State, StateUnavailable, read_state,
+)
+from sidecar_plugin.supervisor_rpc import rpc_proxy
+
+pytestmark = pytest.mark.integration
+
+
+def client(sc, **kw):
+    return Sidecar(state_file=kw.pop("state_file", sc.state_file), program=sc.program,
+                   server_url="unix://" + sc.sock, **kw)
+
+
+def cli(sc, *args, state_file=True):
+    extra = ["--state-file", sc.state_file] if state_file else []
+    return run_cli(*args, *extra, "-s", "unix://" + sc.sock)
+
+
+def test_live_state_through_module_cli_ctl_and_rpc(make_sidecar):
+    sc = make_sidecar()
+    sc.start_supervisord()
+    st = sc.wait_state("running", 20)
+    c = client(sc)
+    assert c.state() is State.RUNNING and c.state() == "running"
+    assert c.log_path() == sc.log_file
+    assert read_state(sc.state_file).pid == st.pid
+    res = cli(sc, "status")
+    assert res.returncode == 0 and "RUNNING" in res.stdout, res.stderr
+    res = cli(sc, "status", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["state"] == "running"
+    # no flags at all: the state file is found from the listener's configuration in supervisord
+    res = run_cli("status", "--program", sc.program, "-s", "unix://" + sc.sock)
+    assert res.returncode == 0, res.stderr
+    assert client(sc, state_file=None).state_file == sc.state_file
+    res = sc.ctl("sidecar", "status")
+    assert res.returncode == 0 and "RUNNING" in res.stdout, res.stdout
+    doc = sc.rpc().sidecar.getState(sc.program)
+    assert doc["state"] == "running" and doc["pid"] == st.pid and doc["port_free"] is False
+    assert sc.rpc().sidecar.listPrograms() == [sc.program]
+    res = sc.ctl("help", "sidecar")
+    assert "sidecar status" in res.stdout
+
+
+def test_stop_and_start_through_the_module(make_sidecar):
+    sc = make_sidecar(workers=2, mode={"setsid_worker": True})
+    sc.start_supervisord()
+    sc.wait_state("running", 20)
+    c = client(sc)
+    c.stop(timeout=15)
+    assert sc.marked() == [] and sc.port_listeners() == []
+    assert c.state() is State.STOPPED
+    res = cli(sc, "status")
+    assert res.returncode == 3 and "STOPPED" in res.stdout
+    assert sc.ctl("sidecar", "status").returncode == 3
+    c.stop(timeout=5)  # no-op when stopped
+    c.start(timeout=20)
+    assert c.state() is State.RUNNING
+    res = cli(sc, "stop", "--timeout", "15")
+    assert res.returncode == 0, res.stderr
+    assert sc.marked() == [] and sc.port_listeners() == []
+    res = cli(sc, "start", "--timeout", "20")
+    assert res.returncode == 0 and "running" in res.stdout, res.stderr
+    res = cli(sc, "wait", "--state", "running", "--timeout", "5")
+    assert res.returncode == 0
+
+
+def test_ctl_stop_start_wait(make_sidecar):
+    sc = make_sidecar(workers=2)
+    sc.start_supervisord()
+    sc.wait_state("running", 20)
+    res = sc.ctl("sidecar", "stop")
+    assert res.returncode == 0 and "stopped" in res.stdout, res.stdout
+    assert sc.marked() == [] and sc.port_listeners() == []
+    res = sc.ctl("sidecar", "start", "--timeout", "20")
+    assert res.returncode == 0 and "running" in res.stdout, res.stdout
+    res = sc.ctl("sidecar", "wait", "--timeout", "5")
+    assert res.returncode == 0
+
+
+def test_start_of_never_healthy_raises_with_log_tail(make_sidecar):
+    sc = make_sidecar(mode={"never_healthy": True}, render_args=["--health-timeout", "2", "--no-autostart"])
+    sc.start_supervisord(wait_state="stopped")
+    c = client(sc)
+    with pytest.raises(SidecarStartError) as exc:
+        c.start()
+    assert "did not become healthy within 2 s" in str(exc.value)
+    assert any("listening on" in line for line in exc.value.log_tail)
+    res = cli(sc, "start")
+    assert res.returncode == 1 and "did not become healthy" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_start_with_missing_binary_is_binary_not_found(make_sidecar, tmp_path):
+    sc = make_sidecar(render_args=["--no-autostart"])
+    os.unlink(os.path.join(sc.dir, "fake-litellm"))
+    sc.start_supervisord(wait_state="stopped")
+    with pytest.raises(BinaryNotFoundError):
+        client(sc).start(timeout=20)
+
+
+def test_stale_corrupt_and_missing_state_files(make_sidecar, tmp_path):
+    sc = make_sidecar()
+    sc.start_supervisord()
+    sc.wait_state("running", 20)
+    # stale: a copy whose heartbeat is 20 s old, as if the listener died
+    doc = json.load(open(sc.state_file))
+    doc["heartbeat_at"] -= 20
+    stale = tmp_path / "stale.json"
+    stale.write_text(json.dumps(doc))
+    assert Sidecar(state_file=str(stale)).state() is State.CRASHED
+    res = run_cli("status", "--state-file", str(stale))
+    assert res.returncode == 4 and "stale" in res.stdout
+    corrupt = tmp_path / "corrupt.json"
+    corrupt.write_text("{not json")
+    assert Sidecar(state_file=str(corrupt)).state() is State.CRASHED
+    with pytest.raises(StateUnavailable):
+        read_state(str(corrupt))
+    assert run_cli("status", "--state-file", str(corrupt)).returncode == 4
+    missing = str(tmp_path / "missing.json")
+    assert Sidecar(state_file=missing).state() is State.STOPPED
+    res = run_cli("status", "--state-file", missing)
+    assert res.returncode == 4 and "Traceback" not in res.stderr
+
+
+def test_supervisord_killed_clients_report_not_running(make_sidecar):
+    sc = make_sidecar()
+    sc.start_supervisord()
+    sc.wait_state("running", 20)
+    # stop supervisord and its listener, leaving the state file behind (as a crash would)
+    os.killpg(sc.proc.pid, 9)
+    sc.proc.wait(10)
+    c = client(sc)
+    poll(lambda: c.state() is State.CRASHED, 20, interval=0.5, what="the stale file to read crashed")
+    assert run_cli("status", "--state-file", sc.state_file).returncode == 4
+
+
+def test_xmlrpc_over_inet_http_server_with_credentials(make_sidecar):
+    from harness import free_port
+    port = free_port()
+    sc = make_sidecar(inet={"port": port, "username": "ops", "password": "s3cret"})
+    sc.start_supervisord()
+    sc.wait_state("running", 20)
+    good = rpc_proxy(f"http://ops:s3cret@127.0.0.1:{port}", env={})
+    assert good.sidecar.getState(sc.program)["state"] == "running"
+    bad = rpc_proxy(f"http://ops:wrong@127.0.0.1:{port}", env={})
+    with pytest.raises(Exception):
+        bad.sidecar.getState(sc.program)
+    import subprocess, sys
+    res = subprocess.run([sys.executable, "-m", "supervisor.supervisorctl", "-c", sc.conf,
+                          "-s", f"http://127.0.0.1:{port}", "-u", "ops", "-p", "s3cret", "sidecar", "status"],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0 and "RUNNING" in res.stdout, res.stdout + res.stderr
+    c = Sidecar(state_file=None, program=sc.program, server_url=f"http://ops:s3cret@127.0.0.1:{port}")
+    assert c.state() is State.RUNNING
+    c.stop(timeout=15)
+    assert sc.port_listeners() == []
+
+
+def test_get_state_unknown_program_is_a_fault(make_sidecar):
+    import xmlrpc.client
+    sc = make_sidecar()
+    sc.start_supervisord()
+    with pytest.raises(xmlrpc.client.Fault):
+        sc.rpc().sidecar.getState("nope")
+    res = sc.ctl("sidecar", "status", "nope")
+    assert res.returncode != 0 and "no sidecar listener" in res.stdout
