@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--state-file", default=None, help="default: OUT_DIR/state.json")
     r.add_argument("--log-file", default=None, help="default: OUT_DIR/litellm.log")
     r.add_argument("--no-autostart", action="store_true", help="do not start it with supervisord")
+    r.add_argument("--user", default="", help="run LiteLLM and the listener as this user (render as root: "
+                   "the rendered files and the folder are given to it)")
 
     li = sub.add_parser("listen", help="the supervisord event listener (run by supervisord)")
     li.add_argument("--program", required=True)
@@ -107,7 +109,7 @@ def cmd_render(a: argparse.Namespace) -> int:
     from sidecar_plugin.profile import load_profile
     from sidecar_plugin.render import (
         RenderOptions, check_options, choose_master_key, listener_entry_point, optional_port,
-        render_files, resolve_binary, write_rendered,
+        lookup_user, render_files, resolve_binary, write_rendered,
     )
 
     profile = load_profile(os.path.abspath(a.profile))
@@ -119,9 +121,12 @@ def cmd_render(a: argparse.Namespace) -> int:
         state_file=os.path.abspath(a.state_file or os.path.join(out_dir, "state.json")),
         log_file=os.path.abspath(a.log_file or os.path.join(out_dir, "litellm.log")),
         listener_log_file=os.path.join(out_dir, "listener.log"),
-        autostart=not a.no_autostart,
+        autostart=not a.no_autostart, user=a.user,
     )
     check_options(opts)
+    owner = lookup_user(a.user) if a.user else None
+    if owner is not None and os.geteuid() != 0 and owner[0] != os.geteuid():
+        raise CliError(f"--user {a.user}: render as root (or as {a.user}) so the files can be given to it", EXIT_USAGE)
     api_key = os.environ.get(a.api_key_env, "")
     if not api_key:
         raise CliError(f"{a.api_key_env} is not set: export the OpenRouter API key in it "
@@ -135,7 +140,9 @@ def cmd_render(a: argparse.Namespace) -> int:
         except OSError as exc:
             raise CliError(f"--out-dir {a.out_dir}: cannot create it: {exc.strerror or exc}", EXIT_USAGE) from None
     files = render_files(profile, opts, api_key, master_key, keep_file)
-    for path, changed in write_rendered(files):
+    if owner is not None:
+        os.chown(out_dir, *owner)  # the listener writes its state file and history here
+    for path, changed in write_rendered(files, owner):
         print(f"{'changed' if changed else 'unchanged':<9} {path}")
     return EXIT_OK
 
@@ -209,11 +216,46 @@ def cmd_wait(a: argparse.Namespace) -> int:
 
     sc = _sidecar(a)
     path = sc.state_file
-    if sys.stderr.isatty():
-        print(f"waiting for {a.program} to be {a.state}...", file=sys.stderr)
-    doc = control.wait_for_state(lambda: state_dict(path), a.state, a.timeout)
+    progress = _Progress(a.program, a.state)
+
+    def get() -> Dict[str, Any]:
+        doc = state_dict(path)
+        progress.show(doc)
+        return doc
+
+    try:
+        doc = control.wait_for_state(get, a.state, a.timeout)
+    finally:
+        progress.done()
     print(f"{a.program}: {doc['state']}")
     return EXIT_OK
+
+
+class _Progress:
+    """A visible progress line on stderr while waiting (LiteLLM takes seconds to start)."""
+
+    def __init__(self, program: str, target: str) -> None:
+        self.program, self.target = program, target
+        self.t0 = time.monotonic()
+        self.last = -10.0
+        self.tty = sys.stderr.isatty()
+
+    def show(self, doc: Dict[str, Any]) -> None:
+        now = time.monotonic()
+        if now - self.last < (0.5 if self.tty else 5.0):
+            return
+        self.last = now
+        line = (f"waiting for {self.program} to be {self.target}: {doc.get('state', 'unknown')}"
+                f" ({now - self.t0:.0f} s)")
+        if doc.get("error") and doc.get("state") == "crashed":
+            line += f": {doc['error']}"
+        sys.stderr.write(("\r\033[K" + line) if self.tty else line + "\n")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.tty and self.last > -10.0:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
 
 
 def cmd_start(a: argparse.Namespace) -> int:

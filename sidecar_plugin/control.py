@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, Optional
 from sidecar_plugin.errors import BinaryNotFoundError, SidecarError, SidecarStartError
 
 POLL = 0.05
+GAVE_UP = ("FATAL", "STOPPED")
 GetState = Callable[[], Dict[str, Any]]
 _MISSING_BINARY = ("can't find command", "not found", "no such file")
 
@@ -94,6 +95,8 @@ def wait_for_state(get_state: GetState, target: str, timeout: Optional[float]) -
         doc = get_state()
         if doc.get("state") == target and not doc.get("is_stale"):
             return doc
+        if target == "running" and doc.get("state") == "crashed" and doc.get("supervisor_state") in GAVE_UP:
+            raise start_error(doc)  # nothing will bring it back by itself: do not wait out the timeout
         if deadline is not None and time.monotonic() >= deadline:
             raise SidecarError(f"still {doc.get('state', 'unknown')} after {timeout:g} s (waiting for {target})")
         time.sleep(POLL)

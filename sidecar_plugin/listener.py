@@ -162,6 +162,7 @@ class Listener:
         self.last_track = 0.0
         self.write_failing = False
         self._rpc: Any = None
+        self.input_at = clock()
 
     # -- inputs from other threads --
     def on_event(self, header_line: str, payload: str) -> None:
@@ -230,7 +231,9 @@ class Listener:
                 if info and info.get("statename") == "STARTING" and info.get("pid"):
                     inp = replace(inp, pid=info["pid"])
             before = self.model
-            self.model, actions = m.step(self.model, inp, self.clock(), self.cfg)
+            if not isinstance(inp, m.Reaped):
+                self.input_at = self.clock()  # what a reap may kill was born before this
+            self.model, actions = m.step(self.model, inp, self.input_at, self.cfg)
             if self.model.state is not before.state:
                 log.info("state %s -> %s%s", before.state.value, self.model.state.value,
                          f" ({self.redact(self.model.error)})" if self.model.error else "")
@@ -267,7 +270,7 @@ class Listener:
         # is the new tree: spare it. A dead pid it still reports spares nothing.
         info = self._process_info()
         live = info.get("pid") if info and info.get("statename") in ("STARTING", "RUNNING") else None
-        result = self.tracker.reap(self.opts.port, spare_root=live)
+        result = self.tracker.reap(self.opts.port, spare_root=live, before=self.input_at)
         if result.killed:
             log.warning("reaped %d orphaned process(es) of the sidecar: %s", len(result.killed),
                         " ".join(map(str, result.killed)))

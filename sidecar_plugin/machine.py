@@ -287,17 +287,14 @@ def _on_recover(m: Model, r: Recover, now: float) -> Result:
     s = r.supervisor_state
     same_pid = r.pid is not None and r.pid == r.prior_pid
     m = replace(m, supervisor_state=s, pid=r.pid)
-    if s == "RUNNING" and r.pid is not None:
-        if same_pid and r.prior_state is State.RUNNING and r.prior_since is not None:
-            m = replace(m, state=State.RUNNING, since=r.prior_since)
-        elif same_pid and r.prior_state is State.STARTING and r.prior_since is not None:
-            m = replace(m, state=State.STARTING, since=r.prior_since, starting_since=r.prior_since)
+    if s in LIVE_STATES:
+        # supervisord may still say STARTING (startsecs) of a sidecar already healthy:
+        # the same pid in the same live state is kept as it was, ``since`` included.
+        if same_pid and r.prior_state in (State.RUNNING, State.STARTING) and r.prior_since is not None:
+            m = replace(m, state=r.prior_state, since=r.prior_since,
+                        starting_since=r.prior_since if r.prior_state is State.STARTING else None)
         else:
             m = _enter(m, State.STARTING, now, starting_since=now)
-        return m, [Watch(r.pid), Write()]
-    if s == "STARTING":
-        prior = r.prior_since if r.prior_state is State.STARTING and r.prior_since else now
-        m = replace(m, state=State.STARTING, since=prior, starting_since=prior)
         return m, ([Watch(r.pid)] if r.pid is not None else []) + [Write()]
     if s in ("STOPPING", "STOPPED", None) or s == "EXITED" and r.prior_state is State.STOPPED:
         keep = r.prior_state is State.STOPPED and r.prior_since is not None

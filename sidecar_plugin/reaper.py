@@ -80,48 +80,68 @@ class TreeTracker:
             return
         self.procs.setdefault(key, proc)
 
-    def _marked(self, since: float, spare: Set[int]) -> List[psutil.Process]:
-        """Processes carrying our marker, created since the tree's oldest member."""
+    def _marked(self, since: float, before: float, spare: Set[int]) -> List[psutil.Process]:
+        """Processes carrying our marker, born between the tree's oldest member and ``before``.
+
+        ``before`` is when the exit was seen: a sidecar supervisord started
+        after that is the new tree, never a victim.
+        """
         found = []
         me = os.getpid()
         for proc in psutil.process_iter(["pid", "create_time"]):
             info = proc.info
-            if info["pid"] in spare or info["pid"] == me or (info["create_time"] or 0) < since:
+            born = info["create_time"] or 0
+            if info["pid"] in spare or info["pid"] == me or born < since - 1 or born > before:
                 continue
-            try:
-                if proc.environ().get(self.marker_name) == self.marker_value:
-                    found.append(proc)
-            except (psutil.Error, OSError):
-                continue
+            if self.is_marked(proc):
+                found.append(proc)
         return found
 
-    def reap(self, port: int, spare_root: Optional[int] = None, wait: float = 3.0) -> ReapResult:
+    def is_marked(self, proc: psutil.Process) -> bool:
+        """Whether ``proc`` carries this render's marker variable (is of a sidecar tree)."""
+        try:
+            return proc.environ().get(self.marker_name) == self.marker_value
+        except (psutil.Error, OSError):
+            return False
+
+    def reap(self, port: int, spare_root: Optional[int] = None, wait: float = 3.0,
+             before: Optional[float] = None) -> ReapResult:
         """Kill every surviving member of the tree except ``spare_root``'s live tree.
 
         ``spare_root`` is the sidecar supervisord runs now (after an autorestart
         it may already be up): it and its descendants are the new tree.
         """
+        before = time.time() if before is None else before
         spare = _tree_pids(spare_root)
-        oldest = min((k[1] for k in self.procs), default=time.time())
+        oldest = min((k[1] for k in self.procs), default=before)
         victims: Dict[int, psutil.Process] = {}
-        for (pid, _), proc in list(self.procs.items()):
-            if pid not in spare and alive(proc):
+        for (pid, ctime), proc in list(self.procs.items()):
+            if pid not in spare and ctime <= before and alive(proc):
                 victims[pid] = proc
-        for proc in self._marked(oldest, spare):
+        for proc in self._marked(oldest, before, spare):
             victims.setdefault(proc.pid, proc)
         for proc in victims.values():
             try:
                 proc.kill()  # psutil checks identity (create time) before signalling
             except psutil.Error:
                 pass
-        gone, left = psutil.wait_procs(list(victims.values()), timeout=wait)
-        self.procs = {k: p for k, p in self.procs.items() if k[0] in spare and alive(p)}
-        if self.root is not None and self.root.pid not in spare:
+        left = _wait_gone(list(victims.values()), wait)
+        self.procs = {k: p for k, p in self.procs.items() if alive(p) and k[0] not in victims}
+        if self.root is not None and not alive(self.root):
             self.root = None
-        holders = port_holders(port)
-        foreign = tuple(sorted(_describe(pid) for pid in holders if pid not in spare and pid not in victims))
-        return ReapResult(killed=tuple(sorted(p.pid for p in gone)),
-                          survivors=tuple(sorted(p.pid for p in left)), foreign_holders=foreign)
+        foreign = []
+        for pid in sorted(port_holders(port)):
+            if pid in spare or pid in victims:
+                continue
+            try:
+                if self.is_marked(psutil.Process(pid)):
+                    continue  # the sidecar supervisord has just started again
+            except psutil.Error:
+                continue
+            foreign.append(_describe(pid))
+        killed = tuple(sorted(p for p in victims if p not in {q.pid for q in left}))
+        return ReapResult(killed=killed, survivors=tuple(sorted(p.pid for p in left)),
+                          foreign_holders=tuple(foreign))
 
     def kill_all(self) -> int:
         """SIGKILL every tracked member (a hung tree ignores SIGTERM); return how many."""
@@ -134,6 +154,17 @@ class TreeTracker:
             except psutil.Error:
                 pass
         return count
+
+
+def _wait_gone(procs: List[psutil.Process], timeout: float) -> List[psutil.Process]:
+    """Wait until each process is gone or a zombie (an orphan's zombie may never be
+    collected by its new parent, and holds neither port nor memory); return the rest."""
+    deadline = time.monotonic() + timeout
+    left = [p for p in procs if alive(p)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.01)
+        left = [p for p in left if alive(p)]
+    return left
 
 
 def processes(identities: Iterable[Any]) -> List[psutil.Process]:

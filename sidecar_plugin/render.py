@@ -69,6 +69,7 @@ class RenderOptions:
     log_file: str = ""
     listener_log_file: str = ""
     autostart: bool = True
+    user: str = ""
 
     @property
     def config_path(self) -> str:
@@ -198,6 +199,7 @@ def render_sidecar_conf(profile: Profile, opts: RenderOptions) -> bytes:
         f'environment=LITELLM_LOCAL_MODEL_COST_MAP="True",{MARKER_ENV}="{_ini(marker_value(p, opts.config_path))}"',
         f"autostart={'true' if opts.autostart else 'false'}",
         "autorestart=true",
+        *([f"user={opts.user}"] if opts.user else []),
         "startsecs=1",
         "startretries=3",
         "stopsignal=TERM",
@@ -216,6 +218,7 @@ def render_sidecar_conf(profile: Profile, opts: RenderOptions) -> bytes:
         "buffer_size=1024",
         "autostart=true",
         "autorestart=unexpected",
+        *([f"user={opts.user}"] if opts.user else []),
         f"exitcodes=0,{EXIT_REFUSED}",
         "startsecs=0",
         "stopwaitsecs=5",
@@ -264,19 +267,38 @@ def choose_master_key(env: Mapping[str, str], env_name: str, out_dir: str) -> Tu
     return new_master_key(), True
 
 
-def write_rendered(files: Sequence[RenderedFile]) -> List[Tuple[str, bool]]:
+def write_rendered(files: Sequence[RenderedFile], owner: Optional[Tuple[int, int]] = None) -> List[Tuple[str, bool]]:
     """Write each file whose bytes or mode differ; return (path, changed) pairs.
 
     Unchanged files are left untouched (mtime included), so tools that watch
-    them, and ``apply``, see a change only when there is one.
+    them, and ``apply``, see a change only when there is one. ``owner``
+    (uid, gid) is the user LiteLLM runs as: it must read the 0600 files.
     """
     result = []
     for f in files:
-        changed = _differs(f)
+        changed = _differs(f) or (owner is not None and _owner(f.path) != owner)
         if changed:
             write_atomic(f.path, f.data, f.mode)
+            if owner is not None:
+                os.chown(f.path, *owner)
         result.append((f.path, changed))
     return result
+
+
+def _owner(path: str) -> Tuple[int, int]:
+    st = os.stat(path)
+    return st.st_uid, st.st_gid
+
+
+def lookup_user(name: str) -> Tuple[int, int]:
+    """Return (uid, gid) of ``name``, or raise RenderError."""
+    import pwd
+
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        raise RenderError(f"--user: no such user {name!r}") from None
+    return pw.pw_uid, pw.pw_gid
 
 
 def _differs(f: RenderedFile) -> bool:

@@ -180,3 +180,11 @@ def test_fatal_after_a_watched_death_names_fatal_and_keeps_the_time():
     model, _ = run(running(), m.Died(pid=10, supervisor_state="STARTING"), now=70)
     model, _ = run(model, m.ProcEvent("FATAL", from_state="BACKOFF"), now=75)
     assert model.state is State.CRASHED and "FATAL" in model.error and model.since == 70
+
+
+def test_recover_while_supervisord_still_says_starting_keeps_running():
+    rec = m.Recover("STARTING", 10, prior_state=State.RUNNING, prior_since=33.0, prior_pid=10)
+    model, acts = run(m.Model(), rec, now=100)
+    assert model.state is State.RUNNING and model.since == 33.0 and kinds(acts) == ["Watch", "Write"]
+    model, _ = run(model, m.ProcEvent("RUNNING", pid=10), now=101)
+    assert model.state is State.RUNNING and model.since == 33.0

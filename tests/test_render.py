@@ -172,3 +172,27 @@ def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path):
     res = render(prof2, out2, binary2, env={"OPENROUTER_API_KEY": API_KEY, "AGENTROUTE_MASTER_KEY": "nope"})
     assert res.returncode == 2 and "nope" not in res.stderr
     assert not os.path.exists(out2)
+
+
+def test_user_option_renders_user_and_gives_files_to_it(tmp_path):
+    import pwd
+    prof, out, binary = setup(tmp_path)
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        nobody = None
+    if os.geteuid() != 0 or nobody is None:
+        res = render(prof, out, binary, "--user", "no-such-user-xyz")
+        assert res.returncode == 2 and "no such user" in res.stderr
+        return
+    assert render(prof, out, binary, "--user", "nobody").returncode == 0
+    cp = read_conf(out)
+    assert cp["program:agentroute-sidecar"]["user"] == "nobody"
+    assert cp["eventlistener:agentroute-sidecar-health"]["user"] == "nobody"
+    for name in ("litellm.yaml", "sidecar.conf"):
+        st = os.stat(os.path.join(out, name))
+        assert st.st_uid == nobody.pw_uid
+    assert stat.S_IMODE(os.stat(os.path.join(out, "litellm.yaml")).st_mode) == 0o600
+    assert os.stat(out).st_uid == nobody.pw_uid
+    res = render(prof, out, binary, "--user", "no-such-user-xyz")
+    assert res.returncode == 2 and "no such user" in res.stderr
