@@ -8,7 +8,7 @@ RUN := run
 CTL := $(BIN)/supervisorctl -c $(CONF)
 PLACEHOLDER_KEY := sk-or-placeholder-not-a-real-key
 
-.PHONY: install demo stop status test test-fast bench chaos clean
+.PHONY: install demo stop status test test-fast chaos clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -p no:cacheprovider -m "not e2e"
+
+## chaos: 200 random faults (seeded; SEED=N to reproduce), a table of faults, checks and violations
+chaos: install
+	$(PY) tests/chaos.py --faults $${FAULTS:-200} $${SEED:+--seed $$SEED}
 
 clean: stop
 	rm -rf $(RUN) build *.egg-info

@@ -109,7 +109,7 @@ def cmd_render(a: argparse.Namespace) -> int:
     from sidecar_plugin.profile import load_profile
     from sidecar_plugin.render import (
         RenderOptions, check_options, choose_master_key, listener_entry_point, optional_port,
-        lookup_user, render_files, resolve_binary, write_rendered,
+        lookup_user, prepare_log_file, render_files, resolve_binary, write_rendered,
     )
 
     profile = load_profile(os.path.abspath(a.profile))
@@ -144,6 +144,7 @@ def cmd_render(a: argparse.Namespace) -> int:
         os.chown(out_dir, *owner)  # the listener writes its state file and history here
     for path, changed in write_rendered(files, owner):
         print(f"{'changed' if changed else 'unchanged':<9} {path}")
+    prepare_log_file(opts.log_file, owner)
     return EXIT_OK
 
 

@@ -290,6 +290,7 @@ class Listener:
                 self.tracker.refresh()
         if now - self.last_write >= HEARTBEAT_EVERY:
             self._write()
+            _keep_private(self.opts.log_file)
 
     # -- the state file --
     def document(self, now: float) -> Dict[str, Any]:
@@ -415,6 +416,15 @@ class Listener:
             if i + 1 < attempts:
                 time.sleep(0.25)
         return None
+
+
+def _keep_private(path: str) -> None:
+    """Keep the sidecar log owner-only, also after supervisord rotated it (it may hold keys)."""
+    try:
+        if os.stat(path).st_mode & 0o077:
+            os.chmod(path, 0o600)
+    except OSError:
+        pass
 
 
 def run(opts: ListenerOptions, stdin: IO[bytes], stdout: IO[str],

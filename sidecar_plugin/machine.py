@@ -295,7 +295,9 @@ def _on_recover(m: Model, r: Recover, now: float) -> Result:
                         starting_since=r.prior_since if r.prior_state is State.STARTING else None)
         else:
             m = _enter(m, State.STARTING, now, starting_since=now)
-        return m, ([Watch(r.pid)] if r.pid is not None else []) + [Write()]
+        # Reap: a tree the previous listener recorded under another pid (supervisord
+        # itself was restarted) is orphaned and may hold the port; the live one is spared.
+        return m, ([Watch(r.pid)] if r.pid is not None else []) + [Write(), Reap()]
     if s in ("STOPPING", "STOPPED", None) or s == "EXITED" and r.prior_state is State.STOPPED:
         keep = r.prior_state is State.STOPPED and r.prior_since is not None
         m = replace(m, state=State.STOPPED, since=r.prior_since if keep else now, stopping=s is not None)

@@ -285,6 +285,22 @@ def write_rendered(files: Sequence[RenderedFile], owner: Optional[Tuple[int, int
     return result
 
 
+def prepare_log_file(path: str, owner: Optional[Tuple[int, int]] = None) -> None:
+    """Create the sidecar log owner-only before supervisord opens it.
+
+    LiteLLM may print a key when it fails; supervisord would create the file
+    0644. It appends to an existing file, keeping its mode (the listener
+    re-tightens it after supervisord rotates it).
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        if owner is not None:
+            os.fchown(fd, *owner)
+    finally:
+        os.close(fd)
+
+
 def _owner(path: str) -> Tuple[int, int]:
     st = os.stat(path)
     return st.st_uid, st.st_gid

@@ -173,3 +173,31 @@ def test_get_state_unknown_program_is_a_fault(make_sidecar):
         sc.rpc().sidecar.getState("nope")
     res = sc.ctl("sidecar", "status", "nope")
     assert res.returncode != 0 and "no sidecar listener" in res.stdout
+
+
+def test_rendered_include_is_loaded_by_supervisord(make_sidecar):
+    sc = make_sidecar(render_args=["--no-autostart"])
+    sc.start_supervisord(wait_state=None)
+    res = sc.ctl("avail")
+    assert "agentroute-sidecar " in res.stdout.replace("\t", " ") or "agentroute-sidecar" in res.stdout
+    assert "agentroute-sidecar-health" in res.stdout, res.stdout
+
+
+def test_second_listener_for_the_same_state_file_refuses(make_sidecar):
+    import subprocess, sys
+    sc = make_sidecar()
+    sc.start_supervisord()
+    sc.wait_state("running", 20)
+    proc = subprocess.Popen([sys.executable, "-m", "sidecar_plugin", "listen", "--program", sc.program,
+                             "--port", str(sc.port), "--state-file", sc.state_file, "--log-file", sc.log_file],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 78
+    assert b"refusing to run" in err and b"another listener" in err
+    assert out == b""  # nothing but the protocol ever goes to stdout
+    assert sc.state().listener_pid == sc.listener_info()["pid"]

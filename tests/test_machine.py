@@ -147,7 +147,7 @@ def test_foreign_port_holder_is_named_in_the_error():
 def test_recover_running_same_pid_keeps_since_no_flap():
     rec = m.Recover("RUNNING", 10, prior_state=State.RUNNING, prior_since=33.0, prior_pid=10)
     model, acts = run(m.Model(), rec, now=100)
-    assert model.state is State.RUNNING and model.since == 33.0 and kinds(acts) == ["Watch", "Write"]
+    assert model.state is State.RUNNING and model.since == 33.0 and kinds(acts) == ["Watch", "Write", "Reap"]
 
 
 def test_recover_running_other_pid_is_starting():
@@ -185,6 +185,6 @@ def test_fatal_after_a_watched_death_names_fatal_and_keeps_the_time():
 def test_recover_while_supervisord_still_says_starting_keeps_running():
     rec = m.Recover("STARTING", 10, prior_state=State.RUNNING, prior_since=33.0, prior_pid=10)
     model, acts = run(m.Model(), rec, now=100)
-    assert model.state is State.RUNNING and model.since == 33.0 and kinds(acts) == ["Watch", "Write"]
+    assert model.state is State.RUNNING and model.since == 33.0 and kinds(acts) == ["Watch", "Write", "Reap"]
     model, _ = run(model, m.ProcEvent("RUNNING", pid=10), now=101)
     assert model.state is State.RUNNING and model.since == 33.0

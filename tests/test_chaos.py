@@ -1,0 +1,21 @@
+"""A short chaos run inside `make test` (`make chaos` runs 200 faults): zero violations."""
+
+import os
+import random
+
+import pytest
+
+from chaos import run_chaos
+
+pytestmark = pytest.mark.integration
+
+
+def test_chaos_short_run(tmp_path):
+    seed = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(1, 10**6))
+    faults = int(os.environ.get("CHAOS_FAULTS") or 24)
+    print(f"chaos seed {seed} (reproduce: CHAOS_SEED={seed} make test, or python tests/chaos.py --seed {seed})")
+    chaos = run_chaos(str(tmp_path), faults, seed)
+    print(chaos.table(seed))
+    assert sum(chaos.faults.values()) == faults
+    assert chaos.checks > faults
+    assert chaos.violations == [], f"seed {seed}: {chaos.violations}"

@@ -1,0 +1,88 @@
+"""Property tests: arbitrary input gives a valid result or one clean error, never an exception."""
+
+import io
+import json
+import os
+import tempfile
+
+import yaml
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from sidecar_plugin.listener import event_input, parse_event, parse_headers, protocol_loop
+from sidecar_plugin.profile import Profile, ProfileError, parse_profile
+from sidecar_plugin.statefile import StateUnavailable, read_state
+
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-10, 70000), st.floats(allow_nan=False),
+                    st.text(max_size=20))
+values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                       st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+                      max_leaves=12)
+profile_like = st.fixed_dictionaries({}, optional={
+    "name": st.one_of(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,10}", fullmatch=True), values),
+    "port": st.one_of(st.integers(-5, 70000), values),
+    "models": st.one_of(st.dictionaries(st.one_of(st.from_regex(r"[a-z0-9][a-z0-9_-]{0,6}", fullmatch=True),
+                                                  st.text(max_size=6)),
+                                        st.one_of(st.from_regex(r"[a-z]{1,5}/[a-z0-9.-]{1,8}", fullmatch=True),
+                                                  values), max_size=4), values),
+    "api_base": st.one_of(st.just("https://openrouter.ai/api/v1"), values),
+    "created": values,
+})
+
+
+def check_profile(raw: bytes, source: str) -> None:
+    try:
+        prof = parse_profile(raw, source)
+    except ProfileError as exc:
+        msg = str(exc)
+        assert msg.startswith(source + ": ") and "\n" not in msg
+        return
+    assert isinstance(prof, Profile) and prof.models
+
+
+@SETTINGS
+@given(profile_like, st.sampled_from(["p.yaml", "p.json"]))
+def test_structured_profiles_load_or_fail_cleanly(doc, name):
+    raw = (json.dumps(doc) if name.endswith(".json") else yaml.safe_dump(doc)).encode()
+    check_profile(raw, name)
+
+
+@SETTINGS
+@given(st.binary(max_size=300), st.sampled_from(["p.yaml", "p.json", "p.txt"]))
+def test_arbitrary_bytes_as_profile_fail_cleanly(raw, name):
+    check_profile(raw, name)
+
+
+@SETTINGS
+@given(st.text(max_size=200), st.text(max_size=300))
+def test_event_payloads_are_always_acknowledged(header_tail, payload):
+    data = payload.encode("utf-8", "surrogatepass") if False else payload.encode("utf-8", "replace")
+    header = f"ver:3.0 eventname:PROCESS_STATE_RUNNING {header_tail.replace(chr(10), ' ')} len:{len(data)}\n"
+    out = io.StringIO()
+    handled = []
+
+    def handle(h, p):
+        name, body = parse_event(parse_headers(h), p)
+        handled.append(event_input(name, body, "agentroute-sidecar", "agentroute-sidecar"))
+    protocol_loop(io.BytesIO(header.encode("utf-8", "replace") + data), out, handle)
+    assert out.getvalue().count("RESULT 2\nOK") == 1
+
+
+@SETTINGS
+@given(st.one_of(st.binary(max_size=400), values.map(lambda v: json.dumps(v).encode()),
+                 st.fixed_dictionaries({"schema": st.just(1)}, optional={
+                     k: values for k in ("program", "state", "since", "updated_at", "heartbeat_at", "pid",
+                                         "port", "health", "log_tail", "listener_pid")}
+                 ).map(lambda v: json.dumps(v).encode())))
+def test_state_reader_raises_only_state_unavailable(raw):
+    fd, path = tempfile.mkstemp()
+    try:
+        os.write(fd, raw)
+        os.close(fd)
+        try:
+            read_state(path)
+        except StateUnavailable:
+            pass
+    finally:
+        os.unlink(path)
