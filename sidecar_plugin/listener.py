@@ -179,7 +179,10 @@ class Listener:
         threading.Thread(target=self._probe_loop, name="prober", daemon=True).start()
 
     def _engine_loop(self) -> None:
-        self._recover()
+        try:
+            self._recover()
+        except Exception:
+            log.exception("recovery failed; starting from supervisord's next events")
         while not self.stopped.is_set():
             try:
                 item = self.inbox.get(timeout=TICK_EVERY)
@@ -385,7 +388,12 @@ class Listener:
             starting = model.state is not State.RUNNING
             interval = self.opts.starting_probe_interval if starting else self.opts.probe_interval
             t0 = time.monotonic()
-            result = prober.probe(self.opts.probe_timeout)
+            try:
+                result = prober.probe(self.opts.probe_timeout)
+            except Exception as exc:  # a probe must never kill the prober
+                log.warning("probe failed oddly: %s", exc)
+                time.sleep(interval)
+                continue
             self.inbox.put(m.Probe(ok=result.ok, started_at=result.started_at,
                                    latency_ms=result.latency_ms, detail=result.detail))
             left = interval - (time.monotonic() - t0)

@@ -222,6 +222,7 @@ def render_sidecar_conf(profile: Profile, opts: RenderOptions) -> bytes:
         f"exitcodes=0,{EXIT_REFUSED}",
         "startsecs=0",
         "stopwaitsecs=5",
+        "stdout_logfile=NONE",  # stdout is the protocol channel, nothing to keep
         f"stderr_logfile={_ini(opts.listener_log_file)}",
         "stderr_logfile_maxbytes=5MB",
         "stderr_logfile_backups=2",

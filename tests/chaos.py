@@ -142,7 +142,7 @@ class Chaos:
         """Exactly one sidecar tree (supervisord's), or none when stopped; no orphan."""
         info = self.info()
         marked = {p.pid for p in self.sc.marked()}
-        if info["statename"] == "RUNNING":
+        if info["statename"] in ("RUNNING", "STARTING") and info["pid"]:
             try:
                 tree = {info["pid"]} | {p.pid for p in psutil.Process(info["pid"]).children(recursive=True)}
             except psutil.Error:
@@ -155,13 +155,17 @@ class Chaos:
 
     # -- faults --
     def kill_parent(self) -> None:
-        os.kill(self.info()["pid"], signal.SIGKILL)
+        pid = self.info()["pid"]
+        os.kill(pid, signal.SIGKILL)
+        poll(lambda: not _alive(pid), 5, interval=0.005, what="the parent to die")
         self.ensure_running()
 
     def kill_worker(self) -> None:
         kids = psutil.Process(self.info()["pid"]).children()
         if kids:
-            self.rng.choice(kids).kill()
+            victim = self.rng.choice(kids)
+            victim.kill()
+            poll(lambda: not _alive(victim.pid), 5, interval=0.005, what="the worker to die")
         self.ensure_running()
 
     def kill_listener(self) -> None:

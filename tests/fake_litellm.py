@@ -96,6 +96,11 @@ class Handler(BaseHTTPRequestHandler):
 class Server(ThreadingHTTPServer):
     daemon_threads = True
 
+    def service_actions(self):
+        # runs in the main thread between polls: once hung, ignore SIGTERM for real
+        if State.hung and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
 
 def serve(sock, hang_after):
     server = Server(sock.getsockname()[:2], Handler, bind_and_activate=False)
@@ -112,6 +117,8 @@ def serve(sock, hang_after):
 
 
 def main():
+    sys.stdout.reconfigure(line_buffering=True)
+    sys.stderr.reconfigure(line_buffering=True)
     p = argparse.ArgumentParser()
     p.add_argument("--config", required=True)
     p.add_argument("--host", default="0.0.0.0")
@@ -124,8 +131,9 @@ def main():
     State.never_healthy = bool(mode.get("never_healthy"))
     print(f"fake litellm: starting pid={os.getpid()} pgid={os.getpgid(0)}", flush=True)
     if mode.get("print_secrets"):
-        keys = [(e.get("litellm_params") or {}).get("api_key") for e in cfg.get("model_list") or []]
-        print(f"fake litellm: api_key={keys[0] if keys else ''} master_key={State.master_key}", flush=True)
+        keys = [(e.get("litellm_params") or {}).get("api_key") or "" for e in cfg.get("model_list") or []]
+        shown = " ".join(f"api_key={k}" for k in keys) or "api_key="
+        print(f"fake litellm: {shown} master_key={State.master_key}", flush=True)
         print(f"fake litellm: Authorization: Bearer {State.master_key}", file=sys.stderr, flush=True)
     if mode.get("exit_at_start"):
         print("fake litellm: fatal startup error", file=sys.stderr, flush=True)
@@ -148,22 +156,8 @@ def main():
         serve(sock, hang_after)
         return
     workers = []
-    for i in range(a.num_workers):
-        pid = os.fork()
-        if pid == 0:
-            if i == 0 and mode.get("setsid_worker"):
-                os.setsid()
-            print(f"fake litellm worker pid={os.getpid()} pgid={os.getpgid(0)}", flush=True)
-            try:
-                serve(sock, hang_after)
-            finally:
-                os._exit(0)
-        workers.append(pid)
-    sock.close()
 
     def stop(signum, frame):
-        if State.hung:
-            return
         for w in workers:
             try:
                 os.kill(w, signal.SIGTERM)
@@ -178,18 +172,32 @@ def main():
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    if hang_after is not None:
-        def hang_parent():
-            time.sleep(float(hang_after))
-            State.hung = True
-        threading.Thread(target=hang_parent, daemon=True).start()
+    for i in range(a.num_workers):
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            if i == 0 and mode.get("setsid_worker"):
+                os.setsid()
+            print(f"fake litellm worker pid={os.getpid()} pgid={os.getpgid(0)}", flush=True)
+            try:
+                serve(sock, hang_after)
+            finally:
+                os._exit(0)
+        workers.append(pid)
+    sock.close()
+    hang_at = None if hang_after is None else time.monotonic() + float(hang_after)
     while True:
+        if hang_at is not None and time.monotonic() >= hang_at:
+            State.hung = True
+            hang_at = None
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            os.wait()
+            os.waitpid(-1, os.WNOHANG)  # reap dead workers; no respawn
         except ChildProcessError:
-            time.sleep(3600)
-        except InterruptedError:
-            continue
+            pass
+        time.sleep(0.2)
 
 
 if __name__ == "__main__":

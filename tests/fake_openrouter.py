@@ -19,7 +19,7 @@ CHAT_PATHS = ("/api/v1/chat/completions", "/v1/chat/completions", "/chat/complet
 class FakeOpenRouter:
     """Serve on 127.0.0.1 (port 0 = any) in a background thread."""
 
-    def __init__(self, record_path: Optional[str] = None, port: int = 0) -> None:
+    def __init__(self, record_path: Optional[str] = None, port: int = 0, host: str = "127.0.0.1") -> None:
         self.record_path = record_path
         self.records: List[Dict[str, Any]] = []
         self.lock = threading.Lock()
@@ -89,7 +89,8 @@ class FakeOpenRouter:
                 self.wfile.flush()
                 self.close_connection = True
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.host = host
+        self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
         self.thread: Optional[threading.Thread] = None
 
@@ -99,7 +100,7 @@ class FakeOpenRouter:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api/v1"
+        return f"http://{self.host}:{self.port}/api/v1"
 
     def record(self, entry: Dict[str, Any]) -> None:
         with self.lock:
@@ -127,10 +128,11 @@ def main() -> None:
 
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--record", default=None)
-    a = p.parse_args()
-    fake = FakeOpenRouter(a.record, a.port)
-    print(f"listening on http://127.0.0.1:{fake.port}", flush=True)
+    a, _ = p.parse_known_args()
+    fake = FakeOpenRouter(a.record, a.port, a.host)
+    print(f"listening on http://{a.host}:{fake.port}", flush=True)
     try:
         fake.server.serve_forever()
     except KeyboardInterrupt:
