@@ -6,7 +6,7 @@ import os
 import tempfile
 
 import yaml
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from sidecar_plugin.listener import event_input, parse_event, parse_headers, protocol_loop
 from sidecar_plugin.profile import Profile, ProfileError, parse_profile
@@ -37,8 +37,10 @@ def check_profile(raw: bytes, source: str) -> None:
     except ProfileError as exc:
         msg = str(exc)
         assert msg.startswith(source + ": ") and "\n" not in msg
+        event("refused with one line")
         return
     assert isinstance(prof, Profile) and prof.models
+    event("valid profile")
 
 
 @SETTINGS
@@ -86,3 +88,26 @@ def test_state_reader_raises_only_state_unavailable(raw):
             pass
     finally:
         os.unlink(path)
+
+
+valid_profiles = st.fixed_dictionaries({
+    "name": st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,15}", fullmatch=True),
+    "models": st.dictionaries(st.from_regex(r"[a-z0-9][a-z0-9_-]{0,8}", fullmatch=True),
+                              st.from_regex(r"(openrouter/)?[a-z0-9-]{1,8}/[a-z0-9.:-]{1,12}", fullmatch=True),
+                              min_size=1, max_size=5),
+}, optional={"port": st.integers(1, 65535), "created": st.text(max_size=20),
+             "api_base": st.sampled_from(["https://openrouter.ai/api/v1", "http://127.0.0.1:9/api/v1"])})
+
+
+@SETTINGS
+@given(valid_profiles, st.sampled_from(["p.yaml", "p.json"]))
+def test_valid_profiles_always_load_and_render_every_tier(doc, name):
+    from sidecar_plugin.profile import alias, openrouter_model
+    from sidecar_plugin.render import render_litellm_yaml
+    raw = (json.dumps(doc) if name.endswith(".json") else yaml.safe_dump(doc)).encode()
+    prof = parse_profile(raw, name)
+    assert dict(prof.models) == doc["models"] and prof.name == doc["name"]
+    rendered = yaml.safe_load(render_litellm_yaml(prof, "sk-or-k", "sk-m"))
+    entries = {e["model_name"]: e["litellm_params"]["model"] for e in rendered["model_list"]}
+    assert entries == {alias(t): openrouter_model(m) for t, m in doc["models"].items()}
+    assert all(v.startswith("openrouter/") and not v.startswith("openrouter/openrouter/") for v in entries.values())
