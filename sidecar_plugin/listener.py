@@ -46,7 +46,9 @@ log = logging.getLogger("sidecar_plugin.listener")
 
 HEARTBEAT_EVERY = 2.0
 TICK_EVERY = 0.1
+IDLE_TICK_EVERY = 0.5
 TRACK_FAST_FOR = 30.0
+RECONCILE = object()  # on each TICK: compare with supervisord, replay what was lost
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,8 @@ class Listener:
         ev = event_input(name, body, self.opts.program, group)
         if ev is not None:
             self.inbox.put(ev)
+        elif name.startswith("TICK"):
+            self.inbox.put(RECONCILE)
 
     # -- lifecycle --
     def start_threads(self) -> None:
@@ -184,8 +188,10 @@ class Listener:
         except Exception:
             log.exception("recovery failed; starting from supervisord's next events")
         while not self.stopped.is_set():
+            # Tick often only while a health timeout can expire: idle CPU stays low.
+            tick = TICK_EVERY if self.model.state is State.STARTING else IDLE_TICK_EVERY
             try:
-                item = self.inbox.get(timeout=TICK_EVERY)
+                item = self.inbox.get(timeout=tick)
             except queue.Empty:
                 item = m.Tick()
             try:
@@ -222,6 +228,17 @@ class Listener:
         self._feed(rec)
 
     def _feed(self, item: Any) -> None:
+        if item is RECONCILE:
+            info = self._process_info()
+            if not info:
+                return
+            missed = m.reconcile(self.model, info.get("statename"), info.get("pid") or None)
+            if missed:
+                log.warning("events were lost (supervisord says %s, pid %s): catching up",
+                            info.get("statename"), info.get("pid"))
+            for ev in missed:
+                self._feed(ev)
+            return
         pending: List[Any] = [item]
         while pending:
             inp = pending.pop(0)
@@ -288,7 +305,7 @@ class Listener:
         now = self.clock()
         if self.watched is not None:
             fast = now - self.watch_started < TRACK_FAST_FOR
-            if now - self.last_track >= (0.25 if fast else 2.0):
+            if now - self.last_track >= (0.25 if fast else 5.0):
                 self.last_track = now
                 self.tracker.refresh()
         if now - self.last_write >= HEARTBEAT_EVERY:

@@ -308,3 +308,23 @@ def _on_recover(m: Model, r: Recover, now: float) -> Result:
         return m, [Reap()]
     m = _crash(m, now, f"found {s} when the listener started")
     return m, [CaptureLogTail(), Reap()]
+
+
+def reconcile(m: Model, statename: Optional[str], pid: Optional[int]) -> List[ProcEvent]:
+    """Return the events that bring the model in line with what supervisord says now.
+
+    supervisord drops events when a listener's buffer overflows (a storm of
+    other programs' events): checking on each TICK makes a lost event cost
+    at most one tick, never a state stuck forever.
+    """
+    if not statename or statename == m.supervisor_state and (statename != "RUNNING" or pid == m.pid):
+        return []
+    if statename in LIVE_STATES:
+        if m.supervisor_state in LIVE_STATES and not m.stopping and (pid == m.pid or m.pid is None):
+            return [ProcEvent(statename, pid=pid)]
+        events = [ProcEvent("STARTING", pid=pid)]
+        return events + ([ProcEvent("RUNNING", pid=pid)] if statename == "RUNNING" else [])
+    if statename in ("STOPPED", "EXITED", "FATAL", "BACKOFF", "STOPPING"):
+        return [ProcEvent(statename, pid=None, from_state=m.supervisor_state)]
+    return []
+

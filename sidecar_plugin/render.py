@@ -215,7 +215,7 @@ def render_sidecar_conf(profile: Profile, opts: RenderOptions) -> bytes:
         f"[eventlistener:{p}-health]",
         f"command={_cmd(listener_argv(opts))}",
         "events=PROCESS_STATE,TICK_5",
-        "buffer_size=1024",
+        "buffer_size=8192",  # a storm of other programs' events must not drop ours
         "autostart=true",
         "autorestart=unexpected",
         *([f"user={opts.user}"] if opts.user else []),

@@ -188,3 +188,23 @@ def test_recover_while_supervisord_still_says_starting_keeps_running():
     assert model.state is State.RUNNING and model.since == 33.0 and kinds(acts) == ["Watch", "Write", "Reap"]
     model, _ = run(model, m.ProcEvent("RUNNING", pid=10), now=101)
     assert model.state is State.RUNNING and model.since == 33.0
+
+
+def test_reconcile_replays_lost_events():
+    # in line: nothing to replay
+    assert m.reconcile(running(pid=10), "RUNNING", 10) == []
+    # a lost STARTING/RUNNING while the model thinks it is stopped
+    stopped = m.Model(supervisor_state="STOPPED", stopping=True, state=State.STOPPED)
+    evs = m.reconcile(stopped, "RUNNING", 42)
+    assert [e.state for e in evs] == ["STARTING", "RUNNING"] and all(e.pid == 42 for e in evs)
+    model, _ = run(stopped, *evs, now=5)
+    assert model.state is State.STARTING and model.pid == 42 and model.probing
+    # a lost stop
+    evs = m.reconcile(running(pid=10), "STOPPED", None)
+    assert [e.state for e in evs] == ["STOPPED"]
+    # a restart under another pid while events were lost
+    evs = m.reconcile(running(pid=10), "RUNNING", 11)
+    assert [e.state for e in evs] == ["STARTING", "RUNNING"]
+    # supervisord STARTING -> RUNNING with the same pid
+    model = replace(running(pid=10), supervisor_state="STARTING", state=State.STARTING)
+    assert [e.state for e in m.reconcile(model, "RUNNING", 10)] == ["RUNNING"]
