@@ -8,7 +8,7 @@ RUN := run
 CTL := $(BIN)/supervisorctl -c $(CONF)
 PLACEHOLDER_KEY := sk-or-placeholder-not-a-real-key
 
-.PHONY: install demo stop status test test-fast chaos clean
+.PHONY: install demo stop status test test-fast chaos bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,11 @@ test-fast: install
 ## chaos: 200 random faults (seeded; SEED=N to reproduce), a table of faults, checks and violations
 chaos: install
 	$(PY) tests/chaos.py --faults $${FAULTS:-200} $${SEED:+--seed $$SEED}
+
+## bench: detection speed and cost against the peers -> benchmarks/RESULTS.md and latency.png
+bench: install
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[bench]'
+	$(PY) benchmarks/run.py
 
 clean: stop
 	rm -rf $(RUN) build *.egg-info

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import random
 import signal
 import statistics
 import sys
@@ -139,7 +140,8 @@ class Bench:
         sc = self.sidecar()
         sc.start_supervisord()
         for _ in range(self.reps):
-            st = sc.wait_state("running", 30, pred=lambda s: s.pid is not None and alive(s.pid))
+            st = sc.wait_state("running", 30, pred=lambda s: s.pid is not None and alive(s.pid)
+                               and sc.info()["statename"] == "RUNNING")  # past startsecs: no BACKOFF
             pid = st.pid
             t_kill = time.time()
             os.kill(pid, signal.SIGKILL)
@@ -162,12 +164,15 @@ class Bench:
         replace_listener(peer, httpok_section(peer))
         ours.start_supervisord()
         peer.start_supervisord(wait_state=None)
+        rng = random.Random(5)
         for tool, sc in (("sidecar_plugin", ours), ("httpok (TICK_5, -t 1)", peer)):
             for _ in range(self.reps):
                 poll(lambda: sc.info()["statename"] == "RUNNING" and healthy(sc.port, self.http), 60, what="running")
                 pid = sc.info()["pid"]
                 if tool == "sidecar_plugin":
                     sc.wait_state("running", 30, pred=lambda s: s.pid == pid)
+                # a random phase against supervisord's 5 s ticks, so httpok is not measured phase-locked
+                time.sleep(rng.uniform(0.0, 5.0))
                 t_stop = time.time()
                 os.kill(pid, signal.SIGSTOP)
                 try:
@@ -212,9 +217,9 @@ class Bench:
                 t_kill = time.time()
                 os.kill(pid, signal.SIGKILL)
                 free = first_time(lambda: not any(alive(p) for p in old[1:]), bound, 0.002)
-                back = first_time(lambda: sc.info()["statename"] == "RUNNING" and sc.info()["pid"] not in old
-                                  and healthy(sc.port, self.http)
-                                  and not (set(sc.port_listeners()) & set(old)), bound + 10, 0.01)
+                back = NEVER if free == NEVER else first_time(  # the orphans' port: a new tree cannot bind
+                    lambda: sc.info()["statename"] == "RUNNING" and sc.info()["pid"] not in old
+                    and healthy(sc.port, self.http) and not (set(sc.port_listeners()) & set(old)), bound + 10, 0.01)
                 self.add("2 workers: SIGKILL -> port free", tool, free - t_kill)
                 self.add("2 workers: SIGKILL -> serving again", tool, back - t_kill)
                 if free == NEVER:  # clean up the orphans ourselves before the next repetition
@@ -283,7 +288,8 @@ class Bench:
         t0 = time.monotonic()
         poll(lambda: count[0] >= 2000, 120, interval=0.1, what="the flood to build up")
         for _ in range(self.reps):
-            st = sc.wait_state("running", 30, pred=lambda s: s.pid is not None and alive(s.pid))
+            st = sc.wait_state("running", 30, pred=lambda s: s.pid is not None and alive(s.pid)
+                               and sc.info()["statename"] == "RUNNING")  # past startsecs: no BACKOFF
             t_kill = time.time()
             os.kill(st.pid, signal.SIGKILL)
             crashed = sc.wait_state("crashed", 30, pred=lambda s: s.since >= t_kill)
@@ -400,7 +406,7 @@ def plot(b: Bench, path: str) -> None:
     for ax, name in zip(axes, figs):
         items = [(tool, [v for v in vals if v != NEVER]) for (f, tool), vals in b.samples.items() if f == name]
         items = [(t, v) for t, v in items if v]
-        ax.boxplot([v for _, v in items], vert=False, tick_labels=[t for t, _ in items], showfliers=True)
+        ax.boxplot([v for _, v in items], orientation="horizontal", tick_labels=[t for t, _ in items], showfliers=True)
         ax.set_xscale("log")
         ax.set_title(name, fontsize=9)
         ax.tick_params(labelsize=7)
