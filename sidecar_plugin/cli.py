@@ -54,11 +54,61 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     r = sub.add_parser("render", help="render litellm.yaml, master.key and the supervisord include")
-    r.add_argument("--profile", required=True, help="AgentRoute profile (YAML or JSON)")
+    _render_options(r)
+    ap = sub.add_parser("apply", help="render, update supervisord and restart what changed; "
+                        "roll back when the new sidecar does not become healthy")
+    _render_options(ap)
+    ap.add_argument("-s", "--server-url", default=None,
+                    help="supervisord URL (default: $SUPERVISOR_SERVER_URL, else unix:///run/supervisor.sock)")
+    ap.add_argument("--timeout", type=_positive(float), default=None,
+                    help="seconds to wait for running (default: the health timeout plus 10)")
+
+    li = sub.add_parser("listen", help="the supervisord event listener (run by supervisord)")
+    li.add_argument("--program", default=None, help="the sidecar program (a fleet: --sidecar instead)")
+    li.add_argument("--group", default=None, help="supervisord group (default: the program name)")
+    li.add_argument("--host", default="127.0.0.1")
+    li.add_argument("--port", type=int, default=None)
+    li.add_argument("--state-file", default=None)
+    li.add_argument("--log-file", default=None)
+    li.add_argument("--config", default="", help="LiteLLM config, read only to redact its secrets")
+    li.add_argument("--root", default=None, help="a fleet's folder: each sidecar's files in ROOT/PROGRAM/")
+    li.add_argument("--sidecar", action="append", default=[], metavar="PROGRAM=PORT",
+                    help="one sidecar of a fleet (repeat for each)")
+    li.add_argument("--metrics-file", default=None, help="write Prometheus text metrics here")
+    li.add_argument("--health-timeout", type=_positive(float), default=20.0)
+    li.add_argument("--probe-interval", type=_positive(float), default=1.0)
+    li.add_argument("--probe-timeout", type=_positive(float), default=1.0)
+    li.add_argument("--starting-probe-interval", type=_positive(float), default=0.1)
+    li.add_argument("--failure-threshold", type=_positive(int), default=3)
+
+    for name, text in (("status", "show the sidecars' state (exit 0 running, 3 not, 4 unknown)"),
+                       ("wait", "wait until the sidecar reaches a state"),
+                       ("start", "start the sidecar and wait until it is running"),
+                       ("stop", "stop the sidecar; returns when its tree is gone and the port free")):
+        c = sub.add_parser(name, help=text)
+        c.add_argument("--state-file", default=os.environ.get("SIDECAR_STATE_FILE"),
+                       help="default: $SIDECAR_STATE_FILE, else asked from supervisord")
+        c.add_argument("--program", default=None,
+                       help="which sidecar (default: the one configured; status: every one)")
+        c.add_argument("-s", "--server-url", default=None,
+                       help="supervisord URL (default: $SUPERVISOR_SERVER_URL, else unix:///run/supervisor.sock)")
+        if name == "status":
+            c.add_argument("--json", action="store_true", help="print the state file's JSON")
+        if name == "wait":
+            c.add_argument("--state", default="running", choices=["running", "stopped", "starting", "crashed"])
+        if name != "status":
+            c.add_argument("--timeout", type=_positive(float), default=None if name != "stop" else 10.0)
+    return p
+
+
+def _render_options(r: argparse.ArgumentParser) -> None:
+    r.add_argument("--profile", dest="profiles", action="append", required=True,
+                   help="AgentRoute profile (YAML or JSON) or a folder of them; repeat for several sidecars")
     r.add_argument("--out-dir", required=True, help="folder for the rendered files")
-    r.add_argument("--port", type=int, default=None, help="sidecar port (default: the profile's, else 4000)")
+    r.add_argument("--port", type=int, default=None,
+                   help="sidecar port (default: the profile's, else 4000; several profiles: the first to give out)")
     r.add_argument("--host", default="127.0.0.1", help="address LiteLLM binds (default 127.0.0.1)")
-    r.add_argument("--program", default="agentroute-sidecar", help="supervisord program name")
+    r.add_argument("--program", default=None, help="supervisord program name (default agentroute-sidecar)")
     r.add_argument("--binary", default="litellm", help="LiteLLM executable, resolved now to an absolute path")
     r.add_argument("--workers", type=int, default=1, help="LiteLLM --num_workers")
     r.add_argument("--api-key-env", default="OPENROUTER_API_KEY", help="variable holding the OpenRouter key")
@@ -71,122 +121,129 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-autostart", action="store_true", help="do not start it with supervisord")
     r.add_argument("--user", default="", help="run LiteLLM and the listener as this user (render as root: "
                    "the rendered files and the folder are given to it)")
+    r.add_argument("--metrics-file", default=None,
+                   help="the listener writes Prometheus text metrics here (node_exporter's textfile collector)")
 
-    li = sub.add_parser("listen", help="the supervisord event listener (run by supervisord)")
-    li.add_argument("--program", required=True)
-    li.add_argument("--group", default=None, help="supervisord group (default: the program name)")
-    li.add_argument("--host", default="127.0.0.1")
-    li.add_argument("--port", type=int, required=True)
-    li.add_argument("--state-file", required=True)
-    li.add_argument("--log-file", required=True)
-    li.add_argument("--config", default="", help="LiteLLM config, read only to redact its secrets")
-    li.add_argument("--health-timeout", type=_positive(float), default=20.0)
-    li.add_argument("--probe-interval", type=_positive(float), default=1.0)
-    li.add_argument("--probe-timeout", type=_positive(float), default=1.0)
-    li.add_argument("--starting-probe-interval", type=_positive(float), default=0.1)
-    li.add_argument("--failure-threshold", type=_positive(int), default=3)
 
-    for name, text in (("status", "show the sidecar's state (exit 0 running, 3 not, 4 unknown)"),
-                       ("wait", "wait until the sidecar reaches a state"),
-                       ("start", "start the sidecar and wait until it is running"),
-                       ("stop", "stop the sidecar; returns when its tree is gone and the port free")):
-        c = sub.add_parser(name, help=text)
-        c.add_argument("--state-file", default=os.environ.get("SIDECAR_STATE_FILE"),
-                       help="default: $SIDECAR_STATE_FILE, else asked from supervisord")
-        c.add_argument("--program", default="agentroute-sidecar")
-        c.add_argument("-s", "--server-url", default=None,
-                       help="supervisord URL (default: $SUPERVISOR_SERVER_URL, else unix:///run/supervisor.sock)")
-        if name == "status":
-            c.add_argument("--json", action="store_true", help="print the state file's JSON")
-        if name == "wait":
-            c.add_argument("--state", default="running", choices=["running", "stopped", "starting", "crashed"])
-        if name != "status":
-            c.add_argument("--timeout", type=_positive(float), default=None if name != "stop" else 10.0)
-    return p
+def render_request(a: argparse.Namespace) -> Any:
+    """Return the RenderRequest of the options ``render`` and ``apply`` share."""
+    from dataclasses import fields
+
+    from sidecar_plugin.fleet import RenderRequest
+
+    return RenderRequest(**{f.name: getattr(a, f.name) for f in fields(RenderRequest)})
 
 
 def cmd_render(a: argparse.Namespace) -> int:
-    from sidecar_plugin.profile import load_profile
-    from sidecar_plugin.render import (
-        RenderOptions, check_options, choose_master_key, listener_entry_point, optional_port,
-        lookup_user, prepare_log_file, render_files, resolve_binary, write_rendered,
-    )
+    from sidecar_plugin import fleet
 
-    profile = load_profile(os.path.abspath(a.profile))
-    out_dir = os.path.abspath(a.out_dir)
-    opts = RenderOptions(
-        out_dir=out_dir, binary="", listener_command=listener_entry_point(),
-        port=optional_port(profile, a.port), host=a.host, program=a.program, workers=a.workers,
-        health_timeout=a.health_timeout, stop_timeout=a.stop_timeout,
-        state_file=os.path.abspath(a.state_file or os.path.join(out_dir, "state.json")),
-        log_file=os.path.abspath(a.log_file or os.path.join(out_dir, "litellm.log")),
-        listener_log_file=os.path.join(out_dir, "listener.log"),
-        autostart=not a.no_autostart, user=a.user,
-    )
-    check_options(opts)
-    owner = lookup_user(a.user) if a.user else None
-    if owner is not None and os.geteuid() != 0 and owner[0] != os.geteuid():
-        raise CliError(f"--user {a.user}: render as root (or as {a.user}) so the files can be given to it", EXIT_USAGE)
-    api_key = os.environ.get(a.api_key_env, "")
-    if not api_key:
-        raise CliError(f"{a.api_key_env} is not set: export the OpenRouter API key in it "
-                       "(or name another variable with --api-key-env)", EXIT_USAGE)
-    binary = resolve_binary(a.binary, extra_dirs=[os.path.dirname(os.path.abspath(sys.executable))])
-    opts = RenderOptions(**{**opts.__dict__, "binary": binary})
-    master_key, keep_file = choose_master_key(os.environ, a.master_key_env, out_dir)
-    if not os.path.isdir(out_dir):
-        try:
-            os.makedirs(out_dir, mode=0o755)
-        except OSError as exc:
-            raise CliError(f"--out-dir {a.out_dir}: cannot create it: {exc.strerror or exc}", EXIT_USAGE) from None
-    files = render_files(profile, opts, api_key, master_key, keep_file)
-    if owner is not None:
-        os.chown(out_dir, *owner)  # the listener writes its state file and history here
-    for path, changed in write_rendered(files, owner):
+    rendered = fleet.build(render_request(a), os.environ)
+    for path, changed in fleet.write(rendered):
         print(f"{'changed' if changed else 'unchanged':<9} {path}")
-    prepare_log_file(opts.log_file, owner)
+    return EXIT_OK
+
+
+def cmd_apply(a: argparse.Namespace) -> int:
+    from sidecar_plugin import fleet
+    from sidecar_plugin.apply import ApplyError, apply
+    from sidecar_plugin.supervisor_rpc import default_server_url, rpc_proxy
+
+    rendered = fleet.build(render_request(a), os.environ)
+    timeout = a.timeout if a.timeout is not None else a.health_timeout + 10.0
+    url = a.server_url or default_server_url()
+    try:
+        outcome = apply(rendered, rpc_proxy(url), timeout, lambda line: print(line, flush=True))
+    except ApplyError as exc:
+        print(f"sidecar-plugin: apply failed: {exc}", file=sys.stderr)
+        for line in exc.log_tail:
+            print(f"  {line}", file=sys.stderr)
+        print(f"changed: {'false' if exc.rolled_back else 'true'}")
+        return EXIT_FAIL
+    for doc in outcome.running:
+        print(f"{doc.get('program')}: running (pid {doc.get('pid')}, port {doc.get('port')})")
+    if not outcome.changed:
+        print("nothing to do: the files and supervisord already match the profiles")
+    print(f"changed: {'true' if outcome.changed else 'false'}")
     return EXIT_OK
 
 
 def cmd_listen(a: argparse.Namespace) -> int:
-    from sidecar_plugin.listener import ListenerOptions, run
+    from sidecar_plugin import logs
+    from sidecar_plugin.listener import run
+    from sidecar_plugin.redact import Redactor, secrets_from_config
     from sidecar_plugin.render import EXIT_REFUSED
-    from sidecar_plugin.statefile import LockHeld, lock_state_file
+    from sidecar_plugin.targets import TargetError, listen_targets
 
     # stdout is supervisord's protocol channel: keep it private, send fd 1 to stderr.
     proto_out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format=f"%(asctime)s sidecar-listener[{os.getpid()}] %(levelname)s %(message)s")
+    log = logging.getLogger("sidecar_plugin.listener")
+    try:
+        targets = listen_targets(a)
+    except TargetError as exc:
+        logs.setup(sys.stderr, Redactor)
+        log.error("refusing to run: %s", exc)
+        return EXIT_REFUSED
+    redactor = Redactor([s for t in targets for s in secrets_from_config(t.config_path)])
+    logs.setup(sys.stderr, lambda: redactor)
+    for target in targets:
+        if not _lock(target.state_file, log):
+            return EXIT_REFUSED
+    return run(targets, sys.stdin.buffer, proto_out, metrics_file=a.metrics_file)
+
+
+def _lock(state_file: str, log: logging.Logger) -> bool:
+    """Own the state file, or say why not: two listeners for one program would contradict each other."""
+    from sidecar_plugin.statefile import LockHeld, lock_state_file
+
     deadline = time.monotonic() + 3.0
     while True:
         try:
-            lock_state_file(a.state_file)
-            break
+            lock_state_file(state_file)
+            return True
         except LockHeld as exc:
             if time.monotonic() >= deadline:
-                logging.getLogger("sidecar_plugin.listener").error(
-                    "refusing to run: %s; two listeners for one program would contradict each other", exc)
-                return EXIT_REFUSED
+                log.error("refusing to run: %s; two listeners for one program would contradict each other", exc)
+                return False
             time.sleep(0.2)
         except OSError as exc:
-            logging.getLogger("sidecar_plugin.listener").error(
-                "cannot lock %s.lock: %s", a.state_file, exc.strerror or exc)
-            return EXIT_REFUSED
-    opts = ListenerOptions(
-        program=a.program, group=a.group, host=a.host, port=a.port, state_file=os.path.abspath(a.state_file),
-        log_file=a.log_file, config_path=a.config, health_timeout=a.health_timeout,
-        probe_interval=a.probe_interval, probe_timeout=a.probe_timeout,
-        starting_probe_interval=a.starting_probe_interval, failure_threshold=a.failure_threshold,
-    )
-    return run(opts, sys.stdin.buffer, proto_out)
+            log.error("cannot lock %s.lock: %s", state_file, exc.strerror or exc)
+            return False
 
 
-def _sidecar(a: argparse.Namespace) -> Any:
+def _programs(a: argparse.Namespace, several: bool = False) -> List[str]:
+    """Return which sidecars a command is about: ``--program``, else what supervisord runs.
+
+    One configured sidecar needs no flag; with several, ``status`` shows them
+    all and the other commands ask for ``--program``.
+    """
+    from sidecar_plugin.client import configured_sidecars
+    from sidecar_plugin.discovery import DEFAULT_PROGRAM
+    from sidecar_plugin.statefile import StateUnavailable, read_state
+
+    if a.program:
+        return [a.program]
+    if a.state_file:
+        try:
+            return [read_state(a.state_file, max_age=float("inf")).program]
+        except StateUnavailable:
+            return [DEFAULT_PROGRAM]
+    try:
+        found = sorted(configured_sidecars(a.server_url))
+    except StateUnavailable:
+        found = []
+    if len(found) > 1 and not several:
+        raise CliError(f"several sidecars are configured ({', '.join(found)}): name one with --program", EXIT_USAGE)
+    return found or [DEFAULT_PROGRAM]
+
+
+def _sidecar(a: argparse.Namespace, program: Optional[str] = None) -> Any:
     from sidecar_plugin.client import Sidecar
 
-    return Sidecar(state_file=a.state_file, program=a.program, server_url=a.server_url)
+    if program is None:
+        program = a.program = _programs(a)[0]
+    return Sidecar(state_file=a.state_file, program=program, server_url=a.server_url)
 
 
 def cmd_status(a: argparse.Namespace) -> int:
@@ -194,21 +251,27 @@ def cmd_status(a: argparse.Namespace) -> int:
     from sidecar_plugin.display import status_lines
     from sidecar_plugin.statefile import StateUnavailable
 
-    try:
-        path = _sidecar(a).state_file
-    except StateUnavailable as exc:
-        raise CliError(f"state unknown: {exc}", EXIT_UNKNOWN) from None
-    doc = state_dict(path)
+    docs = []
+    for program in _programs(a, several=True):
+        try:
+            path = _sidecar(a, program).state_file
+        except StateUnavailable as exc:
+            raise CliError(f"state unknown: {exc}", EXIT_UNKNOWN) from None
+        docs.append((program, path, state_dict(path)))
     if a.json:
-        out = {k: v for k, v in doc.items() if k not in ("available",)}
-        print(json.dumps(out, sort_keys=True, indent=2))
-    else:
-        print("\n".join(status_lines(doc, a.program)))
-    if not doc.get("available") or doc.get("is_stale"):
-        if not a.json and not doc.get("available"):
-            print(f"  ({doc.get('error') or 'no state file yet: ' + path})", file=sys.stderr)
-        return EXIT_UNKNOWN
-    return EXIT_OK if doc.get("state") == "running" else EXIT_NOT_RUNNING
+        out = [{k: v for k, v in doc.items() if k != "available"} for _, _, doc in docs]
+        print(json.dumps(out[0] if len(out) == 1 else out, sort_keys=True, indent=2))
+    worst = EXIT_OK
+    for program, path, doc in docs:
+        if not a.json:
+            print("\n".join(status_lines(doc, program)))
+        if not doc.get("available") or doc.get("is_stale"):
+            if not a.json and not doc.get("available"):
+                print(f"  ({doc.get('error') or 'no state file yet: ' + path})", file=sys.stderr)
+            worst = EXIT_UNKNOWN
+        elif doc.get("state") != "running":
+            worst = max(worst, EXIT_NOT_RUNNING)
+    return worst
 
 
 def cmd_wait(a: argparse.Namespace) -> int:
@@ -274,7 +337,7 @@ def cmd_stop(a: argparse.Namespace) -> int:
 
 
 COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
-    "render": cmd_render, "listen": cmd_listen, "status": cmd_status,
+    "render": cmd_render, "apply": cmd_apply, "listen": cmd_listen, "status": cmd_status,
     "wait": cmd_wait, "start": cmd_start, "stop": cmd_stop,
 }
 

@@ -14,7 +14,7 @@ import xmlrpc.client
 from typing import Any, Dict, List, Optional
 
 from sidecar_plugin import control
-from sidecar_plugin.discovery import DEFAULT_PROGRAM, commands_from_config_info, state_file_for
+from sidecar_plugin.discovery import DEFAULT_PROGRAM, commands_from_config_info, sidecars
 from sidecar_plugin.errors import BinaryNotFoundError, SidecarError, SidecarStartError
 from sidecar_plugin.reaper import alive, port_is_free, processes
 from sidecar_plugin.statefile import (
@@ -25,7 +25,7 @@ from sidecar_plugin.supervisor_rpc import default_server_url, rpc_proxy
 __all__ = [
     "State", "SidecarState", "Sidecar", "read_state",
     "SidecarError", "StateUnavailable", "SidecarStartError", "BinaryNotFoundError",
-    "effective_state", "state_dict",
+    "effective_state", "state_dict", "configured_sidecars",
 ]
 
 
@@ -54,16 +54,30 @@ def state_dict(path: str, max_age: float = STALE_AFTER) -> Dict[str, Any]:
     return doc
 
 
+def configured_sidecars(server_url: Optional[str] = None) -> Dict[str, Dict[str, str]]:
+    """Map program -> its listener's options (``state-file``, ``group``...) as supervisord has them.
+
+    Raises StateUnavailable when supervisord cannot be asked.
+    """
+    url = server_url or default_server_url()
+    try:
+        infos = rpc_proxy(url).supervisor.getAllConfigInfo()
+    except (OSError, xmlrpc.client.Error) as exc:
+        raise StateUnavailable(f"cannot ask supervisord at {url} which sidecars it runs ({exc})") from None
+    return sidecars(commands_from_config_info(infos))
+
+
 class Sidecar:
     """Query and control one supervised sidecar."""
 
     def __init__(self, state_file: Optional[str] = None, program: str = DEFAULT_PROGRAM,
                  server_url: Optional[str] = None, group: Optional[str] = None) -> None:
         self.program = program
-        self.group = group or program
         self.server_url = server_url or default_server_url()
         self._rpc: Any = None
         self._state_file = state_file
+        self._group = group
+        self._entry: Optional[Dict[str, str]] = None
 
     # -- plumbing --
     @property
@@ -72,23 +86,44 @@ class Sidecar:
             self._rpc = rpc_proxy(self.server_url)
         return self._rpc
 
-    @property
-    def state_file(self) -> str:
-        """The state file: as given, else found from the listener's config in supervisord."""
-        if self._state_file is None:
+    def _discover(self) -> Dict[str, str]:
+        """This program's listener options, from supervisord's configuration (asked once)."""
+        if self._entry is None:
             try:
                 infos = self.rpc.supervisor.getAllConfigInfo()
             except (OSError, xmlrpc.client.Error) as exc:
                 raise StateUnavailable(f"cannot ask supervisord at {self.server_url} where the state file of "
                                        f"{self.program} is ({exc}); pass state_file") from None
-            found = state_file_for(commands_from_config_info(infos), self.program)
-            if found is None:
+            entry = sidecars(commands_from_config_info(infos)).get(self.program)
+            if entry is None:
                 raise StateUnavailable(f"supervisord at {self.server_url} has no listener for {self.program}")
-            self._state_file = found
+            self._entry = entry
+        return self._entry
+
+    @property
+    def state_file(self) -> str:
+        """The state file: as given, else found from the listener's config in supervisord."""
+        if self._state_file is None:
+            self._state_file = self._discover()["state-file"]
         return self._state_file
 
     @property
+    def group(self) -> str:
+        """The supervisord group: as given, else from supervisord, else the state file, else the program."""
+        if self._group is None:
+            try:
+                self._group = self._discover().get("group") or self.program
+            except StateUnavailable:
+                try:
+                    self._group = str(read_state(self.state_file, max_age=float("inf")).raw.get("group")
+                                      or self.program)
+                except StateUnavailable:
+                    self._group = self.program
+        return self._group
+
+    @property
     def name(self) -> str:
+        """The name supervisord's XML-RPC knows the program by (``group:program``)."""
         return f"{self.group}:{self.program}"
 
     # -- the Go Supervisor's surface --

@@ -21,13 +21,17 @@ GetState = Callable[[], Dict[str, Any]]
 _MISSING_BINARY = ("can't find command", "not found", "no such file")
 
 
-def start_done(doc: Dict[str, Any], requested_at: float) -> Optional[bool]:
-    """True: running. False: it crashed after the request. None: keep waiting."""
+def start_done(doc: Dict[str, Any], requested_at: float, fresh: bool = False) -> Optional[bool]:
+    """True: running. False: it crashed after the request. None: keep waiting.
+
+    ``fresh``: only a ``running`` entered after the request counts (a restart
+    must not be satisfied by the process it replaces).
+    """
     if doc.get("is_stale"):
         return None
     state = doc.get("state")
     if state == "running":
-        return True
+        return not fresh or float(doc.get("since") or 0) >= requested_at or None
     if state == "crashed" and float(doc.get("since") or 0) >= requested_at:
         return False
     return None
@@ -41,13 +45,14 @@ def stop_done(doc: Dict[str, Any]) -> bool:
         "STOPPED", "EXITED", "FATAL", None) and not doc.get("tree")
 
 
-def wait_started(get_state: GetState, requested_at: float, timeout: Optional[float]) -> Dict[str, Any]:
+def wait_started(get_state: GetState, requested_at: float, timeout: Optional[float],
+                 fresh: bool = False) -> Dict[str, Any]:
     """Poll until running; raise SidecarStartError on a crash or when time runs out."""
     deadline = None if timeout is None else time.monotonic() + timeout
     doc: Dict[str, Any] = {}
     while True:
         doc = get_state()
-        verdict = start_done(doc, requested_at)
+        verdict = start_done(doc, requested_at, fresh)
         if verdict:
             return doc
         if verdict is False:

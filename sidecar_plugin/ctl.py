@@ -127,9 +127,10 @@ class SidecarControllerPlugin(ControllerPluginBase):
     def _start(self, args: argparse.Namespace) -> None:
         program = self._one(args)
         get = self._getter(program)
-        requested = float(get().get("server_time", 0))
+        first = get()
+        requested = float(first.get("server_time", 0))
         try:
-            self._supervisor().startProcess(f"{program}:{program}", False)
+            self._supervisor().startProcess(_name(first, program), False)
         except xmlrpc.client.Fault as exc:
             if "ALREADY_STARTED" not in exc.faultString:
                 raise
@@ -139,8 +140,9 @@ class SidecarControllerPlugin(ControllerPluginBase):
     def _stop(self, args: argparse.Namespace) -> None:
         program = self._one(args)
         get = self._getter(program)
+        first = get()
         try:
-            self._supervisor().stopProcess(f"{program}:{program}", False)
+            self._supervisor().stopProcess(_name(first, program), False)
         except xmlrpc.client.Fault as exc:
             if "NOT_RUNNING" not in exc.faultString:
                 raise
@@ -149,6 +151,11 @@ class SidecarControllerPlugin(ControllerPluginBase):
 
     def help_sidecar(self) -> None:
         self.ctl.output(USAGE)
+
+
+def _name(doc: Dict[str, Any], program: str) -> str:
+    """The name supervisord knows the program by: ``group:program`` (a fleet shares one group)."""
+    return f"{doc.get('group') or program}:{program}"
 
 
 def make_ctlplugin(controller: Any, **config: Any) -> SidecarControllerPlugin:

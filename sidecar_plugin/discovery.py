@@ -1,4 +1,4 @@
-"""Find a sidecar's state file from its listener's configuration.
+"""Find each sidecar's state file from its listener's configuration in supervisord.
 
 The listener's command line (rendered into ``sidecar.conf``) is the one place
 that says where a program's state file is; reading it from supervisord means
@@ -14,32 +14,25 @@ from typing import Dict, Iterable, Mapping, Optional
 DEFAULT_PROGRAM = "agentroute-sidecar"
 
 
-def listener_args(command: str) -> Optional[Dict[str, str]]:
-    """Return the ``--option value`` pairs of a ``sidecar-plugin listen`` command, else None."""
+def listener_entries(command: str) -> Dict[str, Dict[str, str]]:
+    """Map program -> its options (``state-file``, ``port``, ``host``, ``group``...) for one command."""
+    from sidecar_plugin.targets import parse_listen_command
+
     try:
         argv = shlex.split(command)
     except ValueError:
-        return None
-    if "listen" not in argv:
-        return None
-    args: Dict[str, str] = {}
-    rest = argv[argv.index("listen") + 1:]
-    for i, word in enumerate(rest):
-        if word.startswith("--") and "=" in word:
-            key, value = word[2:].split("=", 1)
-            args[key] = value
-        elif word.startswith("--") and i + 1 < len(rest):
-            args[word[2:]] = rest[i + 1]
-    return args if "program" in args and "state-file" in args else None
+        return {}
+    targets = parse_listen_command(argv) or []
+    return {t.program: {"program": t.program, "group": t.group or t.program, "state-file": t.state_file,
+                        "log-file": t.log_file, "port": str(t.port), "host": t.host} for t in targets}
 
 
 def sidecars(commands: Iterable[str]) -> Dict[str, Dict[str, str]]:
     """Map program name -> its listener's options, over every configured command."""
     found: Dict[str, Dict[str, str]] = {}
     for command in commands:
-        args = listener_args(command)
-        if args is not None:
-            found.setdefault(args["program"], args)
+        for program, args in listener_entries(command).items():
+            found.setdefault(program, args)
     return found
 
 

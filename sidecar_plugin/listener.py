@@ -34,6 +34,7 @@ import psutil
 from supervisor import childutils
 
 from sidecar_plugin import machine as m
+from sidecar_plugin.metrics import MetricsFile, adopt_counters, count_transition, crash_cause, new_counters
 from sidecar_plugin.probe import Prober, health_url
 from sidecar_plugin.reaper import TreeTracker
 from sidecar_plugin.redact import Redactor, secrets_from_config, tail_lines
@@ -146,8 +147,11 @@ class Listener:
     """
 
     def __init__(self, opts: ListenerOptions, rpc_factory: Callable[[], Any],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, metrics: Optional[MetricsFile] = None) -> None:
         self.opts = opts
+        self.log = logging.LoggerAdapter(log, {"program": opts.program})
+        self.metrics = metrics
+        self.counters = new_counters()
         self.rpc_factory = rpc_factory
         self.clock = clock
         self.cfg = m.Config(health_timeout=opts.health_timeout, failure_threshold=opts.failure_threshold)
@@ -186,7 +190,7 @@ class Listener:
         try:
             self._recover()
         except Exception:
-            log.exception("recovery failed; starting from supervisord's next events")
+            self.log.exception("recovery failed; starting from supervisord's next events")
         while not self.stopped.is_set():
             # Tick often only while a health timeout can expire: idle CPU stays low.
             tick = TICK_EVERY if self.model.state is State.STARTING else IDLE_TICK_EVERY
@@ -198,7 +202,7 @@ class Listener:
                 self._feed(item)
                 self._housekeeping()
             except Exception:
-                log.exception("engine error (continuing)")
+                self.log.exception("engine error (continuing)")
 
     def _recover(self) -> None:
         """Rebuild the state from supervisord and the previous state file."""
@@ -209,6 +213,7 @@ class Listener:
             pass
         if prior is not None and prior.program == self.opts.program:
             self.last_written_state = prior.state
+            self.counters = adopt_counters(prior.raw.get("counters"))
             self.tracker.adopt(prior.raw.get("tree") or [])
         else:
             prior = None
@@ -223,7 +228,7 @@ class Listener:
             prior_error=prior.error if prior else None,
             prior_log_tail=prior.log_tail if prior else (),
         )
-        log.info("recovering: supervisord says %s (pid %s); state file said %s",
+        self.log.info("recovering: supervisord says %s (pid %s); state file said %s",
                  sup_state, pid, prior.state.value if prior else "nothing")
         self._feed(rec)
 
@@ -234,7 +239,7 @@ class Listener:
                 return
             missed = m.reconcile(self.model, info.get("statename"), info.get("pid") or None)
             if missed:
-                log.warning("events were lost (supervisord says %s, pid %s): catching up",
+                self.log.warning("events were lost (supervisord says %s, pid %s): catching up",
                             info.get("statename"), info.get("pid"))
             for ev in missed:
                 self._feed(ev)
@@ -255,7 +260,8 @@ class Listener:
                 self.input_at = self.clock()  # what a reap may kill was born before this
             self.model, actions = m.step(self.model, inp, self.input_at, self.cfg)
             if self.model.state is not before.state:
-                log.info("state %s -> %s%s", before.state.value, self.model.state.value,
+                self._count(before.state, inp)
+                self.log.info("state %s -> %s%s", before.state.value, self.model.state.value,
                          f" ({self.redact(self.model.error)})" if self.model.error else "")
             if self.model.probing != before.probing:
                 self.plan_changed.set()
@@ -263,6 +269,15 @@ class Listener:
                 fed_back = self._do(action)
                 if fed_back is not None:
                     pending.append(fed_back)
+
+    def _count(self, before: State, inp: Any) -> None:
+        """Count a state change for the metrics (a recovery counts only a change from the old file)."""
+        if isinstance(inp, m.Recover):
+            if inp.prior_state is self.model.state:
+                return
+            before = inp.prior_state or State.STOPPED
+        cause = crash_cause(self.model.halted, self.model.supervisor_state, isinstance(inp, m.Recover))
+        count_transition(self.counters, before.value, self.model.state.value, cause)
 
     def _do(self, action: Any) -> Optional[Any]:
         """Carry out one action; return an input to feed back, if it produces one."""
@@ -282,7 +297,7 @@ class Listener:
             self._rpc_call("startProcess", self.opts.rpc_name, False)
         elif isinstance(action, m.KillHung):
             killed = self.tracker.kill_all()
-            log.warning("sidecar hung: sent SIGKILL to %d process(es) of its tree", killed)
+            self.log.warning("sidecar hung: sent SIGKILL to %d process(es) of its tree", killed)
         return None
 
     def _reap(self) -> m.Reaped:
@@ -292,12 +307,12 @@ class Listener:
         live = info.get("pid") if info and info.get("statename") in ("STARTING", "RUNNING") else None
         result = self.tracker.reap(self.opts.port, spare_root=live, before=self.input_at)
         if result.killed:
-            log.warning("reaped %d orphaned process(es) of the sidecar: %s", len(result.killed),
+            self.log.warning("reaped %d orphaned process(es) of the sidecar: %s", len(result.killed),
                         " ".join(map(str, result.killed)))
         if result.survivors:
-            log.error("could not kill: %s", " ".join(map(str, result.survivors)))
+            self.log.error("could not kill: %s", " ".join(map(str, result.survivors)))
         if result.foreign_holders:
-            log.error("port %d is held by a process outside the sidecar: %s", self.opts.port,
+            self.log.error("port %d is held by a process outside the sidecar: %s", self.opts.port,
                       ", ".join(result.foreign_holders))
         return m.Reaped(killed=len(result.killed), foreign_holders=result.foreign_holders)
 
@@ -338,6 +353,8 @@ class Listener:
             "listener_pid": os.getpid(),
             "log_file": self.opts.log_file,
             "tree": [[pid, ctime] for pid, ctime in self.tracker.identities()],
+            "group": self.opts.group or self.opts.program,
+            "counters": self.counters,
         }
 
     def _write(self) -> None:
@@ -355,12 +372,17 @@ class Listener:
                 self.last_written_state = self.model.state
         except OSError as exc:
             if not self.write_failing:
-                log.error("cannot write %s: %s (will keep trying)", self.opts.state_file, exc.strerror or exc)
+                self.log.error("cannot write %s: %s (will keep trying)", self.opts.state_file, exc.strerror or exc)
             self.write_failing = True
             return
         if self.write_failing:
-            log.info("state file writable again")
+            self.log.info("state file writable again")
         self.write_failing = False
+        if self.metrics is not None:
+            try:
+                self.metrics.update(doc, now)
+            except OSError as exc:
+                self.log.warning("cannot write the metrics file %s: %s", self.metrics.path, exc.strerror or exc)
 
     # -- watching the pid --
     def _watch(self, pid: int) -> None:
@@ -408,7 +430,7 @@ class Listener:
             try:
                 result = prober.probe(self.opts.probe_timeout)
             except Exception as exc:  # a probe must never kill the prober
-                log.warning("probe failed oddly: %s", exc)
+                self.log.warning("probe failed oddly: %s", exc)
                 time.sleep(interval)
                 continue
             self.inbox.put(m.Probe(ok=result.ok, started_at=result.started_at,
@@ -427,9 +449,9 @@ class Listener:
         try:
             return getattr(self._rpc_proxy().supervisor, method)(*args)
         except Fault as exc:
-            log.info("supervisor.%s: %s", method, exc.faultString)
+            self.log.info("supervisor.%s: %s", method, exc.faultString)
         except Exception as exc:  # supervisord gone, busy or restarting
-            log.warning("supervisor.%s failed: %s", method, exc)
+            self.log.warning("supervisor.%s failed: %s", method, exc)
             self._rpc = None
         return None
 
@@ -452,14 +474,26 @@ def _keep_private(path: str) -> None:
         pass
 
 
-def run(opts: ListenerOptions, stdin: IO[bytes], stdout: IO[str],
-        rpc_factory: Optional[Callable[[], Any]] = None) -> int:
-    """Run the listener until supervisord closes our stdin."""
+def run(targets: List[ListenerOptions], stdin: IO[bytes], stdout: IO[str],
+        rpc_factory: Optional[Callable[[], Any]] = None, metrics_file: Optional[str] = None) -> int:
+    """Watch every sidecar of ``targets`` until supervisord closes our stdin.
+
+    One protocol loop feeds all of them: each engine keeps only its own
+    program's events, so several sidecars cost one listener process.
+    """
     socket.setdefaulttimeout(10.0)  # XML-RPC to a wedged supervisord must not hang forever
     factory = rpc_factory or (lambda: childutils.getRPCInterface(os.environ))
-    listener = Listener(opts, factory)
-    listener.start_threads()
-    protocol_loop(stdin, stdout, listener.on_event)
-    listener.stopped.set()
+    metrics = MetricsFile(metrics_file) if metrics_file else None
+    listeners = [Listener(opts, factory, metrics=metrics) for opts in targets]
+    for listener in listeners:
+        listener.start_threads()
+
+    def handle(header_line: str, payload: str) -> None:
+        for listener in listeners:
+            listener.on_event(header_line, payload)
+
+    protocol_loop(stdin, stdout, handle)
+    for listener in listeners:
+        listener.stopped.set()
     log.info("stdin closed: supervisord is gone or stopping us")
     return 0

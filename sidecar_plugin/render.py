@@ -70,6 +70,8 @@ class RenderOptions:
     listener_log_file: str = ""
     autostart: bool = True
     user: str = ""
+    metrics_file: str = ""
+    group: str = ""
 
     @property
     def config_path(self) -> str:
@@ -172,16 +174,21 @@ def listener_argv(opts: RenderOptions) -> List[str]:
         "--state-file", opts.state_file,
         "--log-file", opts.log_file,
         "--config", opts.config_path,
-        "--health-timeout", _num(opts.health_timeout),
-    ]
+        "--health-timeout", num_arg(opts.health_timeout),
+    ] + metrics_argv(opts)
 
 
-def _num(value: float) -> str:
+def metrics_argv(opts: RenderOptions) -> List[str]:
+    """Return the listener's ``--metrics-file`` option, when metrics are asked for."""
+    return ["--metrics-file", opts.metrics_file] if opts.metrics_file else []
+
+
+def num_arg(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def render_sidecar_conf(profile: Profile, opts: RenderOptions) -> bytes:
-    """Return the supervisord include: the program and its health listener.
+def program_section(opts: RenderOptions) -> List[str]:
+    """Return the ``[program:]`` section of one sidecar.
 
     ``stopasgroup``/``killasgroup`` because killing only the immediate pid
     leaves uvicorn workers orphaned and the port held; the listener reaps what
@@ -189,10 +196,7 @@ def render_sidecar_conf(profile: Profile, opts: RenderOptions) -> bytes:
     YAML, and this file is typically world-readable under /etc.
     """
     p = opts.program
-    lines = [
-        f"; Rendered by sidecar-plugin from {_ini(profile.source)}; re-render instead of editing.",
-        f"; Profile {profile.name!s}: tiers {', '.join(alias(t) for t in sorted(profile.models))}.",
-        "",
+    return [
         f"[program:{p}]",
         f"command={_cmd(sidecar_command(opts))}",
         f"directory={_ini(opts.out_dir)}",
@@ -212,8 +216,14 @@ def render_sidecar_conf(profile: Profile, opts: RenderOptions) -> bytes:
         "stdout_logfile_backups=3",
         "priority=900",
         "",
-        f"[eventlistener:{p}-health]",
-        f"command={_cmd(listener_argv(opts))}",
+    ]
+
+
+def listener_section(name: str, argv: Sequence[str], opts: RenderOptions) -> List[str]:
+    """Return the ``[eventlistener:]`` section running the health listener ``argv``."""
+    return [
+        f"[eventlistener:{name}]",
+        f"command={_cmd(argv)}",
         "events=PROCESS_STATE,TICK_5",
         "buffer_size=8192",  # a storm of other programs' events must not drop ours
         "autostart=true",
@@ -229,6 +239,38 @@ def render_sidecar_conf(profile: Profile, opts: RenderOptions) -> bytes:
         "priority=100",
         "",
     ]
+
+
+def _header(sources: Sequence[Profile], tiers: str) -> List[str]:
+    return [
+        f"; Rendered by sidecar-plugin from {_ini(', '.join(p.source for p in sources))}; re-render instead of editing.",
+        tiers,
+        "",
+    ]
+
+
+def render_sidecar_conf(profile: Profile, opts: RenderOptions) -> bytes:
+    """Return the supervisord include of one sidecar: the program and its health listener."""
+    tiers = f"; Profile {profile.name!s}: tiers {', '.join(alias(t) for t in sorted(profile.models))}."
+    lines = _header([profile], tiers) + program_section(opts) + listener_section(
+        f"{opts.program}-health", listener_argv(opts), opts)
+    return "\n".join(lines).encode("utf-8")
+
+
+def render_group_conf(sidecars: Sequence[Tuple[Profile, RenderOptions]], group: str,
+                      listener: Sequence[str], listener_opts: RenderOptions) -> bytes:
+    """Return the include of several sidecars: one ``[group:]``, their programs, one listener.
+
+    One listener for all keeps the cost of watching flat as profiles are added;
+    the group lets an operator act on every sidecar at once (``supervisorctl
+    restart agentroute:*``).
+    """
+    tiers = "; " + "; ".join(f"{o.program}: port {o.port}" for _, o in sidecars) + "."
+    lines = _header([p for p, _ in sidecars], tiers)
+    lines += [f"[group:{group}]", "programs=" + ",".join(o.program for _, o in sidecars), "priority=900", ""]
+    for _, opts in sidecars:
+        lines += program_section(opts)
+    lines += listener_section(f"{group}-health", listener, listener_opts)
     return "\n".join(lines).encode("utf-8")
 
 
@@ -277,7 +319,7 @@ def write_rendered(files: Sequence[RenderedFile], owner: Optional[Tuple[int, int
     """
     result = []
     for f in files:
-        changed = _differs(f) or (owner is not None and _owner(f.path) != owner)
+        changed = differs(f) or (owner is not None and _owner(f.path) != owner)
         if changed:
             write_atomic(f.path, f.data, f.mode)
             if owner is not None:
@@ -318,7 +360,8 @@ def lookup_user(name: str) -> Tuple[int, int]:
     return pw.pw_uid, pw.pw_gid
 
 
-def _differs(f: RenderedFile) -> bool:
+def differs(f: RenderedFile) -> bool:
+    """Whether the file on disk is missing or has other bytes or another mode."""
     try:
         st = os.stat(f.path)
         with open(f.path, "rb") as fh:

@@ -75,6 +75,7 @@ class SidecarNamespaceRPCInterface:
             doc["state"] = "crashed"
             doc["error"] = "the listener has not refreshed the state for over 15 s (state is stale)"
         doc["program"] = program
+        doc["group"] = args.get("group") or program
         doc["state_file"] = args["state-file"]
         doc["server_time"] = time.time()
         port = doc.get("port") or _int(args.get("port"))
