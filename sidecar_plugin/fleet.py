@@ -16,6 +16,7 @@ one listener ``agentroute-health``. The master key is one per host
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass, replace
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -102,12 +103,14 @@ def expand_profiles(paths: Sequence[str]) -> Tuple[List[str], bool]:
     return files, grouped
 
 
-def assign_ports(profiles: Sequence[Profile], base: int) -> Dict[str, int]:
-    """Give each profile its own port: its ``port``, else the next one from ``base`` nobody claimed.
+def assign_ports(profiles: Sequence[Profile], base: int, previous: Mapping[str, int] = {}) -> Dict[str, int]:
+    """Give each profile its own port: its ``port``, else the one it had, else the next free from ``base``.
 
     "Free" means not claimed by another profile of the fleet, not "nobody
     listens there now": the running sidecars hold their own ports, and the
-    same inputs must render the same files.
+    same inputs must render the same files. A sidecar keeps the port of the
+    previous render (``previous``: program name -> port), so adding a profile
+    never moves the port of one the gateway already uses.
     """
     ports: Dict[str, int] = {}
     owner: Dict[int, str] = {}
@@ -117,6 +120,11 @@ def assign_ports(profiles: Sequence[Profile], base: int) -> Dict[str, int]:
                 raise ProfileError(f"{p.source}: port: {p.port} is also the port of profile {owner[p.port]!r}")
             owner[p.port] = p.name
             ports[p.name] = p.port
+    for p in profiles:
+        kept = previous.get(f"{GROUP}-{p.name}")
+        if p.name not in ports and kept is not None and kept not in owner:
+            owner[kept] = p.name
+            ports[p.name] = kept
     nxt = base
     for p in profiles:
         if p.name in ports:
@@ -185,7 +193,7 @@ def _fleet(profiles: Sequence[Profile], base: RenderOptions) -> List[Tuple[Profi
         seen[p.name] = p.source
         if GROUP + "-" + p.name == GROUP + LISTENER_SUFFIX:
             raise ProfileError(f"{p.source}: name: {p.name!r} is taken by the fleet's listener ({GROUP}{LISTENER_SUFFIX})")
-    ports = assign_ports(profiles, base.port)
+    ports = assign_ports(profiles, base.port, previous_ports(base.out_dir))
     result = []
     for p in sorted(profiles, key=lambda q: q.name):
         program = f"{GROUP}-{p.name}"
@@ -193,6 +201,16 @@ def _fleet(profiles: Sequence[Profile], base: RenderOptions) -> List[Tuple[Profi
         result.append((p, replace(base, out_dir=sidecar_dir(base.out_dir, program), program=program, group=GROUP,
                                   port=ports[p.name], state_file=paths["state-file"], log_file=paths["log-file"])))
     return result
+
+
+def previous_ports(out_dir: str) -> Dict[str, int]:
+    """Return program -> port of the fleet rendered in ``out_dir`` before (empty when none)."""
+    try:
+        with open(os.path.join(out_dir, SIDECAR_CONF), encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"--sidecar ([^\s=]+)=(\d+)", text)}
 
 
 def group_listener_argv(root: str, sidecars: Sequence[RenderOptions], common: RenderOptions) -> List[str]:

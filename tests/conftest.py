@@ -23,3 +23,22 @@ def make_sidecar(tmp_path):
     yield make
     for sc in made:
         sc.cleanup()
+
+
+@pytest.fixture
+def make_fleet(tmp_path):
+    """Build fleets (several profiles, one listener) under a real supervisord; cleaned up, pass or fail."""
+    from harness import Fleet
+
+    made = []
+
+    def make(**kwargs):
+        folder = tmp_path / f"f{len(made)}"
+        folder.mkdir()
+        fl = Fleet(str(folder), **kwargs)
+        made.append(fl)
+        return fl
+
+    yield make
+    for fl in made:
+        fl.cleanup()

@@ -7,6 +7,8 @@ SIGKILL of the parent, keep the port and keep answering (the failure the
 listener exists for). ``fake_mode.json`` beside the config (re-read at every
 start) makes it misbehave: ``start_delay``, ``exit_at_start``,
 ``never_healthy``, ``hang_after``, ``setsid_worker``, ``print_secrets``.
+A model id containing ``refuse-config`` makes it reject its config and exit,
+as LiteLLM does with a config it cannot load (a broken change to roll back).
 """
 
 import argparse
@@ -135,6 +137,11 @@ def main():
         shown = " ".join(f"api_key={k}" for k in keys) or "api_key="
         print(f"fake litellm: {shown} master_key={State.master_key}", flush=True)
         print(f"fake litellm: Authorization: Bearer {State.master_key}", file=sys.stderr, flush=True)
+    refused = [(e.get("litellm_params") or {}).get("model") for e in cfg.get("model_list") or []
+               if "refuse-config" in str((e.get("litellm_params") or {}).get("model"))]
+    if refused:
+        print(f"fake litellm: cannot load config: unknown model {refused[0]}", file=sys.stderr, flush=True)
+        sys.exit(1)
     if mode.get("exit_at_start"):
         print("fake litellm: fatal startup error", file=sys.stderr, flush=True)
         sys.exit(1)

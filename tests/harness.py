@@ -36,6 +36,7 @@ models:
 """
 API_KEY = "sk-or-v1-TESTOPENROUTERKEY0123456789abcdef"
 MASTER_KEY = "sk-TESTMASTERKEY0123456789abcdef0123"
+KEYS = {"OPENROUTER_API_KEY": API_KEY, "AGENTROUTE_MASTER_KEY": MASTER_KEY}
 
 
 def free_port() -> int:
@@ -122,9 +123,9 @@ class Sidecar:
         with open(self.profile, "w") as fh:
             fh.write(profile_text)
         self.set_mode(mode or {})
-        args = ["render", "--profile", self.profile, "--out-dir", self.out, "--port", str(self.port),
-                "--binary", binary or fake_binary(folder), "--workers", str(workers)] + (render_args or [])
-        res = run_cli(*args, env={"OPENROUTER_API_KEY": API_KEY, "AGENTROUTE_MASTER_KEY": MASTER_KEY})
+        self.render_args = ["--profile", self.profile, "--out-dir", self.out, "--port", str(self.port),
+                            "--binary", binary or fake_binary(folder), "--workers", str(workers)] + (render_args or [])
+        res = run_cli("render", *self.render_args, env=KEYS)
         assert res.returncode == 0, res.stderr
         self.marker = f"{self.program}@{os.path.join(self.out, 'litellm.yaml')}"
         inet_section = ""
@@ -138,6 +139,10 @@ class Sidecar:
         """Tell the stand-in how to behave at its next start."""
         with open(os.path.join(self.out, "fake_mode.json"), "w") as fh:
             json.dump(mode, fh)
+
+    def apply(self, *extra: str) -> subprocess.CompletedProcess:
+        """Run ``sidecar-plugin apply`` with the options this sidecar was rendered with."""
+        return run_cli("apply", *self.render_args, "-s", "unix://" + self.sock, *extra, env=KEYS, timeout=120)
 
     # -- supervisord --
     def start_supervisord(self, wait_state: Optional[str] = "running", timeout: float = 30) -> None:
@@ -240,3 +245,64 @@ class Sidecar:
             except psutil.Error:
                 pass
         psutil.wait_procs(owned, timeout=5)
+
+
+class Fleet(Sidecar):
+    """Several profiles rendered as one fleet (one group, one listener) under one real supervisord."""
+
+    def __init__(self, folder: str, profiles: Dict[str, Dict[str, Any]], base_port: int,
+                 metrics: bool = True) -> None:
+        self.dir = folder
+        self.out = os.path.join(folder, "out")
+        self.sock = os.path.join(folder, "s.sock")
+        self.conf = os.path.join(folder, "supervisord.conf")
+        self.profiles_dir = os.path.join(folder, "profiles")
+        self.metrics_file = os.path.join(folder, "sidecars.prom")
+        self.proc = None
+        self.inet = None
+        self.env = {}
+        self.program = "agentroute-health"
+        os.makedirs(self.profiles_dir, exist_ok=True)
+        for name, doc in profiles.items():
+            self.write_profile(name, doc)
+        self.render_args = ["--profile", self.profiles_dir, "--out-dir", self.out, "--port", str(base_port),
+                            "--binary", fake_binary(folder)] + (["--metrics-file", self.metrics_file] if metrics else [])
+        res = run_cli("render", *self.render_args, env=KEYS)
+        assert res.returncode == 0, res.stderr
+        with open(self.conf, "w") as fh:
+            fh.write(SUPERVISORD_CONF.format(sock=self.sock, dir=folder, inet="",
+                                             include=os.path.join(self.out, "sidecar.conf")))
+
+    def write_profile(self, name: str, doc: Dict[str, Any]) -> None:
+        with open(os.path.join(self.profiles_dir, f"{name}.json"), "w") as fh:
+            json.dump(dict(doc, name=name), fh)
+
+    def state_file_of(self, program: str) -> str:
+        return os.path.join(self.out, program, "state.json")
+
+    def state_of(self, program: str) -> Optional[Any]:
+        try:
+            return read_state(self.state_file_of(program))
+        except StateUnavailable:
+            return None
+
+    def wait_state_of(self, program: str, state: str, timeout: float = 30,
+                      pred: Callable[[Any], bool] = lambda s: True) -> Any:
+        return poll(lambda: (lambda s: s if s is not None and s.state.value == state and pred(s) else None)(
+            self.state_of(program)), timeout, what=f"{program} {state}")
+
+    def wait_state(self, state: str, timeout: float = 30, pred: Callable[[Any], bool] = lambda s: True) -> Any:
+        programs = [n for n in os.listdir(self.out) if os.path.isdir(os.path.join(self.out, n))]
+        return [self.wait_state_of(p, state, timeout, pred) for p in sorted(programs)]
+
+    def marked(self) -> List[psutil.Process]:
+        """Every live process carrying one of this fleet's markers."""
+        prefix = tuple(f"{n}@{os.path.join(self.out, n)}" for n in os.listdir(self.out))
+        found = []
+        for p in psutil.process_iter(["pid"]):
+            try:
+                if p.environ().get(MARKER_ENV, "").startswith(prefix) and p.status() != psutil.STATUS_ZOMBIE:
+                    found.append(p)
+            except (psutil.Error, OSError):
+                continue
+        return found

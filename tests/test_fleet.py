@@ -1,0 +1,136 @@
+"""Several profiles: program names, sticky ports, one group and one listener, bad fleets refused."""
+
+import configparser
+import json
+import os
+import shlex
+import stat
+
+import pytest
+
+from harness import API_KEY, MASTER_KEY, fake_binary, run_cli
+from sidecar_plugin.discovery import sidecars
+from sidecar_plugin.fleet import assign_ports, expand_profiles
+from sidecar_plugin.profile import Profile, ProfileError
+
+ENV = {"OPENROUTER_API_KEY": API_KEY, "AGENTROUTE_MASTER_KEY": MASTER_KEY}
+
+
+def prof(name, port=None):
+    return Profile(name=name, models={"fast": "x/y"}, port=port, source=f"{name}.yaml")
+
+
+def test_ports_explicit_then_kept_then_next_free():
+    assert assign_ports([prof("a"), prof("b", 4000), prof("c")], 4000) == {"b": 4000, "a": 4001, "c": 4002}
+    # a sidecar keeps the port it had, so adding "a" (sorted first) moves nobody
+    assert assign_ports([prof("a"), prof("z")], 5000, {"agentroute-z": 5000}) == {"z": 5000, "a": 5001}
+    # an explicit port wins over a kept one
+    assert assign_ports([prof("a", 5000), prof("z")], 5000, {"agentroute-z": 5000}) == {"a": 5000, "z": 5001}
+
+
+def test_two_profiles_claiming_one_port_are_refused():
+    with pytest.raises(ProfileError, match=r"b\.yaml: port: 4000 is also the port of profile 'a'"):
+        assign_ports([prof("a", 4000), prof("b", 4000)], 4000)
+
+
+def test_a_folder_makes_a_fleet_and_lists_only_profiles(tmp_path):
+    (tmp_path / "b.yaml").write_text("")
+    (tmp_path / "a.json").write_text("")
+    (tmp_path / "notes.txt").write_text("")
+    (tmp_path / ".hidden.yaml").write_text("")
+    files, grouped = expand_profiles([str(tmp_path)])
+    assert grouped and [os.path.basename(f) for f in files] == ["a.json", "b.yaml"]
+    assert expand_profiles([str(tmp_path / "a.json")]) == ([str(tmp_path / "a.json")], False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ProfileError, match="no profile in this folder"):
+        expand_profiles([str(tmp_path / "empty")])
+
+
+def render_fleet(tmp_path, *extra, profiles=None):
+    folder = tmp_path / "profiles"
+    folder.mkdir(exist_ok=True)
+    for name, text in (profiles or {"work": "port: 4100\n", "play": ""}).items():
+        (folder / f"{name}.yaml").write_text(f"name: {name}\n{text}models:\n  fast: deepseek/deepseek-v4-flash\n")
+    out = tmp_path / "out"
+    res = run_cli("render", "--profile", str(folder), "--out-dir", str(out), "--port", "4200",
+                  "--binary", fake_binary(str(tmp_path)), *extra, env=ENV)
+    return res, out
+
+
+def test_fleet_render_layout_group_and_one_listener(tmp_path):
+    res, out = render_fleet(tmp_path, "--metrics-file", str(tmp_path / "m.prom"))
+    assert res.returncode == 0, res.stderr
+    for program in ("agentroute-play", "agentroute-work"):
+        assert stat.S_IMODE(os.stat(out / program / "litellm.yaml").st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(out / program / "litellm.log").st_mode) == 0o600
+    cp = configparser.RawConfigParser()
+    cp.read(out / "sidecar.conf")
+    assert cp.get("group:agentroute", "programs") == "agentroute-play,agentroute-work"
+    assert [s for s in cp.sections() if s.startswith("eventlistener:")] == ["eventlistener:agentroute-health"]
+    assert "--port 4200" in cp.get("program:agentroute-play", "command")
+    assert "--port 4100" in cp.get("program:agentroute-work", "command")
+    command = cp.get("eventlistener:agentroute-health", "command")
+    # what the listener watches is found back from its command, as clients and sidecar.getState do
+    found = sidecars([command])
+    assert sorted(found) == ["agentroute-play", "agentroute-work"]
+    assert found["agentroute-work"]["state-file"] == str(out / "agentroute-work" / "state.json")
+    assert found["agentroute-work"]["group"] == "agentroute" and found["agentroute-play"]["port"] == "4200"
+    assert "--metrics-file" in shlex.split(command)
+    text = (out / "sidecar.conf").read_text()
+    assert API_KEY not in text and MASTER_KEY not in text
+    # byte-identical on a second render
+    before = {p: (out / p).read_bytes() for p in ("sidecar.conf", "agentroute-work/litellm.yaml")}
+    res, _ = render_fleet(tmp_path, "--metrics-file", str(tmp_path / "m.prom"))
+    assert "changed" not in res.stdout.replace("unchanged", "")
+    assert before == {p: (out / p).read_bytes() for p in before}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--program", "x"], "--program: names one sidecar"),
+    (["--state-file", "/tmp/s.json"], "--state-file: names one sidecar"),
+])
+def test_fleet_refuses_single_sidecar_options(tmp_path, extra, message):
+    res, out = render_fleet(tmp_path, *extra)
+    assert res.returncode == 2 and res.stderr.startswith(message), res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_fleet_refuses_duplicate_names_and_ports(tmp_path):
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / "a.yaml").write_text("name: same\nmodels: {fast: x/y}\n")
+    (folder / "b.yaml").write_text("name: same\nmodels: {fast: x/y}\n")
+    res = run_cli("render", "--profile", str(folder), "--out-dir", str(tmp_path / "o"),
+                  "--binary", fake_binary(str(tmp_path)), env=ENV)
+    assert res.returncode == 2 and "b.yaml: name: 'same' is also the name of" in res.stderr
+    res, _ = render_fleet(tmp_path, profiles={"a": "port: 4300\n", "b": "port: 4300\n"})
+    assert res.returncode == 2 and "port: 4300 is also the port of profile 'a'" in res.stderr
+
+
+def test_listen_without_a_sidecar_refuses_with_one_json_line():
+    res = run_cli("listen", "--sidecar", "agentroute-x=4000")  # a fleet entry needs --root
+    assert res.returncode == 78 and res.stdout == ""
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["msg"].startswith("refusing to run: --sidecar")
+
+
+def test_listener_log_lines_are_redacted_json():
+    import io
+    import logging
+
+    from sidecar_plugin import logs
+    from sidecar_plugin.redact import Redactor
+
+    stream = io.StringIO()
+    logs.setup(stream, lambda: Redactor(["s3cretvalue"]))
+    try:
+        logging.getLogger("x").warning("key %s and %s", "s3cretvalue", "sk-abcdefghijklmnop")
+        try:
+            raise RuntimeError("boom s3cretvalue")
+        except RuntimeError:
+            logging.getLogger("x").exception("failed")
+    finally:
+        logging.getLogger().handlers[:] = []
+    first, second = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert first["level"] == "warning" and "s3cretvalue" not in first["msg"] and "sk-abc" not in first["msg"]
+    assert "RuntimeError" in second["exc"] and "s3cretvalue" not in second["exc"]

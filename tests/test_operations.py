@@ -1,0 +1,177 @@
+"""Operations: apply a changed profile, several sidecars on one host, metrics (real supervisord)."""
+
+import json
+import os
+
+import pytest
+import requests
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from harness import MASTER_KEY, PROFILE, free_port, poll, run_cli
+
+pytestmark = pytest.mark.integration
+
+
+def models_listed(port):
+    s = requests.Session()
+    s.trust_env = False
+    r = s.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=2)
+    return sorted(m["id"] for m in r.json()["data"])
+
+
+def write(path, text):
+    with open(path, "w") as fh:
+        fh.write(text)
+
+
+def test_apply_unchanged_changed_and_broken(make_sidecar):
+    sc = make_sidecar(workers=2)
+    sc.start_supervisord()
+    first = sc.wait_state("running", 20)
+
+    # 1. nothing changed: nothing restarts, and it says so
+    res = sc.apply()
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "changed: false", res.stdout
+    assert "nothing to do" in res.stdout
+    assert sc.state().pid == first.pid and sc.info()["pid"] == first.pid
+
+    # 2. a changed model and a new tier: restarted, waited for, new alias served
+    write(sc.profile, PROFILE.replace("deepseek/deepseek-v4-flash", "qwen/qwen3-coder") + "  balanced: x/y\n")
+    res = sc.apply()
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "changed: true", res.stdout
+    second = sc.state()
+    assert second.state.value == "running" and second.pid != first.pid and second.since > first.since
+    assert models_listed(sc.port) == ["agentroute-balanced", "agentroute-fast", "agentroute-heavy"]
+    with open(os.path.join(sc.out, "litellm.yaml")) as fh:
+        assert "openrouter/qwen/qwen3-coder" in fh.read()
+    assert len(sc.marked()) == 3  # the parent and its two workers: the old tree was reaped
+
+    # 3. a change the sidecar refuses: rolled back to the old config, running again, log tail shown
+    with open(os.path.join(sc.out, "litellm.yaml"), "rb") as fh:
+        good = fh.read()
+    write(sc.profile, PROFILE + "  broken: acme/refuse-config\n")
+    res = sc.apply("--timeout", "30")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "rolled back" in res.stderr and "cannot load config: unknown model" in res.stderr, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "changed: false"
+    with open(os.path.join(sc.out, "litellm.yaml"), "rb") as fh:
+        assert fh.read() == good
+    third = sc.wait_state("running", 20)
+    assert third.pid == sc.info()["pid"]
+    assert models_listed(sc.port) == ["agentroute-balanced", "agentroute-fast", "agentroute-heavy"]
+    # and the next pass of the configuration tool, with the good profile back, finds nothing to do
+    write(sc.profile, PROFILE.replace("deepseek/deepseek-v4-flash", "qwen/qwen3-coder") + "  balanced: x/y\n")
+    res = sc.apply()
+    assert res.returncode == 0 and res.stdout.strip().splitlines()[-1] == "changed: false", res.stdout + res.stderr
+    assert sc.state().pid == third.pid
+
+
+def test_apply_refuses_without_supervisord(tmp_path):
+    profile = tmp_path / "p.yaml"
+    profile.write_text(PROFILE)
+    res = run_cli("apply", "--profile", str(profile), "--out-dir", str(tmp_path / "out"), "--binary", "/bin/true",
+                  "-s", "unix://" + str(tmp_path / "nobody.sock"), env={"OPENROUTER_API_KEY": "sk-or-x"})
+    assert res.returncode == 1 and "cannot reach supervisord" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "out" / "litellm.yaml").exists()
+
+
+def test_two_profiles_side_by_side_one_listener_and_metrics(make_fleet):
+    p1, base = free_port(), free_port()
+    fl = make_fleet(profiles={"work": {"port": p1, "models": {"heavy": "anthropic/claude-opus-4.5"}},
+                              "play": {"models": {"fast": "deepseek/deepseek-v4-flash"}}}, base_port=base)
+    with open(os.path.join(fl.out, "sidecar.conf")) as fh:
+        conf = fh.read()
+    assert "[group:agentroute]\nprograms=agentroute-play,agentroute-work\n" in conf
+    assert conf.count("[eventlistener:") == 1 and "[eventlistener:agentroute-health]" in conf
+    fl.start_supervisord()
+    work = fl.wait_state_of("agentroute-work", "running", 20)
+    play = fl.wait_state_of("agentroute-play", "running", 20)
+    assert (work.port, play.port) == (p1, base)
+    assert work.listener_pid == play.listener_pid  # one listener watches them all
+    assert models_listed(p1) == ["agentroute-heavy"] and models_listed(base) == ["agentroute-fast"]
+    assert fl.rpc().supervisor.getProcessInfo("agentroute:agentroute-work")["pid"] == work.pid
+
+    # every door shows every sidecar
+    res = run_cli("status", "-s", "unix://" + fl.sock)
+    assert res.returncode == 0 and "agentroute-work" in res.stdout and "agentroute-play" in res.stdout, res.stderr
+    res = run_cli("status", "--json", "-s", "unix://" + fl.sock)
+    assert sorted(d["program"] for d in json.loads(res.stdout)) == ["agentroute-play", "agentroute-work"]
+    res = fl.ctl("sidecar", "status")
+    assert res.returncode == 0 and res.stdout.count("RUNNING") >= 2, res.stdout
+    assert sorted(fl.rpc().sidecar.listPrograms()) == ["agentroute-play", "agentroute-work"]
+    assert fl.rpc().sidecar.getState("agentroute-play")["port"] == base
+
+    # one sidecar stops through supervisorctl; the other one is untouched
+    res = fl.ctl("sidecar", "stop", "agentroute-play")
+    assert res.returncode == 0, res.stdout
+    assert fl.wait_state_of("agentroute-play", "stopped", 10)
+    assert fl.state_of("agentroute-work").state.value == "running"
+    res = run_cli("status", "-s", "unix://" + fl.sock)
+    assert res.returncode == 3  # not every sidecar runs
+    res = run_cli("start", "--program", "agentroute-play", "--timeout", "20", "-s", "unix://" + fl.sock)
+    assert res.returncode == 0, res.stderr
+    res = run_cli("stop", "-s", "unix://" + fl.sock)
+    assert res.returncode == 2 and "name one with --program" in res.stderr
+
+    # metrics: node_exporter's textfile format, one family per figure, each sidecar labelled
+    def metrics():
+        with open(fl.metrics_file) as fh:
+            return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                    for fam in text_string_to_metric_families(fh.read()) for s in fam.samples}
+    m = poll(lambda: (lambda d: d if d.get(("agentroute_sidecar_starts_total",
+                                            (("program", "agentroute-play"),))) == 2 else None)(metrics()),
+             10, what="play's second start in the metrics")
+    assert m[("agentroute_sidecar_state", (("program", "agentroute-work"), ("state", "running")))] == 1
+    assert m[("agentroute_sidecar_state", (("program", "agentroute-work"), ("state", "crashed")))] == 0
+    assert m[("agentroute_sidecar_up", (("program", "agentroute-work"),))] == 1
+    assert m[("agentroute_sidecar_probe_latency_seconds", (("program", "agentroute-work"),))] > 0
+    assert m[("agentroute_sidecar_crashes_total", (("cause", "exited"), ("program", "agentroute-work")))] == 0
+    assert oct(os.stat(fl.metrics_file).st_mode & 0o777) == "0o644"
+
+    # a crash shows up by cause, and the restart after it
+    os.kill(work.pid, 9)
+    poll(lambda: metrics().get(("agentroute_sidecar_crashes_total",
+                                (("cause", "exited"), ("program", "agentroute-work")))) == 1, 10, what="a crash")
+    poll(lambda: metrics().get(("agentroute_sidecar_restarts_total", (("program", "agentroute-work"),))) == 1,
+         10, what="a restart")
+    fl.wait_state_of("agentroute-work", "running", 20, pred=lambda s: s.pid != work.pid)
+
+
+def test_fleet_apply_adds_a_profile_and_changes_one_model(make_fleet):
+    base = free_port()
+    fl = make_fleet(profiles={"work": {"models": {"heavy": "anthropic/claude-opus-4.5"}}}, base_port=base)
+    fl.start_supervisord()
+    work = fl.wait_state_of("agentroute-work", "running", 20)
+    # a model change inside the group restarts only that sidecar's LiteLLM
+    fl.write_profile("work", {"models": {"heavy": "anthropic/claude-opus-4.5", "fast": "x/y"}})
+    res = fl.apply()
+    assert res.returncode == 0 and res.stdout.strip().endswith("changed: true"), res.stdout + res.stderr
+    work2 = fl.state_of("agentroute-work")
+    assert work2.pid != work.pid and models_listed(base) == ["agentroute-fast", "agentroute-heavy"]
+    # a second profile: its own port (the next one from --port), state and log; the listener is replaced
+    fl.write_profile("play", {"models": {"fast": "deepseek/deepseek-v4-flash"}})
+    res = fl.apply()
+    assert res.returncode == 0, res.stdout + res.stderr
+    play = fl.wait_state_of("agentroute-play", "running", 20)
+    assert play.port == base + 1 and os.path.exists(os.path.join(fl.out, "agentroute-play", "litellm.log"))
+    assert fl.wait_state_of("agentroute-work", "running", 20).listener_pid == play.listener_pid
+    res = fl.apply()
+    assert res.returncode == 0 and res.stdout.strip().endswith("changed: false"), res.stdout
+
+
+def test_listener_log_is_json_lines_without_secrets(make_sidecar):
+    sc = make_sidecar(mode={"print_secrets": True, "exit_at_start": True})
+    sc.start_supervisord(wait_state="crashed")
+    path = os.path.join(sc.out, "listener.log")
+    entries = poll(lambda: (lambda es: es if any("crashed" in e["msg"] for e in es) else None)(
+        [json.loads(line) for line in open(path) if line.strip()]), 10, what="the crash in the listener log")
+    assert all({"ts", "level", "msg"} <= set(e) for e in entries)
+    assert any(e.get("program") == sc.program for e in entries)
+    with open(path) as fh:
+        text = fh.read()
+    from harness import API_KEY
+    assert API_KEY not in text and MASTER_KEY not in text
+    assert yaml.safe_load(open(os.path.join(sc.out, "litellm.yaml")))  # the keys are still there, 0600
