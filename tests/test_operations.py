@@ -157,9 +157,16 @@ def test_fleet_apply_adds_a_profile_and_changes_one_model(make_fleet):
     assert res.returncode == 0, res.stdout + res.stderr
     play = fl.wait_state_of("agentroute-play", "running", 20)
     assert play.port == base + 1 and os.path.exists(os.path.join(fl.out, "agentroute-play", "litellm.log"))
-    assert fl.wait_state_of("agentroute-work", "running", 20).listener_pid == play.listener_pid
+    work3 = fl.wait_state_of("agentroute-work", "running", 20)
+    assert work3.listener_pid == play.listener_pid and work3.port == base
     res = fl.apply()
     assert res.returncode == 0 and res.stdout.strip().endswith("changed: false"), res.stdout
+    # a model change in one sidecar of the group leaves the other one's process alone
+    fl.write_profile("play", {"models": {"fast": "qwen/qwen3-coder"}})
+    res = fl.apply()
+    assert res.returncode == 0 and res.stdout.strip().endswith("changed: true"), res.stdout + res.stderr
+    assert fl.state_of("agentroute-play").pid != play.pid
+    assert fl.state_of("agentroute-work").pid == work3.pid
 
 
 def test_listener_log_is_json_lines_without_secrets(make_sidecar):

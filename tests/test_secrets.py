@@ -26,10 +26,10 @@ def files_with_secrets(root):
     return found
 
 
-def test_keys_appear_only_in_owner_only_files(make_sidecar):
+def test_keys_appear_only_in_owner_only_files(make_sidecar, tmp_path):
     # a sidecar that prints its keys at start, never becomes healthy (health timeout), then crashes
     sc = make_sidecar(workers=2, mode={"print_secrets": True, "never_healthy": True},
-                      render_args=["--health-timeout", "2"])
+                      render_args=["--health-timeout", "2", "--metrics-file", str(tmp_path / "m.prom")])
     sc.start_supervisord(wait_state=None)
     st = sc.wait_state("crashed", 20)
     assert st.log_tail and any("[REDACTED]" in line for line in st.log_tail)
@@ -46,7 +46,9 @@ def test_keys_appear_only_in_owner_only_files(make_sidecar):
         sc.ctl("sidecar", "status"),
         sc.ctl("status"),
         sc.ctl("tail", sc.program + "-health", "stderr"),
+        sc.apply(),
     ]
+    assert outputs[-1].returncode == 0, outputs[-1].stderr
     for res in outputs:
         for secret in SECRETS:
             assert secret not in res.stdout and secret not in res.stderr, res.args
@@ -59,3 +61,5 @@ def test_keys_appear_only_in_owner_only_files(make_sidecar):
     for name in ("state.json", "history.jsonl", "listener.log", "sidecar.conf"):
         assert os.path.join(sc.out, name) not in leaks
     assert stat.S_IMODE(os.stat(sc.state_file).st_mode) == 0o644
+    metrics = (tmp_path / "m.prom").read_text()
+    assert "agentroute_sidecar_crashes_total" in metrics and not any(s in metrics for s in SECRETS)
