@@ -63,7 +63,8 @@ def configured_sidecars(server_url: Optional[str] = None) -> Dict[str, Dict[str,
     try:
         infos = rpc_proxy(url).supervisor.getAllConfigInfo()
     except (OSError, xmlrpc.client.Error) as exc:
-        raise StateUnavailable(f"cannot ask supervisord at {url} which sidecars it runs ({exc})") from None
+        raise StateUnavailable(f"cannot ask supervisord at {url} which sidecars it runs and where their "
+                               f"state files are ({exc}); pass the state file") from None
     return sidecars(commands_from_config_info(infos))
 
 
@@ -89,12 +90,7 @@ class Sidecar:
     def _discover(self) -> Dict[str, str]:
         """This program's listener options, from supervisord's configuration (asked once)."""
         if self._entry is None:
-            try:
-                infos = self.rpc.supervisor.getAllConfigInfo()
-            except (OSError, xmlrpc.client.Error) as exc:
-                raise StateUnavailable(f"cannot ask supervisord at {self.server_url} where the state file of "
-                                       f"{self.program} is ({exc}); pass state_file") from None
-            entry = sidecars(commands_from_config_info(infos)).get(self.program)
+            entry = configured_sidecars(self.server_url).get(self.program)
             if entry is None:
                 raise StateUnavailable(f"supervisord at {self.server_url} has no listener for {self.program}")
             self._entry = entry

@@ -36,12 +36,6 @@ def sidecars(commands: Iterable[str]) -> Dict[str, Dict[str, str]]:
     return found
 
 
-def state_file_for(commands: Iterable[str], program: str) -> Optional[str]:
-    """Return the state file the listener of ``program`` writes, if one is configured."""
-    args = sidecars(commands).get(program)
-    return args["state-file"] if args else None
-
-
 def commands_from_config_info(infos: Iterable[Mapping[str, object]]) -> Iterable[str]:
     """Pick the command lines out of ``supervisor.getAllConfigInfo()``."""
     return [str(info.get("command", "")) for info in infos]

@@ -68,6 +68,13 @@ def test_apply_unchanged_changed_and_broken(make_sidecar):
     assert res.returncode == 0 and res.stdout.strip().splitlines()[-1] == "changed: false", res.stdout + res.stderr
     assert sc.state().pid == third.pid
 
+    # 4. a changed command (one worker instead of two): supervisord's program is replaced
+    res = sc.apply("--workers", "1")
+    assert res.returncode == 0 and "supervisord: updated agentroute-sidecar" in res.stdout, res.stdout + res.stderr
+    fourth = sc.state()
+    assert fourth.state.value == "running" and fourth.pid != third.pid
+    poll(lambda: len(sc.marked()) == 1, 10, what="one process left: no worker of the old tree")
+
 
 def test_apply_refuses_without_supervisord(tmp_path):
     profile = tmp_path / "p.yaml"
