@@ -24,12 +24,13 @@ demo: install
 	  echo "OPENROUTER_API_KEY is not set: rendering with a placeholder key ($(PLACEHOLDER_KEY))."; \
 	  echo "The sidecar will run, but requests to OpenRouter will be refused. Export a real key and re-run make demo."; \
 	fi
-	OPENROUTER_API_KEY="$${OPENROUTER_API_KEY:-$(PLACEHOLDER_KEY)}" \
-	  $(BIN)/sidecar-plugin render --profile conf/profile.example.yaml --out-dir $(RUN)
-	@if $(CTL) pid >/dev/null 2>&1; then \
-	  echo "supervisord already runs: applying the rendered include"; $(CTL) update; \
+	@export OPENROUTER_API_KEY="$${OPENROUTER_API_KEY:-$(PLACEHOLDER_KEY)}"; \
+	if $(CTL) pid >/dev/null 2>&1; then \
+	  echo "supervisord already runs: applying the profile (restarts the sidecar only if something changed)"; \
+	  $(BIN)/sidecar-plugin apply --profile conf/profile.example.yaml --out-dir $(RUN) -s unix://$(CURDIR)/$(RUN)/supervisor.sock; \
 	else \
-	  echo "starting supervisord -c $(CONF)"; $(BIN)/supervisord -c $(CONF); \
+	  $(BIN)/sidecar-plugin render --profile conf/profile.example.yaml --out-dir $(RUN) && \
+	  echo "starting supervisord -c $(CONF)" && $(BIN)/supervisord -c $(CONF); \
 	fi
 	$(BIN)/sidecar-plugin wait --state running --timeout 180 --state-file $(RUN)/state.json
 	@echo; echo "== supervisorctl status"; $(CTL) status || true
@@ -47,7 +48,12 @@ demo: install
 
 ## stop: stop the demo's supervisord (and with it the sidecar and its listener)
 stop:
-	@if [ -x $(BIN)/supervisorctl ] && $(CTL) pid >/dev/null 2>&1; then $(CTL) shutdown; else echo "supervisord is not running"; fi
+	@if [ -x $(BIN)/supervisorctl ] && pid=$$($(CTL) pid 2>/dev/null) && [ "$$pid" -gt 0 ] 2>/dev/null; then \
+	  $(CTL) shutdown; \
+	  for i in $$(seq 1 300); do kill -0 $$pid 2>/dev/null || break; sleep 0.1; done; \
+	  if kill -0 $$pid 2>/dev/null; then echo "supervisord (pid $$pid) is still stopping"; exit 1; fi; \
+	  echo "supervisord (pid $$pid) and the sidecar are stopped"; \
+	else echo "supervisord is not running"; fi
 
 status:
 	$(BIN)/sidecar-plugin status --state-file $(RUN)/state.json

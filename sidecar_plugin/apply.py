@@ -29,7 +29,7 @@ from sidecar_plugin.atomic import write_atomic
 from sidecar_plugin.client import state_dict
 from sidecar_plugin.errors import SidecarError, SidecarStartError
 from sidecar_plugin.fleet import Rendered, write
-from sidecar_plugin.render import LITELLM_YAML, RenderOptions, SIDECAR_CONF, differs
+from sidecar_plugin.render import LITELLM_YAML, RenderOptions, SIDECAR_CONF, config_version, differs
 
 LIVE = ("STARTING", "RUNNING", "BACKOFF")
 _SECTION = re.compile(r"^\[(?:program|group|eventlistener):([^\]]+)\]", re.M)
@@ -180,6 +180,7 @@ def apply(rendered: Rendered, rpc: Any, timeout: float, say: Callable[[str], Non
     snap = snapshot(paths)
     ours = our_groups(rendered, snap)
     changed_configs = {f.path for f in rendered.files if f.path.endswith(LITELLM_YAML) and differs(f)}
+    changed_configs |= drifted(rendered)
     was_live = _safe_live(rpc)
     applier = Applier(rendered, rpc, timeout, say)
     outcome = Outcome(files=write(rendered))
@@ -201,6 +202,22 @@ def apply(rendered: Rendered, rpc: Any, timeout: float, say: Callable[[str], Non
     outcome.changed = any(c for _, c in outcome.files) or bool(outcome.restarted) or bool(applier.updated)
     outcome.running = [state_dict(s.state_file) for s in rendered.sidecars if s.program in outcome.restarted]
     return outcome
+
+
+def drifted(rendered: Rendered) -> Set[str]:
+    """Return the configs whose live sidecar was started with another version than the one rendered.
+
+    A render (or a rollback by hand) followed by ``supervisorctl update``
+    leaves such a sidecar behind: the files match, the process does not.
+    """
+    wanted = {f.path: config_version(f.data) for f in rendered.files if f.path.endswith(LITELLM_YAML)}
+    out = set()
+    for s in rendered.sidecars:
+        doc = state_dict(s.state_file)
+        loaded = doc.get("config_version")
+        if doc.get("pid") and loaded and loaded != wanted.get(s.config_path):
+            out.add(s.config_path)
+    return out
 
 
 def live_processes(rpc: Any) -> Dict[str, str]:

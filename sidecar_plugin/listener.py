@@ -38,7 +38,7 @@ from sidecar_plugin.metrics import MetricsFile, adopt_counters, count_transition
 from sidecar_plugin.probe import Prober, health_url
 from sidecar_plugin.reaper import TreeTracker
 from sidecar_plugin.redact import Redactor, secrets_from_config, tail_lines
-from sidecar_plugin.render import MARKER_ENV, marker_value
+from sidecar_plugin.render import MARKER_ENV, file_version, marker_value
 from sidecar_plugin.statefile import (
     SCHEMA, State, StateUnavailable, append_history, read_state, write_state,
 )
@@ -152,6 +152,9 @@ class Listener:
         self.log = logging.LoggerAdapter(log, {"program": opts.program})
         self.metrics = metrics
         self.counters = new_counters()
+        # the config version the live sidecar was started with, and the pid that loaded it
+        self.loaded_version: Optional[str] = None
+        self.version_pid: Optional[int] = None
         self.rpc_factory = rpc_factory
         self.clock = clock
         self.cfg = m.Config(health_timeout=opts.health_timeout, failure_threshold=opts.failure_threshold)
@@ -214,6 +217,7 @@ class Listener:
         if prior is not None and prior.program == self.opts.program:
             self.last_written_state = prior.state
             self.counters = adopt_counters(prior.raw.get("counters"))
+            self.loaded_version, self.version_pid = prior.raw.get("config_version"), prior.pid
             self.tracker.adopt(prior.raw.get("tree") or [])
         else:
             prior = None
@@ -355,6 +359,7 @@ class Listener:
             "tree": [[pid, ctime] for pid, ctime in self.tracker.identities()],
             "group": self.opts.group or self.opts.program,
             "counters": self.counters,
+            "config_version": self.loaded_version,
         }
 
     def _write(self) -> None:
@@ -386,6 +391,8 @@ class Listener:
 
     # -- watching the pid --
     def _watch(self, pid: int) -> None:
+        if pid != self.version_pid:  # a new process: it reads its config now
+            self.loaded_version, self.version_pid = file_version(self.opts.config_path), pid
         self.tracker.track(pid)
         if self.watched == pid:
             return

@@ -8,6 +8,7 @@ output matters: config diffs, ``apply`` and tests must be stable across renders.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
@@ -123,6 +124,27 @@ def marker_value(program: str, config_path: str) -> str:
     name (a test beside a demo) never mistake each other's processes.
     """
     return f"{program}@{config_path}"
+
+
+def config_version(data: bytes) -> str:
+    """Return a short version tag of a rendered LiteLLM config.
+
+    The listener records the version a sidecar was started with, so ``apply``
+    can tell a sidecar still running an older config (LiteLLM reads it only at
+    start; a re-render followed by ``supervisorctl update`` does not restart a
+    program whose command is unchanged). A truncated SHA-256 says nothing
+    about the keys inside.
+    """
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def file_version(path: str) -> Optional[str]:
+    """Return ``config_version`` of the file at ``path``, or None when it cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            return config_version(fh.read())
+    except OSError:
+        return None
 
 
 def new_master_key() -> str:

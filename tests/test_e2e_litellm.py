@@ -129,6 +129,18 @@ def test_full_chain_with_real_litellm(make_sidecar, upstream):
     c = Sidecar(state_file=sc.state_file, program=sc.program, server_url="unix://" + sc.sock)
     c.start(timeout=120)
     assert c.state() is State.RUNNING and messages(port, "fast").status_code == 200
+
+    # apply a changed profile (a new tier): the real LiteLLM is restarted on it and serves the new alias
+    with open(sc.profile, "w") as fh:
+        fh.write(profile.replace("models:\n", "models:\n  extra: qwen/qwen3-coder\n"))
+    before_apply = c.read().pid
+    res = sc.apply()
+    assert res.returncode == 0 and res.stdout.strip().endswith("changed: true"), res.stdout + res.stderr
+    assert c.read().pid != before_apply
+    models = http().get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {MASTER_KEY}"},
+                        timeout=30)
+    assert "agentroute-extra" in {m["id"] for m in models.json()["data"]}
+    assert messages(port, "extra").status_code == 200
     c.stop(timeout=30)
     assert sc.marked() == [] and sc.port_listeners() == []
     assert c.state() is State.STOPPED

@@ -37,6 +37,8 @@ def test_sigkill_parent_with_two_workers_reaps_orphans_and_comes_back(make_sidec
     st = sc.wait_state("running", 20)
     parent = psutil.Process(st.pid)
     poll(lambda: len(parent.children()) == 2, 10, what="two workers")
+    # healthy can come before supervisord's startsecs are over; a kill then is a failed start (BACKOFF)
+    poll(lambda: sc.info()["statename"] == "RUNNING", 10, what="supervisord's RUNNING")
     workers = parent.children()
     os.kill(parent.pid, signal.SIGKILL)
     crashed = sc.wait_state("crashed", 5, pred=lambda s: s.pid is None or s.pid != st.pid)

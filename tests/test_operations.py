@@ -8,7 +8,8 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import MASTER_KEY, PROFILE, free_port, poll, run_cli
+from harness import KEYS, MASTER_KEY, PROFILE, free_port, poll, run_cli
+from sidecar_plugin.render import config_version
 
 pytestmark = pytest.mark.integration
 
@@ -48,6 +49,24 @@ def test_apply_unchanged_changed_and_broken(make_sidecar):
     with open(os.path.join(sc.out, "litellm.yaml")) as fh:
         assert "openrouter/qwen/qwen3-coder" in fh.read()
     assert len(sc.marked()) == 3  # the parent and its two workers: the old tree was reaped
+    assert second.raw["config_version"] == config_version(open(os.path.join(sc.out, "litellm.yaml"), "rb").read())
+
+    # 2b. a render and `supervisorctl update` by hand leave the old config running; apply sees it and restarts
+    write(sc.profile, PROFILE.replace("deepseek/deepseek-v4-flash", "qwen/qwen3-coder") + "  other: x/y\n")
+    assert run_cli("render", *sc.render_args, env=KEYS).returncode == 0
+    assert sc.ctl("update").returncode == 0 and sc.state().pid == second.pid
+    write(sc.profile, PROFILE.replace("deepseek/deepseek-v4-flash", "qwen/qwen3-coder") + "  balanced: x/y\n")
+    assert run_cli("render", *sc.render_args, env=KEYS).returncode == 0  # the files are the applied ones again
+    res = sc.apply()
+    assert res.returncode == 0 and res.stdout.strip().endswith("changed: false"), res.stdout  # nothing drifted
+    write(sc.profile, PROFILE.replace("deepseek/deepseek-v4-flash", "qwen/qwen3-coder") + "  other: x/y\n")
+    assert run_cli("render", *sc.render_args, env=KEYS).returncode == 0
+    res = sc.apply()
+    assert res.returncode == 0 and res.stdout.strip().endswith("changed: true"), res.stdout + res.stderr
+    assert "agentroute-other" in models_listed(sc.port) and sc.state().pid != second.pid
+    write(sc.profile, PROFILE.replace("deepseek/deepseek-v4-flash", "qwen/qwen3-coder") + "  balanced: x/y\n")
+    assert sc.apply().returncode == 0 and models_listed(sc.port) == ["agentroute-balanced", "agentroute-fast",
+                                                                     "agentroute-heavy"]
 
     # 3. a change the sidecar refuses: rolled back to the old config, running again, log tail shown
     with open(os.path.join(sc.out, "litellm.yaml"), "rb") as fh:
