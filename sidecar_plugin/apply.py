@@ -82,7 +82,7 @@ def restore(snap: Snapshot) -> None:
 
 def our_groups(rendered: Rendered, snap: Snapshot) -> Set[str]:
     """The supervisord groups this include defines now or defined before: the only ones apply touches."""
-    names = {s.group or s.program for s in rendered.sidecars} | {rendered.listener}
+    names = {s.group_name for s in rendered.sidecars} | {rendered.listener}
     old = snap.get(os.path.join(rendered.out_dir, SIDECAR_CONF))
     if old is not None:
         text = old[0].decode("utf-8", "replace")
@@ -94,7 +94,7 @@ def our_groups(rendered: Rendered, snap: Snapshot) -> Set[str]:
 
 
 class Applier:
-    """One apply run against one supervisord; collaborators passed in so it can be driven in tests."""
+    """One apply run against one supervisord (any XML-RPC proxy to it: unix socket or http)."""
 
     def __init__(self, rendered: Rendered, rpc: Any, timeout: float, say: Callable[[str], None]) -> None:
         self.rendered = rendered
@@ -133,8 +133,8 @@ class Applier:
                 raise
 
     def _restart(self, s: RenderOptions, fresh_groups: Set[str]) -> None:
-        name = f"{s.group or s.program}:{s.program}"
-        if (s.group or s.program) not in fresh_groups:
+        name = s.process_name
+        if s.group_name not in fresh_groups:
             try:
                 self.rpc.supervisor.stopProcess(name, True)
             except xmlrpc.client.Fault as exc:
@@ -153,15 +153,14 @@ class Applier:
         fresh_groups = self._update(ours)
         self.updated |= fresh_groups
         live = live_processes(self.rpc)
-        missing = [s.program for s in self.rendered.sidecars if f"{s.group or s.program}:{s.program}" not in live]
+        missing = [s.program for s in self.rendered.sidecars if s.process_name not in live]
         if missing:
             raise SidecarError(f"supervisord does not know {', '.join(missing)}: add "
                                f"{os.path.join(self.rendered.out_dir, SIDECAR_CONF)} to the files of its [include]")
         restarted = []
         for s in self.rendered.sidecars:
-            name = f"{s.group or s.program}:{s.program}"
-            touched = (s.group or s.program) in fresh_groups or s.config_path in changed_configs
-            if touched and (s.autostart or was_live.get(name) in LIVE):
+            touched = s.group_name in fresh_groups or s.config_path in changed_configs
+            if touched and (s.autostart or was_live.get(s.process_name) in LIVE):
                 self._restart(s, fresh_groups)
                 restarted.append(s.program)
         for s in self.rendered.sidecars:

@@ -78,6 +78,16 @@ class RenderOptions:
     def config_path(self) -> str:
         return os.path.join(self.out_dir, LITELLM_YAML)
 
+    @property
+    def group_name(self) -> str:
+        """The supervisord group: the fleet's, else the program's own."""
+        return self.group or self.program
+
+    @property
+    def process_name(self) -> str:
+        """The name supervisord's XML-RPC knows the program by."""
+        return f"{self.group_name}:{self.program}"
+
 
 @dataclass(frozen=True)
 class RenderedFile:
