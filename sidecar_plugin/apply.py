@@ -51,7 +51,6 @@ class Outcome:
 
     changed: bool = False
     files: List[Tuple[str, bool]] = field(default_factory=list)
-    groups: List[str] = field(default_factory=list)
     restarted: List[str] = field(default_factory=list)
     running: List[Dict[str, Any]] = field(default_factory=list)
 
@@ -197,7 +196,6 @@ def apply(rendered: Rendered, rpc: Any, timeout: float, say: Callable[[str], Non
         except (SidecarError, xmlrpc.client.Error, OSError) as again:
             raise ApplyError(f"{reason}; the rollback failed too: {str(again).splitlines()[0]}", tail) from None
         raise ApplyError(f"{reason}; rolled back to the previous configuration", tail, rolled_back=True) from None
-    outcome.groups = sorted(applier.updated)
     outcome.changed = any(c for _, c in outcome.files) or bool(outcome.restarted) or bool(applier.updated)
     outcome.running = [state_dict(s.state_file) for s in rendered.sidecars if s.program in outcome.restarted]
     return outcome

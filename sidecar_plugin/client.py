@@ -14,7 +14,7 @@ import xmlrpc.client
 from typing import Any, Dict, List, Optional
 
 from sidecar_plugin import control
-from sidecar_plugin.discovery import DEFAULT_PROGRAM, commands_from_config_info, sidecars
+from sidecar_plugin.discovery import DEFAULT_PROGRAM, commands_from_config_info, process_name, sidecars
 from sidecar_plugin.errors import BinaryNotFoundError, SidecarError, SidecarStartError
 from sidecar_plugin.reaper import alive, port_is_free, processes
 from sidecar_plugin.statefile import (
@@ -120,7 +120,7 @@ class Sidecar:
     @property
     def name(self) -> str:
         """The name supervisord's XML-RPC knows the program by (``group:program``)."""
-        return f"{self.group}:{self.program}"
+        return process_name(self.program, self.group)
 
     # -- the Go Supervisor's surface --
     def state(self) -> State:

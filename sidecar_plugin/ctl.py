@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 from supervisor.supervisorctl import ControllerPluginBase, LSBStatusExitStatuses
 
 from sidecar_plugin import control
-from sidecar_plugin.discovery import DEFAULT_PROGRAM
+from sidecar_plugin.discovery import DEFAULT_PROGRAM, process_name
 from sidecar_plugin.display import status_lines
 from sidecar_plugin.errors import SidecarError
 
@@ -130,7 +130,7 @@ class SidecarControllerPlugin(ControllerPluginBase):
         first = get()
         requested = float(first.get("server_time", 0))
         try:
-            self._supervisor().startProcess(_name(first, program), False)
+            self._supervisor().startProcess(process_name(program, first.get("group")), False)
         except xmlrpc.client.Fault as exc:
             if "ALREADY_STARTED" not in exc.faultString:
                 raise
@@ -142,7 +142,7 @@ class SidecarControllerPlugin(ControllerPluginBase):
         get = self._getter(program)
         first = get()
         try:
-            self._supervisor().stopProcess(_name(first, program), False)
+            self._supervisor().stopProcess(process_name(program, first.get("group")), False)
         except xmlrpc.client.Fault as exc:
             if "NOT_RUNNING" not in exc.faultString:
                 raise
@@ -151,11 +151,6 @@ class SidecarControllerPlugin(ControllerPluginBase):
 
     def help_sidecar(self) -> None:
         self.ctl.output(USAGE)
-
-
-def _name(doc: Dict[str, Any], program: str) -> str:
-    """The name supervisord knows the program by: ``group:program`` (a fleet shares one group)."""
-    return f"{doc.get('group') or program}:{program}"
 
 
 def make_ctlplugin(controller: Any, **config: Any) -> SidecarControllerPlugin:

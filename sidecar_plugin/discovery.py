@@ -14,6 +14,14 @@ from typing import Dict, Iterable, Mapping, Optional
 DEFAULT_PROGRAM = "agentroute-sidecar"
 
 
+def process_name(program: str, group: Optional[str] = None) -> str:
+    """Return the name supervisord's XML-RPC knows a program by: ``group:program``.
+
+    A program outside a ``[group:]`` is its own group; a fleet's share ``agentroute``.
+    """
+    return f"{group or program}:{program}"
+
+
 def listener_entries(command: str) -> Dict[str, Dict[str, str]]:
     """Map program -> its options (``state-file``, ``port``, ``host``, ``group``...) for one command."""
     from sidecar_plugin.targets import parse_listen_command

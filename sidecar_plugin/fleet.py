@@ -23,13 +23,13 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sidecar_plugin.profile import Profile, ProfileError, load_profile
 from sidecar_plugin.render import (
-    DEFAULT_PORT, MASTER_KEY, SIDECAR_CONF, RenderedFile, RenderError, RenderOptions, check_options,
-    choose_master_key, listener_entry_point, lookup_user, metrics_argv, num_arg, optional_port,
-    prepare_log_file, render_files, render_group_conf, render_litellm_yaml, resolve_binary, write_rendered,
+    DEFAULT_PORT, LISTENER_SUFFIX, LITELLM_YAML, SIDECAR_CONF, RenderedFile, RenderError, RenderOptions,
+    check_options, choose_master_key, listener_entry_point, lookup_user, master_key_file, metrics_argv, num_arg,
+    optional_port, prepare_log_file, render_files, render_group_conf, render_litellm_yaml, resolve_binary,
+    write_rendered,
 )
 
 GROUP = "agentroute"
-LISTENER_SUFFIX = "-health"
 PROFILE_EXTENSIONS = (".yaml", ".yml", ".json")
 STATE_NAME = "state.json"
 LOG_NAME = "litellm.log"
@@ -68,10 +68,6 @@ class Rendered:
     listener: str
     owner: Optional[Tuple[int, int]] = None
 
-    @property
-    def grouped(self) -> bool:
-        return any(s.group for s in self.sidecars)
-
 
 def sidecar_dir(root: str, program: str) -> str:
     """Return where a fleet sidecar's config, state and log live (render and listener agree here)."""
@@ -81,7 +77,7 @@ def sidecar_dir(root: str, program: str) -> str:
 def fleet_paths(root: str, program: str) -> Dict[str, str]:
     """Return the config, state file and log file of a fleet sidecar."""
     folder = sidecar_dir(root, program)
-    return {"config": os.path.join(folder, "litellm.yaml"), "state-file": os.path.join(folder, STATE_NAME),
+    return {"config": os.path.join(folder, LITELLM_YAML), "state-file": os.path.join(folder, STATE_NAME),
             "log-file": os.path.join(folder, LOG_NAME)}
 
 
@@ -179,7 +175,7 @@ def build(req: RenderRequest, env: Mapping[str, str]) -> Rendered:
     out: List[RenderedFile] = [RenderedFile(o.config_path, render_litellm_yaml(p, api_key, master_key), 0o600)
                                for p, o in sidecars]
     if keep_file:
-        out.append(RenderedFile(os.path.join(out_dir, MASTER_KEY), (master_key + "\n").encode(), 0o600))
+        out.append(master_key_file(out_dir, master_key))
     listener = group_listener_argv(out_dir, [o for _, o in sidecars], base)
     out.append(RenderedFile(os.path.join(out_dir, SIDECAR_CONF), render_group_conf(sidecars, GROUP, listener, base), 0o644))
     return Rendered(out_dir, tuple(out), tuple(o for _, o in sidecars), GROUP + LISTENER_SUFFIX, owner)

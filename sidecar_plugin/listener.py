@@ -34,6 +34,7 @@ import psutil
 from supervisor import childutils
 
 from sidecar_plugin import machine as m
+from sidecar_plugin.discovery import process_name
 from sidecar_plugin.metrics import MetricsFile, adopt_counters, count_transition, crash_cause, new_counters
 from sidecar_plugin.probe import Prober, health_url
 from sidecar_plugin.reaper import TreeTracker
@@ -73,7 +74,7 @@ class ListenerOptions:
     @property
     def rpc_name(self) -> str:
         """The name supervisord's XML-RPC knows the program by."""
-        return f"{self.group or self.program}:{self.program}"
+        return process_name(self.program, self.group)
 
 
 # ---- the event-listener protocol ---------------------------------------------

@@ -21,6 +21,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import yaml
 
 from sidecar_plugin.atomic import write_atomic
+from sidecar_plugin.discovery import process_name
 from sidecar_plugin.errors import BinaryNotFoundError
 from sidecar_plugin.profile import Profile, alias, openrouter_model
 
@@ -36,6 +37,7 @@ EXIT_REFUSED = 78
 LITELLM_YAML = "litellm.yaml"
 MASTER_KEY = "master.key"
 SIDECAR_CONF = "sidecar.conf"
+LISTENER_SUFFIX = "-health"
 
 
 class RenderError(ValueError):
@@ -86,7 +88,7 @@ class RenderOptions:
     @property
     def process_name(self) -> str:
         """The name supervisord's XML-RPC knows the program by."""
-        return f"{self.group_name}:{self.program}"
+        return process_name(self.program, self.group)
 
 
 @dataclass(frozen=True)
@@ -285,7 +287,7 @@ def render_sidecar_conf(profile: Profile, opts: RenderOptions) -> bytes:
     """Return the supervisord include of one sidecar: the program and its health listener."""
     tiers = f"; Profile {profile.name!s}: tiers {', '.join(alias(t) for t in sorted(profile.models))}."
     lines = _header([profile], tiers) + program_section(opts) + listener_section(
-        f"{opts.program}-health", listener_argv(opts), opts)
+        opts.program + LISTENER_SUFFIX, listener_argv(opts), opts)
     return "\n".join(lines).encode("utf-8")
 
 
@@ -302,7 +304,7 @@ def render_group_conf(sidecars: Sequence[Tuple[Profile, RenderOptions]], group: 
     lines += [f"[group:{group}]", "programs=" + ",".join(o.program for _, o in sidecars), "priority=900", ""]
     for _, opts in sidecars:
         lines += program_section(opts)
-    lines += listener_section(f"{group}-health", listener, listener_opts)
+    lines += listener_section(group + LISTENER_SUFFIX, listener, listener_opts)
     return "\n".join(lines).encode("utf-8")
 
 
@@ -311,9 +313,14 @@ def render_files(profile: Profile, opts: RenderOptions, api_key: str, master_key
     """Return every file render writes, in the order it writes them."""
     files = [RenderedFile(opts.config_path, render_litellm_yaml(profile, api_key, master_key), 0o600)]
     if write_master_key:
-        files.append(RenderedFile(os.path.join(opts.out_dir, MASTER_KEY), (master_key + "\n").encode(), 0o600))
+        files.append(master_key_file(opts.out_dir, master_key))
     files.append(RenderedFile(os.path.join(opts.out_dir, SIDECAR_CONF), render_sidecar_conf(profile, opts), 0o644))
     return files
+
+
+def master_key_file(out_dir: str, master_key: str) -> RenderedFile:
+    """Return ``master.key`` (0600) holding a generated master key, so re-renders reuse it."""
+    return RenderedFile(os.path.join(out_dir, MASTER_KEY), (master_key + "\n").encode(), 0o600)
 
 
 def choose_master_key(env: Mapping[str, str], env_name: str, out_dir: str) -> Tuple[str, bool]:
