@@ -156,6 +156,7 @@ class Listener:
         # the config version the live sidecar was started with, and the pid that loaded it
         self.loaded_version: Optional[str] = None
         self.version_pid: Optional[int] = None
+        self.mismatch: Optional[Tuple[Any, Any]] = None  # what the last TICK found supervisord disagreeing on
         self.rpc_factory = rpc_factory
         self.clock = clock
         self.cfg = m.Config(health_timeout=opts.health_timeout, failure_threshold=opts.failure_threshold)
@@ -242,10 +243,16 @@ class Listener:
             info = self._process_info()
             if not info:
                 return
-            missed = m.reconcile(self.model, info.get("statename"), info.get("pid") or None)
+            seen = (info.get("statename"), info.get("pid") or None)
+            missed = m.reconcile(self.model, *seen)
+            if missed and self.mismatch != seen:
+                # The events may still be on their way (supervisord sent the TICK before them):
+                # replay only when the next tick finds the same difference. A lost event costs two ticks.
+                self.mismatch = seen
+                return
+            self.mismatch = None
             if missed:
-                self.log.warning("events were lost (supervisord says %s, pid %s): catching up",
-                            info.get("statename"), info.get("pid"))
+                self.log.warning("events were lost (supervisord says %s, pid %s): catching up", *seen)
             for ev in missed:
                 self._feed(ev)
             return

@@ -184,6 +184,10 @@ def _crash(m: Model, now: float, error: str, **changes: object) -> Model:
 def _on_event(m: Model, ev: ProcEvent, now: float) -> Result:
     s = ev.state
     if s == "STARTING":
+        if (ev.pid is not None and ev.pid == m.pid and m.state in (State.STARTING, State.RUNNING)
+                and not m.stopping and m.halted is None):
+            # The start a recovering listener already saw, delivered late: not a new start.
+            return m, []
         m = _enter(m, State.STARTING, now, supervisor_state=s, pid=ev.pid, starting_since=now,
                    failures=0, health_ok=None, error=None, log_tail=(), stopping=False, halted=None)
         return m, ([Watch(ev.pid)] if ev.pid is not None else []) + [Write()]
@@ -315,7 +319,8 @@ def reconcile(m: Model, statename: Optional[str], pid: Optional[int]) -> List[Pr
 
     supervisord drops events when a listener's buffer overflows (a storm of
     other programs' events): checking on each TICK makes a lost event cost
-    at most one tick, never a state stuck forever.
+    at most two ticks (the listener waits for a second one: events may still be
+    on their way), never a state stuck forever.
     """
     if not statename or statename == m.supervisor_state and (statename != "RUNNING" or pid == m.pid):
         return []

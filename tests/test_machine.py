@@ -190,6 +190,18 @@ def test_recover_while_supervisord_still_says_starting_keeps_running():
     assert model.state is State.RUNNING and model.since == 33.0
 
 
+def test_late_starting_event_of_the_pid_recovery_saw_is_no_new_start():
+    # the listener started while supervisord was starting the sidecar: the queued STARTING comes after
+    rec = m.Recover("STARTING", 10)
+    model, _ = run(m.Model(), rec, m.Probe(ok=True, started_at=100, latency_ms=1.0), now=100)
+    assert model.state is State.RUNNING
+    model, acts = run(model, m.ProcEvent("STARTING", pid=10), now=101)
+    assert model.state is State.RUNNING and model.since == 100 and acts == []
+    # a STARTING of another pid is a new start
+    model, _ = run(model, m.ProcEvent("STARTING", pid=11), now=102)
+    assert model.state is State.STARTING and model.pid == 11
+
+
 def test_reconcile_replays_lost_events():
     # in line: nothing to replay
     assert m.reconcile(running(pid=10), "RUNNING", 10) == []
