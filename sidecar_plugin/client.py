@@ -8,50 +8,28 @@ state, and this module reads that state and asks supervisord to act.
 
 from __future__ import annotations
 
-import os
 import time
 import xmlrpc.client
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
-from sidecar_plugin import control
-from sidecar_plugin.discovery import DEFAULT_PROGRAM, commands_from_config_info, process_name, sidecars
+from supervisor.xmlrpc import Faults
+
+from sidecar_plugin.core.discovery import commands_from_config_info, sidecars
+from sidecar_plugin.core.schema import SidecarState, StateUnavailable
 from sidecar_plugin.errors import BinaryNotFoundError, SidecarError, SidecarStartError
-from sidecar_plugin.reaper import alive, port_is_free, processes
-from sidecar_plugin.statefile import (
-    STALE_AFTER, SidecarState, State, StateMissing, StateUnavailable, read_state,
+from sidecar_plugin.names import DEFAULT_PROGRAM, STALE_AFTER, State, process_name
+from sidecar_plugin.shell import control
+from sidecar_plugin.shell.reaper import alive, port_is_free, processes
+from sidecar_plugin.shell.statefile import effective_state, read_state, state_dict
+from sidecar_plugin.shell.supervisor import (
+    MISSING_BINARY, default_server_url, fault_words, rpc_proxy, stop_window, tolerate, unreachable,
 )
-from sidecar_plugin.supervisor_rpc import default_server_url, rpc_proxy
 
 __all__ = [
     "State", "SidecarState", "Sidecar", "read_state",
     "SidecarError", "StateUnavailable", "SidecarStartError", "BinaryNotFoundError",
     "effective_state", "state_dict", "configured_sidecars",
 ]
-
-
-def effective_state(path: str, max_age: float = STALE_AFTER) -> State:
-    """Return the state to act on: STOPPED with no file yet, CRASHED if stale or corrupt."""
-    try:
-        st = read_state(path, max_age=max_age)
-    except StateMissing:
-        return State.STOPPED
-    except StateUnavailable:
-        return State.CRASHED
-    return State.CRASHED if st.is_stale else st.state
-
-
-def state_dict(path: str, max_age: float = STALE_AFTER) -> Dict[str, Any]:
-    """Return the state file as a dict with ``is_stale``; a placeholder when unavailable."""
-    try:
-        st = read_state(path, max_age=max_age)
-    except StateMissing:
-        return {"state": "stopped", "available": False, "is_stale": False, "error": None, "tree": []}
-    except StateUnavailable as exc:
-        return {"state": "crashed", "available": False, "is_stale": True, "error": str(exc), "tree": []}
-    doc = dict(st.raw)
-    doc["is_stale"] = st.is_stale
-    doc["available"] = True
-    return doc
 
 
 def configured_sidecars(server_url: Optional[str] = None) -> Dict[str, Dict[str, str]]:
@@ -63,8 +41,8 @@ def configured_sidecars(server_url: Optional[str] = None) -> Dict[str, Dict[str,
     try:
         infos = rpc_proxy(url).supervisor.getAllConfigInfo()
     except (OSError, xmlrpc.client.Error) as exc:
-        raise StateUnavailable(f"cannot ask supervisord at {url} which sidecars it runs and where their "
-                               f"state files are ({exc}); pass the state file") from None
+        why = unreachable(url, exc, "to find which sidecars it runs and where their state files are")
+        raise StateUnavailable(f"{why}; pass the state file") from None
     return sidecars(commands_from_config_info(infos))
 
 
@@ -72,9 +50,11 @@ class Sidecar:
     """Query and control one supervised sidecar."""
 
     def __init__(self, state_file: Optional[str] = None, program: str = DEFAULT_PROGRAM,
-                 server_url: Optional[str] = None, group: Optional[str] = None) -> None:
+                 server_url: Optional[str] = None, group: Optional[str] = None,
+                 stale_after: float = STALE_AFTER) -> None:
         self.program = program
         self.server_url = server_url or default_server_url()
+        self.stale_after = stale_after  # seconds without a heartbeat before the file counts as stale
         self._rpc: Any = None
         self._state_file = state_file
         self._group = group
@@ -122,19 +102,22 @@ class Sidecar:
         """The name supervisord's XML-RPC knows the program by (``group:program``)."""
         return process_name(self.program, self.group)
 
+    def _doc(self) -> Dict[str, Any]:
+        return state_dict(self.state_file, self.stale_after)
+
     # -- the Go Supervisor's surface --
     def state(self) -> State:
         """Return the state; never RUNNING from a stale file."""
-        return effective_state(self.state_file)
+        return effective_state(self.state_file, self.stale_after)
 
     def read(self) -> SidecarState:
         """Return the full state record (raises StateUnavailable)."""
-        return read_state(self.state_file)
+        return read_state(self.state_file, self.stale_after)
 
     def log_path(self) -> str:
         """Return the sidecar's log file (from the state file, else from supervisord)."""
         try:
-            path = read_state(self.state_file).raw.get("log_file")
+            path = read_state(self.state_file, self.stale_after).raw.get("log_file")
             if path:
                 return str(path)
         except StateUnavailable:
@@ -148,37 +131,41 @@ class Sidecar:
         Raises SidecarStartError (with the log tail) when it crashes or does not
         become healthy; BinaryNotFoundError when LiteLLM is missing.
         """
-        if effective_state(self.state_file) is State.RUNNING:
+        if self.state() is State.RUNNING:
             return
         requested = time.time()
         try:
-            self.rpc.supervisor.startProcess(self.name, False)
+            tolerate(lambda: self.rpc.supervisor.startProcess(self.name, False),
+                     (Faults.ALREADY_STARTED, Faults.SPAWN_ERROR))  # a spawn error: the listener says why
         except xmlrpc.client.Fault as exc:
-            if "ALREADY_STARTED" not in exc.faultString:
-                if control.is_spawn_error_missing_binary(exc.faultString):
-                    raise BinaryNotFoundError() from None
-                if "SPAWN_ERROR" not in exc.faultString:
-                    raise SidecarError(f"supervisord refused to start {self.name}: {exc.faultString}") from None
+            if exc.faultCode in MISSING_BINARY:
+                raise BinaryNotFoundError() from None
+            raise SidecarError(f"supervisord refused to start {fault_words(exc, self.name)}") from None
         except OSError as exc:
-            raise SidecarError(f"cannot reach supervisord at {self.server_url}: {exc}") from None
-        control.wait_started(lambda: state_dict(self.state_file), requested, timeout)
+            raise unreachable(self.server_url, exc) from None
+        control.wait_started(lambda: self._doc(), requested, timeout)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the sidecar; return only when its whole tree is gone and the port is free."""
-        before = state_dict(self.state_file)
+    def stop(self, timeout: Optional[float] = None) -> None:
+        """Stop the sidecar; return only when its whole tree is gone and the port is free.
+
+        The default waits out the drain window supervisord gives it (its
+        ``stopwaitsecs``) plus the time to reap what is left.
+        """
+        before = self._doc()
         tree = processes(before.get("tree") or [])
         port = before.get("port")
         try:
-            self.rpc.supervisor.stopProcess(self.name, False)
+            tolerate(lambda: self.rpc.supervisor.stopProcess(self.name, False), (Faults.NOT_RUNNING,))
+            if timeout is None:
+                timeout = stop_window(self.rpc, self.name)
         except xmlrpc.client.Fault as exc:
-            if "NOT_RUNNING" not in exc.faultString:
-                raise SidecarError(f"supervisord refused to stop {self.name}: {exc.faultString}") from None
+            raise SidecarError(f"supervisord refused to stop {fault_words(exc, self.name)}") from None
         except OSError as exc:
-            raise SidecarError(f"cannot reach supervisord at {self.server_url}: {exc}") from None
+            raise unreachable(self.server_url, exc) from None
 
         def gone() -> bool:
             if any(alive(p) for p in tree):
                 return False
             return port is None or port_is_free(str(before.get("host") or "127.0.0.1"), int(port))
 
-        control.wait_stopped(lambda: state_dict(self.state_file), timeout, gone)
+        control.wait_stopped(lambda: self._doc(), timeout, gone)

@@ -15,14 +15,17 @@ from __future__ import annotations
 import argparse
 import shlex
 import xmlrpc.client
-from typing import Any, Dict, List, Optional
+from typing import Any, List
 
 from supervisor.supervisorctl import ControllerPluginBase, LSBStatusExitStatuses
 
-from sidecar_plugin import control
-from sidecar_plugin.discovery import DEFAULT_PROGRAM, process_name
+from supervisor.xmlrpc import Faults
+
 from sidecar_plugin.display import status_lines
 from sidecar_plugin.errors import SidecarError
+from sidecar_plugin.names import DEFAULT_PROGRAM, State, process_name
+from sidecar_plugin.shell import control
+from sidecar_plugin.shell.supervisor import fault_words, stop_window, tolerate
 
 USAGE = """sidecar status [program ...]       show each sidecar's state (all by default)
 sidecar wait [--state S] [--timeout T] [program]   wait until it reaches state S (running)
@@ -80,11 +83,11 @@ class SidecarControllerPlugin(ControllerPluginBase):
         try:
             getattr(self, "_" + args.action)(args)
         except xmlrpc.client.Fault as exc:
-            self._fail(exc.faultString)
+            self._fail(fault_words(exc))
         except SidecarError as exc:
             self._fail(str(exc), 1)
         except OSError as exc:
-            self._fail(f"cannot reach supervisord: {exc}")
+            self._fail(f"cannot reach supervisord: {exc.strerror or type(exc).__name__}")
 
     def _programs(self, args: argparse.Namespace) -> List[str]:
         if args.programs:
@@ -107,7 +110,7 @@ class SidecarControllerPlugin(ControllerPluginBase):
             doc = self._sidecar().getState(program)
             for line in status_lines(doc, program):
                 self.ctl.output(line)
-            if doc.get("state") != "running":
+            if doc.get("state") != State.RUNNING:
                 code = LSBStatusExitStatuses.UNKNOWN if not doc.get("available", True) or doc.get("is_stale") \
                     else LSBStatusExitStatuses.NOT_RUNNING
                 worst = max(worst, code)
@@ -129,11 +132,8 @@ class SidecarControllerPlugin(ControllerPluginBase):
         get = self._getter(program)
         first = get()
         requested = float(first.get("server_time", 0))
-        try:
-            self._supervisor().startProcess(process_name(program, first.get("group")), False)
-        except xmlrpc.client.Fault as exc:
-            if "ALREADY_STARTED" not in exc.faultString:
-                raise
+        name = process_name(program, first.get("group"))
+        tolerate(lambda: self._supervisor().startProcess(name, False), (Faults.ALREADY_STARTED,))
         doc = control.wait_started(get, requested, args.timeout)
         self.ctl.output(f"{program}: running (pid {doc.get('pid')}, port {doc.get('port')})")
 
@@ -141,12 +141,10 @@ class SidecarControllerPlugin(ControllerPluginBase):
         program = self._one(args)
         get = self._getter(program)
         first = get()
-        try:
-            self._supervisor().stopProcess(process_name(program, first.get("group")), False)
-        except xmlrpc.client.Fault as exc:
-            if "NOT_RUNNING" not in exc.faultString:
-                raise
-        control.wait_stopped(get, args.timeout or 10.0, lambda: bool(get().get("port_free", True)))
+        name = process_name(program, first.get("group"))
+        tolerate(lambda: self._supervisor().stopProcess(name, False), (Faults.NOT_RUNNING,))
+        timeout = args.timeout if args.timeout is not None else stop_window(self.ctl.get_server_proxy(), name)
+        control.wait_stopped(get, timeout)
         self.ctl.output(f"{program}: stopped (no process left, port free)")
 
     def help_sidecar(self) -> None:

@@ -17,9 +17,9 @@ from typing import Any, Dict, List
 
 from supervisor.xmlrpc import Faults, RPCError
 
-from sidecar_plugin.client import state_dict
-from sidecar_plugin.discovery import DEFAULT_PROGRAM, sidecars
-from sidecar_plugin.reaper import port_is_free
+from sidecar_plugin.core.discovery import sidecars
+from sidecar_plugin.names import DEFAULT_PROGRAM, STALE_AFTER, State
+from sidecar_plugin.shell.statefile import state_dict
 
 API_VERSION = "1.0"
 
@@ -72,15 +72,13 @@ class SidecarNamespaceRPCInterface:
         doc = state_dict(args["state-file"])
         doc["recorded_state"] = doc.get("state")
         if doc.get("is_stale") and doc.get("available"):
-            doc["state"] = "crashed"
-            doc["error"] = "the listener has not refreshed the state for over 15 s (state is stale)"
+            doc["state"] = State.CRASHED.value
+            doc["error"] = f"the listener has not refreshed the state for over {STALE_AFTER:g} s (state is stale)"
         doc["program"] = program
         doc["group"] = args.get("group") or program
         doc["state_file"] = args["state-file"]
         doc["server_time"] = time.time()
-        port = doc.get("port") or _int(args.get("port"))
-        if port:
-            doc["port_free"] = port_is_free(str(doc.get("host") or args.get("host") or "127.0.0.1"), int(port))
+        doc.setdefault("port", _int(args.get("port")))
         return xmlrpc_safe(doc)
 
     def getAllStates(self) -> List[Dict[str, Any]]:

@@ -20,9 +20,10 @@ from typing import Any, Callable, Dict, List, Optional
 
 import psutil
 
-from sidecar_plugin.render import MARKER_ENV
-from sidecar_plugin.statefile import read_state, StateUnavailable
-from sidecar_plugin.supervisor_rpc import rpc_proxy
+from sidecar_plugin.names import MARKER_ENV
+from sidecar_plugin.core.schema import StateUnavailable
+from sidecar_plugin.shell.statefile import read_state
+from sidecar_plugin.shell.supervisor import rpc_proxy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -70,6 +71,36 @@ def run_cli(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 6
     full_env = dict(os.environ)
     full_env.update(env or {})
     return subprocess.run(CLI + list(args), capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT)
+
+
+def run_main(*args: str, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    """Run the CLI in this process (rendering is pure: no interpreter start per case).
+
+    ``env`` entries are set for the call (an empty value unsets the variable)
+    and restored after; stdout and stderr are captured as a subprocess's would be.
+    """
+    import contextlib
+    import io
+
+    from sidecar_plugin.cli import main
+
+    saved = {k: os.environ.get(k) for k in (env or {})}
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        for k, v in (env or {}).items():
+            if v:
+                os.environ[k] = v
+            else:
+                os.environ.pop(k, None)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return subprocess.CompletedProcess(["sidecar-plugin", *args], code, out.getvalue(), err.getvalue())
 
 
 SUPERVISORD_CONF = """[unix_http_server]
@@ -211,7 +242,7 @@ class Sidecar:
             return False
 
     def history(self) -> List[Dict[str, Any]]:
-        from sidecar_plugin.statefile import read_history
+        from sidecar_plugin.shell.statefile import read_history
         return read_history(self.state_file)
 
     # -- cleanup --

@@ -2,16 +2,14 @@
 
 import json
 import os
-import time
 
-import psutil
 import pytest
 
-from harness import API_KEY, MASTER_KEY, poll, run_cli
+from harness import poll, run_cli
 from sidecar_plugin.client import (
-    BinaryNotFoundError, Sidecar, SidecarError, SidecarStartError, State, StateUnavailable, read_state,
+    BinaryNotFoundError, Sidecar, SidecarStartError, State, StateUnavailable, read_state,
 )
-from sidecar_plugin.supervisor_rpc import rpc_proxy
+from sidecar_plugin.shell.supervisor import rpc_proxy
 
 pytestmark = pytest.mark.integration
 
@@ -138,12 +136,15 @@ def test_supervisord_killed_clients_report_not_running(make_sidecar):
     # stop supervisord and its listener, leaving the state file behind (as a crash would)
     os.killpg(sc.proc.pid, 9)
     sc.proc.wait(10)
-    c = client(sc)
-    poll(lambda: c.state() is State.CRASHED, 20, interval=0.5, what="the stale file to read crashed")
-    assert run_cli("status", "--state-file", sc.state_file).returncode == 4
+    c = client(sc, stale_after=1.0)
+    poll(lambda: c.state() is State.CRASHED, 10, interval=0.1, what="the stale file to read crashed")
+    assert run_cli("status", "--state-file", sc.state_file, "--stale-after", "1").returncode == 4
+    assert client(sc).state() is State.RUNNING  # the default limit (15 s) has not passed yet
 
 
 def test_xmlrpc_over_inet_http_server_with_credentials(make_sidecar):
+    import xmlrpc.client
+
     from harness import free_port
     port = free_port()
     sc = make_sidecar(inet={"port": port, "username": "ops", "password": "s3cret"})
@@ -152,8 +153,9 @@ def test_xmlrpc_over_inet_http_server_with_credentials(make_sidecar):
     good = rpc_proxy(f"http://ops:s3cret@127.0.0.1:{port}", env={})
     assert good.sidecar.getState(sc.program)["state"] == "running"
     bad = rpc_proxy(f"http://ops:wrong@127.0.0.1:{port}", env={})
-    with pytest.raises(Exception):
+    with pytest.raises(xmlrpc.client.ProtocolError) as refused:
         bad.sidecar.getState(sc.program)
+    assert refused.value.errcode == 401
     import subprocess, sys
     res = subprocess.run([sys.executable, "-m", "supervisor.supervisorctl", "-c", sc.conf,
                           "-s", f"http://127.0.0.1:{port}", "-u", "ops", "-p", "s3cret", "sidecar", "status"],

@@ -14,7 +14,7 @@ import psutil
 import pytest
 import requests
 
-from harness import API_KEY, MASTER_KEY, poll
+from harness import API_KEY, MASTER_KEY
 from fake_openrouter import FakeOpenRouter
 from sidecar_plugin.client import Sidecar, State
 

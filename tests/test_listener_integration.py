@@ -57,7 +57,7 @@ def test_sigkill_parent_with_two_workers_reaps_orphans_and_comes_back(make_sidec
 def test_clean_stop_leaves_nothing_and_frees_the_port(make_sidecar):
     sc = make_sidecar(workers=2, mode={"setsid_worker": True})
     sc.start_supervisord()
-    st = sc.wait_state("running", 20)
+    sc.wait_state("running", 20)
     res = sc.ctl("stop", "agentroute-sidecar")
     assert res.returncode == 0, res.stdout + res.stderr
     sc.wait_state("stopped", 10, pred=lambda s: s.supervisor_state == "STOPPED")

@@ -4,8 +4,8 @@ from dataclasses import replace
 
 import pytest
 
-from sidecar_plugin import machine as m
-from sidecar_plugin.statefile import State
+from sidecar_plugin.core import machine as m
+from sidecar_plugin.names import State
 
 CFG = m.Config(health_timeout=20.0, failure_threshold=3)
 
@@ -31,7 +31,7 @@ def test_zero_model_reads_stopped():
 
 
 def test_starting_then_running_event_then_healthy_probe():
-    model, acts = run(m.Model(), m.ProcEvent("STARTING"), now=10)
+    model, acts = run(m.Model(), m.ProcEvent("STARTING", asked=True), now=10)
     assert model.state is State.STARTING and model.since == 10 and kinds(acts) == ["Write"]
     model, acts = run(model, m.ProcEvent("RUNNING", pid=42), now=11)
     assert model.state is State.STARTING and model.pid == 42 and model.since == 10
@@ -70,16 +70,16 @@ def test_a_good_probe_resets_the_failure_count():
 
 def test_hung_restart_exited_then_start_program_and_back_to_starting():
     model = replace(running(), state=State.CRASHED, since=63, halted="hung", error="stopped answering")
-    model, acts = run(model, m.Died(pid=10, supervisor_state="RUNNING"), now=64)
+    model, acts = run(model, m.Died(pid=10, supervisor_state="RUNNING", asked=True), now=64)
     assert model.state is State.CRASHED and model.error == "stopped answering" and kinds(acts) == ["Reap"]
     model, acts = run(model, m.ProcEvent("EXITED", pid=10, expected=False, from_state="RUNNING"), now=65)
     assert model.state is State.CRASHED and "StartProgram" in kinds(acts) and model.since == 63
-    model, _ = run(model, m.ProcEvent("STARTING"), now=66)
+    model, _ = run(model, m.ProcEvent("STARTING", asked=True), now=66)
     assert model.state is State.STARTING and model.error is None and model.halted is None
 
 
 def test_death_of_watched_pid_is_a_crash_before_supervisord_notices():
-    model, acts = run(running(), m.Died(pid=10, supervisor_state="RUNNING"), now=70)
+    model, acts = run(running(), m.Died(pid=10, supervisor_state="RUNNING", asked=True), now=70)
     assert model.state is State.CRASHED and model.since == 70 and model.pid is None
     assert "exited unexpectedly" in model.error
     assert kinds(acts) == ["CaptureLogTail", "Write", "Reap"]
@@ -96,10 +96,10 @@ def test_death_of_another_pid_is_ignored():
 
 def test_death_during_a_stop_is_not_a_crash():
     model = replace(running(), stopping=True, state=State.STOPPED, supervisor_state="STOPPING")
-    out, acts = run(model, m.Died(pid=10, supervisor_state="STOPPING"))
+    out, acts = run(model, m.Died(pid=10, supervisor_state="STOPPING", asked=True))
     assert out.state is State.STOPPED and kinds(acts) == ["Reap"]
     # supervisord already STOPPING but its event not seen yet: still a stop
-    out, acts = run(running(), m.Died(pid=10, supervisor_state="STOPPING"))
+    out, acts = run(running(), m.Died(pid=10, supervisor_state="STOPPING", asked=True))
     assert out.state is State.RUNNING and kinds(acts) == ["Reap"]
 
 
@@ -125,7 +125,7 @@ def test_clean_stop_writes_stopped_and_reaps_before_the_final_write():
 
 
 def test_health_timeout_crashes_and_stops_through_supervisord_and_stays_crashed():
-    model, _ = run(m.Model(), m.ProcEvent("STARTING"), now=0)
+    model, _ = run(m.Model(), m.ProcEvent("STARTING", asked=True), now=0)
     model, acts = run(model, m.Tick(), now=19.9)
     assert model.state is State.STARTING and acts == []
     model, acts = run(model, m.Tick(), now=20.0)
@@ -177,7 +177,7 @@ def test_unknown_event_state_only_updates_supervisor_state():
 
 
 def test_fatal_after_a_watched_death_names_fatal_and_keeps_the_time():
-    model, _ = run(running(), m.Died(pid=10, supervisor_state="STARTING"), now=70)
+    model, _ = run(running(), m.Died(pid=10, supervisor_state="STARTING", asked=True), now=70)
     model, _ = run(model, m.ProcEvent("FATAL", from_state="BACKOFF"), now=75)
     assert model.state is State.CRASHED and "FATAL" in model.error and model.since == 70
 

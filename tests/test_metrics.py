@@ -2,13 +2,14 @@
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar_plugin.metrics import adopt_counters, count_transition, crash_cause, new_counters, render_metrics
+from sidecar_plugin.core.counters import Counters, crash_cause
+from sidecar_plugin.core.metrics import render_metrics
 
 
 def doc(program, state, **kw):
     base = {"program": program, "state": state, "since": 100.0, "heartbeat_at": 130.0,
             "health": {"ok": state == "running", "latency_ms": 2.5, "consecutive_failures": 0},
-            "counters": new_counters()}
+            "counters": Counters().as_dict()}
     base.update(kw)
     return base
 
@@ -19,7 +20,7 @@ def samples(text):
 
 
 def test_every_sidecar_labelled_and_parsable():
-    counters = new_counters()
+    counters = Counters().as_dict()
     counters["crashes"]["hung"] = 2
     text = render_metrics([doc("b", "crashed", counters=counters), doc("a", "running")], now=160.0)
     s = samples(text)
@@ -40,14 +41,14 @@ def test_label_values_are_escaped():
 
 
 def test_counters_follow_transitions():
-    c = new_counters()
-    count_transition(c, "stopped", "starting", "exited")
-    count_transition(c, "starting", "running", "exited")
-    count_transition(c, "running", "crashed", crash_cause(None, "RUNNING"))
-    count_transition(c, "crashed", "starting", "exited")
-    count_transition(c, "starting", "crashed", crash_cause("timeout", "STARTING"))
-    assert c["starts"] == 2 and c["restarts"] == 1
-    assert c["crashes"]["exited"] == 1 and c["crashes"]["health_timeout"] == 1
+    c = Counters()
+    c = c.after("stopped", "starting", "exited")
+    c = c.after("starting", "running", "exited")
+    c = c.after("running", "crashed", crash_cause(None, "RUNNING"))
+    c = c.after("crashed", "starting", "exited")
+    c = c.after("starting", "crashed", crash_cause("timeout", "STARTING"))
+    assert c.starts == 2 and c.restarts == 1
+    assert c.crash_count("exited") == 1 and c.crash_count("health_timeout") == 1
 
 
 def test_causes():
@@ -57,6 +58,7 @@ def test_causes():
 
 
 def test_adopted_counters_ignore_garbage():
-    c = adopt_counters({"starts": 3, "restarts": "x", "crashes": {"hung": 1, "exited": True, "nope": 5}})
-    assert c["starts"] == 3 and c["restarts"] == 0 and c["crashes"]["hung"] == 1 and c["crashes"]["exited"] == 0
-    assert adopt_counters(None) == new_counters()
+    c = Counters.from_dict({"starts": 3, "restarts": "x", "crashes": {"hung": 1, "exited": True, "nope": 5}})
+    assert c.starts == 3 and c.restarts == 0 and c.crash_count("hung") == 1 and c.crash_count("exited") == 0
+    assert "nope" not in c.as_dict()["crashes"]
+    assert Counters.from_dict(None) == Counters()

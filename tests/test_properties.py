@@ -8,9 +8,11 @@ import tempfile
 import yaml
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
-from sidecar_plugin.listener import event_input, parse_event, parse_headers, protocol_loop
+from sidecar_plugin.core.events import event_input, parse_event, parse_headers
+from sidecar_plugin.shell.protocol import protocol_loop
 from sidecar_plugin.profile import Profile, ProfileError, parse_profile
-from sidecar_plugin.statefile import StateUnavailable, read_state
+from sidecar_plugin.core.schema import StateUnavailable
+from sidecar_plugin.shell.statefile import read_state
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -103,7 +105,7 @@ valid_profiles = st.fixed_dictionaries({
 @given(valid_profiles, st.sampled_from(["p.yaml", "p.json"]))
 def test_valid_profiles_always_load_and_render_every_tier(doc, name):
     from sidecar_plugin.profile import alias, openrouter_model
-    from sidecar_plugin.render import render_litellm_yaml
+    from sidecar_plugin.core.litellm_yaml import render_litellm_yaml
     raw = (json.dumps(doc) if name.endswith(".json") else yaml.safe_dump(doc)).encode()
     prof = parse_profile(raw, name)
     assert dict(prof.models) == doc["models"] and prof.name == doc["name"]

@@ -2,8 +2,9 @@
 
 import io
 
-from sidecar_plugin import machine as m
-from sidecar_plugin.listener import event_input, parse_event, parse_headers, protocol_loop
+from sidecar_plugin.core import machine as m
+from sidecar_plugin.core.events import event_input, parse_event, parse_headers
+from sidecar_plugin.shell.protocol import protocol_loop
 
 
 def frame(payload: bytes, eventname: str = "PROCESS_STATE_RUNNING") -> bytes:

@@ -7,7 +7,7 @@ import stat
 
 import yaml
 
-from harness import API_KEY, MASTER_KEY, fake_binary, run_cli
+from harness import API_KEY, KEYS as ENV, MASTER_KEY, fake_binary, run_cli, run_main
 
 PROFILE = """name: work
 port: 4100
@@ -16,7 +16,6 @@ models:
   balanced: openrouter/anthropic/claude-sonnet-4.5
   fast: deepseek/deepseek-v4-flash
 """
-ENV = {"OPENROUTER_API_KEY": API_KEY, "AGENTROUTE_MASTER_KEY": MASTER_KEY}
 
 
 def setup(tmp_path, text=PROFILE):
@@ -26,7 +25,7 @@ def setup(tmp_path, text=PROFILE):
 
 
 def render(prof, out, binary, *extra, env=ENV):
-    return run_cli("render", "--profile", prof, "--out-dir", out, "--binary", binary, *extra, env=env)
+    return run_main("render", "--profile", prof, "--out-dir", out, "--binary", binary, *extra, env=env)
 
 
 def read_conf(out):

@@ -18,7 +18,6 @@ import time
 import urllib.error
 import urllib.request
 
-import pytest
 
 try:
     import psutil
@@ -29,6 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from fake_openrouter import FakeOpenRouter  # noqa: E402
+from harness import free_port, poll  # noqa: E402
 
 FAKE_LITELLM = os.path.join(HERE, "fake_litellm.py")
 FAKE_OPENROUTER = os.path.join(HERE, "fake_openrouter.py")
@@ -46,23 +46,6 @@ general_settings:
 
 
 # -- helpers --
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def poll(pred, timeout, what, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
 
 def get(port, path, headers=None, timeout=2.0):
     """(status, body) or (None, error) when nothing answers."""

@@ -8,8 +8,9 @@ import time
 import pytest
 
 from sidecar_plugin.client import State, StateUnavailable, effective_state, read_state
-from sidecar_plugin.statefile import (
-    LockHeld, StateMissing, append_history, lock_state_file, read_history, write_state,
+from sidecar_plugin.core.schema import StateMissing
+from sidecar_plugin.shell.statefile import (
+    LockHeld, append_history, lock_state_file, read_history, write_state,
 )
 
 

@@ -17,7 +17,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import psutil
 
@@ -29,6 +29,7 @@ class ReapResult:
     killed: Tuple[int, ...]
     survivors: Tuple[int, ...]
     foreign_holders: Tuple[str, ...]
+    port_free: bool = True  # nobody (of any user) listens on the port after the reap
 
 
 class TreeTracker:
@@ -104,15 +105,17 @@ class TreeTracker:
         except (psutil.Error, OSError):
             return False
 
-    def reap(self, port: int, spare_root: Optional[int] = None, wait: float = 3.0,
+    def reap(self, port: int, spare_roots: Sequence[int] = (), wait: float = 3.0,
              before: Optional[float] = None) -> ReapResult:
-        """Kill every surviving member of the tree except ``spare_root``'s live tree.
+        """Kill every surviving member of the tree except the live trees of ``spare_roots``.
 
-        ``spare_root`` is the sidecar supervisord runs now (after an autorestart
-        it may already be up): it and its descendants are the new tree.
+        ``spare_roots`` are the sidecar supervisord runs now (after an autorestart
+        it may already be up): they and their descendants are the new tree.
         """
         before = time.time() if before is None else before
-        spare = _tree_pids(spare_root)
+        spare: Set[int] = set()
+        for root in spare_roots:
+            spare |= _tree_pids(root)
         oldest = min((k[1] for k in self.procs), default=before)
         victims: Dict[int, psutil.Process] = {}
         for (pid, ctime), proc in list(self.procs.items()):
@@ -130,7 +133,8 @@ class TreeTracker:
         if self.root is not None and not alive(self.root):
             self.root = None
         foreign = []
-        for pid in sorted(port_holders(port)):
+        holders = port_holders(port)
+        for pid in sorted(holders):
             if pid in spare or pid in victims:
                 continue
             try:
@@ -141,7 +145,7 @@ class TreeTracker:
             foreign.append(_describe(pid))
         killed = tuple(sorted(p for p in victims if p not in {q.pid for q in left}))
         return ReapResult(killed=killed, survivors=tuple(sorted(p.pid for p in left)),
-                          foreign_holders=tuple(foreign))
+                          foreign_holders=tuple(foreign), port_free=not port_listened(port))
 
     def kill_all(self) -> int:
         """SIGKILL every tracked member (a hung tree ignores SIGTERM); return how many."""
@@ -212,6 +216,15 @@ def port_holders(port: int) -> Set[int]:
         if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
             pids.add(c.pid)
     return pids
+
+
+def port_listened(port: int) -> bool:
+    """Whether any process, of any user, listens on TCP ``port`` (the kernel's socket table)."""
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in conns)
 
 
 def port_is_free(host: str, port: int) -> bool:

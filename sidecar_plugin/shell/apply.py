@@ -17,23 +17,26 @@ the group; a changed model list restarts only its own sidecar.
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import time
 import xmlrpc.client
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Set, Tuple
 
-from sidecar_plugin import control
-from sidecar_plugin.atomic import write_atomic
-from sidecar_plugin.client import state_dict
+from supervisor.xmlrpc import Faults
+
+from sidecar_plugin.core.litellm_yaml import config_version
+from sidecar_plugin.core.render import RenderOptions
 from sidecar_plugin.errors import SidecarError, SidecarStartError
-from sidecar_plugin.fleet import Rendered, write
-from sidecar_plugin.render import LITELLM_YAML, RenderOptions, SIDECAR_CONF, config_version, differs
+from sidecar_plugin.names import LITELLM_YAML, RECORD_NAME, SIDECAR_CONF
+from sidecar_plugin.shell import control
+from sidecar_plugin.shell.build import Rendered, write
+from sidecar_plugin.shell.files import Snapshot, differs, restore, snapshot
+from sidecar_plugin.shell.statefile import state_dict
+from sidecar_plugin.shell.supervisor import fault_words, tolerate, unreachable
 
 LIVE = ("STARTING", "RUNNING", "BACKOFF")
-_SECTION = re.compile(r"^\[(?:program|group|eventlistener):([^\]]+)\]", re.M)
-Snapshot = Dict[str, Optional[Tuple[bytes, int]]]
 
 
 class ApplyError(SidecarError):
@@ -55,40 +58,21 @@ class Outcome:
     running: List[Dict[str, Any]] = field(default_factory=list)
 
 
-def snapshot(paths: Sequence[str]) -> Snapshot:
-    """Return each file's bytes and mode (None: absent), to roll back to."""
-    snap: Snapshot = {}
-    for path in paths:
-        try:
-            with open(path, "rb") as fh:
-                snap[path] = (fh.read(), os.stat(path).st_mode & 0o777)
-        except FileNotFoundError:
-            snap[path] = None
-    return snap
-
-
-def restore(snap: Snapshot) -> None:
-    """Put every file of ``snap`` back as it was (atomically); remove the ones that were absent."""
-    for path, saved in snap.items():
-        if saved is None:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-        else:
-            write_atomic(path, saved[0], saved[1])
-
-
 def our_groups(rendered: Rendered, snap: Snapshot) -> Set[str]:
-    """The supervisord groups this include defines now or defined before: the only ones apply touches."""
-    names = {s.group_name for s in rendered.sidecars} | {rendered.listener}
-    old = snap.get(os.path.join(rendered.out_dir, SIDECAR_CONF))
+    """The supervisord groups this include defines now or defined before: the only ones apply touches.
+
+    The previous render's record says which groups it defined, so a sidecar
+    removed from the profiles is removed from supervisord too.
+    """
+    names = set(rendered.plan.groups)
+    old = snap.get(os.path.join(rendered.out_dir, RECORD_NAME))
     if old is not None:
-        text = old[0].decode("utf-8", "replace")
-        grouped = set(re.findall(r"^\[group:([^\]]+)\]", text, re.M))
-        members = set(re.findall(r"^programs=(.*)$", text, re.M))
-        in_group = {p.strip() for line in members for p in line.split(",")}
-        names |= {n for n in _SECTION.findall(text) if n not in in_group} | grouped
+        try:
+            groups = json.loads(old[0]).get("groups")
+        except (ValueError, AttributeError, RecursionError):
+            groups = None
+        if isinstance(groups, list):
+            names |= {g for g in groups if isinstance(g, str)}
     return names
 
 
@@ -125,25 +109,16 @@ class Applier:
         return fresh
 
     def _stop_group(self, name: str) -> None:
-        try:
-            self.rpc.supervisor.stopProcessGroup(name, True)
-        except xmlrpc.client.Fault as exc:
-            if "BAD_NAME" not in exc.faultString:
-                raise
+        tolerate(lambda: self.rpc.supervisor.stopProcessGroup(name, True), (Faults.BAD_NAME,))
 
     def _restart(self, s: RenderOptions, fresh_groups: Set[str]) -> None:
         name = s.process_name
         if s.group_name not in fresh_groups:
-            try:
-                self.rpc.supervisor.stopProcess(name, True)
-            except xmlrpc.client.Fault as exc:
-                if "NOT_RUNNING" not in exc.faultString:
-                    raise
+            tolerate(lambda: self.rpc.supervisor.stopProcess(name, True), (Faults.NOT_RUNNING,))
         try:
-            self.rpc.supervisor.startProcess(name, False)
+            tolerate(lambda: self.rpc.supervisor.startProcess(name, False), (Faults.ALREADY_STARTED,))
         except xmlrpc.client.Fault as exc:
-            if "ALREADY_STARTED" not in exc.faultString:
-                raise SidecarStartError(f"supervisord could not start {name}: {exc.faultString}") from None
+            raise SidecarStartError(f"supervisord could not start {fault_words(exc, name)}") from None
 
     # -- the run --
     def converge(self, changed_configs: Set[str], was_live: Dict[str, str], ours: Set[str]) -> List[str]:
@@ -168,12 +143,12 @@ class Applier:
         return restarted
 
 
-def apply(rendered: Rendered, rpc: Any, timeout: float, say: Callable[[str], None]) -> Outcome:
+def apply(rendered: Rendered, rpc: Any, timeout: float, say: Callable[[str], None], url: str = "") -> Outcome:
     """Write, update supervisord, restart what changed and wait; roll back when it does not come up."""
     try:
         rpc.supervisor.getState()
     except (OSError, xmlrpc.client.Error) as exc:
-        raise SidecarError(f"cannot reach supervisord ({exc}); nothing was written") from None
+        raise SidecarError(f"{unreachable(url, exc)}; nothing was written") from None
     paths = [f.path for f in rendered.files]
     snap = snapshot(paths)
     ours = our_groups(rendered, snap)

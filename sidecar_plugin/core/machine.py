@@ -1,172 +1,55 @@
 """The listener's decisions, as a pure state machine.
 
 ``step(model, input, now, config) -> (model, actions)``: inputs are supervisord
-events, probe results, the death of the watched pid, reap results and timer
-ticks; actions are what the shell (``listener.py``) must carry out. No process,
-no clock, no I/O here, so every transition is unit-tested as data.
+events, probe results, the death of the watched pid, what supervisord says on
+each TICK, reap results and timer ticks; actions are what the shell
+(``shell.listener``) must carry out. Every decision lives here: which state,
+what to count, which config version the sidecar runs, when a lost event is
+replayed, what a reap must spare, when to ask supervisord. No process, no
+clock, no I/O, so every transition is unit-tested as data.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import List, Optional, Tuple, Union
+from dataclasses import replace
+from typing import List, Optional
 
-from sidecar_plugin.statefile import State
+from sidecar_plugin.core.counters import Counters, crash_cause
+from sidecar_plugin.core.inputs import (
+    Action, Ask, CaptureLogTail, Config, ConfigLoaded, Died, Input, KillHung, LogTail, Model, Observed, Probe,
+    ProcEvent, Query, Reap, Reaped, Recover, Result, StartProgram, StopProgram, SupervisorTick, Tick, Watch, Write,
+)
+from sidecar_plugin.names import LIVE_STATES, STOPPING_STATES, State
 
-STOPPING_STATES = ("STOPPING", "STOPPED")
-LIVE_STATES = ("STARTING", "RUNNING")
-
-
-@dataclass(frozen=True)
-class Config:
-    """The knobs of the machine (the listener's command-line options)."""
-
-    health_timeout: float = 20.0
-    failure_threshold: int = 3
-
-
-@dataclass(frozen=True)
-class Model:
-    """What the listener knows; ``state`` and friends are what it publishes."""
-
-    state: State = State.STOPPED
-    since: float = 0.0
-    pid: Optional[int] = None
-    supervisor_state: Optional[str] = None
-    health_ok: Optional[bool] = None
-    checked_at: Optional[float] = None
-    latency_ms: Optional[float] = None
-    failures: int = 0
-    error: Optional[str] = None
-    log_tail: Tuple[str, ...] = ()
-    starting_since: Optional[float] = None
-    # True from supervisord's STOPPING on: exits are then on purpose.
-    stopping: bool = False
-    # Why the listener itself took the sidecar down ("timeout", "hung"), if it did:
-    # the crash it recorded must not be overwritten by the stop that follows.
-    halted: Optional[str] = None
-
-    @property
-    def probing(self) -> bool:
-        """Whether health probes mean anything now."""
-        return self.supervisor_state in LIVE_STATES and not self.stopping and self.halted is None
-
-
-# ---- inputs -----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ProcEvent:
-    """A PROCESS_STATE_* event of our program (``state`` without the prefix)."""
-
-    state: str
-    pid: Optional[int] = None
-    expected: Optional[bool] = None
-    from_state: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class Probe:
-    """One health probe; ``started_at`` lets late results of old probes be ignored."""
-
-    ok: bool
-    started_at: float
-    latency_ms: Optional[float] = None
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class Died:
-    """The watched main pid exited; ``supervisor_state`` as supervisord saw it then."""
-
-    pid: int
-    supervisor_state: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class Reaped:
-    """Outcome of a reap: what was killed and who else still listens on the port."""
-
-    killed: int = 0
-    foreign_holders: Tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Tick:
-    """Time passed; timers (the health timeout) are judged here."""
-
-
-@dataclass(frozen=True)
-class Recover:
-    """The listener (re)started: what supervisord says and what the old file said."""
-
-    supervisor_state: Optional[str]
-    pid: Optional[int]
-    prior_state: Optional[State] = None
-    prior_since: Optional[float] = None
-    prior_pid: Optional[int] = None
-    prior_error: Optional[str] = None
-    prior_log_tail: Tuple[str, ...] = ()
-
-
-Input = Union[ProcEvent, Probe, Died, Reaped, Tick, Recover]
-
-# ---- actions ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Write:
-    """Write the state file (and a history line when the state changed)."""
-
-
-@dataclass(frozen=True)
-class CaptureLogTail:
-    """Read the last lines of the sidecar log (redacted) into ``log_tail``."""
-
-
-@dataclass(frozen=True)
-class Watch:
-    """Watch ``pid`` for exit and track its process tree."""
-
-    pid: int
-
-
-@dataclass(frozen=True)
-class Reap:
-    """Kill what survives of the tracked tree, check the port, feed back Reaped."""
-
-
-@dataclass(frozen=True)
-class StopProgram:
-    """Ask supervisord to stop the program (it never became healthy)."""
-
-
-@dataclass(frozen=True)
-class KillHung:
-    """SIGKILL the whole tree: a hung process ignores SIGTERM; supervisord restarts it."""
-
-
-@dataclass(frozen=True)
-class StartProgram:
-    """Ask supervisord to start the program (harmless if it already is)."""
-
-
-Action = Union[Write, CaptureLogTail, Watch, Reap, StopProgram, KillHung, StartProgram]
-Result = Tuple[Model, List[Action]]
-
-
-def _enter(m: Model, state: State, now: float, **changes: object) -> Model:
-    """Move to ``state``; ``since`` changes only when the state does."""
-    since = m.since if m.state is state else now
-    return replace(m, state=state, since=since, **changes)
+__all__ = [
+    "step", "reconcile", "Model", "Config", "ProcEvent", "Probe", "Died", "Reaped", "Tick", "Recover",
+    "SupervisorTick", "Observed", "ConfigLoaded", "LogTail", "Write", "CaptureLogTail", "Watch", "Reap",
+    "StopProgram", "KillHung", "StartProgram", "Ask", "Query",
+]
 
 
 def step(m: Model, inp: Input, now: float, cfg: Config = Config()) -> Result:
-    """Return the next model and the actions the shell must carry out, in order."""
+    """Return the next model and the actions the shell must carry out, in order.
+
+    A change of state is counted here, whatever input caused it.
+    """
+    after, actions = _transition(m, inp, now, cfg)
+    if after.state is not m.state and not isinstance(inp, Recover):
+        cause = crash_cause(after.halted, after.supervisor_state)
+        after = replace(after, counters=after.counters.after(m.state.value, after.state.value, cause))
+    return after, actions
+
+
+def _transition(m: Model, inp: Input, now: float, cfg: Config) -> Result:
     if isinstance(inp, ProcEvent):
+        if inp.state == "STARTING" and inp.pid is None and not inp.asked:
+            return m, [Ask(inp)]  # STARTING carries no pid: ask, so it is watched from its first second
         return _on_event(m, inp, now)
     if isinstance(inp, Probe):
         return _on_probe(m, inp, now, cfg)
     if isinstance(inp, Died):
+        if inp.pid == m.pid and not inp.asked:
+            return m, [Ask(inp)]  # is supervisord stopping it on purpose?
         return _on_died(m, inp, now)
     if isinstance(inp, Reaped):
         return _on_reaped(m, inp)
@@ -174,7 +57,45 @@ def step(m: Model, inp: Input, now: float, cfg: Config = Config()) -> Result:
         return _on_tick(m, now, cfg)
     if isinstance(inp, Recover):
         return _on_recover(m, inp, now)
+    if isinstance(inp, SupervisorTick):
+        return m, [Query()]
+    if isinstance(inp, Observed):
+        return _on_observed(m, inp, now, cfg)
+    if isinstance(inp, ConfigLoaded):
+        if inp.pid != m.version_pid:  # a new process reads its config now; the same one keeps what it read
+            return replace(m, config_version=inp.version, version_pid=inp.pid), []
+        return m, []
+    if isinstance(inp, LogTail):
+        return replace(m, log_tail=inp.lines), [Write()]
     return m, []
+
+
+def _reap(m: Model, at: Optional[float], now: float) -> Reap:
+    """Reap what was born before the exit; spare the process supervisord runs now, if the model knows it."""
+    return Reap(before=at if at is not None else now,
+                spare=m.pid if m.supervisor_state in LIVE_STATES else None)
+
+
+def _on_observed(m: Model, o: Observed, now: float, cfg: Config) -> Result:
+    """Replay the events supervisord's answer says were lost, once two TICKs agree on it."""
+    missed = reconcile(m, o.statename, o.pid)
+    seen = (o.statename, o.pid)
+    if missed and m.mismatch != seen:
+        # The events may still be on their way (supervisord sent the TICK before them):
+        # replay only when the next tick finds the same difference. A lost event costs two ticks.
+        return replace(m, mismatch=seen), []
+    m = replace(m, mismatch=None)
+    actions: List[Action] = []
+    for ev in missed:
+        m, more = step(m, ev, now, cfg)
+        actions += more
+    return m, actions
+
+
+def _enter(m: Model, state: State, now: float, **changes: object) -> Model:
+    """Move to ``state``; ``since`` changes only when the state does."""
+    since = m.since if m.state is state else now
+    return replace(m, state=state, since=since, **changes)
 
 
 def _crash(m: Model, now: float, error: str, **changes: object) -> Model:
@@ -189,7 +110,8 @@ def _on_event(m: Model, ev: ProcEvent, now: float) -> Result:
             # The start a recovering listener already saw, delivered late: not a new start.
             return m, []
         m = _enter(m, State.STARTING, now, supervisor_state=s, pid=ev.pid, starting_since=now,
-                   failures=0, health_ok=None, error=None, log_tail=(), stopping=False, halted=None)
+                   failures=0, health_ok=None, error=None, log_tail=(), stopping=False, halted=None,
+                   port_free=None)
         return m, ([Watch(ev.pid)] if ev.pid is not None else []) + [Write()]
     if s == "RUNNING":
         m = replace(m, supervisor_state=s, pid=ev.pid if ev.pid is not None else m.pid)
@@ -206,7 +128,7 @@ def _on_event(m: Model, ev: ProcEvent, now: float) -> Result:
         m = replace(m, supervisor_state=s, stopping=True, pid=None)
         if m.halted is None:
             m = _enter(m, State.STOPPED, now, error=None, log_tail=())
-        return m, [Reap()]
+        return m, [_reap(m, ev.at, now)]
     if s in ("EXITED", "BACKOFF", "FATAL"):
         return _on_exit_event(m, ev, now)
     return replace(m, supervisor_state=s or m.supervisor_state), [Write()]
@@ -217,8 +139,8 @@ def _on_exit_event(m: Model, ev: ProcEvent, now: float) -> Result:
     m = replace(m, supervisor_state=s, pid=None)
     if m.stopping and s == "EXITED":
         m = _enter(m, State.STOPPED, now) if m.halted is None else m
-        return m, [Reap()]
-    actions: List[Action] = [CaptureLogTail(), Write(), Reap()]
+        return m, [_reap(m, ev.at, now)]
+    actions: List[Action] = [CaptureLogTail(), Write(), _reap(m, ev.at, now)]
     if m.state is State.CRASHED:
         # Already recorded (pid watch, timeout or hang): keep the time it happened;
         # supervisord's verdict on a failed start is the better reason.
@@ -247,14 +169,17 @@ def _on_died(m: Model, d: Died, now: float) -> Result:
     if d.pid != m.pid:
         return m, []
     if m.stopping or d.supervisor_state in STOPPING_STATES:
-        return replace(m, stopping=True), [Reap()]
+        m = replace(m, stopping=True)
+        return m, [_reap(replace(m, pid=None), d.at, now)]
     if m.state is State.CRASHED:
-        return replace(m, pid=None), [Reap()]
+        m = replace(m, pid=None)
+        return m, [_reap(m, d.at, now)]
     m = _crash(m, now, f"exited unexpectedly (pid {d.pid})", pid=None, health_ok=None)
-    return m, [CaptureLogTail(), Write(), Reap()]
+    return m, [CaptureLogTail(), Write(), _reap(m, d.at, now)]
 
 
 def _on_reaped(m: Model, r: Reaped) -> Result:
+    m = replace(m, port_free=r.port_free)
     if r.foreign_holders and m.state is State.CRASHED and m.halted is None:
         who = ", ".join(r.foreign_holders)
         note = f"; the port is held by another process ({who}), so it cannot start"
@@ -290,7 +215,8 @@ def _on_recover(m: Model, r: Recover, now: float) -> Result:
     """Rebuild from supervisord and the old file without a false transition."""
     s = r.supervisor_state
     same_pid = r.pid is not None and r.pid == r.prior_pid
-    m = replace(m, supervisor_state=s, pid=r.pid)
+    m = replace(m, supervisor_state=s, pid=r.pid, counters=_adopted(r),
+                config_version=r.prior_config_version, version_pid=r.prior_pid)
     if s in LIVE_STATES:
         # supervisord may still say STARTING (startsecs) of a sidecar already healthy:
         # the same pid in the same live state is kept as it was, ``since`` included.
@@ -301,17 +227,31 @@ def _on_recover(m: Model, r: Recover, now: float) -> Result:
             m = _enter(m, State.STARTING, now, starting_since=now)
         # Reap: a tree the previous listener recorded under another pid (supervisord
         # itself was restarted) is orphaned and may hold the port; the live one is spared.
-        return m, ([Watch(r.pid)] if r.pid is not None else []) + [Write(), Reap()]
+        return _counted(m, r), ([Watch(r.pid)] if r.pid is not None else []) + [Write(), _reap(m, None, now)]
     if s in ("STOPPING", "STOPPED", None) or s == "EXITED" and r.prior_state is State.STOPPED:
         keep = r.prior_state is State.STOPPED and r.prior_since is not None
         m = replace(m, state=State.STOPPED, since=r.prior_since if keep else now, stopping=s is not None)
-        return m, [Reap()]
+        return _counted(m, r), [_reap(m, None, now)]
     # EXITED, BACKOFF, FATAL, UNKNOWN: it is down and not on purpose.
     if r.prior_state is State.CRASHED and r.prior_since is not None:
         m = replace(m, state=State.CRASHED, since=r.prior_since, error=r.prior_error, log_tail=r.prior_log_tail)
-        return m, [Reap()]
+        return m, [_reap(m, None, now)]
     m = _crash(m, now, f"found {s} when the listener started")
-    return m, [CaptureLogTail(), Reap()]
+    return _counted(m, r), [CaptureLogTail(), _reap(m, None, now)]
+
+
+def _adopted(r: Recover) -> "Counters":
+    """The counters the previous listener wrote: a listener restart does not reset them."""
+    return Counters.from_dict(r.prior_counters)
+
+
+def _counted(m: Model, r: Recover) -> Model:
+    """Count a recovery only as a change from what the old file said (none: stopped)."""
+    before = r.prior_state or State.STOPPED
+    if before is m.state:
+        return m
+    cause = crash_cause(m.halted, m.supervisor_state, recovering=True)
+    return replace(m, counters=m.counters.after(before.value, m.state.value, cause))
 
 
 def reconcile(m: Model, statename: Optional[str], pid: Optional[int]) -> List[ProcEvent]:

@@ -13,7 +13,7 @@ import os
 import time
 from typing import IO, Callable
 
-from sidecar_plugin.redact import Redactor
+from sidecar_plugin.shell.redact import Redactor
 
 
 class JsonFormatter(logging.Formatter):

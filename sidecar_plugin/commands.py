@@ -1,0 +1,239 @@
+"""What each ``sidecar-plugin`` command does: wiring the parsed options to the package.
+
+``cli`` parses and maps errors to exit codes; these functions call the
+shells and print what a person (or a configuration-management tool reading
+``changed:``) needs. Imports are local so ``status`` does not pay for
+rendering and ``render`` does not pay for XML-RPC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from sidecar_plugin.cli import CliError
+from sidecar_plugin.names import (
+    DEFAULT_PROGRAM, EXIT_FAIL, EXIT_NOT_RUNNING, EXIT_OK, EXIT_REFUSED, EXIT_UNKNOWN, EXIT_USAGE, State,
+)
+
+
+def render_request(a: argparse.Namespace) -> Any:
+    """Return the RenderRequest of the options ``render`` and ``apply`` share."""
+    from dataclasses import fields
+
+    from sidecar_plugin.shell.build import RenderRequest
+
+    return RenderRequest(**{f.name: getattr(a, f.name) for f in fields(RenderRequest)})
+
+
+def cmd_render(a: argparse.Namespace) -> int:
+    from sidecar_plugin.shell import build
+
+    rendered = build.build(render_request(a), os.environ)
+    for path, changed in build.write(rendered):
+        print(f"{'changed' if changed else 'unchanged':<9} {path}")
+    return EXIT_OK
+
+
+def cmd_apply(a: argparse.Namespace) -> int:
+    from sidecar_plugin.shell.apply import ApplyError, apply
+    from sidecar_plugin.shell.build import build
+    from sidecar_plugin.shell.supervisor import default_server_url, rpc_proxy
+
+    rendered = build(render_request(a), os.environ)
+    timeout = a.timeout if a.timeout is not None else a.health_timeout + 10.0
+    url = a.server_url or default_server_url()
+    try:
+        outcome = apply(rendered, rpc_proxy(url), timeout, lambda line: print(line, flush=True), url)
+    except ApplyError as exc:
+        print(f"sidecar-plugin: apply failed: {exc}", file=sys.stderr)
+        for line in exc.log_tail:
+            print(f"  {line}", file=sys.stderr)
+        print(f"changed: {'false' if exc.rolled_back else 'true'}")
+        return EXIT_FAIL
+    for doc in outcome.running:
+        print(f"{doc.get('program')}: running (pid {doc.get('pid')}, port {doc.get('port')})")
+    if not outcome.changed:
+        print("nothing to do: the files and supervisord already match the profiles")
+    print(f"changed: {'true' if outcome.changed else 'false'}")
+    return EXIT_OK
+
+
+def cmd_listen(a: argparse.Namespace) -> int:
+    from sidecar_plugin.core.listen_args import ListenArgsError, targets_of
+    from sidecar_plugin.shell import logs
+    from sidecar_plugin.shell.protocol import run
+    from sidecar_plugin.shell.redact import Redactor, secrets_from_config
+
+    # stdout is supervisord's protocol channel: keep it private, send fd 1 to stderr.
+    proto_out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    log = logging.getLogger("sidecar_plugin.listener")
+    try:
+        command = targets_of(vars(a))
+        targets = list(command.targets)
+    except ListenArgsError as exc:
+        logs.setup(sys.stderr, Redactor)
+        log.error("refusing to run: %s", exc)
+        return EXIT_REFUSED
+    redactor = Redactor([s for t in targets for s in secrets_from_config(t.config_path)])
+    logs.setup(sys.stderr, lambda: redactor)
+    for target in targets:
+        if not _lock(target.state_file, log):
+            return EXIT_REFUSED
+    return run(targets, sys.stdin.buffer, proto_out, metrics_file=command.metrics_file)
+
+
+def _lock(state_file: str, log: logging.Logger) -> bool:
+    """Own the state file, or say why not: two listeners for one program would contradict each other."""
+    from sidecar_plugin.shell.statefile import LockHeld, lock_state_file
+
+    deadline = time.monotonic() + 3.0
+    while True:
+        try:
+            lock_state_file(state_file)
+            return True
+        except LockHeld as exc:
+            if time.monotonic() >= deadline:
+                log.error("refusing to run: %s; two listeners for one program would contradict each other", exc)
+                return False
+            time.sleep(0.2)
+        except OSError as exc:
+            log.error("cannot lock %s.lock: %s", state_file, exc.strerror or exc)
+            return False
+
+
+def _programs(a: argparse.Namespace, several: bool = False) -> List[str]:
+    """Return which sidecars a command is about: ``--program``, else what supervisord runs.
+
+    One configured sidecar needs no flag; with several, ``status`` shows them
+    all and the other commands ask for ``--program``.
+    """
+    from sidecar_plugin.client import configured_sidecars
+    from sidecar_plugin.core.schema import StateUnavailable
+    from sidecar_plugin.shell.statefile import read_state
+
+    if a.program:
+        return [a.program]
+    if a.state_file:
+        try:
+            return [read_state(a.state_file, max_age=float("inf")).program]
+        except StateUnavailable:
+            return [DEFAULT_PROGRAM]
+    try:
+        found = sorted(configured_sidecars(a.server_url))
+    except StateUnavailable:
+        found = []
+    if len(found) > 1 and not several:
+        raise CliError(f"several sidecars are configured ({', '.join(found)}): name one with --program", EXIT_USAGE)
+    return found or [DEFAULT_PROGRAM]
+
+
+def _sidecar(a: argparse.Namespace, program: Optional[str] = None) -> Any:
+    from sidecar_plugin.client import Sidecar
+
+    if program is None:
+        program = a.program = _programs(a)[0]
+    return Sidecar(state_file=a.state_file, program=program, server_url=a.server_url, stale_after=a.stale_after)
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    from sidecar_plugin.core.schema import StateUnavailable
+    from sidecar_plugin.display import status_lines
+    from sidecar_plugin.shell.statefile import state_dict
+
+    docs = []
+    for program in _programs(a, several=True):
+        try:
+            path = _sidecar(a, program).state_file
+        except StateUnavailable as exc:
+            raise CliError(f"state unknown: {exc}", EXIT_UNKNOWN) from None
+        docs.append((program, path, state_dict(path, a.stale_after)))
+    if a.json:
+        out = [{k: v for k, v in doc.items() if k != "available"} for _, _, doc in docs]
+        print(json.dumps(out[0] if len(out) == 1 else out, sort_keys=True, indent=2))
+    worst = EXIT_OK
+    for program, path, doc in docs:
+        if not a.json:
+            print("\n".join(status_lines(doc, program)))
+        if not doc.get("available") or doc.get("is_stale"):
+            if not a.json and not doc.get("available"):
+                print(f"  ({doc.get('error') or 'no state file yet: ' + path})", file=sys.stderr)
+            worst = EXIT_UNKNOWN
+        elif doc.get("state") != State.RUNNING:
+            worst = max(worst, EXIT_NOT_RUNNING)
+    return worst
+
+
+def cmd_wait(a: argparse.Namespace) -> int:
+    from sidecar_plugin.shell import control
+    from sidecar_plugin.shell.statefile import state_dict
+
+    sc = _sidecar(a)
+    path = sc.state_file
+    progress = _Progress(a.program, a.state)
+
+    def get() -> Dict[str, Any]:
+        doc = state_dict(path, a.stale_after)
+        progress.show(doc)
+        return doc
+
+    try:
+        doc = control.wait_for_state(get, a.state, a.timeout)
+    finally:
+        progress.done()
+    print(f"{a.program}: {doc['state']}")
+    return EXIT_OK
+
+
+class _Progress:
+    """A visible progress line on stderr while waiting (LiteLLM takes seconds to start)."""
+
+    def __init__(self, program: str, target: str) -> None:
+        self.program, self.target = program, target
+        self.t0 = time.monotonic()
+        self.last = -10.0
+        self.tty = sys.stderr.isatty()
+
+    def show(self, doc: Dict[str, Any]) -> None:
+        now = time.monotonic()
+        if now - self.last < (0.5 if self.tty else 5.0):
+            return
+        self.last = now
+        line = (f"waiting for {self.program} to be {self.target}: {doc.get('state', 'unknown')}"
+                f" ({now - self.t0:.0f} s)")
+        if doc.get("error") and doc.get("state") == "crashed":
+            line += f": {doc['error']}"
+        sys.stderr.write(("\r\033[K" + line) if self.tty else line + "\n")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.tty and self.last > -10.0:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def cmd_start(a: argparse.Namespace) -> int:
+    sc = _sidecar(a)
+    sc.start(timeout=a.timeout)
+    doc = sc.read()
+    print(f"{a.program}: running (pid {doc.pid}, port {doc.port})")
+    return EXIT_OK
+
+
+def cmd_stop(a: argparse.Namespace) -> int:
+    _sidecar(a).stop(timeout=a.timeout)
+    print(f"{a.program}: stopped (no process left, port free)")
+    return EXIT_OK
+
+
+COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
+    "render": cmd_render, "apply": cmd_apply, "listen": cmd_listen, "status": cmd_status,
+    "wait": cmd_wait, "start": cmd_start, "stop": cmd_stop,
+}

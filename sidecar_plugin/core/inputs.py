@@ -1,0 +1,221 @@
+"""The state machine's vocabulary: what the listener knows, what it is told, what it does.
+
+Frozen dataclasses only, so models, inputs and actions compare as data in the
+tests. ``machine.step`` is the one function that relates them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, List, Optional, Tuple, Union
+
+from sidecar_plugin.core.counters import Counters
+from sidecar_plugin.names import LIVE_STATES, State
+
+
+@dataclass(frozen=True)
+class Config:
+    """The knobs of the machine (the listener's command-line options)."""
+
+    health_timeout: float = 20.0
+    failure_threshold: int = 3
+
+
+@dataclass(frozen=True)
+class Model:
+    """What the listener knows; ``state`` and friends are what it publishes."""
+
+    state: State = State.STOPPED
+    since: float = 0.0
+    pid: Optional[int] = None
+    supervisor_state: Optional[str] = None
+    health_ok: Optional[bool] = None
+    checked_at: Optional[float] = None
+    latency_ms: Optional[float] = None
+    failures: int = 0
+    error: Optional[str] = None
+    log_tail: Tuple[str, ...] = ()
+    starting_since: Optional[float] = None
+    # True from supervisord's STOPPING on: exits are then on purpose.
+    stopping: bool = False
+    # Why the listener itself took the sidecar down ("timeout", "hung"), if it did:
+    # the crash it recorded must not be overwritten by the stop that follows.
+    halted: Optional[str] = None
+    counters: Counters = Counters()
+    # The version of litellm.yaml the live sidecar was started with, and the pid that
+    # loaded it: LiteLLM reads its config only at start, so apply compares these.
+    config_version: Optional[str] = None
+    version_pid: Optional[int] = None
+    # What the last TICK found supervisord disagreeing on (statename, pid): replayed
+    # only when the next TICK finds the same, since events may still be on their way.
+    mismatch: Optional[Tuple[Optional[str], Optional[int]]] = None
+    # After the last reap: True when nothing but the sidecar's own tree listens on
+    # the port (None: not checked yet). A stop is complete only with the port free.
+    port_free: Optional[bool] = None
+
+    @property
+    def probing(self) -> bool:
+        """Whether health probes mean anything now."""
+        return self.supervisor_state in LIVE_STATES and not self.stopping and self.halted is None
+
+
+# ---- inputs -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ProcEvent:
+    """A PROCESS_STATE_* event of our program (``state`` without the prefix).
+
+    ``at`` is when it was received (not when it was processed): what a reap
+    kills must have been born before the exit happened. ``asked``: the shell
+    has filled in what supervisord says now (a STARTING event carries no pid).
+    """
+
+    state: str
+    pid: Optional[int] = None
+    expected: Optional[bool] = None
+    from_state: Optional[str] = None
+    at: Optional[float] = None
+    asked: bool = False
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One health probe; ``started_at`` lets late results of old probes be ignored."""
+
+    ok: bool
+    started_at: float
+    latency_ms: Optional[float] = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Died:
+    """The watched main pid exited; ``supervisor_state`` as supervisord saw it then (once asked)."""
+
+    pid: int
+    supervisor_state: Optional[str] = None
+    at: Optional[float] = None
+    asked: bool = False
+
+
+@dataclass(frozen=True)
+class SupervisorTick:
+    """supervisord sent a TICK: time to compare the model with what supervisord says."""
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What supervisord says of the program now (the answer to ``Query``)."""
+
+    statename: Optional[str]
+    pid: Optional[int]
+
+
+@dataclass(frozen=True)
+class ConfigLoaded:
+    """The version of litellm.yaml on disk when the shell started watching ``pid``."""
+
+    pid: int
+    version: Optional[str]
+
+
+@dataclass(frozen=True)
+class LogTail:
+    """The last lines of the sidecar log (redacted), as asked by ``CaptureLogTail``."""
+
+    lines: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Reaped:
+    """Outcome of a reap: what was killed, who else still listens on the port, and whether anyone does."""
+
+    killed: int = 0
+    foreign_holders: Tuple[str, ...] = ()
+    port_free: Optional[bool] = None
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passed; timers (the health timeout) are judged here."""
+
+
+@dataclass(frozen=True)
+class Recover:
+    """The listener (re)started: what supervisord says and what the old file said."""
+
+    supervisor_state: Optional[str]
+    pid: Optional[int]
+    prior_state: Optional[State] = None
+    prior_since: Optional[float] = None
+    prior_pid: Optional[int] = None
+    prior_error: Optional[str] = None
+    prior_log_tail: Tuple[str, ...] = ()
+    prior_counters: Any = None
+    prior_config_version: Optional[str] = None
+
+
+Input = Union[ProcEvent, Probe, Died, Reaped, Tick, Recover, SupervisorTick, Observed, ConfigLoaded, LogTail]
+
+# ---- actions ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Write:
+    """Write the state file (and a history line when the state changed)."""
+
+
+@dataclass(frozen=True)
+class CaptureLogTail:
+    """Read the last lines of the sidecar log (redacted) into ``log_tail``."""
+
+
+@dataclass(frozen=True)
+class Watch:
+    """Watch ``pid`` for exit and track its process tree."""
+
+    pid: int
+
+
+@dataclass(frozen=True)
+class Reap:
+    """Kill what survives of the tracked tree, check the port, feed back Reaped.
+
+    ``before``: when the exit happened; anything born after it is the new
+    sidecar (supervisord may have restarted it already) and is spared, as is
+    ``spare`` (the pid the model knows supervisord runs now) and its tree.
+    """
+
+    before: float
+    spare: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Ask:
+    """Ask supervisord for the program's state and pid, and feed ``inp`` back with the answer."""
+
+    inp: Any
+
+
+@dataclass(frozen=True)
+class Query:
+    """Ask supervisord for the program's state and pid; feed back Observed."""
+
+
+@dataclass(frozen=True)
+class StopProgram:
+    """Ask supervisord to stop the program (it never became healthy)."""
+
+
+@dataclass(frozen=True)
+class KillHung:
+    """SIGKILL the whole tree: a hung process ignores SIGTERM; supervisord restarts it."""
+
+
+@dataclass(frozen=True)
+class StartProgram:
+    """Ask supervisord to start the program (harmless if it already is)."""
+
+
+Action = Union[Write, CaptureLogTail, Watch, Reap, StopProgram, KillHung, StartProgram, Ask, Query]
+Result = Tuple[Model, List[Action]]

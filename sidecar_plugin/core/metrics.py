@@ -1,0 +1,74 @@
+"""Prometheus text metrics of the sidecars: state documents in, exposition text out.
+
+Pure, so the format is unit-tested (and parsed by the real
+``prometheus_client`` in the tests); ``shell.metrics`` writes it to a file.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, List, Mapping
+
+from sidecar_plugin.core.counters import CAUSES, Counters
+from sidecar_plugin.names import State
+
+STATES = tuple(s.value for s in State)
+PREFIX = "agentroute_sidecar_"
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _num(value: float) -> str:
+    return repr(float(value))
+
+
+def render_metrics(docs: Iterable[Mapping[str, Any]], now: float) -> str:
+    """Return the exposition text for the state documents of several sidecars."""
+    docs = sorted(docs, key=lambda d: str(d.get("program")))
+    families: List[tuple] = [
+        ("state", "gauge", "1 for the sidecar's current lifecycle state, 0 for the others"),
+        ("up", "gauge", "1 when the sidecar is running and answered its last health check"),
+        ("state_seconds", "gauge", "seconds since the sidecar entered its current state"),
+        ("starts_total", "counter", "times the sidecar entered the starting state"),
+        ("restarts_total", "counter", "starts that followed a crash"),
+        ("crashes_total", "counter", "crashes by cause"),
+        ("probe_latency_seconds", "gauge", "latency of the last health probe"),
+        ("probe_failures", "gauge", "failed health probes in a row"),
+        ("heartbeat_timestamp_seconds", "gauge", "unix time the listener last wrote this sidecar's state"),
+    ]
+    out: List[str] = []
+    for name, kind, text in families:
+        out.append(f"# HELP {PREFIX}{name} {text}")
+        out.append(f"# TYPE {PREFIX}{name} {kind}")
+        for doc in docs:
+            out.extend(_samples(name, doc, now))
+    return "\n".join(out) + "\n"
+
+
+def _samples(name: str, doc: Mapping[str, Any], now: float) -> List[str]:
+    program = _label(str(doc.get("program")))
+    lab = f'program="{program}"'
+    state = doc.get("state")
+    health = doc.get("health") or {}
+    counters = Counters.from_dict(doc.get("counters"))
+    if name == "state":
+        return [f'{PREFIX}state{{{lab},state="{s}"}} {1 if s == state else 0}' for s in STATES]
+    if name == "up":
+        return [f"{PREFIX}up{{{lab}}} {1 if state == 'running' and health.get('ok') else 0}"]
+    if name == "state_seconds":
+        return [f"{PREFIX}state_seconds{{{lab}}} {_num(max(0.0, now - float(doc.get('since') or now)))}"]
+    if name == "starts_total":
+        return [f"{PREFIX}starts_total{{{lab}}} {counters.starts}"]
+    if name == "restarts_total":
+        return [f"{PREFIX}restarts_total{{{lab}}} {counters.restarts}"]
+    if name == "crashes_total":
+        return [f'{PREFIX}crashes_total{{{lab},cause="{c}"}} {counters.crash_count(c)}' for c in CAUSES]
+    if name == "probe_latency_seconds":
+        latency = health.get("latency_ms")
+        return [] if latency is None else [f"{PREFIX}probe_latency_seconds{{{lab}}} {_num(latency / 1000.0)}"]
+    if name == "probe_failures":
+        return [f"{PREFIX}probe_failures{{{lab}}} {int(health.get('consecutive_failures') or 0)}"]
+    if name == "heartbeat_timestamp_seconds":
+        return [f"{PREFIX}heartbeat_timestamp_seconds{{{lab}}} {_num(doc.get('heartbeat_at') or now)}"]
+    return []

@@ -1,0 +1,143 @@
+"""Load and validate an AgentRoute profile: which OpenRouter model serves each tier.
+
+A profile is the operator's input, so it is checked completely before anything
+is rendered: a bad one is refused with one line naming the file, the field and
+the problem. AgentRoute's own saved profile JSON (``name``, ``port``,
+``models``, ``created``) loads unchanged; keys this package does not know are
+ignored so that newer AgentRoute profiles keep loading.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional
+
+import yaml
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+TIER_RE = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
+ALIAS_PREFIX = "agentroute-"
+OPENROUTER_PREFIX = "openrouter/"
+MAX_PROFILE_BYTES = 1 << 20
+
+
+class ProfileError(ValueError):
+    """A profile broke a rule; ``str()`` is the one line shown to the operator."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A validated profile; ``models`` maps tier -> model id as written."""
+
+    name: str
+    models: Mapping[str, str]
+    port: Optional[int] = None
+    api_base: Optional[str] = None
+    source: str = "<profile>"
+
+
+def alias(tier: str) -> str:
+    """Return the LiteLLM model alias of a tier (AgentRoute's ``profile.Alias``).
+
+    The one place the alias is computed, so the gateway and the rendered
+    config can never disagree about a name.
+    """
+    return ALIAS_PREFIX + tier
+
+
+def openrouter_model(model_id: str) -> str:
+    """Return the LiteLLM model string routing ``model_id`` through OpenRouter."""
+    if model_id.startswith(OPENROUTER_PREFIX):
+        return model_id
+    return OPENROUTER_PREFIX + model_id
+
+
+def load_profile(path: str) -> Profile:
+    """Read, parse and validate the profile at ``path``, or raise ProfileError."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_PROFILE_BYTES + 1)
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read profile: {exc.strerror or exc}") from None
+    if len(raw) > MAX_PROFILE_BYTES:
+        raise ProfileError(f"{path}: profile is larger than 1 MiB")
+    return parse_profile(raw, path)
+
+
+def parse_profile(raw: bytes, source: str) -> Profile:
+    """Parse YAML or JSON bytes into a validated Profile, or raise ProfileError."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProfileError(f"{source}: profile is not UTF-8 text") from None
+    data = _parse_text(text, source)
+    return validate(data, source)
+
+
+def _parse_text(text: str, source: str) -> Any:
+    if os.path.splitext(source)[1].lower() == ".json":
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise ProfileError(f"{source}: not valid JSON: {exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ProfileError(f"{source}: not valid YAML{where}: {problem}") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise ProfileError(f"{source}: not valid YAML: {exc}") from None
+
+
+def validate(data: Any, source: str) -> Profile:
+    """Check every profile rule; the first broken one becomes the error line."""
+    if not isinstance(data, dict):
+        raise ProfileError(f"{source}: profile must be a mapping with 'name' and 'models'")
+    name = data.get("name")
+    if name is None:
+        raise ProfileError(f"{source}: name: required")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ProfileError(f"{source}: name: must match [A-Za-z0-9][A-Za-z0-9._-]* (got {_show(name)})")
+    port = data.get("port")
+    if port is not None and not _is_port(port):
+        raise ProfileError(f"{source}: port: must be an integer from 1 to 65535 (got {_show(port)})")
+    models = _validate_models(data.get("models"), source)
+    api_base = data.get("api_base")
+    if api_base is not None:
+        if not isinstance(api_base, str) or not re.match(r"https?://[^\s/]+\S*\Z", api_base):
+            raise ProfileError(f"{source}: api_base: must be an http:// or https:// URL (got {_show(api_base)})")
+    return Profile(name=name, models=models, port=port, api_base=api_base, source=source)
+
+
+def _validate_models(models: Any, source: str) -> Dict[str, str]:
+    if models is None:
+        raise ProfileError(f"{source}: models: required (a mapping of tier -> OpenRouter model id)")
+    if not isinstance(models, dict):
+        raise ProfileError(f"{source}: models: must be a mapping of tier -> OpenRouter model id")
+    if not models:
+        raise ProfileError(f"{source}: models: must name at least one tier")
+    out: Dict[str, str] = {}
+    for tier, model in models.items():
+        if not isinstance(tier, str) or not TIER_RE.match(tier):
+            raise ProfileError(f"{source}: models.{_show(tier)}: tier name must match [a-z0-9][a-z0-9_-]*")
+        if not isinstance(model, str) or not model.strip():
+            raise ProfileError(f"{source}: models.{tier}: model id must be a non-empty string")
+        if any(ch.isspace() for ch in model) or model == OPENROUTER_PREFIX or model.endswith("/"):
+            raise ProfileError(f"{source}: models.{tier}: model id {_show(model)} is not a valid OpenRouter model id")
+        out[tier] = model
+    return out
+
+
+def _is_port(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
+
+
+def _show(value: Any) -> str:
+    """Quote a bad value for an error line, short and on one line."""
+    text = json.dumps(value, default=str) if not isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."

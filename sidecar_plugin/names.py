@@ -1,0 +1,104 @@
+"""The names every layer shares: files, programs, states and exit codes.
+
+One small module with no imports of its own, so the pure core, the shells and
+the faces can all agree on a name without importing each other (render and
+the listener both need the marker; the CLI and the listener both need the
+"refused" exit code; the client and the listener both need ``State``).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Optional
+
+# ---- programs and groups -------------------------------------------------------
+
+DEFAULT_PROGRAM = "agentroute-sidecar"
+GROUP = "agentroute"  # a fleet's supervisord group; each profile NAME is the program agentroute-NAME
+LISTENER_SUFFIX = "-health"  # the listener of program P (or of fleet G) is P-health (G-health)
+DEFAULT_PORT = 4000
+DEFAULT_HOST = "127.0.0.1"
+
+
+def process_name(program: str, group: Optional[str] = None) -> str:
+    """Return the name supervisord's XML-RPC knows a program by: ``group:program``.
+
+    A program outside a ``[group:]`` is its own group; a fleet's share ``agentroute``.
+    """
+    return f"{group or program}:{program}"
+
+
+# ---- files -------------------------------------------------------------------
+
+LITELLM_YAML = "litellm.yaml"
+MASTER_KEY = "master.key"
+SIDECAR_CONF = "sidecar.conf"
+RECORD_NAME = "sidecar.json"  # what a render leaves for the next render and apply (ports, groups)
+STATE_NAME = "state.json"
+LOG_NAME = "litellm.log"
+LISTENER_LOG_NAME = "listener.log"
+HISTORY_NAME = "history.jsonl"
+PROFILE_EXTENSIONS = (".yaml", ".yml", ".json")
+
+# ---- the process tree marker ---------------------------------------------------
+
+MARKER_ENV = "SIDECAR_PLUGIN_TREE"
+
+
+def marker_value(program: str, config_path: str) -> str:
+    """Return the value that marks every process of one rendered sidecar's tree.
+
+    It names the config too, so two supervisords running a program of the same
+    name (a test beside a demo) never mistake each other's processes.
+    """
+    return f"{program}@{config_path}"
+
+
+# ---- the lifecycle ------------------------------------------------------------
+
+
+class State(str, enum.Enum):
+    """The sidecar's lifecycle state; compare against names, not strings."""
+
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    CRASHED = "crashed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+SCHEMA = 1
+STALE_AFTER = 15.0  # seconds without a heartbeat after which nothing may report running
+HEARTBEAT_EVERY = 2.0  # the listener refreshes heartbeat_at at least this often (contract: <= 5 s)
+
+# supervisord's process states, as the listener and clients group them
+LIVE_STATES = ("STARTING", "RUNNING")  # a process exists and is meant to run
+STOPPING_STATES = ("STOPPING", "STOPPED")  # an operator (or apply) stops it on purpose
+GAVE_UP_STATES = ("FATAL", "STOPPED")  # nothing brings it back by itself
+
+# ---- exit codes ----------------------------------------------------------------
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_USAGE = 2  # bad input: one line, nothing written
+EXIT_NOT_RUNNING = 3  # status: not running
+EXIT_NO_BINARY = 3  # render/start: LiteLLM not found
+EXIT_UNKNOWN = 4  # status: missing, corrupt or stale state file
+# The listener exits with this when it must not run (another listener owns the
+# state file): an expected exit, so supervisord does not restart it in a loop.
+EXIT_REFUSED = 78
+
+
+def fleet_paths(root: str, program: str) -> "dict[str, str]":
+    """Return the folder, config, state file and log file of a fleet sidecar.
+
+    Render writes them here and the listener finds them here from ``--root``
+    and the program name alone, so the two cannot disagree.
+    """
+    import os
+
+    folder = os.path.join(root, program)
+    return {"dir": folder, "config": os.path.join(folder, LITELLM_YAML),
+            "state-file": os.path.join(folder, STATE_NAME), "log-file": os.path.join(folder, LOG_NAME)}

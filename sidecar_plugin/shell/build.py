@@ -1,0 +1,242 @@
+"""From the operator's render options to every file of one render, in memory.
+
+``render`` and ``apply`` share this: both need every file's bytes before
+anything is written (``apply`` compares them with what is on disk to decide
+whether anything changed, and keeps the old bytes to roll back to). This is
+the shell around ``core.layout`` and ``core.render``: it reads what they must
+not (profiles and folders, the environment, the LiteLLM binary on PATH, the
+saved master key, the previous render's record, the user database).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass, replace
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from sidecar_plugin.core.layout import plan
+from sidecar_plugin.core.litellm_yaml import new_master_key
+from sidecar_plugin.core.profile import ProfileError, load_profile
+from sidecar_plugin.core.render import Plan, RenderedFile, RenderError, RenderOptions, render_files
+from sidecar_plugin.errors import BinaryNotFoundError
+from sidecar_plugin.names import (
+    DEFAULT_PORT, DEFAULT_PROGRAM, GROUP, LISTENER_LOG_NAME, LOG_NAME, MASTER_KEY, PROFILE_EXTENSIONS,
+    RECORD_NAME, STATE_NAME,
+)
+from sidecar_plugin.shell.files import prepare_log_file, write_rendered
+
+
+class BinaryNotFound(RenderError, BinaryNotFoundError):
+    """The LiteLLM binary is not installed where render can see it."""
+
+    def __init__(self, binary: str) -> None:
+        BinaryNotFoundError.__init__(self, os.path.basename(binary) or binary)
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    """What the operator asked ``render`` or ``apply`` for (their shared options)."""
+
+    profiles: Sequence[str]
+    out_dir: str
+    port: Optional[int] = None
+    host: str = "127.0.0.1"
+    program: Optional[str] = None
+    binary: str = "litellm"
+    workers: int = 1
+    api_key_env: str = "OPENROUTER_API_KEY"
+    master_key_env: str = "AGENTROUTE_MASTER_KEY"
+    health_timeout: float = 20.0
+    stop_timeout: int = 10
+    state_file: Optional[str] = None
+    log_file: Optional[str] = None
+    no_autostart: bool = False
+    user: str = ""
+    metrics_file: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """Every file of one render, the plan they came from, and who must own them."""
+
+    plan: Plan
+    files: Tuple[RenderedFile, ...]
+    owner: Optional[Tuple[int, int]] = None
+
+    @property
+    def out_dir(self) -> str:
+        return self.plan.out_dir
+
+    @property
+    def sidecars(self) -> Tuple[RenderOptions, ...]:
+        return self.plan.options
+
+    @property
+    def listener(self) -> str:
+        return self.plan.listener
+
+
+def expand_profiles(paths: Sequence[str]) -> Tuple[List[str], bool]:
+    """Return the profile files named (folders opened, sorted) and whether they make a fleet."""
+    files: List[str] = []
+    grouped = len(paths) > 1
+    for path in paths:
+        path = os.path.abspath(path)
+        if os.path.isdir(path):
+            grouped = True
+            found = sorted(os.path.join(path, n) for n in os.listdir(path)
+                           if n.endswith(PROFILE_EXTENSIONS) and not n.startswith("."))
+            if not found:
+                raise ProfileError(f"{path}: no profile in this folder (*.yaml, *.yml or *.json)")
+            files.extend(found)
+        else:
+            files.append(path)
+    return files, grouped
+
+
+def previous_record(out_dir: str) -> Dict[str, object]:
+    """Return the record the previous render left in ``out_dir`` (empty when none or unreadable)."""
+    try:
+        with open(os.path.join(out_dir, RECORD_NAME), "rb") as fh:
+            doc = json.loads(fh.read(1 << 20))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def previous_ports(record: Mapping[str, object]) -> Dict[str, int]:
+    """Return program -> port of the sidecars a previous render placed."""
+    sidecars = record.get("sidecars")
+    if not isinstance(sidecars, dict):
+        return {}
+    return {str(k): v["port"] for k, v in sidecars.items()
+            if isinstance(v, dict) and isinstance(v.get("port"), int) and not isinstance(v.get("port"), bool)}
+
+
+def common_options(req: RenderRequest, out_dir: str) -> RenderOptions:
+    """Return the options every sidecar of the render shares (a single one takes them as they are)."""
+    return RenderOptions(
+        out_dir=out_dir, binary="", listener_command=listener_entry_point(),
+        port=req.port if req.port is not None else DEFAULT_PORT, host=req.host,
+        program=req.program or DEFAULT_PROGRAM, workers=req.workers,
+        health_timeout=req.health_timeout, stop_timeout=req.stop_timeout,
+        state_file=os.path.abspath(req.state_file or os.path.join(out_dir, STATE_NAME)),
+        log_file=os.path.abspath(req.log_file or os.path.join(out_dir, LOG_NAME)),
+        listener_log_file=os.path.join(out_dir, LISTENER_LOG_NAME),
+        autostart=not req.no_autostart, user=req.user,
+        metrics_file=os.path.abspath(req.metrics_file) if req.metrics_file else "",
+    )
+
+
+def build(req: RenderRequest, env: Mapping[str, str]) -> Rendered:
+    """Load, validate and render everything in memory; raise a one-line error on bad input."""
+    paths, grouped = expand_profiles(req.profiles)
+    profiles = [load_profile(f) for f in paths]
+    out_dir = os.path.abspath(req.out_dir)
+    if grouped:
+        for flag, value in (("--program", req.program), ("--state-file", req.state_file), ("--log-file", req.log_file)):
+            if value:
+                raise RenderError(f"{flag}: names one sidecar; with several profiles each is {GROUP}-NAME "
+                                  f"with its files in OUT_DIR/{GROUP}-NAME/")
+    common = common_options(req, out_dir)
+    ports = previous_ports(previous_record(out_dir))
+    plan(profiles, common, grouped, req.port, ports)  # checks every option before the environment
+    owner = lookup_user(req.user) if req.user else None
+    if owner is not None and os.geteuid() != 0 and owner[0] != os.geteuid():
+        raise RenderError(f"--user {req.user}: render as root (or as {req.user}) so the files can be given to it")
+    api_key = env.get(req.api_key_env, "")
+    if not api_key:
+        raise RenderError(f"{req.api_key_env} is not set: export the OpenRouter API key in it "
+                          "(or name another variable with --api-key-env)")
+    binary = resolve_binary(req.binary, extra_dirs=[os.path.dirname(os.path.abspath(sys.executable))])
+    the_plan = plan(profiles, replace(common, binary=binary), grouped, req.port, ports)
+    master_key, keep_file = choose_master_key(env, req.master_key_env, out_dir)
+    return Rendered(the_plan, tuple(render_files(the_plan, api_key, master_key, keep_file)), owner)
+
+
+def resolve_binary(binary: str, extra_dirs: Sequence[str] = ()) -> str:
+    """Return the absolute path of ``binary`` or raise BinaryNotFound.
+
+    Resolved at render time because supervisord's PATH is not the operator's.
+    The interpreter's own bin folder is searched after PATH, so a LiteLLM
+    installed in the same virtualenv is found without activating it.
+    """
+    if os.sep in binary:
+        path = os.path.abspath(binary)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+        raise BinaryNotFound(binary)
+    found = shutil.which(binary)
+    if found is None:
+        for folder in extra_dirs:
+            found = shutil.which(binary, path=folder)
+            if found:
+                break
+    if found is None:
+        raise BinaryNotFound(binary)
+    return os.path.abspath(found)
+
+
+def listener_entry_point() -> Tuple[str, ...]:
+    """Return the absolute command that runs this package's CLI under supervisord."""
+    script = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "sidecar-plugin")
+    if os.path.isfile(script) and os.access(script, os.X_OK):
+        return (script,)
+    return (os.path.abspath(sys.executable), "-m", "sidecar_plugin")
+
+
+def choose_master_key(env: Mapping[str, str], env_name: str, out_dir: str) -> Tuple[str, bool]:
+    """Return (master key, whether master.key must hold it).
+
+    The environment wins; else the key generated by an earlier render is
+    reused, so re-rendering is byte-identical and clients keep their key.
+    """
+    value = env.get(env_name, "")
+    if value:
+        if not value.startswith("sk-") or any(ch.isspace() for ch in value):
+            raise RenderError(f"{env_name}: the master key must start with 'sk-' and hold no spaces (LiteLLM requires it)")
+        return value, False
+    path = os.path.join(out_dir, MASTER_KEY)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            existing = fh.read().strip()
+    except FileNotFoundError:
+        existing = ""
+    except OSError as exc:
+        raise RenderError(f"{path}: cannot read the master key: {exc.strerror or exc}") from None
+    if existing:
+        if not existing.startswith("sk-"):
+            raise RenderError(f"{path}: the saved master key must start with 'sk-'; delete the file to generate a new one")
+        return existing, True
+    return new_master_key(), True
+
+
+def lookup_user(name: str) -> Tuple[int, int]:
+    """Return (uid, gid) of ``name``, or raise RenderError."""
+    import pwd
+
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        raise RenderError(f"--user: no such user {name!r}") from None
+    return pw.pw_uid, pw.pw_gid
+
+
+def write(rendered: Rendered) -> List[Tuple[str, bool]]:
+    """Write what changed (atomically), create the folders and the owner-only logs."""
+    folders = [rendered.out_dir] + [s.out_dir for s in rendered.sidecars if s.out_dir != rendered.out_dir]
+    for folder in folders:
+        if not os.path.isdir(folder):
+            try:
+                os.makedirs(folder, mode=0o755)
+            except OSError as exc:
+                raise RenderError(f"{folder}: cannot create it: {exc.strerror or exc}") from None
+        if rendered.owner is not None:
+            os.chown(folder, *rendered.owner)  # the listener writes state files and history here
+    changes = write_rendered(rendered.files, rendered.owner)
+    for s in rendered.sidecars:
+        prepare_log_file(s.log_file, rendered.owner)
+    return changes

@@ -1,0 +1,284 @@
+"""The supervisord event listener: the imperative shell around ``core.machine``.
+
+Three kinds of thread, so that no event waits on a probe and no probe waits on
+an event (superlance's ``httpok`` probes inside the event handler, on ticks):
+
+- the protocol loop (main thread) reads each event, queues it and acknowledges
+  it at once, whatever its payload;
+- the prober probes ``/health/liveliness`` on its own schedule: often while
+  the sidecar starts, steadily while it runs;
+- a pid watcher per sidecar pid wakes the moment that process exits (Linux
+  pidfd), well before supervisord's one-second loop notices.
+
+One engine thread owns the model: it feeds every input to ``machine.step``
+and carries out the actions (state file, reaping, XML-RPC), and refreshes the
+heartbeat. It decides nothing itself: every decision is the machine's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import replace
+from typing import Any, Callable, Dict, Optional
+from xmlrpc.client import Fault
+
+
+from sidecar_plugin.core import machine as m
+from sidecar_plugin.core.events import event_input
+from sidecar_plugin.core.listen_args import ListenerOptions
+from sidecar_plugin.core.schema import StateUnavailable, state_document
+from sidecar_plugin.names import HEARTBEAT_EVERY, MARKER_ENV, State, marker_value
+from sidecar_plugin.shell.files import file_version, keep_private
+from sidecar_plugin.shell.metrics import MetricsFile
+from sidecar_plugin.shell.probe import Prober, health_url
+from sidecar_plugin.shell.reaper import TreeTracker
+from sidecar_plugin.shell.redact import Redactor, secrets_from_config, tail_lines
+from sidecar_plugin.shell.publish import Publisher
+from sidecar_plugin.shell.statefile import read_state
+from sidecar_plugin.shell.watch import wait_for_exit
+
+log = logging.getLogger("sidecar_plugin.listener")
+
+TICK_EVERY = 0.1
+IDLE_TICK_EVERY = 0.5
+TRACK_FAST_FOR = 30.0
+
+
+class Listener:
+    """Owns the model; everything that touches the world happens here.
+
+    Collaborators are passed in (``rpc_factory``, streams) so tests can run the
+    loop against fakes, as with superlance's httpok.
+    """
+
+    def __init__(self, opts: ListenerOptions, rpc_factory: Callable[[], Any],
+                 clock: Callable[[], float] = time.time, metrics: Optional[MetricsFile] = None) -> None:
+        self.opts = opts
+        self.log = logging.LoggerAdapter(log, {"program": opts.program})
+        self.rpc_factory = rpc_factory
+        self.clock = clock
+        self.cfg = m.Config(health_timeout=opts.health_timeout, failure_threshold=opts.failure_threshold)
+        self.model = m.Model(since=clock())
+        self.inbox: "queue.Queue[Any]" = queue.Queue()
+        self.tracker = TreeTracker(MARKER_ENV, marker_value(opts.program, opts.config_path))
+        self.redact = Redactor(secrets_from_config(opts.config_path))
+        self.plan_changed = threading.Event()
+        self.stopped = threading.Event()
+        self.watched: Optional[int] = None
+        self.watch_started = 0.0
+        self.publisher = Publisher(opts.state_file, metrics, self.log)
+        self.last_write = 0.0
+        self.last_track = 0.0
+        self._rpc: Any = None
+
+    # -- inputs from other threads --
+    def on_event(self, name: str, body: Dict[str, str]) -> None:
+        """Called by the protocol loop: queue our program's events and TICKs, drop the rest."""
+        group = self.opts.group or self.opts.program
+        ev = event_input(name, body, self.opts.program, group, at=self.clock())
+        if ev is not None:
+            self.inbox.put(ev)
+        elif name.startswith("TICK"):
+            self.inbox.put(m.SupervisorTick())
+
+    # -- lifecycle --
+    def start_threads(self) -> None:
+        threading.Thread(target=self._engine_loop, name="engine", daemon=True).start()
+        threading.Thread(target=self._probe_loop, name="prober", daemon=True).start()
+
+    def _engine_loop(self) -> None:
+        try:
+            self._recover()
+        except Exception:
+            self.log.exception("recovery failed; starting from supervisord's next events")
+        while not self.stopped.is_set():
+            # Tick often only while a health timeout can expire: idle CPU stays low.
+            tick = TICK_EVERY if self.model.state is State.STARTING else IDLE_TICK_EVERY
+            try:
+                item = self.inbox.get(timeout=tick)
+            except queue.Empty:
+                item = m.Tick()
+            try:
+                self.feed(item)
+                self._housekeeping()
+            except Exception:
+                self.log.exception("engine error (continuing)")
+
+    def _recover(self) -> None:
+        """Rebuild the state from supervisord and the previous state file."""
+        try:
+            prior = read_state(self.opts.state_file, max_age=float("inf"))
+        except StateUnavailable:
+            prior = None
+        if prior is not None and prior.program != self.opts.program:
+            prior = None
+        if prior is not None:
+            self.publisher.last_state = prior.state
+            self.tracker.adopt(prior.raw.get("tree") or [])
+        info = self._process_info(attempts=20)
+        sup_state = info.get("statename") if info else None
+        pid = info.get("pid") or None if info else None
+        self.log.info("recovering: supervisord says %s (pid %s); state file said %s",
+                      sup_state, pid, prior.state.value if prior else "nothing")
+        self.feed(m.Recover(
+            supervisor_state=sup_state, pid=pid,
+            prior_state=prior.state if prior else None, prior_since=prior.since if prior else None,
+            prior_pid=prior.pid if prior else None, prior_error=prior.error if prior else None,
+            prior_log_tail=prior.log_tail if prior else (),
+            prior_counters=prior.raw.get("counters") if prior else None,
+            prior_config_version=prior.raw.get("config_version") if prior else None,
+        ))
+
+    def feed(self, inp: Any) -> None:
+        """Step the machine with ``inp`` and carry out its actions.
+
+        What an action produces (an answer, a log tail, a reap result) is fed
+        back at once, before the next action: the write that follows a
+        ``CaptureLogTail`` must already hold the tail.
+        """
+        before = self.model
+        self.model, actions = m.step(self.model, inp, self.clock(), self.cfg)
+        if self.model.state is not before.state:
+            self.log.info("state %s -> %s%s", before.state.value, self.model.state.value,
+                          f" ({self.redact(self.model.error)})" if self.model.error else "")
+        if self.model.probing != before.probing:
+            self.plan_changed.set()
+        for action in actions:
+            fed_back = self._do(action)
+            if fed_back is not None:
+                self.feed(fed_back)
+
+    def _do(self, action: Any) -> Optional[Any]:
+        """Carry out one action; return an input to feed back, if it produces one."""
+        if isinstance(action, m.Write):
+            self._write()
+        elif isinstance(action, m.CaptureLogTail):
+            self.redact = Redactor(secrets_from_config(self.opts.config_path))
+            return m.LogTail(tuple(self.redact.lines(tail_lines(self.opts.log_file, self.opts.tail_lines))))
+        elif isinstance(action, m.Watch):
+            self._watch(action.pid)
+            return m.ConfigLoaded(action.pid, file_version(self.opts.config_path))
+        elif isinstance(action, m.Reap):
+            return self._reap(action)
+        elif isinstance(action, (m.Ask, m.Query)):
+            return self._answer(action)
+        elif isinstance(action, m.StopProgram):
+            self._rpc_call("stopProcess", self.opts.rpc_name, False)
+        elif isinstance(action, m.StartProgram):
+            self._rpc_call("startProcess", self.opts.rpc_name, False)
+        elif isinstance(action, m.KillHung):
+            killed = self.tracker.kill_all()
+            self.log.warning("sidecar hung: sent SIGKILL to %d process(es) of its tree", killed)
+        return None
+
+    def _answer(self, action: Any) -> Optional[Any]:
+        """Ask supervisord what the machine wants to know; no answer: the input is judged without it."""
+        info = self._process_info() or {}
+        statename, pid = info.get("statename"), info.get("pid") or None
+        if isinstance(action, m.Query):
+            return m.Observed(statename, pid) if info else None
+        inp = action.inp
+        if isinstance(inp, m.Died):
+            return replace(inp, supervisor_state=statename, asked=True)
+        return replace(inp, pid=pid if statename == "STARTING" else inp.pid, asked=True)
+
+    def _reap(self, action: m.Reap) -> m.Reaped:
+        # Spare what the machine says supervisord runs, and what supervisord runs now
+        # (it may have restarted the program before its STARTING event reached us).
+        info = self._process_info()
+        live = info.get("pid") if info and info.get("statename") in ("STARTING", "RUNNING") else None
+        spare = tuple(p for p in (action.spare, live) if p)
+        result = self.tracker.reap(self.opts.port, spare_roots=spare, before=action.before)
+        if result.killed:
+            self.log.warning("reaped %d orphaned process(es) of the sidecar: %s", len(result.killed),
+                             " ".join(map(str, result.killed)))
+        if result.survivors:
+            self.log.error("could not kill: %s", " ".join(map(str, result.survivors)))
+        if result.foreign_holders:
+            self.log.error("port %d is held by a process outside the sidecar: %s", self.opts.port,
+                           ", ".join(result.foreign_holders))
+        return m.Reaped(killed=len(result.killed), foreign_holders=result.foreign_holders,
+                        port_free=result.port_free)
+
+    def _housekeeping(self) -> None:
+        now = self.clock()
+        if self.watched is not None:
+            fast = now - self.watch_started < TRACK_FAST_FOR
+            if now - self.last_track >= (0.25 if fast else 5.0):
+                self.last_track = now
+                self.tracker.refresh()
+        if now - self.last_write >= HEARTBEAT_EVERY:
+            self._write()
+            keep_private(self.opts.log_file)
+
+    # -- the state file --
+    def _write(self) -> None:
+        now = self.clock()
+        self.last_write = now
+        error = self.redact(self.model.error) if self.model.error else None
+        doc = state_document(self.model, self.opts, now, os.getpid(), self.tracker.identities(), error)
+        self.publisher.publish(doc, self.model.state, now)
+
+    # -- watching the pid --
+    def _watch(self, pid: int) -> None:
+        self.tracker.track(pid)
+        if self.watched == pid:
+            return
+        self.watched = pid
+        self.watch_started = self.last_track = self.clock()
+
+        def watch() -> None:
+            wait_for_exit(pid)
+            self.inbox.put(m.Died(pid, at=self.clock()))
+
+        threading.Thread(target=watch, name=f"watch-{pid}", daemon=True).start()
+
+    # -- probing --
+    def _probe_loop(self) -> None:
+        prober = Prober(health_url(self.opts.host, self.opts.port))
+        while not self.stopped.is_set():
+            model = self.model
+            if not model.probing:
+                self.plan_changed.wait(1.0)
+                self.plan_changed.clear()
+                continue
+            starting = model.state is not State.RUNNING
+            interval = self.opts.starting_probe_interval if starting else self.opts.probe_interval
+            t0 = time.monotonic()
+            try:
+                result = prober.probe(self.opts.probe_timeout)
+            except Exception as exc:  # a probe must never kill the prober
+                self.log.warning("probe failed oddly: %s", exc)
+                time.sleep(interval)
+                continue
+            self.inbox.put(m.Probe(ok=result.ok, started_at=result.started_at,
+                                   latency_ms=result.latency_ms, detail=result.detail))
+            left = interval - (time.monotonic() - t0)
+            if left > 0 and self.plan_changed.wait(left):
+                self.plan_changed.clear()
+
+    # -- XML-RPC --
+    def _rpc_call(self, method: str, *args: Any) -> Any:
+        try:
+            if self._rpc is None:
+                self._rpc = self.rpc_factory()
+            return getattr(self._rpc.supervisor, method)(*args)
+        except Fault as exc:
+            self.log.info("supervisor.%s: %s", method, exc.faultString)
+        except Exception as exc:  # supervisord gone, busy or restarting
+            self.log.warning("supervisor.%s failed: %s", method, exc)
+            self._rpc = None
+        return None
+
+    def _process_info(self, attempts: int = 1) -> Optional[dict]:
+        for i in range(attempts):
+            info = self._rpc_call("getProcessInfo", self.opts.rpc_name)
+            if isinstance(info, dict):
+                return info
+            if i + 1 < attempts:
+                time.sleep(0.25)
+        return None

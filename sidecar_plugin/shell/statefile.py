@@ -1,0 +1,139 @@
+"""The state file on disk: an atomic writer, a cheap reader, the history and the lock.
+
+The state file is the one truthful answer to "is the sidecar up?" for every
+client on the host. It is rewritten whole (atomically) by the listener and
+read, possibly per request, by the gateway: reading must stay in tens of
+microseconds, so the reader does one read and one ``json.loads``. What the
+document must hold is ``core.schema``'s business.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from typing import Any, Dict, List, Optional
+
+from sidecar_plugin.core.schema import SidecarState, StateMissing, StateUnavailable, parse_state
+from sidecar_plugin.names import HISTORY_NAME, STALE_AFTER, State
+from sidecar_plugin.shell.atomic import write_atomic
+
+HISTORY_MAX_BYTES = 256 * 1024
+HISTORY_BACKUPS = 2
+
+
+def history_path(state_file: str) -> str:
+    """Return where the history of state changes lives: beside the state file."""
+    return os.path.join(os.path.dirname(os.path.abspath(state_file)), HISTORY_NAME)
+
+
+def read_state(path: str, max_age: float = STALE_AFTER, now: Optional[float] = None) -> SidecarState:
+    """Read the state file; raise StateUnavailable if missing, corrupt or foreign."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(1 << 20)
+    except FileNotFoundError:
+        raise StateMissing(f"{path}: no state file (is the listener configured?)") from None
+    except OSError as exc:
+        raise StateUnavailable(f"{path}: {exc.strerror or exc}") from None
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise StateUnavailable(f"{path}: not valid JSON") from None
+    return parse_state(doc, path, max_age, time.time() if now is None else now)
+
+
+def effective_state(path: str, max_age: float = STALE_AFTER) -> State:
+    """Return the state to act on: STOPPED with no file yet, CRASHED if stale or corrupt."""
+    try:
+        st = read_state(path, max_age=max_age)
+    except StateMissing:
+        return State.STOPPED
+    except StateUnavailable:
+        return State.CRASHED
+    return State.CRASHED if st.is_stale else st.state
+
+
+def state_dict(path: str, max_age: float = STALE_AFTER) -> Dict[str, Any]:
+    """Return the state file as a dict with ``is_stale``; a placeholder when unavailable."""
+    try:
+        st = read_state(path, max_age=max_age)
+    except StateMissing:
+        return {"state": "stopped", "available": False, "is_stale": False, "error": None, "tree": []}
+    except StateUnavailable as exc:
+        return {"state": "crashed", "available": False, "is_stale": True, "error": str(exc), "tree": []}
+    doc = dict(st.raw)
+    doc["is_stale"] = st.is_stale
+    doc["available"] = True
+    return doc
+
+
+def write_state(path: str, doc: Dict[str, Any]) -> None:
+    """Write the state document atomically, 0644: clients of any user may read it."""
+    data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8") + b"\n"
+    write_atomic(path, data, 0o644)
+
+
+def append_history(state_file: str, entry: Dict[str, Any],
+                   max_bytes: int = HISTORY_MAX_BYTES, backups: int = HISTORY_BACKUPS) -> None:
+    """Append one state change to history.jsonl, rotating it so it stays bounded."""
+    path = history_path(state_file)
+    line = json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n"
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        size = 0
+    if size and size + len(line) > max_bytes:
+        for n in range(backups, 0, -1):
+            src = path if n == 1 else f"{path}.{n - 1}"
+            if os.path.exists(src):
+                os.replace(src, f"{path}.{n}")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_history(state_file: str) -> List[Dict[str, Any]]:
+    """Return the history entries, oldest first, across rotated files."""
+    path = history_path(state_file)
+    entries: List[Dict[str, Any]] = []
+    for name in [f"{path}.{n}" for n in range(HISTORY_BACKUPS, 0, -1)] + [path]:
+        try:
+            with open(name, encoding="utf-8") as fh:
+                entries.extend(json.loads(line) for line in fh if line.strip())
+        except FileNotFoundError:
+            continue
+    return entries
+
+
+class LockHeld(Exception):
+    """Another listener already owns this state file."""
+
+
+def lock_state_file(state_file: str) -> int:
+    """Take an exclusive lock beside the state file; return its descriptor.
+
+    Two listeners writing one state file would contradict each other; the
+    second one refuses to run instead. The kernel drops the lock when the
+    holder dies, so a restarted listener takes it over at once.
+    """
+    path = os.path.abspath(state_file) + ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = ""
+        try:
+            holder = os.pread(fd, 32, 0).decode().strip()
+        except OSError:
+            pass
+        os.close(fd)
+        raise LockHeld(f"{state_file} is already written by another listener"
+                       + (f" (pid {holder})" if holder else "")) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd

@@ -1,0 +1,120 @@
+"""Reach supervisord's XML-RPC from outside it, and read its faults by number.
+
+``childutils.getRPCInterface`` does this for processes supervisord started
+(it reads their environment); clients give a URL instead. Faults are
+recognised by supervisor's own codes (``Faults.BAD_NAME``...), never by their
+text, and turned into words in one table, as ``supervisorctl`` does.
+"""
+
+from __future__ import annotations
+
+import os
+import xmlrpc.client
+from typing import Any, Callable, Iterable, Mapping, Optional, Tuple, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from supervisor.xmlrpc import Faults, SupervisorTransport
+
+from sidecar_plugin.errors import SidecarError
+from sidecar_plugin.names import process_name
+
+DEFAULT_SERVER_URL = "unix:///run/supervisor.sock"
+DEFAULT_STOP_WAIT = 300.0  # a program supervisord does not list: wait this long at most
+T = TypeVar("T")
+
+# What a person reads for each fault that reaches them (the fault's own text follows).
+FAULT_WORDS = {
+    Faults.BAD_NAME: "supervisord has no such program",
+    Faults.NO_FILE: "the command does not exist",
+    Faults.NOT_EXECUTABLE: "the command cannot be executed",
+    Faults.SPAWN_ERROR: "supervisord could not spawn it",
+    Faults.ABNORMAL_TERMINATION: "it exited while starting",
+    Faults.ALREADY_STARTED: "it is already started",
+    Faults.NOT_RUNNING: "it is not running",
+    Faults.SHUTDOWN_STATE: "supervisord is shutting down",
+    Faults.FAILED: "supervisord failed",
+    Faults.CANT_REREAD: "supervisord cannot read its configuration",
+    Faults.STILL_RUNNING: "it is still running",
+    Faults.UNKNOWN_METHOD: "supervisord lacks the sidecar plugin (no [rpcinterface:sidecar])",
+}
+# A start that fails with these means the LiteLLM binary is missing.
+MISSING_BINARY = (Faults.NO_FILE, Faults.NOT_EXECUTABLE)
+
+
+def default_server_url(env: Optional[Mapping[str, str]] = None) -> str:
+    """Return $SUPERVISOR_SERVER_URL, else the conventional unix socket."""
+    env = os.environ if env is None else env
+    return env.get("SUPERVISOR_SERVER_URL") or DEFAULT_SERVER_URL
+
+
+def split_credentials(url: str) -> Tuple[str, str, str]:
+    """Return (url without credentials, username, password)."""
+    if not url.startswith(("http://", "https://")):
+        return url, "", ""
+    parts = urlsplit(url)
+    user = unquote(parts.username or "")
+    password = unquote(parts.password or "")
+    host = parts.hostname or "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)), user, password
+
+
+def public_url(url: str) -> str:
+    """Return the URL as it may be shown to a person: without its credentials."""
+    try:
+        return split_credentials(url)[0]
+    except ValueError:
+        return "the supervisord URL given"
+
+
+def rpc_proxy(server_url: str, env: Optional[Mapping[str, str]] = None) -> Any:
+    """Return an XML-RPC proxy to supervisord at ``server_url``.
+
+    Credentials come from the URL (``http://user:pass@host:port``), else from
+    $SUPERVISOR_USERNAME / $SUPERVISOR_PASSWORD, as supervisorctl takes them.
+    """
+    env = os.environ if env is None else env
+    url, user, password = split_credentials(server_url)
+    user = user or env.get("SUPERVISOR_USERNAME", "")
+    password = password or env.get("SUPERVISOR_PASSWORD", "")
+    transport = SupervisorTransport(user or None, password or None, url)
+    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport, allow_none=True)
+
+
+def unreachable(url: str, exc: BaseException, doing: str = "") -> SidecarError:
+    """The one error for "supervisord did not answer": where, why, and never its password."""
+    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+    if isinstance(exc, xmlrpc.client.ProtocolError):
+        why = f"HTTP {exc.errcode} {exc.errmsg}"
+    what = f" ({doing})" if doing else ""
+    return SidecarError(f"cannot reach supervisord at {public_url(url)}{what}: {why}")
+
+
+def fault_words(fault: xmlrpc.client.Fault, name: str = "") -> str:
+    """Return a fault as a person reads it: what it means, then supervisord's own text."""
+    words = FAULT_WORDS.get(fault.faultCode, f"fault {fault.faultCode}")
+    return f"{name + ': ' if name else ''}{words} ({fault.faultString})"
+
+
+def tolerate(call: Callable[[], T], codes: Iterable[int]) -> Optional[T]:
+    """Run an XML-RPC call; a fault whose code is in ``codes`` means "already so" and gives None.
+
+    ``startProcess`` of a started program and ``stopProcess`` of a stopped one
+    are the outcomes the caller wanted.
+    """
+    try:
+        return call()
+    except xmlrpc.client.Fault as exc:
+        if exc.faultCode in tuple(codes):
+            return None
+        raise
+
+
+def stop_window(rpc: Any, name: str) -> float:
+    """Return how long a stop may take: supervisord's drain window (``stopwaitsecs``) plus time to reap."""
+    for info in rpc.supervisor.getAllConfigInfo():
+        if process_name(str(info.get("name")), str(info.get("group"))) == name:
+            return float(info.get("stopwaitsecs") or 0) + 30.0
+    return DEFAULT_STOP_WAIT
