@@ -7,7 +7,8 @@ whether anything changed, and keeps the old bytes to roll back to).
 One profile keeps the contract's layout: ``DIR/litellm.yaml``, a program
 named by ``--program`` and its own listener. Several profiles (several
 ``--profile`` options, or a folder of profiles) become a fleet: each profile
-``NAME`` is the program ``agentroute-NAME`` with its files in ``DIR/agentroute-NAME/``
+``NAME`` is the program ``agentroute-NAME`` (``naming.py``: ``my work`` is
+``agentroute-my-work``) with its files in ``DIR/agentroute-NAME/``
 (config, state, log), all in one supervisord ``[group:agentroute]``, watched by
 one listener ``agentroute-health``. The master key is one per host
 (``DIR/master.key``): the gateway holds one key for all its sidecars.
@@ -21,6 +22,7 @@ import sys
 from dataclasses import dataclass, replace
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from sidecar_plugin.naming import fleet_programs, program_name
 from sidecar_plugin.profile import Profile, ProfileError, load_profile
 from sidecar_plugin.render import (
     DEFAULT_PORT, LISTENER_SUFFIX, LITELLM_YAML, SIDECAR_CONF, RenderedFile, RenderError, RenderOptions,
@@ -117,7 +119,7 @@ def assign_ports(profiles: Sequence[Profile], base: int, previous: Mapping[str, 
             owner[p.port] = p.name
             ports[p.name] = p.port
     for p in profiles:
-        kept = previous.get(f"{GROUP}-{p.name}")
+        kept = previous.get(program_name(p.name, GROUP))
         if p.name not in ports and kept is not None and kept not in owner:
             owner[kept] = p.name
             ports[p.name] = kept
@@ -182,17 +184,11 @@ def build(req: RenderRequest, env: Mapping[str, str]) -> Rendered:
 
 
 def _fleet(profiles: Sequence[Profile], base: RenderOptions) -> List[Tuple[Profile, RenderOptions]]:
-    seen: Dict[str, str] = {}
-    for p in profiles:
-        if p.name in seen:
-            raise ProfileError(f"{p.source}: name: {p.name!r} is also the name of {seen[p.name]}")
-        seen[p.name] = p.source
-        if GROUP + "-" + p.name == GROUP + LISTENER_SUFFIX:
-            raise ProfileError(f"{p.source}: name: {p.name!r} is taken by the fleet's listener ({GROUP}{LISTENER_SUFFIX})")
+    programs = fleet_programs(profiles, GROUP, reserved={GROUP + LISTENER_SUFFIX})
     ports = assign_ports(profiles, base.port, previous_ports(base.out_dir))
     result = []
     for p in sorted(profiles, key=lambda q: q.name):
-        program = f"{GROUP}-{p.name}"
+        program = programs[p.name]
         paths = fleet_paths(base.out_dir, program)
         result.append((p, replace(base, out_dir=sidecar_dir(base.out_dir, program), program=program, group=GROUP,
                                   port=ports[p.name], state_file=paths["state-file"], log_file=paths["log-file"])))
