@@ -23,6 +23,7 @@ import yaml
 from sidecar_plugin.atomic import write_atomic
 from sidecar_plugin.discovery import process_name
 from sidecar_plugin.errors import BinaryNotFoundError
+from sidecar_plugin.masterkey import master_key_problem
 from sidecar_plugin.profile import Profile, alias, openrouter_model
 
 DEFAULT_PORT = 4000
@@ -331,8 +332,9 @@ def choose_master_key(env: Mapping[str, str], env_name: str, out_dir: str) -> Tu
     """
     value = env.get(env_name, "")
     if value:
-        if not value.startswith("sk-") or any(ch.isspace() for ch in value):
-            raise RenderError(f"{env_name}: the master key must start with 'sk-' and hold no spaces (LiteLLM requires it)")
+        problem = master_key_problem(value)
+        if problem:
+            raise RenderError(f"{env_name}: the master key {problem}")
         return value, False
     path = os.path.join(out_dir, MASTER_KEY)
     try:
@@ -343,8 +345,9 @@ def choose_master_key(env: Mapping[str, str], env_name: str, out_dir: str) -> Tu
     except OSError as exc:
         raise RenderError(f"{path}: cannot read the master key: {exc.strerror or exc}") from None
     if existing:
-        if not existing.startswith("sk-"):
-            raise RenderError(f"{path}: the saved master key must start with 'sk-'; delete the file to generate a new one")
+        problem = master_key_problem(existing)
+        if problem:
+            raise RenderError(f"{path}: the saved master key {problem}; delete the file to generate a new one")
         return existing, True
     return new_master_key(), True
 
