@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     li.add_argument("--failure-threshold", type=_positive(int), default=3)
 
     for name, text in (("status", "show the sidecars' state (exit 0 running, 3 not, 4 unknown)"),
+                       ("endpoint", "print the sidecar's base URL and the file holding its master key (never the key)"),
                        ("wait", "wait until the sidecar reaches a state"),
                        ("start", "start the sidecar and wait until it is running"),
                        ("stop", "stop the sidecar; returns when its tree is gone and the port free")):
@@ -94,9 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="supervisord URL (default: $SUPERVISOR_SERVER_URL, else unix:///run/supervisor.sock)")
         if name == "status":
             c.add_argument("--json", action="store_true", help="print the state file's JSON")
+        if name == "endpoint":
+            c.add_argument("--json", action="store_true", help="print program, base_url and key_file as JSON")
         if name == "wait":
             c.add_argument("--state", default="running", choices=["running", "stopped", "starting", "crashed"])
-        if name != "status":
+        if name not in ("status", "endpoint"):
             c.add_argument("--timeout", type=_positive(float), default=None if name != "stop" else 10.0)
     return p
 
@@ -336,9 +339,31 @@ def cmd_stop(a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_endpoint(a: argparse.Namespace) -> int:
+    """Print where the gateway sends its requests and where the key it sends is kept; never the key."""
+    from sidecar_plugin.statefile import StateUnavailable
+
+    found = []
+    for program in _programs(a, several=True):
+        sc = _sidecar(a, program)
+        try:
+            found.append({"program": program, "base_url": sc.base_url, "key_file": sc.key_file()})
+        except StateUnavailable as exc:
+            raise CliError(f"endpoint unknown: {exc}", EXIT_UNKNOWN) from None
+    if a.json:
+        print(json.dumps(found[0] if len(found) == 1 else found, sort_keys=True, indent=2))
+        return EXIT_OK
+    for i, doc in enumerate(found):
+        if len(found) > 1:
+            print(("\n" if i else "") + f"program:  {doc['program']}")
+        print(f"base_url: {doc['base_url']}")
+        print(f"key_file: {doc['key_file'] or 'unknown (the listener has not published it yet)'}")
+    return EXIT_OK
+
+
 COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "render": cmd_render, "apply": cmd_apply, "listen": cmd_listen, "status": cmd_status,
-    "wait": cmd_wait, "start": cmd_start, "stop": cmd_stop,
+    "wait": cmd_wait, "start": cmd_start, "stop": cmd_stop, "endpoint": cmd_endpoint,
 }
 
 

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 
 from sidecar_plugin import control
 from sidecar_plugin.discovery import DEFAULT_PROGRAM, commands_from_config_info, process_name, sidecars
+from sidecar_plugin.endpoint import base_url, find_key_file
 from sidecar_plugin.errors import BinaryNotFoundError, SidecarError, SidecarStartError
 from sidecar_plugin.reaper import alive, port_is_free, processes
 from sidecar_plugin.statefile import (
@@ -25,7 +26,7 @@ from sidecar_plugin.supervisor_rpc import default_server_url, rpc_proxy
 __all__ = [
     "State", "SidecarState", "Sidecar", "read_state",
     "SidecarError", "StateUnavailable", "SidecarStartError", "BinaryNotFoundError",
-    "effective_state", "state_dict", "configured_sidecars",
+    "effective_state", "state_dict", "configured_sidecars", "with_base_url",
 ]
 
 
@@ -48,9 +49,16 @@ def state_dict(path: str, max_age: float = STALE_AFTER) -> Dict[str, Any]:
         return {"state": "stopped", "available": False, "is_stale": False, "error": None, "tree": []}
     except StateUnavailable as exc:
         return {"state": "crashed", "available": False, "is_stale": True, "error": str(exc), "tree": []}
-    doc = dict(st.raw)
+    doc = with_base_url(dict(st.raw))
     doc["is_stale"] = st.is_stale
     doc["available"] = True
+    return doc
+
+
+def with_base_url(doc: Dict[str, Any]) -> Dict[str, Any]:
+    """Give a state document its ``base_url``: a file written before the field existed has host and port."""
+    if not doc.get("base_url") and isinstance(doc.get("port"), int) and not isinstance(doc.get("port"), bool):
+        doc["base_url"] = base_url(str(doc.get("host") or "127.0.0.1"), doc["port"])
     return doc
 
 
@@ -130,6 +138,42 @@ class Sidecar:
     def read(self) -> SidecarState:
         """Return the full state record (raises StateUnavailable)."""
         return read_state(self.state_file)
+
+    @property
+    def base_url(self) -> str:
+        """``http://<host>:<port>``: where to send ``/v1/messages`` (raises StateUnavailable when unknown).
+
+        From the state file (a gateway needs no supervisord access for it),
+        else from the listener's configuration in supervisord.
+        """
+        try:
+            doc = with_base_url(dict(read_state(self.state_file, max_age=float("inf")).raw))
+            if doc.get("base_url"):
+                return str(doc["base_url"])
+        except StateUnavailable:
+            pass
+        entry = self._discover()
+        return base_url(entry.get("host") or "127.0.0.1", int(entry["port"]))
+
+    def key_file(self) -> Optional[str]:
+        """Return the file holding the master key to send as ``Authorization: Bearer`` (never the key).
+
+        ``master.key`` when render generated the key, else the sidecar's
+        ``litellm.yaml`` (``general_settings.master_key``; the key was given
+        in the environment). None when unknown. Either file is 0600: only
+        a client running as its owner may read it.
+        """
+        try:
+            found = read_state(self.state_file, max_age=float("inf")).raw.get("key_file")
+            if found:
+                return str(found)
+        except StateUnavailable:
+            pass
+        try:
+            config = self._discover().get("config") or ""
+        except StateUnavailable:
+            return None
+        return find_key_file(config)
 
     def log_path(self) -> str:
         """Return the sidecar's log file (from the state file, else from supervisord)."""

@@ -32,7 +32,8 @@ def listener_entries(command: str) -> Dict[str, Dict[str, str]]:
         return {}
     targets = parse_listen_command(argv) or []
     return {t.program: {"program": t.program, "group": t.group or t.program, "state-file": t.state_file,
-                        "log-file": t.log_file, "port": str(t.port), "host": t.host} for t in targets}
+                        "log-file": t.log_file, "port": str(t.port), "host": t.host, "config": t.config_path}
+            for t in targets}
 
 
 def sidecars(commands: Iterable[str]) -> Dict[str, Dict[str, str]]:

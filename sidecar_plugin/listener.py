@@ -35,6 +35,7 @@ from supervisor import childutils
 
 from sidecar_plugin import machine as m
 from sidecar_plugin.discovery import process_name
+from sidecar_plugin.endpoint import KeyFileCache, base_url
 from sidecar_plugin.metrics import MetricsFile, adopt_counters, count_transition, crash_cause, new_counters
 from sidecar_plugin.probe import Prober, health_url
 from sidecar_plugin.reaper import TreeTracker
@@ -164,6 +165,7 @@ class Listener:
         self.inbox: "queue.Queue[Any]" = queue.Queue()
         self.tracker = TreeTracker(MARKER_ENV, marker_value(opts.program, opts.config_path))
         self.redact = Redactor(secrets_from_config(opts.config_path))
+        self.key_files = KeyFileCache()
         self.plan_changed = threading.Event()
         self.stopped = threading.Event()
         self.watched: Optional[int] = None
@@ -341,7 +343,7 @@ class Listener:
 
     # -- the state file --
     def document(self, now: float) -> Dict[str, Any]:
-        """Return the state document of the contract's schema (plus ``tree``)."""
+        """Return the state document of the contract's schema (plus ``tree``, ``base_url``, ``key_file``)."""
         mo = self.model
         return {
             "schema": SCHEMA,
@@ -368,6 +370,8 @@ class Listener:
             "group": self.opts.group or self.opts.program,
             "counters": self.counters,
             "config_version": self.loaded_version,
+            "base_url": base_url(self.opts.host, self.opts.port),
+            "key_file": self.key_files.lookup(self.opts.config_path),
         }
 
     def _write(self) -> None:

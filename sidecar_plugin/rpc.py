@@ -19,6 +19,7 @@ from supervisor.xmlrpc import Faults, RPCError
 
 from sidecar_plugin.client import state_dict
 from sidecar_plugin.discovery import DEFAULT_PROGRAM, sidecars
+from sidecar_plugin.endpoint import base_url
 from sidecar_plugin.reaper import port_is_free
 
 API_VERSION = "1.0"
@@ -79,6 +80,8 @@ class SidecarNamespaceRPCInterface:
         doc["state_file"] = args["state-file"]
         doc["server_time"] = time.time()
         port = doc.get("port") or _int(args.get("port"))
+        if port and not doc.get("base_url"):  # no state file yet: the URL is configuration all the same
+            doc["base_url"] = base_url(str(doc.get("host") or args.get("host") or "127.0.0.1"), int(port))
         if port:
             doc["port_free"] = port_is_free(str(doc.get("host") or args.get("host") or "127.0.0.1"), int(port))
         return xmlrpc_safe(doc)
