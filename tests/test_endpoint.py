@@ -160,7 +160,8 @@ def test_a_provided_key_is_kept_in_litellm_yaml_and_the_fleet_key_in_out_dir(mak
     assert MASTER_KEY not in res.stdout + res.stderr
 
     base = free_port()
-    fl = make_fleet(profiles={"my work": {"models": {"fast": "x/y"}}, "play": {"models": {"fast": "x/y"}}},
+    # AgentRoute's names: a space, a non-ASCII letter (supervisord reads the include, comments and all)
+    fl = make_fleet(profiles={"my work": {"models": {"fast": "x/y"}}, "Über Team": {"models": {"fast": "x/y"}}},
                     base_port=base, metrics=False)
     res = run_cli("render", *fl.render_args, env=GENERATE)
     assert res.returncode == 0, res.stderr
@@ -168,6 +169,7 @@ def test_a_provided_key_is_kept_in_litellm_yaml_and_the_fleet_key_in_out_dir(mak
     res = run_cli("endpoint", "--json", "-s", "unix://" + fl.sock)
     assert res.returncode == 0, res.stderr
     found = {d["program"]: d for d in json.loads(res.stdout)}
-    assert sorted(found) == ["agentroute-my-work", "agentroute-play"]
+    assert sorted(found) == ["agentroute-Uber-Team", "agentroute-my-work"]
+    assert {fl.state_of(p).state.value for p in found} == {"running"}
     assert {d["key_file"] for d in found.values()} == {os.path.join(fl.out, "master.key")}
     assert {d["base_url"] for d in found.values()} == {f"http://127.0.0.1:{base}", f"http://127.0.0.1:{base + 1}"}
