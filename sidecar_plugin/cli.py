@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                         default=[] if attr == "sidecar" else default, help=text)
 
     for name, text in (("status", "show the sidecars' state (exit 0 running, 3 not, 4 unknown)"),
+                       ("endpoint", "print the sidecar's base URL and the file holding its master key (never the key)"),
                        ("wait", "wait until the sidecar reaches a state"),
                        ("start", "start the sidecar and wait until it is running"),
                        ("stop", "stop the sidecar; returns when its tree is gone and the port free")):
@@ -78,9 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"seconds without a listener heartbeat before the state is unknown (default {STALE_AFTER:g})")
         if name == "status":
             c.add_argument("--json", action="store_true", help="print the state file's JSON")
+        if name == "endpoint":
+            c.add_argument("--json", action="store_true", help="print program, base_url and key_file as JSON")
         if name == "wait":
             c.add_argument("--state", default="running", choices=["running", "stopped", "starting", "crashed"])
-        if name != "status":
+        if name not in ("status", "endpoint"):
             c.add_argument("--timeout", type=_checked(positive_number), default=None,
                            help="seconds (default: start/wait 300; stop: the drain window plus 30)")
     return p

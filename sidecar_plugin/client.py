@@ -15,6 +15,7 @@ from typing import Any, Dict, Optional
 from supervisor.xmlrpc import Faults
 
 from sidecar_plugin.core.discovery import commands_from_config_info, sidecars
+from sidecar_plugin.core.endpoint import base_url, with_base_url
 from sidecar_plugin.core.schema import SidecarState, StateUnavailable
 from sidecar_plugin.errors import BinaryNotFoundError, SidecarError, SidecarStartError
 from sidecar_plugin.names import DEFAULT_PROGRAM, STALE_AFTER, State, process_name
@@ -28,7 +29,7 @@ from sidecar_plugin.shell.supervisor import (
 __all__ = [
     "State", "SidecarState", "Sidecar", "read_state",
     "SidecarError", "StateUnavailable", "SidecarStartError", "BinaryNotFoundError",
-    "effective_state", "state_dict", "configured_sidecars",
+    "effective_state", "state_dict", "configured_sidecars", "with_base_url",
 ]
 
 
@@ -113,6 +114,44 @@ class Sidecar:
     def read(self) -> SidecarState:
         """Return the full state record (raises StateUnavailable)."""
         return read_state(self.state_file, self.stale_after)
+
+    @property
+    def base_url(self) -> str:
+        """``http://<host>:<port>``: where to send ``/v1/messages`` (raises StateUnavailable when unknown).
+
+        From the state file (a gateway needs no supervisord access for it),
+        else from the listener's configuration in supervisord.
+        """
+        try:
+            doc = with_base_url(dict(read_state(self.state_file, max_age=float("inf")).raw))
+            if doc.get("base_url"):
+                return str(doc["base_url"])
+        except StateUnavailable:
+            pass
+        entry = self._discover()
+        return base_url(entry.get("host") or "127.0.0.1", int(entry["port"]))
+
+    def key_file(self) -> Optional[str]:
+        """Return the file holding the master key to send as ``Authorization: Bearer`` (never the key).
+
+        ``master.key`` when render generated the key, else the sidecar's
+        ``litellm.yaml`` (``general_settings.master_key``; the key was given
+        in the environment). None when unknown. Either file is 0600: only
+        a client running as its owner may read it.
+        """
+        try:
+            found = read_state(self.state_file, max_age=float("inf")).raw.get("key_file")
+            if found:
+                return str(found)
+        except StateUnavailable:
+            pass
+        try:
+            config = self._discover().get("config") or ""
+        except StateUnavailable:
+            return None
+        from sidecar_plugin.shell.keyfile import find_key_file  # reads YAML: only when the state file cannot say
+
+        return find_key_file(config)
 
     def log_path(self) -> str:
         """Return the sidecar's log file (from the state file, else from supervisord)."""

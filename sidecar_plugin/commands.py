@@ -233,7 +233,29 @@ def cmd_stop(a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_endpoint(a: argparse.Namespace) -> int:
+    """Print where the gateway sends its requests and where the key it sends is kept; never the key."""
+    from sidecar_plugin.core.schema import StateUnavailable
+
+    found = []
+    for program in _programs(a, several=True):
+        sc = _sidecar(a, program)
+        try:
+            found.append({"program": program, "base_url": sc.base_url, "key_file": sc.key_file()})
+        except StateUnavailable as exc:
+            raise CliError(f"endpoint unknown: {exc}", EXIT_UNKNOWN) from None
+    if a.json:
+        print(json.dumps(found[0] if len(found) == 1 else found, sort_keys=True, indent=2))
+        return EXIT_OK
+    for i, doc in enumerate(found):
+        if len(found) > 1:
+            print(("\n" if i else "") + f"program:  {doc['program']}")
+        print(f"base_url: {doc['base_url']}")
+        print(f"key_file: {doc['key_file'] or 'unknown (the listener has not published it yet)'}")
+    return EXIT_OK
+
+
 COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "render": cmd_render, "apply": cmd_apply, "listen": cmd_listen, "status": cmd_status,
-    "wait": cmd_wait, "start": cmd_start, "stop": cmd_stop,
+    "wait": cmd_wait, "start": cmd_start, "stop": cmd_stop, "endpoint": cmd_endpoint,
 }

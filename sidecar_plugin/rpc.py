@@ -18,6 +18,7 @@ from typing import Any, Dict, List
 from supervisor.xmlrpc import Faults, RPCError
 
 from sidecar_plugin.core.discovery import sidecars
+from sidecar_plugin.core.endpoint import base_url
 from sidecar_plugin.names import DEFAULT_PROGRAM, STALE_AFTER, State
 from sidecar_plugin.shell.statefile import state_dict
 
@@ -78,7 +79,10 @@ class SidecarNamespaceRPCInterface:
         doc["group"] = args.get("group") or program
         doc["state_file"] = args["state-file"]
         doc["server_time"] = time.time()
-        doc.setdefault("port", _int(args.get("port")))
+        port = doc.get("port") or _int(args.get("port"))
+        doc.setdefault("port", port)
+        if port and not doc.get("base_url"):  # no state file yet: the URL is configuration all the same
+            doc["base_url"] = base_url(str(doc.get("host") or args.get("host") or "127.0.0.1"), int(port))
         return xmlrpc_safe(doc)
 
     def getAllStates(self) -> List[Dict[str, Any]]:

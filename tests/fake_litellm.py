@@ -7,6 +7,9 @@ SIGKILL of the parent, keep the port and keep answering (the failure the
 listener exists for). ``fake_mode.json`` beside the config (re-read at every
 start) makes it misbehave: ``start_delay``, ``exit_at_start``,
 ``never_healthy``, ``hang_after``, ``setsid_worker``, ``print_secrets``.
+It answers what the gateway sends: ``/v1/messages`` and
+``/v1/messages/count_tokens`` behind the master key (``Authorization: Bearer``
+or ``x-api-key``), an alias it does not serve with LiteLLM's 400.
 A model id containing ``refuse-config`` makes it reject its config and exit,
 as LiteLLM does with a config it cannot load (a broken change to roll back).
 """
@@ -82,17 +85,36 @@ class Handler(BaseHTTPRequestHandler):
         self._hang_if_needed()
         length = int(self.headers.get("Content-Length", "0") or 0)
         raw = self.rfile.read(length) if length else b"{}"
-        if self.path != "/v1/messages":
+        path = self.path.split("?", 1)[0]
+        if path not in ("/v1/messages", "/v1/messages/count_tokens"):
             return self._send(404, {"error": "not found"})
         if not self._authorized():
             return self._send(401, {"error": {"message": "Authentication Error"}})
         try:
-            model = json.loads(raw).get("model")
+            body = json.loads(raw)
         except ValueError:
-            model = None
+            body = None
+        if not isinstance(body, dict):
+            return self._send(400, {"type": "error", "error": {"type": "invalid_request_error",
+                                                               "message": "body must be a JSON object"}})
+        model = body.get("model")
+        if path.endswith("/count_tokens"):
+            # LiteLLM 1.106.2 estimates locally (it never asks OpenRouter), for any model name
+            return self._send(200, {"input_tokens": count_tokens(body), "litellm_count_source": "local_estimate"})
+        if model not in State.models:
+            return self._send(400, {"type": "error", "error": {
+                "type": "invalid_request_error",
+                "message": f"anthropic_messages: Invalid model name passed in model={model}. "
+                           "Call `/v1/models` to view available models for your key."}})
         return self._send(200, {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
                                 "content": [{"type": "text", "text": "fake reply"}], "stop_reason": "end_turn",
                                 "usage": {"input_tokens": 1, "output_tokens": 2}})
+
+
+def count_tokens(body):
+    """A rough local estimate, like LiteLLM's: about one token per four characters of text."""
+    text = json.dumps(body.get("messages") or []) + json.dumps(body.get("system") or "")
+    return max(1, len(text) // 4)
 
 
 class Server(ThreadingHTTPServer):

@@ -16,6 +16,23 @@ from typing import Any, Dict, List, Optional
 CHAT_PATHS = ("/api/v1/chat/completions", "/v1/chat/completions", "/chat/completions")
 
 
+def reasoning_asked(body: Dict[str, Any]) -> bool:
+    """Whether a request asks for reasoning.
+
+    LiteLLM turns Anthropic's ``thinking`` into ``reasoning_effort`` for most
+    models and passes it through as ``thinking`` for Anthropic's own (the
+    profile allows it); OpenRouter also takes ``reasoning: {...}``.
+    """
+    reasoning, thinking = body.get("reasoning"), body.get("thinking")
+    return bool(body.get("reasoning_effort") or (isinstance(reasoning, dict) and reasoning)
+                or (isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")))
+
+
+def reasoning_text(model: str) -> str:
+    """The reasoning the stand-in answers with, so a test can find it in the Anthropic reply."""
+    return f"thinking about {model}"
+
+
 class FakeOpenRouter:
     """Serve on 127.0.0.1 (port 0 = any) in a background thread."""
 
@@ -50,12 +67,15 @@ class FakeOpenRouter:
                 stream = bool(body.get("stream"))
                 owner.record({"path": path, "authorization": self.headers.get("Authorization", ""),
                               "model": model, "stream": stream, "body": body})
+                thinks = reasoning_asked(body)
                 if stream:
-                    return self._stream(model)
+                    return self._stream(model, thinks)
+                message = {"role": "assistant", "content": f"pong from {model}"}
+                if thinks:
+                    message["reasoning"] = reasoning_text(model)
                 self._json(200, {
                     "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": f"pong from {model}"},
-                                 "finish_reason": "stop"}],
+                    "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
                     "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}})
 
             def _json(self, code: int, obj: Any) -> None:
@@ -66,15 +86,19 @@ class FakeOpenRouter:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _stream(self, model: str) -> None:
+            def _stream(self, model: str, thinks: bool = False) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Connection", "close")
                 self.end_headers()
                 base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
                         "model": model}
-                chunks = [
-                    {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None},
+                chunks = [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
+                if thinks:  # OpenRouter streams its reasoning first, in ``delta.reasoning``
+                    words = reasoning_text(model).split(" ")
+                    chunks += [{"index": 0, "delta": {"content": "", "reasoning": w + (" " if i < len(words) - 1 else "")},
+                                "finish_reason": None} for i, w in enumerate(words)]
+                chunks += [
                     {"index": 0, "delta": {"content": "pong "}, "finish_reason": None},
                     {"index": 0, "delta": {"content": f"from {model}"}, "finish_reason": None},
                     {"index": 0, "delta": {}, "finish_reason": "stop"},

@@ -137,7 +137,7 @@ class Sidecar:
     def __init__(self, folder: str, workers: int = 1, mode: Optional[Dict[str, Any]] = None,
                  render_args: Optional[List[str]] = None, inet: Optional[Dict[str, Any]] = None,
                  binary: Optional[str] = None, env: Optional[Dict[str, str]] = None,
-                 profile_text: str = PROFILE) -> None:
+                 profile_text: str = PROFILE, render_env: Optional[Dict[str, str]] = None) -> None:
         self.dir = folder
         self.out = os.path.join(folder, "out")
         self.port = free_port()
@@ -156,7 +156,8 @@ class Sidecar:
         self.set_mode(mode or {})
         self.render_args = ["--profile", self.profile, "--out-dir", self.out, "--port", str(self.port),
                             "--binary", binary or fake_binary(folder), "--workers", str(workers)] + (render_args or [])
-        res = run_cli("render", *self.render_args, env=KEYS)
+        self.render_env = dict(KEYS, **(render_env or {}))  # render and apply see the same keys
+        res = run_cli("render", *self.render_args, env=self.render_env)
         assert res.returncode == 0, res.stderr
         self.marker = f"{self.program}@{os.path.join(self.out, 'litellm.yaml')}"
         inet_section = ""
@@ -173,7 +174,8 @@ class Sidecar:
 
     def apply(self, *extra: str) -> subprocess.CompletedProcess:
         """Run ``sidecar-plugin apply`` with the options this sidecar was rendered with."""
-        return run_cli("apply", *self.render_args, "-s", "unix://" + self.sock, *extra, env=KEYS, timeout=120)
+        return run_cli("apply", *self.render_args, "-s", "unix://" + self.sock, *extra, env=self.render_env,
+                       timeout=120)
 
     # -- supervisord --
     def start_supervisord(self, wait_state: Optional[str] = "running", timeout: float = 30) -> None:
@@ -298,7 +300,8 @@ class Fleet(Sidecar):
             self.write_profile(name, doc)
         self.render_args = ["--profile", self.profiles_dir, "--out-dir", self.out, "--port", str(base_port),
                             "--binary", fake_binary(folder)] + (["--metrics-file", self.metrics_file] if metrics else [])
-        res = run_cli("render", *self.render_args, env=KEYS)
+        self.render_env = dict(KEYS)
+        res = run_cli("render", *self.render_args, env=self.render_env)
         assert res.returncode == 0, res.stderr
         with open(self.conf, "w") as fh:
             fh.write(SUPERVISORD_CONF.format(sock=self.sock, dir=folder, inet="",

@@ -98,4 +98,5 @@ def test_get_state_path_builds_no_parser_and_opens_no_socket():
     finally:
         argparse.ArgumentParser.__init__, socket.socket.connect = saved
     assert found == {"p": {"program": "p", "group": "p", "state-file": "/run/s/state.json",
-                           "log-file": "/run/s/l.log", "port": "4000", "host": "127.0.0.1"}}
+                           "log-file": "/run/s/l.log", "port": "4000", "host": "127.0.0.1",
+                           "config": "/run/s/litellm.yaml"}}

@@ -44,9 +44,11 @@ def test_alias_and_prefix():
 
 @pytest.mark.parametrize("text, field, problem", [
     ("models: {fast: a/b}\n", "name", "required"),
-    ("name: -bad\nmodels: {fast: a/b}\n", "name", "must match"),
-    ("name: 'a b'\nmodels: {fast: a/b}\n", "name", "must match"),
-    ("name: 12\nmodels: {fast: a/b}\n", "name", "must match"),
+    ("name: a/b\nmodels: {fast: a/b}\n", "name", "/ or \\"),
+    ("name: 'a\\b'\nmodels: {fast: a/b}\n", "name", "/ or \\"),
+    ("name: ''\nmodels: {fast: a/b}\n", "name", "non-empty string"),
+    ("name: 12\nmodels: {fast: a/b}\n", "name", "non-empty string"),
+    ('name: "a\\nb"\nmodels: {fast: a/b}\n', "name", "control characters"),
     ("name: w\n", "models", "required"),
     ("name: w\nmodels: {}\n", "models", "at least one"),
     ("name: w\nmodels: [a/b]\n", "models", "mapping"),
@@ -55,7 +57,7 @@ def test_alias_and_prefix():
     ("name: w\nmodels: {fast: ''}\n", "models.fast", "non-empty"),
     ("name: w\nmodels: {fast: 3}\n", "models.fast", "non-empty string"),
     ("name: w\nmodels: {fast: 'a b'}\n", "models.fast", "not a valid"),
-    ("name: w\nport: 0\nmodels: {fast: a/b}\n", "port", "1 to 65535"),
+    ("name: w\nport: -1\nmodels: {fast: a/b}\n", "port", "1 to 65535"),
     ("name: w\nport: 70000\nmodels: {fast: a/b}\n", "port", "1 to 65535"),
     ("name: w\nport: '4000'\nmodels: {fast: a/b}\n", "port", "integer"),
     ("name: w\nport: true\nmodels: {fast: a/b}\n", "port", "integer"),

@@ -24,7 +24,8 @@ def _entries(command: str) -> Tuple[Tuple[str, Tuple[Tuple[str, str], ...]], ...
         return ()
     return tuple((t.program, (("program", t.program), ("group", t.group or t.program),
                               ("state-file", t.state_file), ("log-file", t.log_file),
-                              ("port", str(t.port)), ("host", t.host))) for t in parsed.targets)
+                              ("port", str(t.port)), ("host", t.host), ("config", t.config_path)))
+                 for t in parsed.targets)
 
 
 def sidecars(commands: Iterable[str]) -> Dict[str, Entry]:

@@ -4,8 +4,8 @@ Pure: the profiles, the operator's common options and the ports of the
 previous render in, a ``Plan`` out. One profile keeps the contract's layout:
 ``DIR/litellm.yaml``, a program named by ``--program`` and its own listener.
 Several profiles become a fleet: each profile ``NAME`` is the program
-``agentroute-NAME`` with its files in ``DIR/agentroute-NAME/`` (config, state,
-log), all in one supervisord ``[group:agentroute]``, watched by one listener
+``agentroute-NAME`` (``core.naming``: ``my work`` is ``agentroute-my-work``)
+with its files in ``DIR/agentroute-NAME/`` (config, state, log), all in one supervisord ``[group:agentroute]``, watched by one listener
 ``agentroute-health``.
 """
 
@@ -15,6 +15,7 @@ import math
 from dataclasses import replace
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from sidecar_plugin.core.naming import fleet_programs, program_name
 from sidecar_plugin.core.profile import Profile, ProfileError
 from sidecar_plugin.core.render import PROGRAM_RE, Plan, RenderError, RenderOptions
 from sidecar_plugin.names import DEFAULT_PORT, GROUP, LISTENER_SUFFIX, fleet_paths
@@ -52,7 +53,7 @@ def assign_ports(profiles: Sequence[Profile], base: int, previous: Mapping[str, 
             owner[p.port] = p.name
             ports[p.name] = p.port
     for p in profiles:
-        kept = previous.get(f"{GROUP}-{p.name}")
+        kept = previous.get(program_name(p.name, GROUP))
         if p.name not in ports and kept is not None and kept not in owner:
             owner[kept] = p.name
             ports[p.name] = kept
@@ -71,17 +72,11 @@ def assign_ports(profiles: Sequence[Profile], base: int, previous: Mapping[str, 
 
 def _fleet(profiles: Sequence[Profile], base: RenderOptions,
            previous: Mapping[str, int]) -> List[Tuple[Profile, RenderOptions]]:
-    seen: Dict[str, str] = {}
-    for p in profiles:
-        if p.name in seen:
-            raise ProfileError(f"{p.source}: name: {p.name!r} is also the name of {seen[p.name]}")
-        seen[p.name] = p.source
-        if GROUP + "-" + p.name == GROUP + LISTENER_SUFFIX:
-            raise ProfileError(f"{p.source}: name: {p.name!r} is taken by the fleet's listener ({GROUP}{LISTENER_SUFFIX})")
+    programs = fleet_programs(profiles, GROUP, reserved={GROUP + LISTENER_SUFFIX})
     ports = assign_ports(profiles, base.port, previous)
     result = []
     for p in sorted(profiles, key=lambda q: q.name):
-        program = f"{GROUP}-{p.name}"
+        program = programs[p.name]
         paths = fleet_paths(base.out_dir, program)
         result.append((p, replace(base, out_dir=paths["dir"], program=program, group=GROUP,
                                   port=ports[p.name], state_file=paths["state-file"], log_file=paths["log-file"])))

@@ -3,8 +3,10 @@
 A profile is the operator's input, so it is checked completely before anything
 is rendered: a bad one is refused with one line naming the file, the field and
 the problem. AgentRoute's own saved profile JSON (``name``, ``port``,
-``models``, ``created``) loads unchanged; keys this package does not know are
-ignored so that newer AgentRoute profiles keep loading.
+``models``, ``created``) loads unchanged: any name its store accepts, ``port: 0``
+as "not set", ``created`` and keys this package does not know ignored (so newer
+AgentRoute profiles keep loading); only ``models: null`` (no tier mapped yet)
+is refused, with a line saying so.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
 
@@ -101,9 +104,12 @@ def validate(data: Any, source: str) -> Profile:
     name = data.get("name")
     if name is None:
         raise ProfileError(f"{source}: name: required")
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise ProfileError(f"{source}: name: must match [A-Za-z0-9][A-Za-z0-9._-]* (got {_show(name)})")
+    problem = name_problem(name)
+    if problem:
+        raise ProfileError(f"{source}: name: {problem} (got {_show(name)})")
     port = data.get("port")
+    if type(port) is int and port == 0:  # AgentRoute's store writes 0 for "not set"
+        port = None
     if port is not None and not _is_port(port):
         raise ProfileError(f"{source}: port: must be an integer from 1 to 65535 (got {_show(port)})")
     models = _validate_models(data.get("models"), source)
@@ -114,13 +120,30 @@ def validate(data: Any, source: str) -> Profile:
     return Profile(name=name, models=models, port=port, api_base=api_base, source=source)
 
 
+def name_problem(name: Any) -> Optional[str]:
+    """Return why ``name`` is not a profile name, or None (AgentRoute's rule: non-empty, no / or \\).
+
+    Control characters, line separators and lone surrogates are refused too:
+    the name is written into the rendered include, which could not hold them
+    exactly. A fleet derives its program names from it (``naming.py``).
+    """
+    if not isinstance(name, str) or not name:
+        return "must be a non-empty string"
+    if "/" in name or "\\" in name:
+        return "must not contain / or \\ (AgentRoute's rule)"
+    if any(unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") for ch in name):
+        return "must not contain control characters or line breaks"
+    return None
+
+
 def _validate_models(models: Any, source: str) -> Dict[str, str]:
     if models is None:
-        raise ProfileError(f"{source}: models: required (a mapping of tier -> OpenRouter model id)")
+        raise ProfileError(f"{source}: models: required, but no tier is mapped yet (AgentRoute saves a new "
+                           "profile with models: null); map at least one tier to an OpenRouter model id")
     if not isinstance(models, dict):
         raise ProfileError(f"{source}: models: must be a mapping of tier -> OpenRouter model id")
     if not models:
-        raise ProfileError(f"{source}: models: must name at least one tier")
+        raise ProfileError(f"{source}: models: no tier is mapped yet; it must name at least one tier")
     out: Dict[str, str] = {}
     for tier, model in models.items():
         if not isinstance(tier, str) or not TIER_RE.match(tier):

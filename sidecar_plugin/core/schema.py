@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
+from sidecar_plugin.core.endpoint import base_url
 from sidecar_plugin.errors import SidecarError
 from sidecar_plugin.names import SCHEMA, State
 
@@ -121,13 +122,15 @@ def _opt_str(v: Any) -> Optional[str]:
 
 
 def state_document(model: Any, opts: Any, now: float, listener_pid: int,
-                   tree: Any, error: Optional[str]) -> Dict[str, Any]:
+                   tree: Any, error: Optional[str], key_file: Optional[str] = None) -> Dict[str, Any]:
     """Return the state document of schema 1 for the model (plus the listener's own fields).
 
     ``tree`` is the sidecar's process identities ([pid, create time]: a client
     waiting for a stop checks they are gone), ``error`` the model's error
     already redacted. ``port_free`` is the listener's own check after a reap,
     so clients (and ``sidecar.getState`` inside supervisord) need no socket.
+    ``base_url`` and ``key_file`` (a path, never the key) tell the gateway
+    where to send its requests and where the key it sends is kept.
     """
     return {
         "schema": SCHEMA,
@@ -155,4 +158,6 @@ def state_document(model: Any, opts: Any, now: float, listener_pid: int,
         "counters": model.counters.as_dict(),
         "config_version": model.config_version,
         "port_free": model.port_free,
+        "base_url": base_url(opts.host, opts.port),
+        "key_file": key_file,
     }

@@ -19,6 +19,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sidecar_plugin.core.layout import plan
 from sidecar_plugin.core.litellm_yaml import new_master_key
+from sidecar_plugin.core.masterkey import master_key_problem
 from sidecar_plugin.core.profile import ProfileError, load_profile
 from sidecar_plugin.core.render import Plan, RenderedFile, RenderError, RenderOptions, render_files
 from sidecar_plugin.errors import BinaryNotFoundError
@@ -196,8 +197,9 @@ def choose_master_key(env: Mapping[str, str], env_name: str, out_dir: str) -> Tu
     """
     value = env.get(env_name, "")
     if value:
-        if not value.startswith("sk-") or any(ch.isspace() for ch in value):
-            raise RenderError(f"{env_name}: the master key must start with 'sk-' and hold no spaces (LiteLLM requires it)")
+        problem = master_key_problem(value)
+        if problem:
+            raise RenderError(f"{env_name}: the master key {problem}")
         return value, False
     path = os.path.join(out_dir, MASTER_KEY)
     try:
@@ -208,8 +210,9 @@ def choose_master_key(env: Mapping[str, str], env_name: str, out_dir: str) -> Tu
     except OSError as exc:
         raise RenderError(f"{path}: cannot read the master key: {exc.strerror or exc}") from None
     if existing:
-        if not existing.startswith("sk-"):
-            raise RenderError(f"{path}: the saved master key must start with 'sk-'; delete the file to generate a new one")
+        problem = master_key_problem(existing)
+        if problem:
+            raise RenderError(f"{path}: the saved master key {problem}; delete the file to generate a new one")
         return existing, True
     return new_master_key(), True
 

@@ -33,6 +33,7 @@ from sidecar_plugin.core.listen_args import ListenerOptions
 from sidecar_plugin.core.schema import StateUnavailable, state_document
 from sidecar_plugin.names import HEARTBEAT_EVERY, MARKER_ENV, State, marker_value
 from sidecar_plugin.shell.files import file_version, keep_private
+from sidecar_plugin.shell.keyfile import KeyFileCache
 from sidecar_plugin.shell.metrics import MetricsFile
 from sidecar_plugin.shell.probe import Prober, health_url
 from sidecar_plugin.shell.reaper import TreeTracker
@@ -66,6 +67,7 @@ class Listener:
         self.inbox: "queue.Queue[Any]" = queue.Queue()
         self.tracker = TreeTracker(MARKER_ENV, marker_value(opts.program, opts.config_path))
         self.redact = Redactor(secrets_from_config(opts.config_path))
+        self.key_files = KeyFileCache()
         self.plan_changed = threading.Event()
         self.stopped = threading.Event()
         self.watched: Optional[int] = None
@@ -220,7 +222,8 @@ class Listener:
         now = self.clock()
         self.last_write = now
         error = self.redact(self.model.error) if self.model.error else None
-        doc = state_document(self.model, self.opts, now, os.getpid(), self.tracker.identities(), error)
+        doc = state_document(self.model, self.opts, now, os.getpid(), self.tracker.identities(), error,
+                             self.key_files.lookup(self.opts.config_path))
         self.publisher.publish(doc, self.model.state, now)
 
     # -- watching the pid --

@@ -15,6 +15,7 @@ import os
 import time
 from typing import Any, Dict, List, Optional
 
+from sidecar_plugin.core.endpoint import with_base_url
 from sidecar_plugin.core.schema import SidecarState, StateMissing, StateUnavailable, parse_state
 from sidecar_plugin.names import HISTORY_NAME, STALE_AFTER, State
 from sidecar_plugin.shell.atomic import write_atomic
@@ -63,7 +64,7 @@ def state_dict(path: str, max_age: float = STALE_AFTER) -> Dict[str, Any]:
         return {"state": "stopped", "available": False, "is_stale": False, "error": None, "tree": []}
     except StateUnavailable as exc:
         return {"state": "crashed", "available": False, "is_stale": True, "error": str(exc), "tree": []}
-    doc = dict(st.raw)
+    doc = with_base_url(dict(st.raw))
     doc["is_stale"] = st.is_stale
     doc["available"] = True
     return doc
