@@ -14,8 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
-from typing import Dict, List, Optional, Set
+from typing import Dict, List, Set
 
 import pytest
 
@@ -78,11 +77,12 @@ def run(argv: List[str], timeout: float = 300, **kw) -> subprocess.CompletedProc
 _DIST: Dict[str, str] = {}
 
 
-def built_dist() -> Dict[str, str]:
+def built_dist(tmp_path_factory) -> Dict[str, str]:
     """Build the sdist and the wheel once per session (``python -m build`` on a copy of the tree).
 
     A copy, so that the build's own files (build/, *.egg-info) never land in the
-    working tree; the copy holds what git tracks plus what is not ignored.
+    working tree; the copy holds the tree without .git, the virtualenv and the
+    ignored outputs. The folder is pytest's, removed with its other temp folders.
     """
     if _DIST:
         return _DIST
@@ -90,7 +90,7 @@ def built_dist() -> Dict[str, str]:
         import build  # noqa: F401
     except ImportError:
         pytest.skip("python -m build is not installed; install the test extra: pip install -e '.[test]'")
-    work = tempfile.mkdtemp(prefix="sidecar-dist-")
+    work = str(tmp_path_factory.mktemp("dist"))
     src = os.path.join(work, "src")
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
         ".git", ".venv", "run", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
@@ -105,14 +105,3 @@ def built_dist() -> Dict[str, str]:
     _DIST.update(work=work, src=src, dist=out, wheel=os.path.join(out, wheels[0]),
                  sdist=os.path.join(out, sdists[0]), log=res.stdout + res.stderr)
     return _DIST
-
-
-def remove_built_dist() -> None:
-    if _DIST:
-        shutil.rmtree(_DIST["work"], ignore_errors=True)
-        _DIST.clear()
-
-
-def free_of(path: Optional[str]) -> None:
-    if path:
-        shutil.rmtree(path, ignore_errors=True)

@@ -2,7 +2,7 @@
 # Install the operators' tools the ecosystem tests run against, on Debian/Ubuntu as root:
 # promtool (package prometheus), node_exporter (prometheus-node-exporter), the
 # distribution's supervisord (supervisor) and the system Python's PyYAML, psutil,
-# requests and venv (what the plugin needs under that supervisord). `make test`
+# requests, venv and pip (what the plugin needs under that supervisord). `make test`
 # runs this first; .ci/run gets it that way. Not root, no apt-get, or
 # SIDECAR_TEST_TOOLS=0: it installs nothing, says what is missing, and the tests
 # that need a missing tool skip with the command that installs it.
@@ -13,7 +13,7 @@
 # a policy-rc.d that denies every service start (exit 101), created for the
 # install and removed after it, unless the host already has its own.
 set -eu
-PKGS="prometheus prometheus-node-exporter supervisor python3-yaml python3-psutil python3-requests python3-venv"
+PKGS="prometheus prometheus-node-exporter supervisor python3-yaml python3-psutil python3-requests python3-venv python3-pip"
 
 missing=""
 for p in $PKGS; do

@@ -5,24 +5,20 @@ factories import from the installed copy, not from this tree."""
 
 import email.parser
 import os
-import subprocess
 import sys
 import tarfile
 import zipfile
 
 import pytest
 
-from ecosystem import ROOT, built_dist, remove_built_dist, require_venv_tool, run
+from ecosystem import ROOT, built_dist, require_venv_tool, run
 
 pytestmark = pytest.mark.ecosystem
 
 
 @pytest.fixture(scope="module")
-def dist():
-    try:
-        yield built_dist()
-    finally:
-        remove_built_dist()
+def dist(tmp_path_factory):
+    return built_dist(tmp_path_factory)
 
 
 def package_modules(root):
