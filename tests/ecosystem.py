@@ -33,6 +33,24 @@ FUTURE_METRICS = {"agentroute_sidecar_retry_attempt", "agentroute_sidecar_next_r
 METRIC_NAME = re.compile(r"\bagentroute_sidecar_[a-z_]+\b")
 
 
+def under_make_test() -> bool:
+    """True under ``make test``, which installed the test extra and ran tests/install_tools.sh first."""
+    return bool(os.environ.get("SIDECAR_E2E_REQUIRED"))
+
+
+def apt_installs() -> bool:
+    """True when tests/install_tools.sh could install the Debian packages (root, apt-get, not opted out)."""
+    return (os.geteuid() == 0 and shutil.which("apt-get") is not None
+            and os.environ.get("SIDECAR_TEST_TOOLS", "1") != "0")
+
+
+def missing(reason: str, installed_by_make_test: bool) -> None:
+    """Skip the test for a missing tool, or fail it where ``make test`` should have installed the tool."""
+    if installed_by_make_test and under_make_test():
+        pytest.fail(f"{reason} (make test should have installed it)")
+    pytest.skip(reason)
+
+
 def apt_hint(package: str) -> str:
     return (f"run `make test` as root (tests/install_tools.sh installs it) or "
             f"`sudo apt-get install --no-install-recommends {package}`")
@@ -44,15 +62,15 @@ def require_tool(names: List[str], package: str) -> str:
         found = name if os.path.isabs(name) and os.access(name, os.X_OK) else shutil.which(name)
         if found:
             return found
-    pytest.skip(f"{names[0]} not found; {apt_hint(package)}")
+    missing(f"{names[0]} not found; {apt_hint(package)}", apt_installs())
 
 
 def require_venv_tool(name: str) -> str:
     """Return a test dependency's script from this virtualenv; skip when the test extra is not installed."""
     path = os.path.join(VENV_BIN, name)
     if not os.access(path, os.X_OK):
-        pytest.skip(f"{name} not found beside {sys.executable}; install the test extra: "
-                    f"pip install -e '.[test]' (make install does)")
+        missing(f"{name} not found beside {sys.executable}; install the test extra: "
+                f"pip install -e '.[test]' (make install does)", True)
     return path
 
 
@@ -89,7 +107,7 @@ def built_dist(tmp_path_factory) -> Dict[str, str]:
     try:
         import build  # noqa: F401
     except ImportError:
-        pytest.skip("python -m build is not installed; install the test extra: pip install -e '.[test]'")
+        missing("python -m build is not installed; install the test extra: pip install -e '.[test]'", True)
     work = str(tmp_path_factory.mktemp("dist"))
     src = os.path.join(work, "src")
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(

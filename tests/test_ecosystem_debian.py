@@ -26,7 +26,7 @@ import uuid
 import psutil
 import pytest
 
-from ecosystem import apt_hint, built_dist, run
+from ecosystem import apt_hint, apt_installs, built_dist, missing, run
 from harness import KEYS, PROFILE, SUPERVISORD_CONF, Sidecar, fake_binary, free_port, poll
 
 pytestmark = [pytest.mark.ecosystem, pytest.mark.integration]
@@ -50,14 +50,15 @@ def system_site_dir():
 def plugin_venv(tmp_path_factory):
     """The wheel installed for Debian's Python as the README says; yields the venv's folder."""
     if not os.access(SUPERVISORD, os.X_OK):
-        pytest.skip(f"{SUPERVISORD} not found; {apt_hint('supervisor')}")
+        missing(f"{SUPERVISORD} not found; {apt_hint('supervisor')}", apt_installs())
     deps = run([SYSTEM_PYTHON, "-c", "import supervisor, yaml, psutil, requests, pip, venv"], env=SERVICE_ENV)
     if deps.returncode != 0:
-        pytest.skip(f"{SYSTEM_PYTHON} lacks a dependency ({deps.stderr.strip().splitlines()[-1]}); "
-                    + apt_hint("supervisor python3-yaml python3-psutil python3-requests python3-pip python3-venv"))
+        missing(f"{SYSTEM_PYTHON} lacks a dependency ({deps.stderr.strip().splitlines()[-1]}); "
+                + apt_hint("supervisor python3-yaml python3-psutil python3-requests python3-pip python3-venv"),
+                apt_installs())
     site_dir = system_site_dir()
     if not (os.path.isdir(site_dir) and os.access(site_dir, os.W_OK)):
-        pytest.skip(f"writing the .pth into {site_dir} (as the README says) needs root")
+        missing(f"writing the .pth into {site_dir} (as the README says) needs root", apt_installs())
     wheel = built_dist(tmp_path_factory)["wheel"]
     venv = str(tmp_path_factory.mktemp("debian") / "agentroute")
     pth = os.path.join(site_dir, f"agentroute-sidecar-test-{uuid.uuid4().hex[:8]}.pth")
