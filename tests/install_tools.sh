@@ -29,7 +29,8 @@ fi
 
 policy=/usr/sbin/policy-rc.d
 if [ ! -e "$policy" ]; then
-    trap 'rm -f "$policy"' EXIT INT TERM
+    trap 'rm -f "$policy"' EXIT
+    trap 'exit 130' INT TERM
     printf '#!/bin/sh\n# sidecar_plugin tests/install_tools.sh: no service starts while it installs\nexit 101\n' >"$policy"
     chmod 0755 "$policy"
 fi
