@@ -59,7 +59,8 @@ def playbook(host, tmp_path, profile_text):
                ANSIBLE_LOCAL_TEMP=str(home / "tmp"), ANSIBLE_REMOTE_TEMP=str(home / "tmp"),
                ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_STDOUT_CALLBACK="default",
                ANSIBLE_RETRY_FILES_ENABLED="0")
-    extra = {"sidecar_hosts": "all", "sidecar_become": False, "ansible_python_interpreter": os.path.join(VENV_BIN, "python"),
+    extra = {"sidecar_hosts": "all", "sidecar_become": False,
+             "ansible_python_interpreter": os.path.join(VENV_BIN, "python"),
              "sidecar_plugin_bin": os.path.join(VENV_BIN, "sidecar-plugin"), "sidecar_profile": host.profile,
              "sidecar_profile_src": host.profile_src, "sidecar_out_dir": host.out,
              "sidecar_server_url": "unix://" + host.sock,

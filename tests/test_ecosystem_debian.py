@@ -41,9 +41,12 @@ WHERE = ("import json, sys, importlib.metadata as md, supervisor, sidecar_plugin
 
 
 def system_site_dir():
-    """The system Python's site folder for the administrator's packages (Debian: /usr/local/lib/python3.X/dist-packages)."""
-    res = run([SYSTEM_PYTHON, "-c", "import site; print(site.getsitepackages()[0])"], env=SERVICE_ENV)
-    return res.stdout.strip()
+    """Return the system Python's folder for the administrator's packages (the README's .pth goes there)."""
+    res = run([SYSTEM_PYTHON, "-c", "import site, sys; print(site.getsitepackages()[0]); print(sys.version_info[1])"],
+              env=SERVICE_ENV)
+    site_dir, minor = res.stdout.split()
+    assert site_dir == f"/usr/local/lib/python3.{minor}/dist-packages", site_dir  # as in the README
+    return site_dir
 
 
 @pytest.fixture(scope="module")
