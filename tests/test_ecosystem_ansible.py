@@ -3,7 +3,7 @@
 ansible-core (from PyPI, the test extra) runs the shipped playbook against
 localhost with a local connection and a real supervisord (stand-in LiteLLM) that
 includes the not-yet-rendered sidecar.conf, as on a fresh host: the first run
-reports changed and the sidecar comes up; the second reports ok and restarts
+reports changed and the sidecar comes up (master key generated on the host); the second reports ok and restarts
 nothing; a changed model reports changed and restarts it; then ok again; a
 broken profile fails the play and leaves the running sidecar alone.
 """
@@ -15,7 +15,7 @@ import re
 import pytest
 
 from ecosystem import PLAYBOOK, VENV_BIN, require_venv_tool, run
-from harness import API_KEY, MASTER_KEY, PROFILE, SUPERVISORD_CONF, Sidecar, fake_binary, free_port
+from harness import API_KEY, PROFILE, SUPERVISORD_CONF, Sidecar, fake_binary, free_port
 
 pytestmark = [pytest.mark.ecosystem, pytest.mark.integration]
 
@@ -65,7 +65,7 @@ def playbook(host, tmp_path, profile_text):
              "sidecar_profile_src": host.profile_src, "sidecar_out_dir": host.out,
              "sidecar_server_url": "unix://" + host.sock,
              "sidecar_apply_args": ["--port", str(host.port), "--binary", host.binary, "--workers", "1"],
-             "openrouter_api_key": API_KEY, "agentroute_master_key": MASTER_KEY}
+             "openrouter_api_key": API_KEY}  # no agentroute_master_key: generated once on the host
     vars_file = tmp_path / "vars.json"
     vars_file.write_text(json.dumps(extra))
     res = run([os.path.join(VENV_BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local",
@@ -78,7 +78,8 @@ def playbook(host, tmp_path, profile_text):
         statuses[name] = m.group(1) if m else None
     m = re.search(r"^localhost\s*:\s*(.*)$", res.stdout, flags=re.M)
     recap = dict(kv.split("=") for kv in m.group(1).split()) if m else {}
-    assert API_KEY not in out and MASTER_KEY not in out, "a secret in ansible's output"
+    secrets = [API_KEY] + [open(p).read().strip() for p in [os.path.join(host.out, "master.key")] if os.path.exists(p)]
+    assert not [k for k in secrets if k in out], "a secret in ansible's output"
     return res.returncode, statuses, {k: int(v) for k, v in recap.items()}, out
 
 
@@ -105,6 +106,9 @@ def test_playbook_applies_a_profile_idempotently(fresh_host, tmp_path):
     assert tasks == {COPY_TASK: "changed", APPLY_TASK: "changed"}, out
     assert recap["changed"] == 2 and recap["failed"] == 0, out
     first = host.wait_state("running", 30)
+    with open(os.path.join(host.out, "master.key")) as fh:
+        master_key = fh.read()
+    assert master_key.startswith("sk-")
     assert host.info()["pid"] == first.pid and host.health_ok()
 
     # 2. same profile: ok, nothing restarted
@@ -113,6 +117,8 @@ def test_playbook_applies_a_profile_idempotently(fresh_host, tmp_path):
     assert tasks == {COPY_TASK: "ok", APPLY_TASK: "ok"}, out
     assert recap["changed"] == 0 and recap["failed"] == 0, out
     assert host.state().pid == first.pid and host.info()["pid"] == first.pid
+    with open(os.path.join(host.out, "master.key")) as fh:
+        assert fh.read() == master_key  # generated once, kept
 
     # 3. a changed model: changed, the sidecar restarted with the new config
     changed_profile = PROFILE.replace("deepseek/deepseek-v4-flash", "qwen/qwen3-coder")
