@@ -3,9 +3,10 @@
 ansible-core (from PyPI, the test extra) runs the shipped playbook against
 localhost with a local connection and a real supervisord (stand-in LiteLLM) that
 includes the not-yet-rendered sidecar.conf, as on a fresh host: the first run
-reports changed and the sidecar comes up (master key generated on the host); the second reports ok and restarts
-nothing; a changed model reports changed and restarts it; then ok again; a
-broken profile fails the play and leaves the running sidecar alone.
+reports changed and the sidecar comes up (its master key generated on the
+host); the second reports ok and restarts nothing; a changed model reports
+changed and restarts it; then ok again; a broken profile fails the play and
+leaves the running sidecar alone.
 """
 
 import json
