@@ -1,6 +1,7 @@
 """Alerts and dashboard: the shipped Prometheus rules pass `promtool check rules` and
 their unit tests (`promtool test rules`), each alert is shown both firing and quiet,
-and every query of the Grafana dashboard is valid PromQL (checked by promtool)."""
+every query of the Grafana dashboard is valid PromQL (checked by promtool), and its
+state timeline maps each lifecycle state to its name (evaluated by promtool)."""
 
 import json
 import os
@@ -104,4 +105,28 @@ def test_dashboard_queries_are_valid_promql(promtool, tmp_path):
     path = tmp_path / "dashboard-queries.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     res = run([promtool, "check", "rules", str(path)])
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_dashboard_state_panel_maps_each_state_to_its_value(promtool, tmp_path):
+    """The state timeline's query gives 0..3 and its value mappings name them."""
+    with open(DASHBOARD) as fh:
+        dash = json.load(fh)
+    panel = next(p for p in dash["panels"] if p["type"] == "state-timeline")
+    expr = panel["targets"][0]["expr"].replace("$instance", ".*").replace("$program", ".*")
+    names = {int(k): v["text"] for k, v in panel["fieldConfig"]["defaults"]["mappings"][0]["options"].items()}
+    assert names == {0: "stopped", 1: "starting", 2: "running", 3: "crashed"}
+    series = []
+    for program, current in (("a", "stopped"), ("b", "starting"), ("c", "running"), ("d", "crashed")):
+        for state in names.values():
+            series.append({"series": f'agentroute_sidecar_state{{instance="gw1:9100",job="node",program="{program}",'
+                                     f'state="{state}"}}', "values": "1" if state == current else "0"})
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": []}))
+    (tmp_path / "test.yml").write_text(yaml.safe_dump({
+        "rule_files": ["rules.yml"], "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": [{
+            "expr": expr, "eval_time": "0m",
+            "exp_samples": [{"labels": f'{{instance="gw1:9100",program="{p}"}}', "value": v}
+                            for p, v in (("a", 0), ("b", 1), ("c", 2), ("d", 3))]}]}]}))
+    res = run([promtool, "test", "rules", "test.yml"], cwd=str(tmp_path))
     assert res.returncode == 0, res.stdout + res.stderr
