@@ -76,3 +76,11 @@ bench: install
 
 clean: stop
 	rm -rf $(RUN) build *.egg-info
+
+## tools: the operators' tools the ecosystem tests run against (promtool, node_exporter,
+## Debian's supervisor); installs them with apt-get when root, else says how (tests skip)
+.PHONY: tools
+tools:
+	@sh tests/install_tools.sh
+test: tools
+test-fast: tools
