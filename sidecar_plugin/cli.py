@@ -14,7 +14,7 @@ from typing import Any, Callable, List, Optional
 
 from sidecar_plugin import __version__
 from sidecar_plugin.core.listen_args import OPTIONS as LISTEN_OPTIONS, positive_number
-from sidecar_plugin.names import EXIT_FAIL, EXIT_NO_BINARY, EXIT_USAGE, STALE_AFTER
+from sidecar_plugin.names import EXIT_FAIL, EXIT_NO_BINARY, EXIT_USAGE, STALE_AFTER, State
 
 SERVER_URL_HELP = "supervisord URL (default: $SUPERVISOR_SERVER_URL, else unix:///run/supervisor.sock)"
 
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "endpoint":
             c.add_argument("--json", action="store_true", help="print program, base_url and key_file as JSON")
         if name == "wait":
-            c.add_argument("--state", default="running", choices=["running", "stopped", "starting", "crashed"])
+            c.add_argument("--state", default=State.RUNNING.value, choices=[s.value for s in State])
         if name not in ("status", "endpoint"):
             c.add_argument("--timeout", type=_checked(positive_number), default=None,
                            help="seconds (default: start/wait 300; stop: the drain window plus 30)")

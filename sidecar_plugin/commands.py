@@ -208,7 +208,7 @@ class _Progress:
         self.last = now
         line = (f"waiting for {self.program} to be {self.target}: {doc.get('state', 'unknown')}"
                 f" ({now - self.t0:.0f} s)")
-        if doc.get("error") and doc.get("state") == "crashed":
+        if doc.get("error") and doc.get("state") == State.CRASHED:
             line += f": {doc['error']}"
         sys.stderr.write(("\r\033[K" + line) if self.tty else line + "\n")
         sys.stderr.flush()

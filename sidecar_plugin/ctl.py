@@ -25,7 +25,7 @@ from sidecar_plugin.display import status_lines
 from sidecar_plugin.errors import SidecarError
 from sidecar_plugin.names import DEFAULT_PROGRAM, State, process_name
 from sidecar_plugin.shell import control
-from sidecar_plugin.shell.supervisor import fault_words, stop_window, tolerate
+from sidecar_plugin.shell.supervisor import fault_words, stop_window, tolerate, unreachable
 
 USAGE = """sidecar status [program ...]       show each sidecar's state (all by default)
 sidecar wait [--state S] [--timeout T] [program]   wait until it reaches state S (running)
@@ -47,7 +47,7 @@ def _parser() -> _Parser:
     p.add_argument("action", choices=["status", "wait", "start", "stop"])
     p.add_argument("programs", nargs="*")
     p.add_argument("--timeout", type=float, default=None)
-    p.add_argument("--state", default="running", choices=["running", "stopped", "starting", "crashed"])
+    p.add_argument("--state", default=State.RUNNING.value, choices=[s.value for s in State])
     return p
 
 
@@ -87,7 +87,7 @@ class SidecarControllerPlugin(ControllerPluginBase):
         except SidecarError as exc:
             self._fail(str(exc), 1)
         except OSError as exc:
-            self._fail(f"cannot reach supervisord: {exc.strerror or type(exc).__name__}")
+            self._fail(str(unreachable(str(getattr(self.ctl.options, "serverurl", "") or ""), exc)))
 
     def _programs(self, args: argparse.Namespace) -> List[str]:
         if args.programs:

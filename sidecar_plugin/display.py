@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, List, Optional
 
+from sidecar_plugin.names import State
+
 
 def _ago(seconds: float) -> str:
     seconds = max(0, int(seconds))
@@ -27,7 +29,7 @@ def status_lines(doc: Dict[str, Any], program: str, now: Optional[float] = None,
     if doc.get("since"):
         parts.append(f"for {_ago(now - float(doc['since']))}")
     health = doc.get("health") or {}
-    if health.get("latency_ms") is not None and state == "running":
+    if health.get("latency_ms") is not None and state == State.RUNNING:
         parts.append(f"health {health['latency_ms']:.1f} ms")
     if doc.get("supervisor_state"):
         parts.append(f"supervisord {doc['supervisor_state']}")
@@ -37,7 +39,7 @@ def status_lines(doc: Dict[str, Any], program: str, now: Optional[float] = None,
     if doc.get("error"):
         lines.append(f"  error: {doc['error']}")
     log_tail = doc.get("log_tail") or []
-    if state == "crashed" and log_tail:
+    if state == State.CRASHED and log_tail:
         lines.append("  last lines of its log:")
         lines.extend("    " + line for line in log_tail[-tail:])
     return lines

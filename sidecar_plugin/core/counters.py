@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Dict, Optional, Tuple
 
+from sidecar_plugin.names import State
+
 CAUSES = ("exited", "start_failed", "health_timeout", "hung", "found_down")
 
 
@@ -44,9 +46,9 @@ class Counters:
 
     def after(self, before: str, after: str, cause: str) -> "Counters":
         """Return the counters after one state change (``before`` -> ``after``)."""
-        if after == "starting":
-            return replace(self, starts=self.starts + 1, restarts=self.restarts + (before == "crashed"))
-        if after == "crashed":
+        if after == State.STARTING:
+            return replace(self, starts=self.starts + 1, restarts=self.restarts + (before == State.CRASHED))
+        if after == State.CRASHED:
             return replace(self, crashes=tuple((c, n + (c == cause)) for c, n in self.crashes))
         return self
 

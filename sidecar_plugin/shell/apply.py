@@ -29,14 +29,15 @@ from supervisor.xmlrpc import Faults
 from sidecar_plugin.core.litellm_yaml import config_version
 from sidecar_plugin.core.render import RenderOptions
 from sidecar_plugin.errors import SidecarError, SidecarStartError
-from sidecar_plugin.names import LITELLM_YAML, RECORD_NAME, SIDECAR_CONF
+from sidecar_plugin.names import LITELLM_YAML, LIVE_STATES, RECORD_NAME, SIDECAR_CONF
 from sidecar_plugin.shell import control
 from sidecar_plugin.shell.build import Rendered, write
 from sidecar_plugin.shell.files import Snapshot, differs, restore, snapshot
 from sidecar_plugin.shell.statefile import state_dict
 from sidecar_plugin.shell.supervisor import fault_words, tolerate, unreachable
 
-LIVE = ("STARTING", "RUNNING", "BACKOFF")
+# supervisord states of a sidecar that was meant to run before apply (BACKOFF: still trying)
+WAS_LIVE = LIVE_STATES + ("BACKOFF",)
 
 
 class ApplyError(SidecarError):
@@ -134,7 +135,7 @@ class Applier:
         restarted = []
         for s in self.rendered.sidecars:
             touched = s.group_name in fresh_groups or s.config_path in changed_configs
-            if touched and (s.autostart or was_live.get(s.process_name) in LIVE):
+            if touched and (s.autostart or was_live.get(s.process_name) in WAS_LIVE):
                 self._restart(s, fresh_groups)
                 restarted.append(s.program)
         for s in self.rendered.sidecars:

@@ -31,7 +31,7 @@ from sidecar_plugin.core import machine as m
 from sidecar_plugin.core.events import event_input
 from sidecar_plugin.core.listen_args import ListenerOptions
 from sidecar_plugin.core.schema import StateUnavailable, state_document
-from sidecar_plugin.names import HEARTBEAT_EVERY, MARKER_ENV, State, marker_value
+from sidecar_plugin.names import HEARTBEAT_EVERY, LIVE_STATES, MARKER_ENV, State, marker_value
 from sidecar_plugin.shell.files import file_version, keep_private
 from sidecar_plugin.shell.keyfile import KeyFileCache
 from sidecar_plugin.shell.metrics import MetricsFile
@@ -192,7 +192,7 @@ class Listener:
         # Spare what the machine says supervisord runs, and what supervisord runs now
         # (it may have restarted the program before its STARTING event reached us).
         info = self._process_info()
-        live = info.get("pid") if info and info.get("statename") in ("STARTING", "RUNNING") else None
+        live = info.get("pid") if info and info.get("statename") in LIVE_STATES else None
         spare = tuple(p for p in (action.spare, live) if p)
         result = self.tracker.reap(self.opts.port, spare_roots=spare, before=action.before)
         if result.killed:

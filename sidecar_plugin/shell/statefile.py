@@ -61,9 +61,9 @@ def state_dict(path: str, max_age: float = STALE_AFTER) -> Dict[str, Any]:
     try:
         st = read_state(path, max_age=max_age)
     except StateMissing:
-        return {"state": "stopped", "available": False, "is_stale": False, "error": None, "tree": []}
+        return {"state": State.STOPPED.value, "available": False, "is_stale": False, "error": None, "tree": []}
     except StateUnavailable as exc:
-        return {"state": "crashed", "available": False, "is_stale": True, "error": str(exc), "tree": []}
+        return {"state": State.CRASHED.value, "available": False, "is_stale": True, "error": str(exc), "tree": []}
     doc = with_base_url(dict(st.raw))
     doc["is_stale"] = st.is_stale
     doc["available"] = True
