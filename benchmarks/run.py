@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 import timeit
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import psutil
 import requests

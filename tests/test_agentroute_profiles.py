@@ -14,12 +14,12 @@ import re
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from harness import API_KEY, MASTER_KEY, fake_binary, run_cli
+from harness import KEYS, fake_binary, run_cli
 from sidecar_plugin.core.naming import fleet_programs, program_name, program_slug
 from sidecar_plugin.core.profile import Profile, ProfileError, load_profile, name_problem
 from sidecar_plugin.core.render import PROGRAM_RE
 
-ENV = {"OPENROUTER_API_KEY": API_KEY, "AGENTROUTE_MASTER_KEY": MASTER_KEY}
+ENV = KEYS
 
 NEW_PROFILE = b"""{
   "name": "my work",
