@@ -24,6 +24,7 @@ import os
 import queue
 import select
 import socket
+import stat
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -482,11 +483,18 @@ class Listener:
 
 def _keep_private(path: str) -> None:
     """Keep the sidecar log owner-only, also after supervisord rotated it (it may hold keys)."""
+    try:  # on the descriptor, never through a link (the listener may run as root)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
     try:
-        if os.stat(path).st_mode & 0o077:
-            os.chmod(path, 0o600)
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_uid == os.geteuid() and st.st_mode & 0o077:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) & ~0o077)
     except OSError:
         pass
+    finally:
+        os.close(fd)
 
 
 def run(targets: List[ListenerOptions], stdin: IO[bytes], stdout: IO[str],
