@@ -24,16 +24,15 @@ import xmlrpc.client
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-from sidecar_plugin import control
-from sidecar_plugin.atomic import write_atomic
+from sidecar_plugin import control, safefs
 from sidecar_plugin.client import state_dict
 from sidecar_plugin.errors import SidecarError, SidecarStartError
 from sidecar_plugin.fleet import Rendered, write
-from sidecar_plugin.render import LITELLM_YAML, RenderOptions, SIDECAR_CONF, config_version, differs
+from sidecar_plugin.render import LITELLM_YAML, RenderOptions, SIDECAR_CONF, config_version
 
 LIVE = ("STARTING", "RUNNING", "BACKOFF")
 _SECTION = re.compile(r"^\[(?:program|group|eventlistener):([^\]]+)\]", re.M)
-Snapshot = Dict[str, Optional[Tuple[bytes, int]]]
+Snapshot = Dict[str, Optional[Tuple[bytes, int, int, int]]]  # bytes, mode, uid, gid
 
 
 class ApplyError(SidecarError):
@@ -56,27 +55,36 @@ class Outcome:
 
 
 def snapshot(paths: Sequence[str]) -> Snapshot:
-    """Return each file's bytes and mode (None: absent), to roll back to."""
+    """Return each file's bytes, mode and owner (None: absent), to roll back to; never through a link."""
     snap: Snapshot = {}
     for path in paths:
+        folder, name = os.path.split(os.path.abspath(path))
         try:
-            with open(path, "rb") as fh:
-                snap[path] = (fh.read(), os.stat(path).st_mode & 0o777)
+            dirfd = safefs.open_dir(folder)
         except FileNotFoundError:
             snap[path] = None
+            continue
+        try:
+            data = safefs.read_file(dirfd, name, 16 << 20, shown=path)
+            st = safefs.entry(dirfd, name)
+        finally:
+            os.close(dirfd)
+        snap[path] = None if data is None or st is None else (data, st.st_mode & 0o777, st.st_uid, st.st_gid)
     return snap
 
 
 def restore(snap: Snapshot) -> None:
-    """Put every file of ``snap`` back as it was (atomically); remove the ones that were absent."""
+    """Put every file of ``snap`` back as it was (atomically, owner and mode too); remove the ones that were absent."""
     for path, saved in snap.items():
-        if saved is None:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-        else:
-            write_atomic(path, saved[0], saved[1])
+        folder, name = os.path.split(os.path.abspath(path))
+        dirfd = safefs.open_dir(folder)
+        try:
+            if saved is None:
+                safefs.remove(dirfd, name)
+            else:
+                safefs.write_file(dirfd, name, saved[0], saved[1], (saved[2], saved[3]))
+        finally:
+            os.close(dirfd)
 
 
 def our_groups(rendered: Rendered, snap: Snapshot) -> Set[str]:
@@ -177,7 +185,8 @@ def apply(rendered: Rendered, rpc: Any, timeout: float, say: Callable[[str], Non
     paths = [f.path for f in rendered.files]
     snap = snapshot(paths)
     ours = our_groups(rendered, snap)
-    changed_configs = {f.path for f in rendered.files if f.path.endswith(LITELLM_YAML) and differs(f)}
+    changed_configs = {f.path for f in rendered.files
+                       if f.path.endswith(LITELLM_YAML) and (snap[f.path] is None or snap[f.path][0] != f.data)}
     changed_configs |= drifted(rendered)
     was_live = _safe_live(rpc)
     applier = Applier(rendered, rpc, timeout, say)

@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     li.add_argument("--root", default=None, help="a fleet's folder: each sidecar's files in ROOT/PROGRAM/")
     li.add_argument("--sidecar", action="append", default=[], metavar="PROGRAM=PORT",
                     help="one sidecar of a fleet (repeat for each)")
+    li.add_argument("--state-subdir", default="", metavar="NAME",
+                    help="a fleet under --user: each state file in ROOT/PROGRAM/NAME/")
     li.add_argument("--metrics-file", default=None, help="write Prometheus text metrics here")
     li.add_argument("--health-timeout", type=_positive(float), default=20.0)
     li.add_argument("--probe-interval", type=_positive(float), default=1.0)

@@ -21,12 +21,13 @@ import sys
 from dataclasses import dataclass, replace
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from sidecar_plugin import filewrite, ini
+from sidecar_plugin.filewrite import RUN_DIR
 from sidecar_plugin.profile import Profile, ProfileError, load_profile
 from sidecar_plugin.render import (
     DEFAULT_PORT, LISTENER_SUFFIX, LITELLM_YAML, SIDECAR_CONF, RenderedFile, RenderError, RenderOptions,
     check_options, choose_master_key, listener_entry_point, lookup_user, master_key_file, metrics_argv, num_arg,
-    optional_port, prepare_log_file, render_files, render_group_conf, render_litellm_yaml, resolve_binary,
-    write_rendered,
+    optional_port, read_beside, render_files, render_group_conf, render_litellm_yaml, resolve_binary,
 )
 
 GROUP = "agentroute"
@@ -74,10 +75,12 @@ def sidecar_dir(root: str, program: str) -> str:
     return os.path.join(root, program)
 
 
-def fleet_paths(root: str, program: str) -> Dict[str, str]:
-    """Return the config, state file and log file of a fleet sidecar."""
+def fleet_paths(root: str, program: str, state_subdir: str = "") -> Dict[str, str]:
+    """Return the config, state file and log file of a fleet sidecar (state in ``state_subdir`` under --user)."""
     folder = sidecar_dir(root, program)
-    return {"config": os.path.join(folder, LITELLM_YAML), "state-file": os.path.join(folder, STATE_NAME),
+    return {"config": os.path.join(folder, LITELLM_YAML),
+            "state-file": os.path.join(folder, state_subdir, STATE_NAME) if state_subdir
+            else os.path.join(folder, STATE_NAME),
             "log-file": os.path.join(folder, LOG_NAME)}
 
 
@@ -137,14 +140,17 @@ def assign_ports(profiles: Sequence[Profile], base: int, previous: Mapping[str, 
 def build(req: RenderRequest, env: Mapping[str, str]) -> Rendered:
     """Load, validate and render everything in memory; raise a one-line error on bad input."""
     files, grouped = expand_profiles(req.profiles)
+    for f in files:
+        _check_text(f, "--profile")
     profiles = [load_profile(f) for f in files]
     out_dir = os.path.abspath(req.out_dir)
+    default_state = (os.path.join(out_dir, RUN_DIR, STATE_NAME) if req.user else os.path.join(out_dir, STATE_NAME))
     base = RenderOptions(
         out_dir=out_dir, binary="", listener_command=listener_entry_point(),
         port=req.port if req.port is not None else DEFAULT_PORT, host=req.host,
         program=req.program or "agentroute-sidecar", workers=req.workers,
         health_timeout=req.health_timeout, stop_timeout=req.stop_timeout,
-        state_file=os.path.abspath(req.state_file or os.path.join(out_dir, STATE_NAME)),
+        state_file=os.path.abspath(req.state_file or default_state),
         log_file=os.path.abspath(req.log_file or os.path.join(out_dir, LOG_NAME)),
         listener_log_file=os.path.join(out_dir, LISTENER_LOG_NAME),
         autostart=not req.no_autostart, user=req.user,
@@ -161,6 +167,7 @@ def build(req: RenderRequest, env: Mapping[str, str]) -> Rendered:
     owner = lookup_user(req.user) if req.user else None
     if owner is not None and os.geteuid() != 0 and owner[0] != os.geteuid():
         raise RenderError(f"--user {req.user}: render as root (or as {req.user}) so the files can be given to it")
+    _check_places(req, [o for _, o in sidecars], owner)
     api_key = env.get(req.api_key_env, "")
     if not api_key:
         raise RenderError(f"{req.api_key_env} is not set: export the OpenRouter API key in it "
@@ -193,7 +200,7 @@ def _fleet(profiles: Sequence[Profile], base: RenderOptions) -> List[Tuple[Profi
     result = []
     for p in sorted(profiles, key=lambda q: q.name):
         program = f"{GROUP}-{p.name}"
-        paths = fleet_paths(base.out_dir, program)
+        paths = fleet_paths(base.out_dir, program, RUN_DIR if base.user else "")
         result.append((p, replace(base, out_dir=sidecar_dir(base.out_dir, program), program=program, group=GROUP,
                                   port=ports[p.name], state_file=paths["state-file"], log_file=paths["log-file"])))
     return result
@@ -202,8 +209,7 @@ def _fleet(profiles: Sequence[Profile], base: RenderOptions) -> List[Tuple[Profi
 def previous_ports(out_dir: str) -> Dict[str, int]:
     """Return program -> port of the fleet rendered in ``out_dir`` before (empty when none)."""
     try:
-        with open(os.path.join(out_dir, SIDECAR_CONF), encoding="utf-8") as fh:
-            text = fh.read()
+        text = read_beside(out_dir, SIDECAR_CONF, 1 << 20).decode("utf-8")
     except (OSError, UnicodeDecodeError):
         return {}
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"--sidecar ([^\s=]+)=(\d+)", text)}
@@ -212,23 +218,38 @@ def previous_ports(out_dir: str) -> Dict[str, int]:
 def group_listener_argv(root: str, sidecars: Sequence[RenderOptions], common: RenderOptions) -> List[str]:
     """Return the one listener's command for a fleet: each sidecar as ``--sidecar PROGRAM=PORT``."""
     argv = list(common.listener_command) + ["listen", "--group", GROUP, "--root", root, "--host", common.host]
+    if common.user:
+        argv += ["--state-subdir", RUN_DIR]
     for opts in sidecars:
         argv += ["--sidecar", f"{opts.program}={opts.port}"]
     return argv + ["--health-timeout", num_arg(common.health_timeout)] + metrics_argv(common)
 
 
 def write(rendered: Rendered) -> List[Tuple[str, bool]]:
-    """Write what changed (atomically), create the folders and the owner-only logs."""
-    folders = [rendered.out_dir] + [s.out_dir for s in rendered.sidecars if s.out_dir != rendered.out_dir]
-    for folder in folders:
-        if not os.path.isdir(folder):
-            try:
-                os.makedirs(folder, mode=0o755)
-            except OSError as exc:
-                raise RenderError(f"{folder}: cannot create it: {exc.strerror or exc}") from None
-        if rendered.owner is not None:
-            os.chown(folder, *rendered.owner)  # the listener writes state files and history here
-    changes = write_rendered(rendered.files, rendered.owner)
-    for s in rendered.sidecars:
-        prepare_log_file(s.log_file, rendered.owner)
-    return changes
+    """Write what changed (atomically, never through a link), create the folders and the owner-only logs."""
+    try:
+        return filewrite.write(rendered)
+    except OSError as exc:
+        raise RenderError(f"{exc.filename or rendered.out_dir}: {exc.strerror or exc}") from None
+
+
+def _check_text(value: str, flag: str) -> None:
+    try:
+        ini.check_text(value, flag)
+    except ini.IniError as exc:
+        raise RenderError(str(exc)) from None
+
+
+def _check_places(req: RenderRequest, sidecars: Sequence[RenderOptions], owner: Optional[Tuple[int, int]]) -> None:
+    """Check every place a file goes before anything is written (folders exist, the user can write its own)."""
+    if owner is not None:
+        filewrite.check_user(req.user, *owner)
+        filewrite.check_out_dir(req.out_dir, owner[0], req.user)
+    uid, gid = owner if owner is not None else (None, None)
+    for s in sidecars:
+        if req.log_file:
+            filewrite.check_folder("--log-file", s.log_file)
+        if req.state_file:
+            filewrite.check_folder("--state-file", s.state_file, uid, gid, req.user)
+    if req.metrics_file:
+        filewrite.check_folder("--metrics-file", req.metrics_file, uid, gid, req.user)

@@ -1,8 +1,8 @@
 """Turn a profile and options into LiteLLM's YAML and a supervisord include.
 
 Rendering is split in two: ``render_files`` is pure (inputs -> file contents),
-so determinism and the secret rules are unit-testable; ``write_rendered``
-writes only what changed, atomically, with the right modes. Deterministic
+so determinism and the secret rules are unit-testable; ``filewrite``
+writes only what changed, atomically, with the right owners and modes. Deterministic
 output matters: config diffs, ``apply`` and tests must be stable across renders.
 """
 
@@ -12,7 +12,6 @@ import hashlib
 import os
 import re
 import secrets
-import shlex
 import shutil
 import sys
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from sidecar_plugin.atomic import write_atomic
+from sidecar_plugin import ini
 from sidecar_plugin.discovery import process_name
 from sidecar_plugin.errors import BinaryNotFoundError
 from sidecar_plugin.profile import Profile, alias, openrouter_model
@@ -181,13 +180,40 @@ def render_litellm_yaml(profile: Profile, api_key: str, master_key: str) -> byte
     return (header + yaml.safe_dump(doc, sort_keys=True, default_flow_style=False)).encode("utf-8")
 
 
-def _ini(value: str) -> str:
-    """Escape a value for supervisord's config, which expands %(name)s itself."""
-    return value.replace("%", "%%")
+def _ini(value: str, what: str = "a path") -> str:
+    """Return a plain value as supervisord reads it back exactly (see ``ini``), or raise RenderError."""
+    try:
+        return ini.raw(value, what)
+    except ini.IniError as exc:
+        raise RenderError(str(exc)) from None
+
+
+def _log(value: str, what: str) -> str:
+    try:
+        return ini.logfile(value, what)
+    except ini.IniError as exc:
+        raise RenderError(str(exc)) from None
 
 
 def _cmd(argv: Sequence[str]) -> str:
-    return _ini(" ".join(shlex.quote(a) for a in argv))
+    try:
+        return ini.command(argv)
+    except ini.IniError as exc:
+        raise RenderError(str(exc)) from None
+
+
+def _env(value: str, what: str) -> str:
+    try:
+        return ini.env_value(value, what)
+    except ini.IniError as exc:
+        raise RenderError(str(exc)) from None
+
+
+def _comment(value: str, what: str) -> str:
+    try:
+        return ini.comment(value, what)
+    except ini.IniError as exc:
+        raise RenderError(str(exc)) from None
 
 
 def sidecar_command(opts: RenderOptions) -> List[str]:
@@ -233,11 +259,12 @@ def program_section(opts: RenderOptions) -> List[str]:
     return [
         f"[program:{p}]",
         f"command={_cmd(sidecar_command(opts))}",
-        f"directory={_ini(opts.out_dir)}",
-        f'environment=LITELLM_LOCAL_MODEL_COST_MAP="True",{MARKER_ENV}="{_ini(marker_value(p, opts.config_path))}"',
+        f"directory={_ini(opts.out_dir, '--out-dir')}",
+        f'environment=LITELLM_LOCAL_MODEL_COST_MAP="True",{MARKER_ENV}={_env(marker_value(p, opts.config_path), "--out-dir")}',
+        "umask=077",  # files LiteLLM itself creates are its own (the log is supervisord's: see safefs)
         f"autostart={'true' if opts.autostart else 'false'}",
         "autorestart=true",
-        *([f"user={opts.user}"] if opts.user else []),
+        *([f"user={_ini(opts.user, '--user')}"] if opts.user else []),
         "startsecs=1",
         "startretries=3",
         "stopsignal=TERM",
@@ -245,7 +272,7 @@ def program_section(opts: RenderOptions) -> List[str]:
         "stopasgroup=true",
         "killasgroup=true",
         "redirect_stderr=true",
-        f"stdout_logfile={_ini(opts.log_file)}",
+        f"stdout_logfile={_log(opts.log_file, '--log-file')}",
         "stdout_logfile_maxbytes=10MB",
         "stdout_logfile_backups=3",
         "priority=900",
@@ -262,12 +289,12 @@ def listener_section(name: str, argv: Sequence[str], opts: RenderOptions) -> Lis
         "buffer_size=8192",  # a storm of other programs' events must not drop ours
         "autostart=true",
         "autorestart=unexpected",
-        *([f"user={opts.user}"] if opts.user else []),
+        *([f"user={_ini(opts.user, '--user')}"] if opts.user else []),
         f"exitcodes=0,{EXIT_REFUSED}",
         "startsecs=0",
         "stopwaitsecs=5",
         "stdout_logfile=NONE",  # stdout is the protocol channel, nothing to keep
-        f"stderr_logfile={_ini(opts.listener_log_file)}",
+        f"stderr_logfile={_log(opts.listener_log_file, '--out-dir')}",
         "stderr_logfile_maxbytes=5MB",
         "stderr_logfile_backups=2",
         "priority=100",
@@ -277,8 +304,9 @@ def listener_section(name: str, argv: Sequence[str], opts: RenderOptions) -> Lis
 
 def _header(sources: Sequence[Profile], tiers: str) -> List[str]:
     return [
-        f"; Rendered by sidecar-plugin from {_ini(', '.join(p.source for p in sources))}; re-render instead of editing.",
-        tiers,
+        f"; Rendered by sidecar-plugin from {_comment(', '.join(p.source for p in sources), '--profile')}; "
+        "re-render instead of editing.",
+        _comment(tiers, "a profile's name"),
         "",
     ]
 
@@ -336,10 +364,7 @@ def choose_master_key(env: Mapping[str, str], env_name: str, out_dir: str) -> Tu
         return value, False
     path = os.path.join(out_dir, MASTER_KEY)
     try:
-        with open(path, encoding="utf-8") as fh:
-            existing = fh.read().strip()
-    except FileNotFoundError:
-        existing = ""
+        existing = read_beside(out_dir, MASTER_KEY, 4096).decode("utf-8", "replace").strip()
     except OSError as exc:
         raise RenderError(f"{path}: cannot read the master key: {exc.strerror or exc}") from None
     if existing:
@@ -349,43 +374,18 @@ def choose_master_key(env: Mapping[str, str], env_name: str, out_dir: str) -> Tu
     return new_master_key(), True
 
 
-def write_rendered(files: Sequence[RenderedFile], owner: Optional[Tuple[int, int]] = None) -> List[Tuple[str, bool]]:
-    """Write each file whose bytes or mode differ; return (path, changed) pairs.
+def read_beside(folder: str, name: str, limit: int) -> bytes:
+    """Return a file of the out-dir (empty when it or the folder is absent); never through a link."""
+    from sidecar_plugin import safefs
 
-    Unchanged files are left untouched (mtime included), so tools that watch
-    them, and ``apply``, see a change only when there is one. ``owner``
-    (uid, gid) is the user LiteLLM runs as: it must read the 0600 files.
-    """
-    result = []
-    for f in files:
-        changed = differs(f) or (owner is not None and _owner(f.path) != owner)
-        if changed:
-            write_atomic(f.path, f.data, f.mode)
-            if owner is not None:
-                os.chown(f.path, *owner)
-        result.append((f.path, changed))
-    return result
-
-
-def prepare_log_file(path: str, owner: Optional[Tuple[int, int]] = None) -> None:
-    """Create the sidecar log owner-only before supervisord opens it.
-
-    LiteLLM may print a key when it fails; supervisord would create the file
-    0644. It appends to an existing file, keeping its mode (the listener
-    re-tightens it after supervisord rotates it).
-    """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        os.fchmod(fd, 0o600)
-        if owner is not None:
-            os.fchown(fd, *owner)
+        dfd = safefs.open_dir(folder)
+    except FileNotFoundError:
+        return b""
+    try:
+        return safefs.read_file(dfd, name, limit, shown=os.path.join(folder, name)) or b""
     finally:
-        os.close(fd)
-
-
-def _owner(path: str) -> Tuple[int, int]:
-    st = os.stat(path)
-    return st.st_uid, st.st_gid
+        os.close(dfd)
 
 
 def lookup_user(name: str) -> Tuple[int, int]:
@@ -397,17 +397,6 @@ def lookup_user(name: str) -> Tuple[int, int]:
     except KeyError:
         raise RenderError(f"--user: no such user {name!r}") from None
     return pw.pw_uid, pw.pw_gid
-
-
-def differs(f: RenderedFile) -> bool:
-    """Whether the file on disk is missing or has other bytes or another mode."""
-    try:
-        st = os.stat(f.path)
-        with open(f.path, "rb") as fh:
-            current = fh.read()
-    except OSError:
-        return True
-    return current != f.data or (st.st_mode & 0o777) != f.mode
 
 
 def check_options(opts: RenderOptions) -> None:
@@ -424,6 +413,25 @@ def check_options(opts: RenderOptions) -> None:
         raise RenderError(f"--stop-timeout: must be at least 1 second (got {opts.stop_timeout})")
     if not opts.host or any(ch.isspace() for ch in opts.host):
         raise RenderError(f"--host: must be an address to bind (got {opts.host!r})")
+    check_representable(opts)
+
+
+def check_representable(opts: RenderOptions) -> None:
+    """Refuse, naming the option, any value supervisord would not read back exactly.
+
+    Checked before anything is written; the writers check again (``ini``),
+    so nothing unchecked can reach the include.
+    """
+    for flag, value in (("--out-dir", opts.out_dir), ("--binary", opts.binary), ("--state-file", opts.state_file),
+                        ("--log-file", opts.log_file), ("--metrics-file", opts.metrics_file), ("--host", opts.host),
+                        ("--user", opts.user), ("--out-dir", opts.listener_log_file)):
+        if value:
+            _ini(value, flag)
+    _env(marker_value(opts.program, opts.config_path), "--out-dir")
+    for arg in opts.listener_command:
+        _ini(arg, "the path this package is installed at")
+    _cmd(sidecar_command(opts))
+    _cmd(listener_argv(opts))
 
 
 def optional_port(profile: Profile, cli_port: Optional[int]) -> int:

@@ -33,7 +33,7 @@ def listen_targets(a: argparse.Namespace) -> List[ListenerOptions]:
             program, sep, port = spec.partition("=")
             if not sep or not program or not port.isdigit():
                 raise TargetError(f"--sidecar {spec!r}: expected PROGRAM=PORT")
-            paths = fleet_paths(os.path.abspath(a.root), program)
+            paths = fleet_paths(os.path.abspath(a.root), program, getattr(a, "state_subdir", "") or "")
             targets.append(ListenerOptions(program=program, group=a.group, port=int(port),
                                            state_file=paths["state-file"], log_file=paths["log-file"],
                                            config_path=paths["config"], **common))
