@@ -138,9 +138,13 @@ def render_request(a: argparse.Namespace) -> Any:
 
 def cmd_render(a: argparse.Namespace) -> int:
     from sidecar_plugin import fleet
+    from sidecar_plugin.outlock import out_dir_lock
 
-    rendered = fleet.build(render_request(a), os.environ)
-    for path, changed in fleet.write(rendered):
+    fleet.build(render_request(a), os.environ)  # every check first: bad input writes nothing, not even the folder
+    with out_dir_lock(a.out_dir):  # then again under the lock: master.key may have just been written
+        rendered = fleet.build(render_request(a), os.environ)
+        changes = fleet.write(rendered)
+    for path, changed in changes:
         print(f"{'changed' if changed else 'unchanged':<9} {path}")
     return EXIT_OK
 
@@ -148,13 +152,16 @@ def cmd_render(a: argparse.Namespace) -> int:
 def cmd_apply(a: argparse.Namespace) -> int:
     from sidecar_plugin import fleet
     from sidecar_plugin.apply import ApplyError, apply
+    from sidecar_plugin.outlock import out_dir_lock
     from sidecar_plugin.supervisor_rpc import default_server_url, rpc_proxy
 
-    rendered = fleet.build(render_request(a), os.environ)
+    fleet.build(render_request(a), os.environ)
     timeout = a.timeout if a.timeout is not None else a.health_timeout + 10.0
     url = a.server_url or default_server_url()
     try:
-        outcome = apply(rendered, rpc_proxy(url), timeout, lambda line: print(line, flush=True))
+        with out_dir_lock(a.out_dir):  # one apply at a time: each rolls back to its own snapshot
+            rendered = fleet.build(render_request(a), os.environ)
+            outcome = apply(rendered, rpc_proxy(url), timeout, lambda line: print(line, flush=True))
     except ApplyError as exc:
         print(f"sidecar-plugin: apply failed: {exc}", file=sys.stderr)
         for line in exc.log_tail:
@@ -384,3 +391,4 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"sidecar-plugin: unexpected error: {type(exc).__name__}: {exc} (run with --debug for details)",
               file=sys.stderr)
         return EXIT_FAIL
+
