@@ -20,7 +20,7 @@ from sidecar_plugin.reaper import alive, port_is_free, processes
 from sidecar_plugin.statefile import (
     STALE_AFTER, SidecarState, State, StateMissing, StateUnavailable, read_state,
 )
-from sidecar_plugin.supervisor_rpc import default_server_url, rpc_proxy
+from sidecar_plugin.supervisor_rpc import default_server_url, display_url, rpc_proxy
 
 __all__ = [
     "State", "SidecarState", "Sidecar", "read_state",
@@ -63,7 +63,7 @@ def configured_sidecars(server_url: Optional[str] = None) -> Dict[str, Dict[str,
     try:
         infos = rpc_proxy(url).supervisor.getAllConfigInfo()
     except (OSError, xmlrpc.client.Error) as exc:
-        raise StateUnavailable(f"cannot ask supervisord at {url} which sidecars it runs and where their "
+        raise StateUnavailable(f"cannot ask supervisord at {display_url(url)} which sidecars it runs and where their "
                                f"state files are ({exc}); pass the state file") from None
     return sidecars(commands_from_config_info(infos))
 
@@ -92,7 +92,7 @@ class Sidecar:
         if self._entry is None:
             entry = configured_sidecars(self.server_url).get(self.program)
             if entry is None:
-                raise StateUnavailable(f"supervisord at {self.server_url} has no listener for {self.program}")
+                raise StateUnavailable(f"supervisord at {display_url(self.server_url)} has no listener for {self.program}")
             self._entry = entry
         return self._entry
 
@@ -160,7 +160,7 @@ class Sidecar:
                 if "SPAWN_ERROR" not in exc.faultString:
                     raise SidecarError(f"supervisord refused to start {self.name}: {exc.faultString}") from None
         except OSError as exc:
-            raise SidecarError(f"cannot reach supervisord at {self.server_url}: {exc}") from None
+            raise SidecarError(f"cannot reach supervisord at {display_url(self.server_url)}: {exc}") from None
         control.wait_started(lambda: state_dict(self.state_file), requested, timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -174,7 +174,7 @@ class Sidecar:
             if "NOT_RUNNING" not in exc.faultString:
                 raise SidecarError(f"supervisord refused to stop {self.name}: {exc.faultString}") from None
         except OSError as exc:
-            raise SidecarError(f"cannot reach supervisord at {self.server_url}: {exc}") from None
+            raise SidecarError(f"cannot reach supervisord at {display_url(self.server_url)}: {exc}") from None
 
         def gone() -> bool:
             if any(alive(p) for p in tree):
