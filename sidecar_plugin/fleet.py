@@ -244,7 +244,8 @@ def _check_places(req: RenderRequest, sidecars: Sequence[RenderOptions], owner: 
     """Check every place a file goes before anything is written (folders exist, the user can write its own)."""
     if owner is not None:
         filewrite.check_user(req.user, *owner)
-        filewrite.check_out_dir(req.out_dir, owner[0], req.user)
+        if owner[0] != os.geteuid():  # rendering as the user itself crosses no privilege boundary
+            filewrite.check_out_dir(req.out_dir, owner[0], req.user)
     uid, gid = owner if owner is not None else (None, None)
     for s in sidecars:
         if req.log_file:
