@@ -359,11 +359,38 @@ def test_5_parallel_renders_agree_on_the_master_key(area):
         assert cfg["general_settings"]["master_key"] == key
 
 
+def test_5_render_waits_while_another_holds_the_out_dir(area):
+    prof = write(os.path.join(area, "p.yaml"), PROFILE)
+    out = os.path.join(area, "out")
+    os.mkdir(out)
+    fd = os.open(os.path.join(out, ".sidecar-plugin.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    proc = None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        proc = subprocess.Popen(CLI + ["render", "--profile", prof, "--out-dir", out, "--binary", fake_binary(area)],
+                                env=dict(os.environ, **GEN_KEY_ENV), cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            with pytest.raises(subprocess.TimeoutExpired):
+                proc.wait(timeout=1.5)
+            assert not os.path.exists(os.path.join(out, "master.key"))
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    finally:
+        os.close(fd)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_5_apply_waits_for_the_out_dir_lock(area):
     prof = write(os.path.join(area, "p.yaml"), PROFILE)
     out = os.path.join(area, "out")
     assert render(prof, out).returncode == 0
     fd = os.open(os.path.join(out, ".sidecar-plugin.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    proc = None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         proc = subprocess.Popen(CLI + ["apply", "--profile", prof, "--out-dir", out, "--binary", fake_binary(area),
@@ -379,7 +406,7 @@ def test_5_apply_waits_for_the_out_dir_lock(area):
         assert proc.returncode == 1 and "cannot reach supervisord" in err
     finally:
         os.close(fd)
-        if proc.poll() is None:
+        if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
 
