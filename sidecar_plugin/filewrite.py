@@ -96,6 +96,18 @@ def check_folder(flag: str, path: str, writer_uid: Optional[int] = None, writer_
                           f"give it a folder it can write, or leave {flag} out")
 
 
+def check_no_link(path: str) -> None:
+    """Refuse, before anything is written, a symlink (or a file with other hard links) where root writes."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise RenderError(f"{path}: is a symlink; refusing to follow or replace it (remove it, then render again)")
+    if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+        raise RenderError(f"{path}: has other hard links; refusing to write through it (remove it, then render again)")
+
+
 def _why(exc: OSError) -> str:
     return "does not exist" if exc.errno == errno.ENOENT else f"cannot be used ({exc.strerror or exc})"
 
@@ -194,8 +206,10 @@ def write(rendered, warn: Callable[[str], None] = lambda line: print(line, file=
                          f"{os.path.basename(s.log_file)} with its own umask at each rotation; make the folder "
                          "owner-only or set umask=077 in [supervisord]")
             log_owner = (root_owner[0], owner[1]) if owner is not None else None
-            safefs.prepare_log(folders.of(s.log_file), os.path.basename(s.log_file),
-                               0o640 if owner is not None else 0o600, log_owner, shown=s.log_file)
+            for log in (s.log_file, s.listener_log_file):  # supervisord opens both as root, following links
+                if log:
+                    safefs.prepare_log(folders.of(log), os.path.basename(log),
+                                       0o640 if owner is not None else 0o600, log_owner, shown=log)
             if owner is not None:
                 _runtime_dir(folders, s, owner)
     return changes

@@ -173,6 +173,10 @@ def build(req: RenderRequest, env: Mapping[str, str]) -> Rendered:
         raise RenderError(f"{req.api_key_env} is not set: export the OpenRouter API key in it "
                           "(or name another variable with --api-key-env)")
     binary = resolve_binary(req.binary, extra_dirs=[os.path.dirname(os.path.abspath(sys.executable))])
+    try:
+        ini.raw(binary, "--binary")
+    except ini.IniError as exc:
+        raise RenderError(str(exc)) from None
     sidecars = [(p, replace(o, binary=binary)) for p, o in sidecars]
     master_key, keep_file = choose_master_key(env, req.master_key_env, out_dir)
     if not grouped:
@@ -254,3 +258,9 @@ def _check_places(req: RenderRequest, sidecars: Sequence[RenderOptions], owner: 
             filewrite.check_folder("--state-file", s.state_file, uid, gid, req.user)
     if req.metrics_file:
         filewrite.check_folder("--metrics-file", req.metrics_file, uid, gid, req.user)
+    places = [req.out_dir] + [s.out_dir for s in sidecars] + [s.log_file for s in sidecars]
+    places += [s.listener_log_file for s in sidecars[:1]]
+    if owner is not None:
+        places += [os.path.join(s.out_dir, RUN_DIR) for s in sidecars]
+    for path in places:
+        filewrite.check_no_link(path)

@@ -182,6 +182,14 @@ def test_1_render_never_follows_a_link_or_hard_link_as_root(area, user):
     err = one_line(render(prof, out, "--user", name))
     assert "hard link" in err
     assert owner_mode(victim) == (0, 0, 0o600)
+    os.unlink(log)
+    listener_log = os.path.join(out, "listener.log")  # supervisord appends to it as root
+    os.unlink(listener_log)
+    os.symlink(victim, listener_log)
+    before = {n: owner_mode(os.path.join(out, n)) for n in ("litellm.yaml", "sidecar.conf")}
+    err = one_line(render(prof, out, "--user", name))
+    assert "listener.log" in err and "symlink" in err
+    assert {n: owner_mode(os.path.join(out, n)) for n in before} == before and not os.path.exists(log)
 
 
 def test_1_fleet_folders_are_never_followed_or_given_away(area, user):
