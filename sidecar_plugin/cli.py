@@ -123,6 +123,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     args_list = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args_list
+    streams = sys.stdout, sys.stderr
+    if "listen" not in args_list:  # the listener's stdout is the protocol; it takes no -s anyway
+        _hide_credentials(args_list)
     try:
         args = build_parser().parse_args(args_list)
         return COMMANDS[args.command](args)
@@ -155,3 +158,38 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"sidecar-plugin: unexpected error: {type(exc).__name__}: {exc} (run with --debug for details)",
               file=sys.stderr)
         return EXIT_FAIL
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+class _Redacting:
+    """A text stream that masks supervisord's credentials in everything written to it."""
+
+    def __init__(self, stream: Any, redact: Callable[[str], str]) -> None:
+        self._stream, self._redact = stream, redact
+
+    def write(self, text: str) -> int:
+        self._stream.write(self._redact(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _hide_credentials(args_list: List[str]) -> None:
+    """Keep the password of ``-s http://user:pass@host`` (or $SUPERVISOR_PASSWORD) out of every output line."""
+    from sidecar_plugin.shell.redact import MASK, encoded_forms
+    from sidecar_plugin.shell.supervisor import credentials
+
+    urls = [v.split("=", 1)[1] for v in args_list if v.startswith("--server-url=")]
+    urls += [args_list[i + 1] for i, v in enumerate(args_list[:-1]) if v in ("-s", "--server-url")]
+    found = [c for url in urls or [None] for c in credentials(url) if len(c) >= 4]
+    if found:
+        forms = sorted({f for c in found for f in encoded_forms(c)}, key=len, reverse=True)
+
+        def redact(text: str) -> str:
+            for form in forms:
+                text = text.replace(form, MASK)
+            return text
+        sys.stdout = _Redacting(sys.stdout, redact)
+        sys.stderr = _Redacting(sys.stderr, redact)

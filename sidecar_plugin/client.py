@@ -23,7 +23,7 @@ from sidecar_plugin.shell import control
 from sidecar_plugin.shell.reaper import alive, port_is_free, processes
 from sidecar_plugin.shell.statefile import effective_state, read_state, state_dict
 from sidecar_plugin.shell.supervisor import (
-    MISSING_BINARY, default_server_url, fault_words, rpc_proxy, stop_window, tolerate, unreachable,
+    MISSING_BINARY, default_server_url, fault_words, public_url, rpc_proxy, stop_window, tolerate, unreachable,
 )
 
 __all__ = [
@@ -73,7 +73,7 @@ class Sidecar:
         if self._entry is None:
             entry = configured_sidecars(self.server_url).get(self.program)
             if entry is None:
-                raise StateUnavailable(f"supervisord at {self.server_url} has no listener for {self.program}")
+                raise StateUnavailable(f"supervisord at {public_url(self.server_url)} has no listener for {self.program}")
             self._entry = entry
         return self._entry
 

@@ -33,9 +33,13 @@ def render_request(a: argparse.Namespace) -> Any:
 
 def cmd_render(a: argparse.Namespace) -> int:
     from sidecar_plugin.shell import build
+    from sidecar_plugin.shell.outlock import out_dir_lock
 
-    rendered = build.build(render_request(a), os.environ)
-    for path, changed in build.write(rendered):
+    build.build(render_request(a), os.environ)  # every check first: bad input writes nothing, not even the folder
+    with out_dir_lock(a.out_dir):  # then again under the lock: master.key may have just been written
+        rendered = build.build(render_request(a), os.environ)
+        changes = build.write(rendered)
+    for path, changed in changes:
         print(f"{'changed' if changed else 'unchanged':<9} {path}")
     return EXIT_OK
 
@@ -43,13 +47,16 @@ def cmd_render(a: argparse.Namespace) -> int:
 def cmd_apply(a: argparse.Namespace) -> int:
     from sidecar_plugin.shell.apply import ApplyError, apply
     from sidecar_plugin.shell.build import build
+    from sidecar_plugin.shell.outlock import out_dir_lock
     from sidecar_plugin.shell.supervisor import default_server_url, rpc_proxy
 
-    rendered = build(render_request(a), os.environ)
+    build(render_request(a), os.environ)
     timeout = a.timeout if a.timeout is not None else a.health_timeout + 10.0
     url = a.server_url or default_server_url()
     try:
-        outcome = apply(rendered, rpc_proxy(url), timeout, lambda line: print(line, flush=True), url)
+        with out_dir_lock(a.out_dir):  # one apply at a time: each rolls back to its own snapshot
+            rendered = build(render_request(a), os.environ)
+            outcome = apply(rendered, rpc_proxy(url), timeout, lambda line: print(line, flush=True), url)
     except ApplyError as exc:
         print(f"sidecar-plugin: apply failed: {exc}", file=sys.stderr)
         for line in exc.log_tail:

@@ -91,14 +91,21 @@ EXIT_UNKNOWN = 4  # status: missing, corrupt or stale state file
 EXIT_REFUSED = 78
 
 
-def fleet_paths(root: str, program: str) -> "dict[str, str]":
+RUN_DIR = "run"  # under --user: the folder the sidecar's user owns, for its state and history
+
+
+def fleet_paths(root: str, program: str, state_subdir: str = "") -> "dict[str, str]":
     """Return the folder, config, state file and log file of a fleet sidecar.
 
     Render writes them here and the listener finds them here from ``--root``
-    and the program name alone, so the two cannot disagree.
+    and the program name alone (plus ``--state-subdir``: under ``--user`` the
+    state lives in ``run/``, the one folder the user owns), so the two cannot
+    disagree.
     """
     import os
 
     folder = os.path.join(root, program)
     return {"dir": folder, "config": os.path.join(folder, LITELLM_YAML),
-            "state-file": os.path.join(folder, STATE_NAME), "log-file": os.path.join(folder, LOG_NAME)}
+            "state-file": os.path.join(folder, state_subdir, STATE_NAME) if state_subdir
+            else os.path.join(folder, STATE_NAME),
+            "log-file": os.path.join(folder, LOG_NAME)}

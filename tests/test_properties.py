@@ -113,3 +113,100 @@ def test_valid_profiles_always_load_and_render_every_tier(doc, name):
     entries = {e["model_name"]: e["litellm_params"]["model"] for e in rendered["model_list"]}
     assert entries == {alias(t): openrouter_model(m) for t, m in doc["models"].items()}
     assert all(v.startswith("openrouter/") and not v.startswith("openrouter/openrouter/") for v in entries.values())
+
+
+# -- file names and paths (issue 16): the include reads back exactly through supervisord's parser, or
+#    the input is refused with one line before anything is written --------------------------------------
+
+HOSTILE_PIECES = [" ;", " #", ";", "#", '"', "'", "%", "%(here)s", "%(ENV_HOME)s", "\\", " ", "\t", "\n", "\r",
+                  "\x0b", "\x85", "\u2028", "\xa0", "$HOME", "`", "=", ",", ":", "[program:x]", "ü", "\u3000"]
+path_piece = st.lists(st.one_of(st.sampled_from(HOSTILE_PIECES),
+                                st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"),
+                                        min_size=1, max_size=3)),
+                      min_size=1, max_size=4).map("".join).filter(lambda s: s not in (".", ".."))
+
+
+def _supervisord_reads(include):
+    """Return {process name: ProcessConfig} as supervisord builds them from an include."""
+    from supervisor.options import ServerOptions, UnhosedConfigParser
+
+    opts = ServerOptions()
+    parser = UnhosedConfigParser()
+    parser.expansions = opts.environ_expansions
+    parser.read(include)
+    return {pc.name: pc for g in opts.process_groups_from_parser(parser) for pc in g.process_configs}
+
+
+def _render_or_refuse(profiles, out, binary, **extra):
+    import shlex
+
+    from sidecar_plugin.core.render import RenderError
+    from sidecar_plugin.shell import build
+
+    req = build.RenderRequest(profiles=profiles, out_dir=out, binary=binary, **extra)
+    try:
+        rendered = build.build(req, {"OPENROUTER_API_KEY": "sk-or-k", "AGENTROUTE_MASTER_KEY": "sk-m-0123456789"})
+    except (RenderError, ProfileError) as exc:
+        assert "\n" not in str(exc) and "\r" not in str(exc) and len(str(exc)) < 2000
+        assert not os.path.exists(out)  # refused before anything is written
+        event("refused with one line")
+        return None
+    build.write(rendered)
+    event("rendered")
+    return rendered, _supervisord_reads(os.path.join(out, "sidecar.conf")), shlex.split
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(path_piece, path_piece, path_piece)
+def test_hostile_paths_read_back_exactly_or_are_refused(out_piece, profile_piece, log_piece):
+    from sidecar_plugin.names import marker_value
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = os.path.join(tmp, "b" + out_piece)
+        os.makedirs(base)
+        profile = os.path.join(base, "p" + profile_piece + ".yaml")
+        with open(profile, "w") as fh:
+            fh.write("name: work\nmodels: {heavy: anthropic/claude-opus-4.5}\n")
+        binary = os.path.join(base, "lite" + out_piece)
+        with open(binary, "w") as fh:
+            fh.write("#!/bin/sh\n")
+        os.chmod(binary, 0o755)
+        log_dir = os.path.join(tmp, "l" + log_piece)
+        os.makedirs(log_dir)
+        out = os.path.join(base, "o" + out_piece)
+        log = os.path.join(log_dir, "x" + log_piece + ".log")
+        got = _render_or_refuse([profile], out, binary, port=4567, log_file=log)
+        if got is None:
+            return
+        rendered, procs, split = got
+        assert set(procs) == {"agentroute-sidecar", "agentroute-sidecar-health"}
+        prog, lis = procs["agentroute-sidecar"], procs["agentroute-sidecar-health"]
+        config = os.path.join(out, "litellm.yaml")
+        assert split(prog.command) == [binary, "--config", config, "--host", "127.0.0.1", "--port", "4567"]
+        assert prog.directory == out and prog.stdout_logfile == log
+        assert prog.environment["SIDECAR_PLUGIN_TREE"] == marker_value("agentroute-sidecar", config)
+        argv = split(lis.command)
+        assert argv[argv.index("--state-file") + 1] == os.path.join(out, "state.json")
+        assert argv[argv.index("--log-file") + 1] == log and argv[argv.index("--config") + 1] == config
+        assert lis.stderr_logfile == os.path.join(out, "listener.log")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(path_piece, min_size=1, max_size=3, unique=True))
+def test_hostile_profile_file_names_in_a_folder_never_add_a_section(names):
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = os.path.join(tmp, "profiles")
+        os.makedirs(folder)
+        names = [n for n in names if not n.startswith(".")] or ["plain"]  # dot files are not profiles
+        for i, name in enumerate(names):
+            with open(os.path.join(folder, name + ".yaml"), "w") as fh:
+                fh.write(f"name: p{i}\nmodels: {{heavy: anthropic/claude-opus-4.5}}\n")
+        binary = os.path.join(tmp, "litellm")
+        with open(binary, "w") as fh:
+            fh.write("#!/bin/sh\n")
+        os.chmod(binary, 0o755)
+        got = _render_or_refuse([folder], os.path.join(tmp, "out"), binary, port=4567)
+        if got is None:
+            return
+        _, procs, _ = got
+        assert set(procs) == {f"agentroute-p{i}" for i in range(len(names))} | {"agentroute-health"}

@@ -17,8 +17,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sidecar_plugin.core.naming import fleet_programs, program_name
 from sidecar_plugin.core.profile import Profile, ProfileError
-from sidecar_plugin.core.render import PROGRAM_RE, Plan, RenderError, RenderOptions
-from sidecar_plugin.names import DEFAULT_PORT, GROUP, LISTENER_SUFFIX, fleet_paths
+from sidecar_plugin.core.render import PROGRAM_RE, Plan, RenderError, RenderOptions, check_representable, render_sidecar_conf
+from sidecar_plugin.names import DEFAULT_PORT, GROUP, LISTENER_SUFFIX, RUN_DIR, fleet_paths
 
 
 def plan(profiles: Sequence[Profile], common: RenderOptions, grouped: bool, cli_port: Optional[int],
@@ -32,6 +32,7 @@ def plan(profiles: Sequence[Profile], common: RenderOptions, grouped: bool, cli_
         result = Plan(common.out_dir, ((profiles[0], one),), common, None)
     for opts in result.options:
         check_options(opts)
+    render_sidecar_conf(result)  # raises RenderError for anything the include could not hold exactly
     return result
 
 
@@ -77,7 +78,7 @@ def _fleet(profiles: Sequence[Profile], base: RenderOptions,
     result = []
     for p in sorted(profiles, key=lambda q: q.name):
         program = programs[p.name]
-        paths = fleet_paths(base.out_dir, program)
+        paths = fleet_paths(base.out_dir, program, RUN_DIR if base.user else "")
         result.append((p, replace(base, out_dir=paths["dir"], program=program, group=GROUP,
                                   port=ports[p.name], state_file=paths["state-file"], log_file=paths["log-file"])))
     return result
@@ -97,6 +98,7 @@ def check_options(opts: RenderOptions) -> None:
         raise RenderError(f"--stop-timeout: must be at least 1 second (got {opts.stop_timeout})")
     if not opts.host or any(ch.isspace() for ch in opts.host):
         raise RenderError(f"--host: must be an address to bind (got {opts.host!r})")
+    check_representable(opts)
 
 
 def optional_port(profile: Profile, cli_port: Optional[int]) -> int:

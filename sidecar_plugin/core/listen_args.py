@@ -90,6 +90,7 @@ OPTIONS: Dict[str, Tuple[str, Optional[Callable[[str], object]], object, str]] =
     "--config": ("config", str, "", "LiteLLM config, read only to redact its secrets"),
     "--root": ("root", str, None, "a fleet's folder: each sidecar's files in ROOT/PROGRAM/"),
     "--sidecar": ("sidecar", str, None, "PROGRAM=PORT, one sidecar of a fleet (repeat for each)"),
+    "--state-subdir": ("state_subdir", str, "", "a fleet under --user: each state file in ROOT/PROGRAM/NAME/"),
     "--metrics-file": ("metrics_file", str, None, "write Prometheus text metrics here"),
     "--health-timeout": ("health_timeout", positive_number, 20.0, "seconds to become healthy"),
     "--probe-interval": ("probe_interval", positive_number, 1.0, "seconds between probes while running"),
@@ -150,7 +151,7 @@ def targets_of(values: Dict[str, object]) -> ListenCommand:
             program, sep, port = str(spec).partition("=")
             if not sep or not program or not port.isdigit() or not 1 <= int(port) <= 65535:
                 raise ListenArgsError(f"--sidecar {spec!r}: expected PROGRAM=PORT")
-            paths = fleet_paths(os.path.abspath(str(values["root"])), program)
+            paths = fleet_paths(os.path.abspath(str(values["root"])), program, str(values["state_subdir"] or ""))
             targets.append(ListenerOptions(program=program, group=group, port=int(port),  # type: ignore[arg-type]
                                            state_file=paths["state-file"], log_file=paths["log-file"],
                                            config_path=paths["config"], **common))  # type: ignore[arg-type]
@@ -190,7 +191,7 @@ def number(value: float) -> str:
 
 
 def listen_argv(prefix: Sequence[str], sidecars: Sequence[ListenerOptions], root: Optional[str],
-                metrics_file: str = "") -> List[str]:
+                metrics_file: str = "", state_subdir: str = "") -> List[str]:
     """Return the listener command for ``sidecars``: one by ``--program``, a fleet by ``--root``/``--sidecar``.
 
     ``sidecars`` share host and timeouts (one listener, one set of options).
@@ -202,6 +203,8 @@ def listen_argv(prefix: Sequence[str], sidecars: Sequence[ListenerOptions], root
                  "--state-file", first.state_file, "--log-file", first.log_file, "--config", first.config_path]
     else:
         argv += ["--group", str(first.group), "--root", root, "--host", first.host]
+        if state_subdir:
+            argv += ["--state-subdir", state_subdir]
         for s in sidecars:
             argv += ["--sidecar", f"{s.program}={s.port}"]
     argv += ["--health-timeout", number(first.health_timeout)]

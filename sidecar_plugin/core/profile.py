@@ -20,6 +20,8 @@ from typing import Any, Dict, Mapping, Optional
 
 import yaml
 
+from sidecar_plugin.core.strictload import StrictLoadError, load_json, load_yaml
+
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 TIER_RE = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
 ALIAS_PREFIX = "agentroute-"
@@ -83,18 +85,22 @@ def parse_profile(raw: bytes, source: str) -> Profile:
 def _parse_text(text: str, source: str) -> Any:
     if os.path.splitext(source)[1].lower() == ".json":
         try:
-            return json.loads(text)
-        except ValueError as exc:
-            raise ProfileError(f"{source}: not valid JSON: {exc}") from None
+            return load_json(text)
+        except StrictLoadError as exc:
+            raise ProfileError(f"{source}: {exc}") from None
+        except (ValueError, RecursionError) as exc:
+            raise ProfileError(f"{source}: not valid JSON: {_line(exc)}") from None
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
+    except StrictLoadError as exc:
+        raise ProfileError(f"{source}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "syntax error"
         raise ProfileError(f"{source}: not valid YAML{where}: {problem}") from None
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:
-        raise ProfileError(f"{source}: not valid YAML: {exc}") from None
+        raise ProfileError(f"{source}: not valid YAML: {_line(exc)}") from None
 
 
 def validate(data: Any, source: str) -> Profile:
@@ -160,7 +166,39 @@ def _is_port(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
 
 
-def _show(value: Any) -> str:
-    """Quote a bad value for an error line, short and on one line."""
-    text = json.dumps(value, default=str) if not isinstance(value, str) else json.dumps(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _show(value: Any, limit: int = 60) -> str:
+    """Quote a bad value for an error line, short and on one line.
+
+    Serialises at most ``limit`` characters' worth: the value may be huge
+    (a 1 MiB string, a list of a million items), and an error must stay cheap.
+    """
+    text = _bounded_json(value, limit + 1)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _bounded_json(value: Any, budget: int) -> str:
+    """Return a JSON-like rendering of ``value``, stopping once ``budget`` characters are reached."""
+    if isinstance(value, str):
+        return json.dumps(value[:budget])
+    if isinstance(value, (list, tuple, dict)):
+        items = list(value.items())[:budget] if isinstance(value, dict) else list(value[:budget])
+        parts, used = [], 2
+        for item in items:
+            part = (f"{_bounded_json(item[0], budget - used)}: {_bounded_json(item[1], budget - used)}"
+                    if isinstance(value, dict) else _bounded_json(item, budget - used))
+            parts.append(part)
+            used += len(part) + 2
+            if used >= budget:
+                break
+        body = ", ".join(parts)
+        return "{" + body + "}" if isinstance(value, dict) else "[" + body + "]"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return "a very large integer"
+    text = json.dumps(value, default=str)
+    return text[:budget]
+
+
+def _line(exc: BaseException, limit: int = 200) -> str:
+    """Return an exception's text as one bounded line."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."

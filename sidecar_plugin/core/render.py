@@ -15,16 +15,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
+from sidecar_plugin.core import ini
 from sidecar_plugin.core.listen_args import ListenerOptions, listen_argv
 from sidecar_plugin.core.litellm_yaml import render_litellm_yaml
 from sidecar_plugin.core.profile import Profile, alias
 from sidecar_plugin.names import (
     DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PROGRAM, EXIT_REFUSED, LISTENER_SUFFIX, LITELLM_YAML, MARKER_ENV,
-    MASTER_KEY, RECORD_NAME, SCHEMA, SIDECAR_CONF, marker_value, process_name,
+    MASTER_KEY, RECORD_NAME, RUN_DIR, SCHEMA, SIDECAR_CONF, marker_value, process_name,
 )
 
 PROGRAM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
@@ -81,13 +81,40 @@ class RenderedFile:
     mode: int
 
 
-def _ini(value: str) -> str:
-    """Escape a value for supervisord's config, which expands %(name)s itself."""
-    return value.replace("%", "%%")
+def _ini(value: str, what: str = "a path") -> str:
+    """Return a plain value as supervisord reads it back exactly (see ``ini``), or raise RenderError."""
+    try:
+        return ini.raw(value, what)
+    except ini.IniError as exc:
+        raise RenderError(str(exc)) from None
+
+
+def _log(value: str, what: str) -> str:
+    try:
+        return ini.logfile(value, what)
+    except ini.IniError as exc:
+        raise RenderError(str(exc)) from None
 
 
 def _cmd(argv: Sequence[str]) -> str:
-    return _ini(" ".join(shlex.quote(a) for a in argv))
+    try:
+        return ini.command(argv)
+    except ini.IniError as exc:
+        raise RenderError(str(exc)) from None
+
+
+def _env(value: str, what: str) -> str:
+    try:
+        return ini.env_value(value, what)
+    except ini.IniError as exc:
+        raise RenderError(str(exc)) from None
+
+
+def _comment(value: str, what: str) -> str:
+    try:
+        return ini.comment(value, what)
+    except ini.IniError as exc:
+        raise RenderError(str(exc)) from None
 
 
 def sidecar_command(opts: RenderOptions) -> List[str]:
@@ -110,11 +137,12 @@ def program_section(opts: RenderOptions) -> List[str]:
     return [
         f"[program:{p}]",
         f"command={_cmd(sidecar_command(opts))}",
-        f"directory={_ini(opts.out_dir)}",
-        f'environment=LITELLM_LOCAL_MODEL_COST_MAP="True",{MARKER_ENV}="{_ini(marker_value(p, opts.config_path))}"',
+        f"directory={_ini(opts.out_dir, '--out-dir')}",
+        f'environment=LITELLM_LOCAL_MODEL_COST_MAP="True",{MARKER_ENV}={_env(marker_value(p, opts.config_path), "--out-dir")}',
+        "umask=077",  # files LiteLLM itself creates are its own (the log is supervisord's: see shell.safefs)
         f"autostart={'true' if opts.autostart else 'false'}",
         "autorestart=true",
-        *([f"user={opts.user}"] if opts.user else []),
+        *([f"user={_ini(opts.user, '--user')}"] if opts.user else []),
         "startsecs=1",
         "startretries=3",
         "stopsignal=TERM",
@@ -122,7 +150,7 @@ def program_section(opts: RenderOptions) -> List[str]:
         "stopasgroup=true",
         "killasgroup=true",
         "redirect_stderr=true",
-        f"stdout_logfile={_ini(opts.log_file)}",
+        f"stdout_logfile={_log(opts.log_file, '--log-file')}",
         "stdout_logfile_maxbytes=10MB",
         "stdout_logfile_backups=3",
         "priority=900",
@@ -139,12 +167,12 @@ def listener_section(name: str, argv: Sequence[str], opts: RenderOptions) -> Lis
         "buffer_size=8192",  # a storm of other programs' events must not drop ours
         "autostart=true",
         "autorestart=unexpected",
-        *([f"user={opts.user}"] if opts.user else []),
+        *([f"user={_ini(opts.user, '--user')}"] if opts.user else []),
         f"exitcodes=0,{EXIT_REFUSED}",
         "startsecs=0",
         "stopwaitsecs=5",
         "stdout_logfile=NONE",  # stdout is the protocol channel, nothing to keep
-        f"stderr_logfile={_ini(opts.listener_log_file)}",
+        f"stderr_logfile={_log(opts.listener_log_file, '--out-dir')}",
         "stderr_logfile_maxbytes=5MB",
         "stderr_logfile_backups=2",
         "priority=100",
@@ -189,7 +217,8 @@ class Plan:
 
     def listener_argv(self) -> List[str]:
         return listen_argv(self.common.listener_command, [watch_options(o) for o in self.options],
-                           self.out_dir if self.group else None, self.common.metrics_file)
+                           self.out_dir if self.group else None, self.common.metrics_file,
+                           RUN_DIR if self.group and self.common.user else "")
 
 
 def render_sidecar_conf(plan: Plan) -> bytes:
@@ -205,7 +234,8 @@ def render_sidecar_conf(plan: Plan) -> bytes:
     else:
         profile = plan.sidecars[0][0]
         about = f"; Profile {profile.name!s}: tiers {', '.join(alias(t) for t in sorted(profile.models))}."
-    lines = [f"; Rendered by sidecar-plugin from {_ini(sources)}; re-render instead of editing.", about, ""]
+    lines = [f"; Rendered by sidecar-plugin from {_comment(sources, '--profile')}; re-render instead of editing.",
+             _comment(about, "a profile's name"), ""]
     if plan.group:
         lines += [f"[group:{plan.group}]", "programs=" + ",".join(o.program for o in plan.options),
                   "priority=900", ""]
@@ -246,3 +276,21 @@ def render_files(plan: Plan, api_key: str, master_key: str, write_master_key: bo
 def master_key_file(out_dir: str, master_key: str) -> RenderedFile:
     """Return ``master.key`` (0600) holding a generated master key, so re-renders reuse it."""
     return RenderedFile(os.path.join(out_dir, MASTER_KEY), (master_key + "\n").encode(), 0o600)
+
+
+def check_representable(opts: RenderOptions) -> None:
+    """Refuse, naming the option, any value supervisord would not read back exactly.
+
+    Checked before anything is written; the section writers check again
+    (``ini``), so nothing unchecked can reach the include.
+    """
+    for flag, value in (("--out-dir", opts.out_dir), ("--binary", opts.binary), ("--state-file", opts.state_file),
+                        ("--log-file", opts.log_file), ("--metrics-file", opts.metrics_file), ("--host", opts.host),
+                        ("--user", opts.user), ("--out-dir", opts.listener_log_file)):
+        if value:
+            _ini(value, flag)
+    _env(marker_value(opts.program, opts.config_path), "--out-dir")
+    for arg in opts.listener_command:
+        _ini(arg, "the path this package is installed at")
+    _cmd(sidecar_command(opts))
+    _log(opts.log_file, "--log-file")

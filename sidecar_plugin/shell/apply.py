@@ -32,7 +32,7 @@ from sidecar_plugin.errors import SidecarError, SidecarStartError
 from sidecar_plugin.names import LITELLM_YAML, LIVE_STATES, RECORD_NAME, SIDECAR_CONF
 from sidecar_plugin.shell import control
 from sidecar_plugin.shell.build import Rendered, write
-from sidecar_plugin.shell.files import Snapshot, differs, restore, snapshot
+from sidecar_plugin.shell.files import Snapshot, restore, snapshot
 from sidecar_plugin.shell.statefile import state_dict
 from sidecar_plugin.shell.supervisor import fault_words, tolerate, unreachable
 
@@ -153,7 +153,8 @@ def apply(rendered: Rendered, rpc: Any, timeout: float, say: Callable[[str], Non
     paths = [f.path for f in rendered.files]
     snap = snapshot(paths)
     ours = our_groups(rendered, snap)
-    changed_configs = {f.path for f in rendered.files if f.path.endswith(LITELLM_YAML) and differs(f)}
+    changed_configs = {f.path for f in rendered.files
+                       if f.path.endswith(LITELLM_YAML) and (snap[f.path] is None or snap[f.path][0] != f.data)}
     changed_configs |= drifted(rendered)
     was_live = _safe_live(rpc)
     applier = Applier(rendered, rpc, timeout, say)

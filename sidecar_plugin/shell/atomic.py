@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import tempfile
 
+from sidecar_plugin.shell.safefs import plain_mode
+
 
 def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data``, created with ``mode`` from the first byte.
@@ -24,7 +26,7 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fchmod(fh.fileno(), mode)
+            plain_mode(fh.fileno(), mode)  # exactly ``mode``, whatever ACL the folder passes on
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:

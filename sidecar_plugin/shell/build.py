@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass, replace
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from sidecar_plugin.core import ini
 from sidecar_plugin.core.layout import plan
 from sidecar_plugin.core.litellm_yaml import new_master_key
 from sidecar_plugin.core.masterkey import master_key_problem
@@ -25,9 +26,9 @@ from sidecar_plugin.core.render import Plan, RenderedFile, RenderError, RenderOp
 from sidecar_plugin.errors import BinaryNotFoundError
 from sidecar_plugin.names import (
     DEFAULT_PORT, DEFAULT_PROGRAM, GROUP, LISTENER_LOG_NAME, LOG_NAME, MASTER_KEY, PROFILE_EXTENSIONS,
-    RECORD_NAME, STATE_NAME,
+    RECORD_NAME, RUN_DIR, STATE_NAME,
 )
-from sidecar_plugin.shell.files import prepare_log_file, write_rendered
+from sidecar_plugin.shell import filewrite, safefs
 
 
 class BinaryNotFound(RenderError, BinaryNotFoundError):
@@ -98,11 +99,22 @@ def expand_profiles(paths: Sequence[str]) -> Tuple[List[str], bool]:
     return files, grouped
 
 
+def read_beside(folder: str, name: str, limit: int) -> bytes:
+    """Return a file of the out-dir (empty when it or the folder is absent); never through a link."""
+    try:
+        dfd = safefs.open_dir(folder)
+    except FileNotFoundError:
+        return b""
+    try:
+        return safefs.read_file(dfd, name, limit, shown=os.path.join(folder, name)) or b""
+    finally:
+        os.close(dfd)
+
+
 def previous_record(out_dir: str) -> Dict[str, object]:
     """Return the record the previous render left in ``out_dir`` (empty when none or unreadable)."""
     try:
-        with open(os.path.join(out_dir, RECORD_NAME), "rb") as fh:
-            doc = json.loads(fh.read(1 << 20))
+        doc = json.loads(read_beside(out_dir, RECORD_NAME, 1 << 20) or b"{}")
     except (OSError, ValueError, RecursionError):
         return {}
     return doc if isinstance(doc, dict) else {}
@@ -124,7 +136,8 @@ def common_options(req: RenderRequest, out_dir: str) -> RenderOptions:
         port=req.port if req.port is not None else DEFAULT_PORT, host=req.host,
         program=req.program or DEFAULT_PROGRAM, workers=req.workers,
         health_timeout=req.health_timeout, stop_timeout=req.stop_timeout,
-        state_file=os.path.abspath(req.state_file or os.path.join(out_dir, STATE_NAME)),
+        state_file=os.path.abspath(req.state_file or (os.path.join(out_dir, RUN_DIR, STATE_NAME) if req.user
+                                                      else os.path.join(out_dir, STATE_NAME))),
         log_file=os.path.abspath(req.log_file or os.path.join(out_dir, LOG_NAME)),
         listener_log_file=os.path.join(out_dir, LISTENER_LOG_NAME),
         autostart=not req.no_autostart, user=req.user,
@@ -135,6 +148,8 @@ def common_options(req: RenderRequest, out_dir: str) -> RenderOptions:
 def build(req: RenderRequest, env: Mapping[str, str]) -> Rendered:
     """Load, validate and render everything in memory; raise a one-line error on bad input."""
     paths, grouped = expand_profiles(req.profiles)
+    for path in paths:
+        _check_text(path, "--profile")
     profiles = [load_profile(f) for f in paths]
     out_dir = os.path.abspath(req.out_dir)
     if grouped:
@@ -144,15 +159,17 @@ def build(req: RenderRequest, env: Mapping[str, str]) -> Rendered:
                                   f"with its files in OUT_DIR/{GROUP}-NAME/")
     common = common_options(req, out_dir)
     ports = previous_ports(previous_record(out_dir))
-    plan(profiles, common, grouped, req.port, ports)  # checks every option before the environment
+    checked = plan(profiles, common, grouped, req.port, ports)  # every option, before the environment
     owner = lookup_user(req.user) if req.user else None
     if owner is not None and os.geteuid() != 0 and owner[0] != os.geteuid():
         raise RenderError(f"--user {req.user}: render as root (or as {req.user}) so the files can be given to it")
+    _check_places(req, checked.options, owner)
     api_key = env.get(req.api_key_env, "")
     if not api_key:
         raise RenderError(f"{req.api_key_env} is not set: export the OpenRouter API key in it "
                           "(or name another variable with --api-key-env)")
     binary = resolve_binary(req.binary, extra_dirs=[os.path.dirname(os.path.abspath(sys.executable))])
+    _check_text(binary, "--binary")
     the_plan = plan(profiles, replace(common, binary=binary), grouped, req.port, ports)
     master_key, keep_file = choose_master_key(env, req.master_key_env, out_dir)
     return Rendered(the_plan, tuple(render_files(the_plan, api_key, master_key, keep_file)), owner)
@@ -203,10 +220,7 @@ def choose_master_key(env: Mapping[str, str], env_name: str, out_dir: str) -> Tu
         return value, False
     path = os.path.join(out_dir, MASTER_KEY)
     try:
-        with open(path, encoding="utf-8") as fh:
-            existing = fh.read().strip()
-    except FileNotFoundError:
-        existing = ""
+        existing = read_beside(out_dir, MASTER_KEY, 4096).decode("utf-8", "replace").strip()
     except OSError as exc:
         raise RenderError(f"{path}: cannot read the master key: {exc.strerror or exc}") from None
     if existing:
@@ -229,17 +243,37 @@ def lookup_user(name: str) -> Tuple[int, int]:
 
 
 def write(rendered: Rendered) -> List[Tuple[str, bool]]:
-    """Write what changed (atomically), create the folders and the owner-only logs."""
-    folders = [rendered.out_dir] + [s.out_dir for s in rendered.sidecars if s.out_dir != rendered.out_dir]
-    for folder in folders:
-        if not os.path.isdir(folder):
-            try:
-                os.makedirs(folder, mode=0o755)
-            except OSError as exc:
-                raise RenderError(f"{folder}: cannot create it: {exc.strerror or exc}") from None
-        if rendered.owner is not None:
-            os.chown(folder, *rendered.owner)  # the listener writes state files and history here
-    changes = write_rendered(rendered.files, rendered.owner)
-    for s in rendered.sidecars:
-        prepare_log_file(s.log_file, rendered.owner)
-    return changes
+    """Write what changed (atomically, never through a link), create the folders and the owner-only logs."""
+    try:
+        return filewrite.write(rendered)
+    except OSError as exc:
+        raise RenderError(f"{exc.filename or rendered.out_dir}: {exc.strerror or exc}") from None
+
+
+def _check_text(value: str, flag: str) -> None:
+    try:
+        ini.check_text(value, flag)
+    except ini.IniError as exc:
+        raise RenderError(str(exc)) from None
+
+
+def _check_places(req: RenderRequest, sidecars: Sequence[RenderOptions], owner: Optional[Tuple[int, int]]) -> None:
+    """Check every place a file goes before anything is written (folders exist, the user can write its own)."""
+    if owner is not None:
+        filewrite.check_user(req.user, *owner)
+        if owner[0] != os.geteuid():  # rendering as the user itself crosses no privilege boundary
+            filewrite.check_out_dir(req.out_dir, owner[0], req.user)
+    uid, gid = owner if owner is not None else (None, None)
+    for s in sidecars:
+        if req.log_file:
+            filewrite.check_folder("--log-file", s.log_file)
+        if req.state_file:
+            filewrite.check_folder("--state-file", s.state_file, uid, gid, req.user)
+    if req.metrics_file:
+        filewrite.check_folder("--metrics-file", req.metrics_file, uid, gid, req.user)
+    places = [req.out_dir] + [s.out_dir for s in sidecars] + [s.log_file for s in sidecars]
+    places += [s.listener_log_file for s in sidecars[:1]]
+    if owner is not None:
+        places += [os.path.join(s.out_dir, RUN_DIR) for s in sidecars]
+    for path in places:
+        filewrite.check_no_link(path)

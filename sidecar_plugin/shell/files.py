@@ -1,70 +1,53 @@
-"""Write rendered files: only what changed, atomically, with the right modes and owner.
+"""The rendered files after writing: what apply rolls back to, what version runs, the log kept private.
 
-Unchanged files are left untouched (mtime included), so tools that watch them,
-and ``apply``, see a change only when there is one. ``snapshot``/``restore``
-let apply put the previous files back when a new configuration does not come up.
+Writing them is ``shell.filewrite``'s job. Everything here opens files
+without following links and changes modes on the descriptor it opened: the
+listener and apply may run as root beside a folder another user can write.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+import stat
+from typing import Dict, Optional, Sequence, Tuple
 
 from sidecar_plugin.core.litellm_yaml import config_version
-from sidecar_plugin.core.render import RenderedFile
-from sidecar_plugin.shell.atomic import write_atomic
+from sidecar_plugin.shell import safefs
 
-Snapshot = Dict[str, Optional[Tuple[bytes, int]]]
-
-
-def write_rendered(files: Sequence[RenderedFile], owner: Optional[Tuple[int, int]] = None) -> List[Tuple[str, bool]]:
-    """Write each file whose bytes or mode differ; return (path, changed) pairs.
-
-    Unchanged files are left untouched (mtime included), so tools that watch
-    them, and ``apply``, see a change only when there is one. ``owner``
-    (uid, gid) is the user LiteLLM runs as: it must read the 0600 files.
-    """
-    result = []
-    for f in files:
-        changed = differs(f) or (owner is not None and _owner(f.path) != owner)
-        if changed:
-            write_atomic(f.path, f.data, f.mode)
-            if owner is not None:
-                os.chown(f.path, *owner)
-        result.append((f.path, changed))
-    return result
+Snapshot = Dict[str, Optional[Tuple[bytes, int, int, int]]]  # bytes, mode, uid, gid
 
 
-def prepare_log_file(path: str, owner: Optional[Tuple[int, int]] = None) -> None:
-    """Create the sidecar log owner-only before supervisord opens it.
-
-    LiteLLM may print a key when it fails; supervisord would create the file
-    0644. It appends to an existing file, keeping its mode (the listener
-    re-tightens it after supervisord rotates it).
-    """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        if owner is not None:
-            os.fchown(fd, *owner)
-    finally:
-        os.close(fd)
-
-
-def _owner(path: str) -> Tuple[int, int]:
-    st = os.stat(path)
-    return st.st_uid, st.st_gid
+def snapshot(paths: Sequence[str]) -> Snapshot:
+    """Return each file's bytes, mode and owner (None: absent), to roll back to; never through a link."""
+    snap: Snapshot = {}
+    for path in paths:
+        folder, name = os.path.split(os.path.abspath(path))
+        try:
+            dirfd = safefs.open_dir(folder)
+        except FileNotFoundError:
+            snap[path] = None
+            continue
+        try:
+            data = safefs.read_file(dirfd, name, 16 << 20, shown=path)
+            st = safefs.entry(dirfd, name)
+        finally:
+            os.close(dirfd)
+        snap[path] = None if data is None or st is None else (data, st.st_mode & 0o777, st.st_uid, st.st_gid)
+    return snap
 
 
-def differs(f: RenderedFile) -> bool:
-    """Whether the file on disk is missing or has other bytes or another mode."""
-    try:
-        st = os.stat(f.path)
-        with open(f.path, "rb") as fh:
-            current = fh.read()
-    except OSError:
-        return True
-    return current != f.data or (st.st_mode & 0o777) != f.mode
+def restore(snap: Snapshot) -> None:
+    """Put every file of ``snap`` back as it was (atomically, owner and mode too); remove the ones that were absent."""
+    for path, saved in snap.items():
+        folder, name = os.path.split(os.path.abspath(path))
+        dirfd = safefs.open_dir(folder)
+        try:
+            if saved is None:
+                safefs.remove(dirfd, name)
+            else:
+                safefs.write_file(dirfd, name, saved[0], saved[1], (saved[2], saved[3]))
+        finally:
+            os.close(dirfd)
 
 
 def file_version(path: str) -> Optional[str]:
@@ -76,34 +59,20 @@ def file_version(path: str) -> Optional[str]:
         return None
 
 
-def snapshot(paths: Sequence[str]) -> Snapshot:
-    """Return each file's bytes and mode (None: absent), to roll back to."""
-    snap: Snapshot = {}
-    for path in paths:
-        try:
-            with open(path, "rb") as fh:
-                snap[path] = (fh.read(), os.stat(path).st_mode & 0o777)
-        except FileNotFoundError:
-            snap[path] = None
-    return snap
-
-
-def restore(snap: Snapshot) -> None:
-    """Put every file of ``snap`` back as it was (atomically); remove the ones that were absent."""
-    for path, saved in snap.items():
-        if saved is None:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-        else:
-            write_atomic(path, saved[0], saved[1])
-
-
 def keep_private(path: str) -> None:
-    """Keep the sidecar log owner-only, also after supervisord rotated it (it may hold keys)."""
+    """Keep the sidecar log owner-only, also after supervisord rotated it (it may hold keys).
+
+    On the descriptor, never through a link (the listener may run as root).
+    """
     try:
-        if os.stat(path).st_mode & 0o077:
-            os.chmod(path, 0o600)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_uid == os.geteuid() and st.st_mode & 0o077:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) & ~0o077)
     except OSError:
         pass
+    finally:
+        os.close(fd)

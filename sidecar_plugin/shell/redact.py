@@ -7,9 +7,12 @@ this process was never told about (``sk-...``, bearer tokens).
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
-from typing import Iterable, List, Sequence
+from typing import Iterable, List, Sequence, Set
+from urllib.parse import quote, quote_plus
 
 import yaml
 
@@ -21,21 +24,64 @@ _PATTERNS = [
 ]
 
 
+_BASIC = re.compile(r"(?i)(basic\s+)[A-Za-z0-9+/=]{8,}")
+_MIN_CHUNK = 8
+
+
+def encoded_forms(secret: str) -> Set[str]:
+    """Return the forms a secret takes in logs: as is, URL-encoded, JSON-escaped, and inside base64.
+
+    ``Authorization: Basic base64(user:pass)`` puts the secret at any offset
+    of the encoded bytes; for each of the three offsets modulo 3, the whole
+    3-byte groups of the secret encode to the same characters wherever it
+    sits, so those characters are a form to mask too.
+    """
+    forms = {secret, quote(secret, safe=""), quote(secret), quote_plus(secret)}
+    escaped = json.dumps(secret)[1:-1]
+    forms |= {escaped, escaped.replace("/", "\\/")}
+    raw = secret.encode("utf-8")
+    for offset in range(3):
+        skip = (3 - offset) % 3
+        whole = (len(raw) - skip) // 3 * 3
+        if whole > 0:
+            chunk = base64.b64encode(raw[skip:skip + whole]).decode("ascii")
+            forms |= {chunk, chunk.replace("+", "-").replace("/", "_")}
+    return {f for f in forms if len(f) >= _MIN_CHUNK or f == secret}
+
+
+def _split_pattern(secret: str) -> str:
+    """A secret cut by a line break somewhere inside it (a wrapped log line)."""
+    return "(?:\r?\n)?".join(re.escape(ch) for ch in secret)
+
+
 class Redactor:
-    """Replace known secrets and secret-looking tokens with a mask."""
+    """Replace known secrets (and their encoded forms) and secret-looking tokens with a mask."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self.secrets: List[str] = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        forms: Set[str] = set()
+        for s in self.secrets:
+            forms |= encoded_forms(s)
+        self.forms: List[str] = sorted(forms, key=len, reverse=True)
+        long_ones = [s for s in self.secrets if len(s) >= _MIN_CHUNK]
+        self._split = re.compile("|".join(_split_pattern(s) for s in long_ones)) if long_ones else None
 
     def __call__(self, text: str) -> str:
-        for s in self.secrets:
+        for s in self.forms:
             text = text.replace(s, MASK)
+        if self._split is not None and "\n" in text:
+            text = self._split.sub(lambda m: MASK + "\n" * m.group(0).count("\n"), text)
         text = _PATTERNS[0].sub(MASK, text)
         text = _PATTERNS[1].sub(lambda m: m.group(1) + MASK, text)
+        text = _BASIC.sub(lambda m: m.group(1) + MASK, text)
         return _PATTERNS[2].sub(lambda m: m.group(1) + MASK, text)
 
     def lines(self, lines: Sequence[str]) -> List[str]:
-        return [self(line) for line in lines]
+        """Redact lines together, so a secret wrapped onto the next line is still found; same count back."""
+        if not lines:
+            return []
+        out = self("\n".join(lines)).split("\n")
+        return out if len(out) == len(lines) else [self(line) for line in lines]
 
 
 def secrets_from_config(config_path: str) -> List[str]:

@@ -9,9 +9,11 @@ document must hold is ``core.schema``'s business.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import stat
 import time
 from typing import Any, Dict, List, Optional
 
@@ -19,6 +21,7 @@ from sidecar_plugin.core.endpoint import with_base_url
 from sidecar_plugin.core.schema import SidecarState, StateMissing, StateUnavailable, parse_state
 from sidecar_plugin.names import HISTORY_NAME, STALE_AFTER, State
 from sidecar_plugin.shell.atomic import write_atomic
+from sidecar_plugin.shell.safefs import plain_mode
 
 HISTORY_MAX_BYTES = 256 * 1024
 HISTORY_BACKUPS = 2
@@ -31,9 +34,14 @@ def history_path(state_file: str) -> str:
 
 def read_state(path: str, max_age: float = STALE_AFTER, now: Optional[float] = None) -> SidecarState:
     """Read the state file; raise StateUnavailable if missing, corrupt or foreign."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(1 << 20)
+    try:  # O_NONBLOCK: a FIFO put there must not hang a reader (supervisord's sidecar.getState reads this)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise StateUnavailable(f"{path}: not a regular file")
+            raw = os.read(fd, 1 << 20)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         raise StateMissing(f"{path}: no state file (is the listener configured?)") from None
     except OSError as exc:
@@ -90,8 +98,12 @@ def append_history(state_file: str, entry: Dict[str, Any],
             src = path if n == 1 else f"{path}.{n - 1}"
             if os.path.exists(src):
                 os.replace(src, f"{path}.{n}")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    # never through a link: in a shared folder, someone else's history.jsonl -> /etc/passwd
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
     try:
+        _own_regular_file(fd, path)
+        if stat.S_IMODE(os.fstat(fd).st_mode) != 0o644 and os.fstat(fd).st_uid == os.geteuid():
+            plain_mode(fd, 0o644)  # readable by clients even in a folder whose default ACL is owner-only
         os.write(fd, line.encode("utf-8"))
         os.fsync(fd)
     finally:
@@ -111,6 +123,13 @@ def read_history(state_file: str) -> List[Dict[str, Any]]:
     return entries
 
 
+def _own_regular_file(fd: int, path: str) -> None:
+    """Refuse to write into anything but a regular file with one name (not a FIFO, not a hard link)."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+        raise OSError(errno.EPERM, "not a regular file with a single name", path)
+
+
 class LockHeld(Exception):
     """Another listener already owns this state file."""
 
@@ -123,7 +142,12 @@ def lock_state_file(state_file: str) -> int:
     holder dies, so a restarted listener takes it over at once.
     """
     path = os.path.abspath(state_file) + ".lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    try:
+        _own_regular_file(fd, path)
+    except OSError:
+        os.close(fd)
+        raise
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

@@ -65,8 +65,24 @@ def public_url(url: str) -> str:
     """Return the URL as it may be shown to a person: without its credentials."""
     try:
         return split_credentials(url)[0]
-    except ValueError:
-        return "the supervisord URL given"
+    except ValueError:  # a port that is not a number: show only the scheme
+        return url.split("://", 1)[0] + "://..." if "://" in url else "..."
+
+
+def credentials(server_url: Optional[str], env: Optional[Mapping[str, str]] = None) -> Tuple[str, ...]:
+    """Return the secrets a supervisord URL (or $SUPERVISOR_*) carries, to keep them out of every output."""
+    env = os.environ if env is None else env
+    found = [env.get("SUPERVISOR_PASSWORD", "")]
+    for url in (server_url or "", env.get("SUPERVISOR_SERVER_URL", "")):
+        try:
+            _, user, password = split_credentials(url)
+        except ValueError:
+            continue
+        if password:
+            found += [password, f"{user}:{password}"]
+        if "@" in url:
+            found.append(urlsplit(url).netloc.rpartition("@")[0])
+    return tuple(s for s in found if s)
 
 
 def rpc_proxy(server_url: str, env: Optional[Mapping[str, str]] = None) -> Any:

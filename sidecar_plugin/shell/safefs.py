@@ -1,0 +1,252 @@
+"""Files written as root in folders someone else may reach: never through a symlink.
+
+``render`` and ``apply`` run as root and write into folders the sidecar's
+user (``--user``) can see. Every open here is relative to a folder
+descriptor and refuses a symlink as its last component (``O_NOFOLLOW``); a
+new file is a temp file made with ``O_EXCL`` in that folder, given its owner
+and mode on the descriptor (``fchown``/``fchmod``, never on a path someone
+could swap), then renamed over the old one. Folders are opened the same way
+(``O_DIRECTORY | O_NOFOLLOW``), so a folder swapped for a link to ``/etc`` is
+refused instead of being handed to the user.
+
+The log's folder gets a default ACL: supervisord (root) recreates the log at
+each rotation with its own umask (0644 by default), and a default ACL is the
+one thing that decides a new file's mode from its first byte. Others get
+nothing; the sidecar's group (``--user``) may read.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat
+import struct
+from typing import Optional, Tuple
+
+Owner = Optional[Tuple[int, int]]
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_ACL_ACCESS = "system.posix_acl_access"
+_ACL_DEFAULT = "system.posix_acl_default"
+_ACL_USER_OBJ, _ACL_GROUP_OBJ, _ACL_GROUP, _ACL_MASK, _ACL_OTHER = 0x01, 0x04, 0x08, 0x10, 0x20
+_ACL_UNDEFINED = 0xFFFFFFFF
+
+
+class UnsafePath(OSError):
+    """A path is a symlink, or not the kind of file expected, where root is about to write."""
+
+
+def _refuse(path: str, what: str) -> UnsafePath:
+    return UnsafePath(errno.ELOOP, f"{what}; refusing to follow or replace it", path)
+
+
+def open_dir(path: str, create: bool = False, mode: int = 0o755) -> int:
+    """Open the folder ``path`` without following a symlink at its last component.
+
+    The folders above it are the operator's (``/etc``, ``/srv``): resolved as
+    usual. ``create`` makes the last component when it is missing.
+    """
+    path = os.path.abspath(path)
+    parent, name = os.path.split(path)
+    if not name:  # "/"
+        return os.open(path, _DIR_FLAGS)
+    pfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return open_subdir(pfd, name, create, mode, shown=path)
+    finally:
+        os.close(pfd)
+
+
+def open_subdir(dirfd: int, name: str, create: bool = False, mode: int = 0o755, shown: str = "") -> int:
+    """Open the folder ``name`` inside ``dirfd``; never through a symlink."""
+    shown = shown or name
+    if create:
+        try:
+            os.mkdir(name, mode, dir_fd=dirfd)
+        except FileExistsError:
+            pass
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=dirfd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                raise _refuse(shown, "is a symlink") from None
+            raise UnsafePath(errno.ENOTDIR, "is not a folder", shown) from None
+        raise
+
+
+def entry(dirfd: int, name: str) -> Optional[os.stat_result]:
+    """Return the entry's own stat (a symlink is not followed), or None when absent."""
+    try:
+        return os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def read_file(dirfd: int, name: str, limit: int = 1 << 20, shown: str = "") -> Optional[bytes]:
+    """Return a regular file's bytes (at most ``limit``), None when absent; refuse links and FIFOs."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dirfd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _refuse(shown or name, "is a symlink") from None
+        raise
+    try:
+        _regular_single(fd, shown or name)
+        chunks, left = [], limit
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 16))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _regular_single(fd: int, shown: str) -> None:
+    """Refuse anything but a regular file with one name: a hard link to /etc/shadow is not our log."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafePath(errno.EINVAL, "is not a regular file", shown)
+    if st.st_nlink > 1:
+        raise UnsafePath(errno.EMLINK, "has other hard links", shown)
+
+
+def plain_mode(fd: int, mode: int) -> None:
+    """Give the open file exactly ``mode``: drop an ACL it inherited from its folder, then fchmod."""
+    try:
+        os.removexattr(fd, _ACL_ACCESS)
+    except OSError:
+        pass
+    os.fchmod(fd, mode)
+
+
+def write_file(dirfd: int, name: str, data: bytes, mode: int, owner: Owner = None) -> None:
+    """Replace ``name`` in ``dirfd`` atomically with ``data``, ``mode`` and ``owner`` from the first byte.
+
+    A symlink or a folder at ``name`` is replaced, never followed (rename
+    replaces the entry itself); the temp file is new (``O_EXCL``), so nothing
+    someone placed in the folder is opened.
+    """
+    existing = entry(dirfd, name)
+    if existing is not None and stat.S_ISDIR(existing.st_mode):
+        raise UnsafePath(errno.EISDIR, "is a folder", name)
+    for _ in range(16):
+        tmp = f".{name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                         dir_fd=dirfd)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(errno.EEXIST, "cannot make a temp file", name)
+    try:
+        try:
+            if owner is not None:
+                os.fchown(fd, *owner)
+            plain_mode(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=dirfd)
+        except OSError:
+            pass
+        raise
+    try:
+        os.fsync(dirfd)
+    except OSError:
+        pass
+
+
+def remove(dirfd: int, name: str) -> None:
+    """Remove the entry ``name`` (a symlink itself, never its target); absent is fine."""
+    try:
+        os.unlink(name, dir_fd=dirfd)
+    except FileNotFoundError:
+        pass
+
+
+def symlink(dirfd: int, name: str, target: str) -> None:
+    """Make ``name`` a symlink to ``target`` (replacing a file or link there atomically)."""
+    existing = entry(dirfd, name)
+    if existing is not None and stat.S_ISLNK(existing.st_mode) and os.readlink(name, dir_fd=dirfd) == target:
+        return
+    if existing is not None and stat.S_ISDIR(existing.st_mode):
+        raise UnsafePath(errno.EISDIR, "is a folder", name)
+    tmp = f".{name}.{secrets.token_hex(6)}.lnk"
+    os.symlink(target, tmp, dir_fd=dirfd)
+    try:
+        os.replace(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+    except BaseException:
+        remove(dirfd, tmp)
+        raise
+
+
+def prepare_log(dirfd: int, name: str, mode: int, owner: Owner = None, shown: str = "") -> None:
+    """Create the log (or keep the one there), owner-only from its first byte; never through a link."""
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     0o600, dir_fd=dirfd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _refuse(shown or name, "is a symlink") from None
+        raise
+    try:
+        _regular_single(fd, shown or name)
+        if owner is not None:
+            os.fchown(fd, *owner)
+        plain_mode(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def set_owner_mode(fd: int, owner: Owner, mode: int) -> None:
+    """Give an opened folder or file its owner and mode (on the descriptor, not a path)."""
+    if owner is not None:
+        os.fchown(fd, *owner)
+    os.fchmod(fd, mode)
+
+
+def _acl(entries: Tuple[Tuple[int, int, int], ...]) -> bytes:
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, ident) for tag, perm, ident in entries)
+
+
+def private_default_acl(dirfd: int, reader_gid: Optional[int] = None) -> bool:
+    """Make files created later in the folder owner-only (plus read for ``reader_gid``); False if unsupported.
+
+    This is what keeps the log private when supervisord recreates it after a
+    rotation with its own umask: a folder's default ACL overrides the umask.
+    """
+    entries = [(_ACL_USER_OBJ, 6, _ACL_UNDEFINED), (_ACL_GROUP_OBJ, 0, _ACL_UNDEFINED)]
+    if reader_gid is not None:
+        entries += [(_ACL_GROUP, 4, reader_gid), (_ACL_MASK, 4, _ACL_UNDEFINED)]
+    entries.append((_ACL_OTHER, 0, _ACL_UNDEFINED))
+    try:
+        os.setxattr(dirfd, _ACL_DEFAULT, _acl(tuple(entries)))
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+            return False
+        raise
+    return True
+
+
+def drop_acls(fd: int) -> None:
+    """Remove the access and default ACLs a new folder inherited (its files follow the umask again)."""
+    for name in (_ACL_ACCESS, _ACL_DEFAULT):
+        try:
+            os.removexattr(fd, name)
+        except OSError:
+            pass
