@@ -75,7 +75,7 @@ class SidecarControllerPlugin(ControllerPluginBase):
             self.ctl.exitstatus = LSBStatusExitStatuses.UNKNOWN
             return
         try:
-            args = _parser().parse_args(shlex.split(arg))
+            args = _parser().parse_intermixed_args(shlex.split(arg))  # options before or after the program
         except (_ArgError, ValueError) as exc:
             self._fail(str(exc), 2)
             self.help_sidecar()

@@ -81,3 +81,13 @@ def test_second_lock_is_refused(tmp_path):
     finally:
         os.close(fd)
     os.close(lock_state_file(state_file))
+
+
+def test_log_tail_leaves_out_the_listeners_own_probes(tmp_path):
+    from sidecar_plugin.shell.redact import tail_lines
+
+    log = tmp_path / "litellm.log"
+    lines = ["fatal: cannot load config"] + ['INFO: 127.0.0.1 - "GET /health/liveliness HTTP/1.1" 200 OK'] * 50
+    log.write_text("\n".join(["started"] + lines[:1] + lines[1:]) + "\n")
+    assert tail_lines(str(log), 5, skip="/health/liveliness") == ["started", "fatal: cannot load config"]
+    assert tail_lines(str(log), 2)[-1].endswith("200 OK")

@@ -35,7 +35,7 @@ from sidecar_plugin.names import HEARTBEAT_EVERY, LIVE_STATES, MARKER_ENV, State
 from sidecar_plugin.shell.files import file_version, keep_private
 from sidecar_plugin.shell.keyfile import KeyFileCache
 from sidecar_plugin.shell.metrics import MetricsFile
-from sidecar_plugin.shell.probe import Prober, health_url
+from sidecar_plugin.shell.probe import LIVELINESS_PATH, Prober, health_url
 from sidecar_plugin.shell.reaper import TreeTracker
 from sidecar_plugin.shell.redact import Redactor, secrets_from_config, tail_lines
 from sidecar_plugin.shell.publish import Publisher
@@ -160,7 +160,8 @@ class Listener:
             self._write()
         elif isinstance(action, m.CaptureLogTail):
             self.redact = Redactor(secrets_from_config(self.opts.config_path))
-            return m.LogTail(tuple(self.redact.lines(tail_lines(self.opts.log_file, self.opts.tail_lines))))
+            return m.LogTail(tuple(self.redact.lines(tail_lines(self.opts.log_file, self.opts.tail_lines,
+                                                                        skip=LIVELINESS_PATH))))
         elif isinstance(action, m.Watch):
             self._watch(action.pid)
             return m.ConfigLoaded(action.pid, file_version(self.opts.config_path))

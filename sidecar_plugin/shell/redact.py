@@ -105,8 +105,13 @@ def secrets_from_config(config_path: str) -> List[str]:
     return found
 
 
-def tail_lines(path: str, count: int = 40, max_bytes: int = 64 * 1024) -> List[str]:
-    """Return the last ``count`` lines of a log file, reading at most ``max_bytes``."""
+def tail_lines(path: str, count: int = 40, max_bytes: int = 64 * 1024, skip: str = "") -> List[str]:
+    """Return the last ``count`` lines of a log file, reading at most ``max_bytes``.
+
+    Lines holding ``skip`` are left out: the sidecar logs each of the
+    listener's health probes, and a crash's tail must show the sidecar's own
+    last words, not a page of ``GET /health/liveliness 200``.
+    """
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
@@ -118,4 +123,6 @@ def tail_lines(path: str, count: int = 40, max_bytes: int = 64 * 1024) -> List[s
     lines = data.decode("utf-8", "replace").splitlines()
     if size > max_bytes and lines:
         lines = lines[1:]
+    if skip:
+        lines = [line for line in lines if skip not in line]
     return [line[:500] for line in lines[-count:]]
