@@ -16,7 +16,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from sidecar_plugin.core import ini
 from sidecar_plugin.core.listen_args import ListenerOptions, listen_argv
@@ -81,40 +81,33 @@ class RenderedFile:
     mode: int
 
 
-def _ini(value: str, what: str = "a path") -> str:
-    """Return a plain value as supervisord reads it back exactly (see ``ini``), or raise RenderError."""
+def _checked(write: Callable[..., str], *args: Any) -> str:
+    """Run one of ``ini``'s writers; what it cannot write exactly is the operator's one-line error."""
     try:
-        return ini.raw(value, what)
+        return write(*args)
     except ini.IniError as exc:
         raise RenderError(str(exc)) from None
+
+
+def _ini(value: str, what: str = "a path") -> str:
+    """Return a plain value as supervisord reads it back exactly (see ``ini``), or raise RenderError."""
+    return _checked(ini.raw, value, what)
 
 
 def _log(value: str, what: str) -> str:
-    try:
-        return ini.logfile(value, what)
-    except ini.IniError as exc:
-        raise RenderError(str(exc)) from None
+    return _checked(ini.logfile, value, what)
 
 
 def _cmd(argv: Sequence[str]) -> str:
-    try:
-        return ini.command(argv)
-    except ini.IniError as exc:
-        raise RenderError(str(exc)) from None
+    return _checked(ini.command, argv)
 
 
 def _env(value: str, what: str) -> str:
-    try:
-        return ini.env_value(value, what)
-    except ini.IniError as exc:
-        raise RenderError(str(exc)) from None
+    return _checked(ini.env_value, value, what)
 
 
 def _comment(value: str, what: str) -> str:
-    try:
-        return ini.comment(value, what)
-    except ini.IniError as exc:
-        raise RenderError(str(exc)) from None
+    return _checked(ini.comment, value, what)
 
 
 def sidecar_command(opts: RenderOptions) -> List[str]:
