@@ -120,12 +120,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     from sidecar_plugin.core.profile import ProfileError
     from sidecar_plugin.core.render import RenderError
     from sidecar_plugin.errors import BinaryNotFoundError, SidecarError, SidecarStartError
+    from sidecar_plugin.shell.supervisor import BadServerUrl
 
     args_list = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args_list
     streams = sys.stdout, sys.stderr
-    if "listen" not in args_list:  # the listener's stdout is the protocol; it takes no -s anyway
-        _hide_credentials(args_list)
+    if next((a for a in args_list if not a.startswith("-")), "") != "listen":  # listen: stdout is the protocol
+        _hide_secrets(args_list)
     try:
         args = build_parser().parse_args(args_list)
         return COMMANDS[args.command](args)
@@ -135,7 +136,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except BinaryNotFoundError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_NO_BINARY
-    except (ProfileError, RenderError) as exc:
+    except (ProfileError, RenderError, BadServerUrl) as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
     except SidecarStartError as exc:
@@ -176,14 +177,24 @@ class _Redacting:
         return getattr(self._stream, name)
 
 
-def _hide_credentials(args_list: List[str]) -> None:
-    """Keep the password of ``-s http://user:pass@host`` (or $SUPERVISOR_PASSWORD) out of every output line."""
+def _hide_secrets(args_list: List[str]) -> None:
+    """Keep every secret this command may know out of every output line.
+
+    supervisord's credentials from any URL given (``-s URL``, ``-sURL``,
+    ``--serv=URL``...) or from $SUPERVISOR_*, and the values of the OpenRouter
+    and master key variables (a profile's bad field may echo one back).
+    """
     from sidecar_plugin.shell.redact import MASK, encoded_forms
     from sidecar_plugin.shell.supervisor import credentials
 
-    urls = [v.split("=", 1)[1] for v in args_list if v.startswith("--server-url=")]
-    urls += [args_list[i + 1] for i, v in enumerate(args_list[:-1]) if v in ("-s", "--server-url")]
-    found = [c for url in urls or [None] for c in credentials(url) if len(c) >= 4]
+    urls = [v.split("=", 1)[-1] if v.startswith("-") and "=" in v else v[2:] if v.startswith("-s") else v
+            for v in args_list if "://" in v]
+    found = [c for url in urls or [None] for c in credentials(url)]
+    for flag, default in (("--api-key-env", "OPENROUTER_API_KEY"), ("--master-key-env", "AGENTROUTE_MASTER_KEY")):
+        names = [default] + [args_list[i + 1] for i, v in enumerate(args_list[:-1]) if v == flag]
+        names += [v.split("=", 1)[1] for v in args_list if v.startswith(flag + "=")]
+        found += [os.environ.get(n, "") for n in names]
+    found = [c for c in found if len(c) >= 4]
     if found:
         forms = sorted({f for c in found for f in encoded_forms(c)}, key=len, reverse=True)
 

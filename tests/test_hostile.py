@@ -164,6 +164,26 @@ def test_1_user_reads_its_files_and_owns_nothing_supervisord_reads(area, user):
     assert os.path.realpath(os.path.join(out, "state.json")) == state_file
 
 
+def test_1_out_dir_below_a_folder_the_user_can_change_is_refused(area, user):
+    # whoever can write a folder above the out-dir can swap sidecar.conf for one that root's supervisord runs
+    name, uid, gid = user
+    prof = write(os.path.join(area, "p.yaml"), PROFILE)
+    cases = {"group": (0o775, gid), "world": (0o777, 0), "own": (0o755, None)}
+    for label, (mode, group) in cases.items():
+        parent = os.path.join(area, label)
+        os.mkdir(parent)
+        os.chown(parent, uid if group is None else 0, gid if group is None else group)
+        os.chmod(parent, mode)
+        res = render(prof, os.path.join(parent, "out"), "--user", name, binary=fake_binary(area))
+        assert "--out-dir" in one_line(res) and name in res.stderr, label
+        assert os.listdir(parent) == [], label
+    sticky = os.path.join(area, "sticky")
+    os.mkdir(sticky)
+    os.chmod(sticky, 0o1777)  # like /tmp: only a file's owner may rename it
+    res = render(prof, os.path.join(sticky, "out"), "--user", name, binary=fake_binary(area))
+    assert res.returncode == 0, res.stderr
+
+
 def test_1_render_never_follows_a_link_or_hard_link_as_root(area, user):
     name, uid, gid = user
     prof, out = write(os.path.join(area, "p.yaml"), PROFILE), os.path.join(area, "out")
@@ -483,6 +503,25 @@ def test_7_supervisord_password_never_in_output(area, command):
     res = run_cli(command, "-s", url, "--program", "agentroute-sidecar", timeout=60)
     assert res.returncode != 0
     assert "Sup3rSecretPw0rd" not in res.stdout + res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("spelling", ["-s {url}", "-s{url}", "--serv={url}", "--server {url}"])
+@pytest.mark.parametrize("url", ["http://ops:Hunter2/SuperSecret@127.0.0.1:1",
+                                 "unix://ops:zzpwabcdef@/nonexistent/s.sock",
+                                 "http://ops:Pw%2Fwith%23marks@127.0.0.1:99999"])
+def test_7_no_spelling_of_the_url_shows_its_password(spelling, url):
+    args = [a.format(url=url) for a in spelling.split(" ")]
+    res = run_cli("status", *args, "--program", "agentroute-sidecar", timeout=60)
+    out = res.stdout + res.stderr
+    assert res.returncode in (2, 4) and "Traceback" not in out and len(res.stderr.strip().splitlines()) <= 2, out
+    for piece in ("Hunter2", "SuperSecret", "zzpwabcdef", "Pw%2Fwith%23marks", "Pw/with#marks"):
+        assert piece not in out, out
+
+
+def test_7_a_profile_field_holding_a_key_is_not_echoed(area):
+    prof = write(os.path.join(area, "p.yaml"), PROFILE + f"api_base: {KEYS['OPENROUTER_API_KEY']}\n")
+    res = render(prof, os.path.join(area, "out"))
+    assert "api_base" in one_line(res) and KEYS["OPENROUTER_API_KEY"] not in res.stderr, res.stderr
 
 
 def test_7_apply_never_prints_the_password(area):

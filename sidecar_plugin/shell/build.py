@@ -262,7 +262,7 @@ def _check_places(req: RenderRequest, sidecars: Sequence[RenderOptions], owner: 
     if owner is not None:
         filewrite.check_user(req.user, *owner)
         if owner[0] != os.geteuid():  # rendering as the user itself crosses no privilege boundary
-            filewrite.check_out_dir(req.out_dir, owner[0], req.user)
+            filewrite.check_out_dir(req.out_dir, owner[0], req.user, owner[1])
     uid, gid = owner if owner is not None else (None, None)
     for s in sidecars:
         if req.log_file:

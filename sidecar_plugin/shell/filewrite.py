@@ -28,7 +28,7 @@ import os
 import pwd
 import stat
 import sys
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from sidecar_plugin.shell import safefs
 from sidecar_plugin.core.render import RenderedFile, RenderError
@@ -60,19 +60,37 @@ def _has_group(gid: int) -> bool:
         return False
 
 
-def check_out_dir(out_dir: str, uid: Optional[int], user: str) -> None:
-    """Refuse an out-dir inside a folder the sidecar's user owns (it could swap what root writes)."""
+def user_groups(name: str, gid: int) -> Set[int]:
+    """Return every group ``name`` is in: its primary one and its supplementary ones."""
+    return {gid} | {g.gr_gid for g in grp.getgrall() if name in g.gr_mem}
+
+
+def check_out_dir(out_dir: str, uid: Optional[int], user: str, gid: Optional[int] = None) -> None:
+    """Refuse an out-dir below a folder the sidecar's user can change.
+
+    Whoever can write a folder above the out-dir can rename the out-dir away
+    and put a ``sidecar.conf`` of its own in its place, which root's
+    supervisord would run as root. That is the user's own folder, a folder
+    its groups may write, and a world-writable one without the sticky bit
+    (``/tmp`` has it: there only a file's owner may rename it).
+    """
     if uid is None:
         return
+    groups = user_groups(user, gid) if gid is not None else set()
     folder = os.path.dirname(os.path.abspath(out_dir))
     while True:
         try:
             st = os.stat(folder)
         except OSError:
             st = None
-        if st is not None and st.st_uid == uid:
-            raise RenderError(f"--out-dir: {folder} belongs to {user}, who could swap the files root writes "
-                              "there; render into a folder root owns")
+        if st is not None:
+            why = ("belongs to" if st.st_uid == uid
+                   else "is writable by a group of" if st.st_mode & 0o020 and st.st_gid in groups
+                   else "is writable by everyone, without the sticky bit, so also by"
+                   if st.st_mode & 0o002 and not st.st_mode & stat.S_ISVTX else "")
+            if why:
+                raise RenderError(f"--out-dir: {folder} {why} {user}, who could swap the files root writes "
+                                  "there; render into a folder only root can change")
         parent = os.path.dirname(folder)
         if parent == folder:
             return

@@ -9,6 +9,7 @@ text, and turned into words in one table, as ``supervisorctl`` does.
 from __future__ import annotations
 
 import os
+import re
 import xmlrpc.client
 from typing import Any, Callable, Iterable, Mapping, Optional, Tuple, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -41,6 +42,10 @@ FAULT_WORDS = {
 MISSING_BINARY = (Faults.NO_FILE, Faults.NOT_EXECUTABLE)
 
 
+class BadServerUrl(SidecarError):
+    """The supervisord URL given cannot be used; bad input, said in one line."""
+
+
 def default_server_url(env: Optional[Mapping[str, str]] = None) -> str:
     """Return $SUPERVISOR_SERVER_URL, else the conventional unix socket."""
     env = os.environ if env is None else env
@@ -62,26 +67,44 @@ def split_credentials(url: str) -> Tuple[str, str, str]:
 
 
 def public_url(url: str) -> str:
-    """Return the URL as it may be shown to a person: without its credentials."""
+    """Return the URL as it may be shown to a person: without its credentials, whatever its scheme."""
+    info = _userinfo(url)
+    if info:
+        url = url.replace(info + "@", "", 1)
     try:
         return split_credentials(url)[0]
     except ValueError:  # a port that is not a number: show only the scheme
         return url.split("://", 1)[0] + "://..." if "://" in url else "..."
 
 
+def _userinfo(url: str) -> str:
+    """Return the ``user:pass`` part of a URL by plain text, even when the URL does not parse.
+
+    A password holding ``/``, ``?`` or ``#`` makes ``urlsplit`` cut it in two
+    (and its error then quotes a piece of it), so the part between ``://``
+    and the last ``@`` before any later ``://`` is taken as it is.
+    """
+    if "://" not in url:
+        return ""
+    rest = url.split("://", 1)[1]
+    return rest.rpartition("@")[0] if "@" in rest else ""
+
+
 def credentials(server_url: Optional[str], env: Optional[Mapping[str, str]] = None) -> Tuple[str, ...]:
-    """Return the secrets a supervisord URL (or $SUPERVISOR_*) carries, to keep them out of every output."""
+    """Return the secrets a supervisord URL (or $SUPERVISOR_*) carries, to keep them out of every output.
+
+    The whole ``user:pass``, the password, and each piece of it between
+    ``/``, ``?`` and ``#`` (what a parser's error may quote).
+    """
     env = os.environ if env is None else env
     found = [env.get("SUPERVISOR_PASSWORD", "")]
     for url in (server_url or "", env.get("SUPERVISOR_SERVER_URL", "")):
-        try:
-            _, user, password = split_credentials(url)
-        except ValueError:
+        info = _userinfo(url)
+        if not info:
             continue
-        if password:
-            found += [password, f"{user}:{password}"]
-        if "@" in url:
-            found.append(urlsplit(url).netloc.rpartition("@")[0])
+        user, _, password = info.partition(":")
+        found += [info, password, unquote(password)]
+        found += [piece for piece in re.split(r"[/?#]", password) if len(piece) >= 4]
     return tuple(s for s in found if s)
 
 
@@ -92,7 +115,11 @@ def rpc_proxy(server_url: str, env: Optional[Mapping[str, str]] = None) -> Any:
     $SUPERVISOR_USERNAME / $SUPERVISOR_PASSWORD, as supervisorctl takes them.
     """
     env = os.environ if env is None else env
-    url, user, password = split_credentials(server_url)
+    try:
+        url, user, password = split_credentials(server_url)
+    except ValueError:
+        raise BadServerUrl(f"supervisord URL {public_url(server_url)}: not a valid URL (unix:///path/to.sock or "
+                           "http://user:pass@host:port; a password with / ? # must be percent-encoded)") from None
     user = user or env.get("SUPERVISOR_USERNAME", "")
     password = password or env.get("SUPERVISOR_PASSWORD", "")
     transport = SupervisorTransport(user or None, password or None, url)
