@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, List, Optional
 
+from sidecar_plugin.core.text import printable
 from sidecar_plugin.names import State
 
 
@@ -35,11 +36,11 @@ def status_lines(doc: Dict[str, Any], program: str, now: Optional[float] = None,
         parts.append(f"supervisord {doc['supervisor_state']}")
     if doc.get("is_stale") and doc.get("available", True):
         parts.append("(stale: listener silent)")
-    lines = ["  ".join(parts)]
+    lines = [printable("  ".join(parts))]
     if doc.get("error"):
-        lines.append(f"  error: {doc['error']}")
+        lines.append(printable(f"  error: {doc['error']}"))
     log_tail = doc.get("log_tail") or []
     if state == State.CRASHED and log_tail:
         lines.append("  last lines of its log:")
-        lines.extend("    " + line for line in log_tail[-tail:])
+        lines.extend("    " + printable(str(line)) for line in log_tail[-tail:])
     return lines

@@ -19,18 +19,24 @@ from supervisor.xmlrpc import Faults, RPCError
 
 from sidecar_plugin.core.discovery import sidecars
 from sidecar_plugin.core.endpoint import base_url
-from sidecar_plugin.names import DEFAULT_PROGRAM, STALE_AFTER, State
+from sidecar_plugin.core.text import printable
+from sidecar_plugin.names import DEFAULT_PROGRAM
 from sidecar_plugin.shell.statefile import state_dict
 
 API_VERSION = "1.0"
 
 
 def xmlrpc_safe(value: Any) -> Any:
-    """Drop None (XML-RPC has no nil without an extension) and make keys strings."""
+    """Return what XML-RPC can carry: no None (no nil without an extension), string keys,
+    no control characters (XML has none), integers beyond 32 bits as floats."""
     if isinstance(value, dict):
-        return {str(k): xmlrpc_safe(v) for k, v in value.items() if v is not None}
+        return {printable(str(k)): xmlrpc_safe(v) for k, v in value.items() if v is not None}
     if isinstance(value, (list, tuple)):
         return [xmlrpc_safe(v) for v in value if v is not None]
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, int) and not isinstance(value, bool) and not -2**31 <= value < 2**31:
+        return float(value)
     return value
 
 
@@ -71,10 +77,6 @@ class SidecarNamespaceRPCInterface:
         if args is None:
             raise RPCError(Faults.BAD_NAME, f"no sidecar listener configured for {program}")
         doc = state_dict(args["state-file"])
-        doc["recorded_state"] = doc.get("state")
-        if doc.get("is_stale") and doc.get("available"):
-            doc["state"] = State.CRASHED.value
-            doc["error"] = f"the listener has not refreshed the state for over {STALE_AFTER:g} s (state is stale)"
         doc["program"] = program
         doc["group"] = args.get("group") or program
         doc["state_file"] = args["state-file"]

@@ -123,7 +123,10 @@ def test_stale_corrupt_and_missing_state_files(make_sidecar, tmp_path):
     stale.write_text(json.dumps(doc))
     assert Sidecar(state_file=str(stale)).state() is State.CRASHED
     res = run_cli("status", "--state-file", str(stale))
-    assert res.returncode == 4 and "stale" in res.stdout
+    assert res.returncode == 4 and "stale" in res.stdout and "RUNNING" not in res.stdout, res.stdout
+    res = run_cli("status", "--state-file", str(stale), "--json")
+    doc = json.loads(res.stdout)
+    assert res.returncode == 4 and doc["state"] == "crashed" and doc["recorded_state"] == "running"
     corrupt = tmp_path / "corrupt.json"
     corrupt.write_text("{not json")
     assert Sidecar(state_file=str(corrupt)).state() is State.CRASHED
@@ -210,3 +213,29 @@ def test_second_listener_for_the_same_state_file_refuses(make_sidecar):
     assert b"refusing to run" in err and b"another listener" in err
     assert out == b""  # nothing but the protocol ever goes to stdout
     assert sc.state().listener_pid == sc.listener_info()["pid"]
+
+
+def test_a_crash_log_with_escapes_and_control_characters_reads_through_every_door(make_sidecar, tmp_path):
+    # LiteLLM colours its banner; one control character in a log tail used to break the XML of getState
+    binary = tmp_path / "coloured-crash"
+    binary.write_text("#!/bin/sh\nprintf '\\033[1;37mLiteLLM\\033[0m \\001 cannot start\\n'\nexit 1\n")
+    binary.chmod(0o755)
+    sc = make_sidecar(binary=str(binary), render_args=["--no-autostart"])
+    sc.start_supervisord(wait_state="stopped")
+    sc.rpc().supervisor.startProcess(sc.program, False)
+    st = sc.wait_state("crashed", 30)
+    assert any("LiteLLM ? cannot start" in line for line in st.log_tail), st.log_tail
+    assert not any(ch in "".join(st.log_tail) for ch in "\x1b\x01")
+    doc = sc.rpc().sidecar.getState(sc.program)
+    assert doc["state"] == "crashed"
+    res = sc.ctl("sidecar", "status")
+    assert "cannot start" in res.stdout and "Expat" not in res.stdout + res.stderr and "\x1b" not in res.stdout
+    res = cli(sc, "status")
+    assert res.returncode == 3 and "\x1b" not in res.stdout + res.stderr
+
+
+def test_get_state_carries_what_xml_rpc_cannot():
+    from sidecar_plugin.rpc import xmlrpc_safe
+
+    assert xmlrpc_safe({"a": None, "n": 2**40, "s": "x\x1b[2Jy\x07z", "l": [None, 1]}) == \
+        {"n": float(2**40), "s": "xy?z", "l": [1]}

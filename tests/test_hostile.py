@@ -674,3 +674,26 @@ def test_1_user_layout_runs_under_a_real_supervisord(area, user, user_python):
         for p in left:  # only the test user's processes: the user exists for this test alone
             p.kill()
         psutil.wait_procs(left, timeout=5)
+
+
+def test_11_a_fifo_named_like_a_profile_is_refused_not_waited_on(area):
+    fifo = os.path.join(area, "p.yaml")
+    os.mkfifo(fifo)
+    res = render(fifo, os.path.join(area, "out"))
+    assert "not a regular file" in one_line(res)
+    folder = os.path.join(area, "profiles")
+    os.mkdir(folder)
+    write(os.path.join(folder, "a.yaml"), PROFILE)
+    os.mkfifo(os.path.join(folder, "b.yaml"))
+    res = render(folder, os.path.join(area, "out2"))
+    assert "not a regular file" in one_line(res) and not os.path.exists(os.path.join(area, "out2"))
+
+
+@pytest.mark.parametrize("flag,name", [("--state-file", "sidecar.conf"), ("--log-file", "litellm.yaml"),
+                                       ("--metrics-file", "master.key"), ("--log-file", "state.json")])
+def test_9_an_output_file_that_is_another_file_of_the_render_is_refused(area, flag, name):
+    prof = write(os.path.join(area, "p.yaml"), PROFILE)
+    out = os.path.join(area, "out")
+    os.mkdir(out)
+    res = render(prof, out, flag, os.path.join(out, name))
+    assert flag in one_line(res) and os.listdir(out) == []

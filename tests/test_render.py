@@ -162,7 +162,9 @@ def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path):
     res = render(prof, out, binary)
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
     prof2, out2, binary2 = setup(tmp_path)
-    for extra in (["--port", "0"], ["--workers", "0"], ["--program", "a:b"], ["--port", "x"]):
+    for extra in (["--port", "0"], ["--workers", "0"], ["--program", "a:b"], ["--port", "x"],
+                  ["--host", "999.999.999.999"], ["--host", "*"], ["--host", "a;b"], ["--workers", "10**20"],
+                  ["--workers", "100000000000000000000"], ["--health-timeout", "1e300"], ["--stop-timeout", "100000"]):
         res = render(prof2, out2, binary2, *extra)
         assert res.returncode == 2, extra
         assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr

@@ -91,3 +91,23 @@ def test_log_tail_leaves_out_the_listeners_own_probes(tmp_path):
     log.write_text("\n".join(["started"] + lines[:1] + lines[1:]) + "\n")
     assert tail_lines(str(log), 5, skip="/health/liveliness") == ["started", "fatal: cannot load config"]
     assert tail_lines(str(log), 2)[-1].endswith("200 OK")
+
+
+@pytest.mark.parametrize("beat", [float("nan"), float("inf"), "future"])
+def test_a_heartbeat_that_proves_nothing_is_never_running(tmp_path, beat):
+    path = str(tmp_path / "state.json")
+    with open(path, "w") as fh:  # json writes NaN/Infinity, as a hand-made or corrupted file could hold
+        json.dump(doc(heartbeat_at=time.time() + 3600 if beat == "future" else beat), fh)
+    assert effective_state(path) is State.CRASHED
+    try:
+        assert read_state(path).is_running is False
+    except StateUnavailable:
+        pass
+
+
+def test_a_state_file_far_larger_than_the_listener_writes_is_unavailable(tmp_path):
+    path = str(tmp_path / "state.json")
+    write_state(path, doc(padding="x" * (200 * 1024)))
+    with pytest.raises(StateUnavailable):
+        read_state(path)
+    assert effective_state(path) is State.CRASHED

@@ -11,7 +11,9 @@ with its files in ``DIR/agentroute-NAME/`` (config, state, log), all in one supe
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import re
 from dataclasses import replace
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -84,21 +86,36 @@ def _fleet(profiles: Sequence[Profile], base: RenderOptions,
     return result
 
 
+MAX_WORKERS = 64
+MAX_SECONDS = 3600  # a health timeout or drain window beyond an hour is a typo, not a plan
+_HOSTNAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")
+
+
 def check_options(opts: RenderOptions) -> None:
     """Refuse options supervisord or LiteLLM would choke on, with one line."""
     if not PROGRAM_RE.match(opts.program):
         raise RenderError(f"--program: must match [A-Za-z0-9][A-Za-z0-9._-]* (got {opts.program!r})")
     if not 1 <= opts.port <= 65535:
         raise RenderError(f"--port: must be from 1 to 65535 (got {opts.port})")
-    if opts.workers < 1:
-        raise RenderError(f"--workers: must be at least 1 (got {opts.workers})")
-    if not math.isfinite(opts.health_timeout) or opts.health_timeout <= 0:
-        raise RenderError(f"--health-timeout: must be a finite number of seconds above 0 (got {opts.health_timeout:g})")
-    if opts.stop_timeout < 1:
-        raise RenderError(f"--stop-timeout: must be at least 1 second (got {opts.stop_timeout})")
-    if not opts.host or any(ch.isspace() for ch in opts.host):
-        raise RenderError(f"--host: must be an address to bind (got {opts.host!r})")
+    if not 1 <= opts.workers <= MAX_WORKERS:
+        raise RenderError(f"--workers: must be from 1 to {MAX_WORKERS} (got {opts.workers})")
+    if not math.isfinite(opts.health_timeout) or not 0 < opts.health_timeout <= MAX_SECONDS:
+        raise RenderError(f"--health-timeout: must be a number of seconds above 0 and at most {MAX_SECONDS} "
+                          f"(got {opts.health_timeout:g})")
+    if not 1 <= opts.stop_timeout <= MAX_SECONDS:
+        raise RenderError(f"--stop-timeout: must be from 1 to {MAX_SECONDS} seconds (got {opts.stop_timeout})")
+    if not _is_host(opts.host):
+        raise RenderError(f"--host: must be an IP address or a host name to bind (got {opts.host[:80]!r})")
     check_representable(opts)
+
+
+def _is_host(host: str) -> bool:
+    """An IPv4 or IPv6 literal, or a host name of letters, digits, hyphens and dots."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:  # digits and dots that are no IPv4 address are no host name either
+        return bool(_HOSTNAME.match(host)) and not re.fullmatch(r"[0-9.]+", host)
 
 
 def optional_port(profile: Profile, cli_port: Optional[int]) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import unicodedata
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
@@ -61,10 +62,20 @@ def openrouter_model(model_id: str) -> str:
 
 
 def load_profile(path: str) -> Profile:
-    """Read, parse and validate the profile at ``path``, or raise ProfileError."""
+    """Read, parse and validate the profile at ``path``, or raise ProfileError.
+
+    Only a regular file: a FIFO (or a device) named like a profile would
+    block render forever or feed it without end.
+    """
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_PROFILE_BYTES + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ProfileError(f"{path}: not a regular file")
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                raw = fh.read(MAX_PROFILE_BYTES + 1)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise ProfileError(f"{path}: cannot read profile: {exc.strerror or exc}") from None
     if len(raw) > MAX_PROFILE_BYTES:

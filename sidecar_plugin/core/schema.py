@@ -7,6 +7,7 @@ without files. Reading and writing the file is ``shell.statefile``'s job.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
@@ -83,7 +84,8 @@ def parse_state(doc: Any, path: str, max_age: float, now: float) -> SidecarState
             error=_opt_str(doc.get("error")),
             log_tail=tuple(_str(line) for line in tail),
             listener_pid=_int(doc["listener_pid"]),
-            is_stale=(now - heartbeat) > max_age,
+            # a heartbeat from the future (a clock stepped back, a hand-made file) proves nothing either
+            is_stale=abs(now - heartbeat) > max_age,
             raw=doc,
         )
     except (KeyError, TypeError, ValueError, AttributeError):
@@ -92,8 +94,8 @@ def parse_state(doc: Any, path: str, max_age: float, now: float) -> SidecarState
 
 
 def _num(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise TypeError("number expected")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise TypeError("finite number expected")
     return float(v)
 
 

@@ -25,9 +25,10 @@ from sidecar_plugin.core.profile import ProfileError, load_profile
 from sidecar_plugin.core.render import Plan, RenderedFile, RenderError, RenderOptions, render_files
 from sidecar_plugin.errors import BinaryNotFoundError
 from sidecar_plugin.names import (
-    DEFAULT_PORT, DEFAULT_PROGRAM, GROUP, LISTENER_LOG_NAME, LOG_NAME, MASTER_KEY, PROFILE_EXTENSIONS,
-    RECORD_NAME, RUN_DIR, STATE_NAME,
+    DEFAULT_PORT, DEFAULT_PROGRAM, GROUP, LISTENER_LOG_NAME, LITELLM_YAML, LOG_NAME, MASTER_KEY, PROFILE_EXTENSIONS,
+    RECORD_NAME, RUN_DIR, SIDECAR_CONF, STATE_NAME,
 )
+from sidecar_plugin.shell.statefile import history_path
 from sidecar_plugin.shell import filewrite, safefs
 
 
@@ -271,9 +272,30 @@ def _check_places(req: RenderRequest, sidecars: Sequence[RenderOptions], owner: 
             filewrite.check_folder("--state-file", s.state_file, uid, gid, req.user)
     if req.metrics_file:
         filewrite.check_folder("--metrics-file", req.metrics_file, uid, gid, req.user)
+    _check_distinct(req, sidecars)
     places = [req.out_dir] + [s.out_dir for s in sidecars] + [s.log_file for s in sidecars]
     places += [s.listener_log_file for s in sidecars[:1]]
     if owner is not None:
         places += [os.path.join(s.out_dir, RUN_DIR) for s in sidecars]
     for path in places:
         filewrite.check_no_link(path)
+
+
+def _check_distinct(req: RenderRequest, sidecars: Sequence[RenderOptions]) -> None:
+    """Refuse a state, log or metrics file that is another file of the render (or of another sidecar).
+
+    ``--state-file OUT/sidecar.conf`` would have the listener replace
+    supervisord's include with JSON, and supervisord would not start again.
+    """
+    out_dir = os.path.abspath(req.out_dir)
+    taken: Dict[str, str] = {os.path.join(out_dir, n): n for n in (SIDECAR_CONF, RECORD_NAME, MASTER_KEY)}
+    taken.update({s.config_path: LITELLM_YAML for s in sidecars})
+    wanted = [("--state-file", s.state_file) for s in sidecars] + [("--log-file", s.log_file) for s in sidecars]
+    wanted += [("--state-file", history_path(s.state_file)) for s in sidecars]
+    wanted += [("--out-dir", s.listener_log_file) for s in sidecars[:1]]
+    wanted += [("--metrics-file", os.path.abspath(req.metrics_file))] if req.metrics_file else []
+    for flag, path in wanted:
+        path = os.path.abspath(path)
+        if path in taken:
+            raise RenderError(f"{flag}: {path} is also {taken[path]}; give each file a place of its own")
+        taken[path] = f"the {flag[2:]}"

@@ -76,6 +76,7 @@ class Listener:
         self.last_write = 0.0
         self.last_track = 0.0
         self._rpc: Any = None
+        self.rpc_denied = False
 
     # -- inputs from other threads --
     def on_event(self, name: str, body: Dict[str, str]) -> None:
@@ -273,6 +274,13 @@ class Listener:
             return getattr(self._rpc.supervisor, method)(*args)
         except Fault as exc:
             self.log.info("supervisor.%s: %s", method, exc.faultString)
+        except PermissionError:
+            if not self.rpc_denied:  # said once: it will not mend itself
+                self.log.error("permission denied on supervisord's socket: the listener (uid %d) cannot ask or "
+                               "tell supervisord anything; give its group the socket ([unix_http_server] "
+                               "chown=root:GROUP, chmod=0770)", os.geteuid())
+            self.rpc_denied = True
+            self._rpc = None
         except Exception as exc:  # supervisord gone, busy or restarting
             self.log.warning("supervisor.%s failed: %s", method, exc)
             self._rpc = None

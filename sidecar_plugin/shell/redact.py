@@ -16,6 +16,8 @@ from urllib.parse import quote, quote_plus
 
 import yaml
 
+from sidecar_plugin.core.text import printable
+
 MASK = "[REDACTED]"
 _PATTERNS = [
     re.compile(r"sk-[A-Za-z0-9_\-]{8,}"),
@@ -125,4 +127,4 @@ def tail_lines(path: str, count: int = 40, max_bytes: int = 64 * 1024, skip: str
         lines = lines[1:]
     if skip:
         lines = [line for line in lines if skip not in line]
-    return [line[:500] for line in lines[-count:]]
+    return [printable(line)[:500] for line in lines[-count:]]

@@ -24,6 +24,7 @@ from sidecar_plugin.shell.atomic import write_atomic
 from sidecar_plugin.shell.safefs import plain_mode
 
 HISTORY_MAX_BYTES = 256 * 1024
+MAX_STATE_BYTES = 128 * 1024  # 40 log lines of 500 characters and the rest fit many times over
 HISTORY_BACKUPS = 2
 
 
@@ -39,13 +40,15 @@ def read_state(path: str, max_age: float = STALE_AFTER, now: Optional[float] = N
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise StateUnavailable(f"{path}: not a regular file")
-            raw = os.read(fd, 1 << 20)
+            raw = os.read(fd, MAX_STATE_BYTES + 1)
         finally:
             os.close(fd)
     except FileNotFoundError:
         raise StateMissing(f"{path}: no state file (is the listener configured?)") from None
     except OSError as exc:
         raise StateUnavailable(f"{path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_STATE_BYTES:  # the listener writes a few KB; a big file is not its, and costs supervisord
+        raise StateUnavailable(f"{path}: larger than {MAX_STATE_BYTES // 1024} KiB, not a state file")
     try:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -75,6 +78,10 @@ def state_dict(path: str, max_age: float = STALE_AFTER) -> Dict[str, Any]:
     doc = with_base_url(dict(st.raw))
     doc["is_stale"] = st.is_stale
     doc["available"] = True
+    doc["recorded_state"] = doc.get("state")
+    if st.is_stale:  # nothing may report running from a stale file: the listener is not there to say so
+        doc["state"] = State.CRASHED.value
+        doc["error"] = f"the listener has not refreshed the state for over {max_age:g} s (state is stale)"
     return doc
 
 
