@@ -641,7 +641,9 @@ def test_1_user_layout_runs_under_a_real_supervisord(area, user, user_python):
                          capture_output=True, text=True, env=dict(os.environ, **GEN_KEY_ENV), cwd=ROOT, timeout=60)
     assert res.returncode == 0, res.stderr
     sock, conf = os.path.join(area, "s.sock"), os.path.join(area, "supervisord.conf")
-    write(conf, SUPERVISORD_CONF.format(sock=sock, dir=area, inet="", include=os.path.join(out, "sidecar.conf")))
+    text = SUPERVISORD_CONF.format(sock=sock, dir=area, inet="", include=os.path.join(out, "sidecar.conf"))
+    # the README's --user deployment: the listener (the user) may use supervisord's socket
+    write(conf, text.replace(f"file={sock}\n", f"file={sock}\nchown=root:{gid}\nchmod=0770\n", 1))
     proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", conf], cwd=area,
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -658,8 +660,17 @@ def test_1_user_layout_runs_under_a_real_supervisord(area, user, user_python):
         assert owner_mode(os.path.join(run_dir, "history.jsonl"))[::2] == (uid, 0o644)
         assert read_history(os.path.join(run_dir, "state.json"))[-1]["state"] == "running"
         assert owner_mode(os.path.join(out, "sidecar.conf"))[0] == 0
-        info = rpc_proxy("unix://" + sock, env={}).sidecar.getState("agentroute-sidecar")
+        rpc = rpc_proxy("unix://" + sock, env={})
+        info = rpc.sidecar.getState("agentroute-sidecar")
         assert info["state"] == "running"
+        # a restart under --user: the listener asks supervisord which pid is new and spares it
+        rpc.supervisor.stopProcess("agentroute-sidecar", True)
+        rpc.supervisor.startProcess("agentroute-sidecar", True)
+        new = poll(lambda: (lambda s: s if s and s.pid not in (None, st.pid) else None)(running()), 60,
+                   interval=0.1, what="running again with a new pid")
+        assert rpc.supervisor.getProcessInfo("agentroute-sidecar")["pid"] == new.pid
+        log = open(os.path.join(out, "listener.log")).read()
+        assert "permission denied" not in log.lower() and "reaped" not in log, log[-2000:]
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
