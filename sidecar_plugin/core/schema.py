@@ -155,4 +155,9 @@ def state_document(model: Any, opts: Any, now: float, listener_pid: int,
         "counters": model.counters.as_dict(),
         "config_version": model.config_version,
         "port_free": model.port_free,
+        # Recovery without a person (core.retry): the current retry's number (0: none), when
+        # the next try is due (null: none scheduled) and its delay.
+        "retry": {"attempt": model.retry_attempt, "next_at": model.retry_at, "delay": model.retry_delay},
+        # Who answers on the port when it is not the sidecar (core.identity); null otherwise.
+        "port_holder": model.port_holder,
     }

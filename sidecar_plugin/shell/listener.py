@@ -28,10 +28,12 @@ from xmlrpc.client import Fault
 
 
 from sidecar_plugin.core import machine as m
-from sidecar_plugin.core.events import event_input
+from sidecar_plugin.core.events import command_input, event_input
+from sidecar_plugin.core.retry import Backoff
 from sidecar_plugin.core.listen_args import ListenerOptions
 from sidecar_plugin.core.schema import StateUnavailable, state_document
 from sidecar_plugin.names import HEARTBEAT_EVERY, MARKER_ENV, State, marker_value
+from sidecar_plugin.shell import identity
 from sidecar_plugin.shell.files import file_version, keep_private
 from sidecar_plugin.shell.metrics import MetricsFile
 from sidecar_plugin.shell.probe import Prober, health_url
@@ -61,7 +63,8 @@ class Listener:
         self.log = logging.LoggerAdapter(log, {"program": opts.program})
         self.rpc_factory = rpc_factory
         self.clock = clock
-        self.cfg = m.Config(health_timeout=opts.health_timeout, failure_threshold=opts.failure_threshold)
+        self.cfg = m.Config(health_timeout=opts.health_timeout, failure_threshold=opts.failure_threshold,
+                            backoff=Backoff(opts.retry_delay, opts.retry_max_delay, opts.retry_reset_after))
         self.model = m.Model(since=clock())
         self.inbox: "queue.Queue[Any]" = queue.Queue()
         self.tracker = TreeTracker(MARKER_ENV, marker_value(opts.program, opts.config_path))
@@ -79,7 +82,8 @@ class Listener:
     def on_event(self, name: str, body: Dict[str, str]) -> None:
         """Called by the protocol loop: queue our program's events and TICKs, drop the rest."""
         group = self.opts.group or self.opts.program
-        ev = event_input(name, body, self.opts.program, group, at=self.clock())
+        at = self.clock()
+        ev = event_input(name, body, self.opts.program, group, at=at) or command_input(name, body, self.opts.program, at)
         if ev is not None:
             self.inbox.put(ev)
         elif name.startswith("TICK"):
@@ -131,6 +135,7 @@ class Listener:
             prior_log_tail=prior.log_tail if prior else (),
             prior_counters=prior.raw.get("counters") if prior else None,
             prior_config_version=prior.raw.get("config_version") if prior else None,
+            prior_retry=prior.raw.get("retry") if prior else None,
         ))
 
     def feed(self, inp: Any) -> None:
@@ -166,6 +171,11 @@ class Listener:
             return self._reap(action)
         elif isinstance(action, (m.Ask, m.Query)):
             return self._answer(action)
+        elif isinstance(action, m.Identify):
+            own, holder = identity.owner(self.opts.port, self.opts.host, self.model.pid, self.tracker)
+            if not own:
+                self.log.warning("health answer on port %d is not the sidecar's: %s", self.opts.port, holder)
+            return replace(action.probe, own=own, holder=holder)
         elif isinstance(action, m.StopProgram):
             self._rpc_call("stopProcess", self.opts.rpc_name, False)
         elif isinstance(action, m.StartProgram):
@@ -187,12 +197,16 @@ class Listener:
         return replace(inp, pid=pid if statename == "STARTING" else inp.pid, asked=True)
 
     def _reap(self, action: m.Reap) -> m.Reaped:
-        # Spare what the machine says supervisord runs, and what supervisord runs now
-        # (it may have restarted the program before its STARTING event reached us).
-        info = self._process_info()
-        live = info.get("pid") if info and info.get("statename") in ("STARTING", "RUNNING") else None
-        spare = tuple(p for p in (action.spare, live) if p)
-        result = self.tracker.reap(self.opts.port, spare_roots=spare, before=action.before)
+        # Spare what the machine says supervisord runs, and what supervisord runs now (it may
+        # have restarted the program before its STARTING event reached us): asked after the
+        # victims are chosen, so a sidecar spawned during the scan is known before the kill.
+        def live() -> tuple:
+            info = self._process_info()
+            pid = info.get("pid") if info and info.get("statename") in ("STARTING", "RUNNING") else None
+            return (pid,) if pid else ()
+
+        spare = (action.spare,) if action.spare else ()
+        result = self.tracker.reap(self.opts.port, spare_roots=spare, before=action.before, live=live)
         if result.killed:
             self.log.warning("reaped %d orphaned process(es) of the sidecar: %s", len(result.killed),
                              " ".join(map(str, result.killed)))
