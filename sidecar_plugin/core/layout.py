@@ -98,6 +98,13 @@ def check_options(opts: RenderOptions) -> None:
         raise RenderError(f"--workers: must be at least 1 (got {opts.workers})")
     if not math.isfinite(opts.health_timeout) or opts.health_timeout <= 0:
         raise RenderError(f"--health-timeout: must be a finite number of seconds above 0 (got {opts.health_timeout:g})")
+    for flag, value in (("--retry-delay", opts.retry_delay), ("--retry-max-delay", opts.retry_max_delay),
+                        ("--retry-reset-after", opts.retry_reset_after)):
+        if not math.isfinite(value) or value <= 0:
+            raise RenderError(f"{flag}: must be a finite number of seconds above 0 (got {value:g})")
+    if opts.retry_max_delay < opts.retry_delay:
+        raise RenderError(f"--retry-max-delay: must be at least --retry-delay ({opts.retry_max_delay:g} < "
+                          f"{opts.retry_delay:g})")
     if opts.stop_timeout < 1:
         raise RenderError(f"--stop-timeout: must be at least 1 second (got {opts.stop_timeout})")
     if not opts.host or any(ch.isspace() for ch in opts.host):
