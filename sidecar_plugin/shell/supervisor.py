@@ -112,6 +112,22 @@ def tolerate(call: Callable[[], T], codes: Iterable[int]) -> Optional[T]:
         raise
 
 
+def tell_stop(rpc: Any, program: str) -> None:
+    """Tell ``program``'s listener that an operator stops it on purpose, so it never starts it again.
+
+    A sidecar the listener is retrying is already down (FATAL, STOPPED), so
+    ``stopProcess`` changes nothing supervisord would report; the listener
+    hears this REMOTE_COMMUNICATION event instead. A listener that does not
+    subscribe to it (an older render) simply never sees it.
+    """
+    from sidecar_plugin.core.events import stop_command
+
+    try:
+        rpc.supervisor.sendRemoteCommEvent(stop_command(program), program)
+    except xmlrpc.client.Fault:
+        pass
+
+
 def stop_window(rpc: Any, name: str) -> float:
     """Return how long a stop may take: supervisord's drain window (``stopwaitsecs``) plus time to reap."""
     for info in rpc.supervisor.getAllConfigInfo():
