@@ -151,12 +151,17 @@ def wait_for_state(get_state: GetState, target: str, timeout: Optional[float]) -
     """Poll until the (non-stale) state is ``target``; raise SidecarError when time runs out."""
     limit = check_timeout(timeout)
     last: Dict[str, Any] = {}
+    began = time.time()
 
     def step() -> Optional[Dict[str, Any]]:
         last.clear()
         last.update(get_state())
         if last.get("state") == target and not last.get("is_stale"):
             return dict(last)
+        if (target == State.RUNNING and last.get("state") == State.STOPPED and last.get("available", True)
+                and last.get("supervisor_state") in GAVE_UP_STATES and float(last.get("since") or 0) >= began):
+            # stopped on purpose while we waited: nothing will start it again
+            raise SidecarError(f"stopped on purpose while waiting for {target}")
         if (target == State.RUNNING and last.get("state") == State.CRASHED
                 and last.get("supervisor_state") in GAVE_UP_STATES and not retry_scheduled(last)):
             raise start_error(last)  # nothing will bring it back by itself: do not wait out the timeout
