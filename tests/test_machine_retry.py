@@ -153,6 +153,18 @@ def test_an_operators_stop_just_after_a_retry_started_it_stops_it():
     assert model.state is State.STOPPED and model.retry_at is None
 
 
+def test_an_operators_stop_after_a_retry_was_asked_for_but_not_yet_seen_stops_it():
+    model = timed_out(now=20.0)
+    model, _ = step(model, m.ProcEvent("STOPPED", at=21), 21)
+    model, _ = step(model, m.Tick(), 30.0)  # StartProgram: supervisord spawns it, its STARTING is on its way
+    model, acts = step(model, m.OperatorStop(at=30.05), 30.05)
+    assert model.state is State.STOPPED and kinds(acts) == ["StopProgram", "Write"]
+    model, _ = step(model, m.ProcEvent("STARTING", pid=11), 30.1)
+    model, _ = step(model, m.ProcEvent("STOPPING", pid=11), 30.2)
+    model, _ = step(model, m.ProcEvent("STOPPED", at=30.3), 30.3)
+    assert model.state is State.STOPPED and model.retry_at is None and model.retry_attempt == 0
+
+
 def test_a_stop_already_recorded_ignores_a_repeated_operator_stop():
     model = m.Model(state=State.STOPPED, since=5, supervisor_state="STOPPED")
     assert step(model, m.OperatorStop(), 6.0) == (model, [])

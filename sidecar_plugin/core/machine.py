@@ -250,7 +250,8 @@ def _on_retry_tick(m: Model, now: float, cfg: Config) -> Result:
 
 def _on_operator_stop(m: Model, now: float) -> Result:
     """An operator's stop: ``stopped`` at once, no retry; stop it here too if it runs (a retry just started it)."""
-    live = m.supervisor_state in LIVE_STATES + ("BACKOFF",)
+    # Live, or about to be: a retry the listener asked for may have been spawned already.
+    live = m.supervisor_state in LIVE_STATES + ("BACKOFF",) or m.retry_asked_at is not None
     if m.state is State.STOPPED and not live:
         return m, []
     m = _enter(m, State.STOPPED, now, error=None, log_tail=(), halted=None, stopping=m.stopping or live)

@@ -99,15 +99,26 @@ class Listener:
             self._recover()
         except Exception:
             self.log.exception("recovery failed; starting from supervisord's next events")
+        next_tick = time.monotonic()
         while not self.stopped.is_set():
-            # Tick often only while a health timeout can expire: idle CPU stays low.
+            # Tick often only while a health timeout can expire: idle CPU stays low. A tick is
+            # due by the clock, not when the inbox is idle: while the sidecar starts, probe
+            # results arrive every 0.1 s and would otherwise keep the timers from ever firing.
             tick = TICK_EVERY if self.model.state is State.STARTING else IDLE_TICK_EVERY
+            next_tick = min(next_tick, time.monotonic() + tick)
             try:
-                item = self.inbox.get(timeout=tick)
+                items = [self.inbox.get(timeout=max(0.0, next_tick - time.monotonic()))]
             except queue.Empty:
-                item = m.Tick()
+                items = []
+            if time.monotonic() >= next_tick:
+                items.append(m.Tick())
+                next_tick = time.monotonic() + tick
+            for item in items:
+                try:
+                    self.feed(item)
+                except Exception:
+                    self.log.exception("engine error (continuing)")
             try:
-                self.feed(item)
                 self._housekeeping()
             except Exception:
                 self.log.exception("engine error (continuing)")
