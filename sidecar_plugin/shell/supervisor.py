@@ -9,16 +9,18 @@ text, and turned into words in one table, as ``supervisorctl`` does.
 from __future__ import annotations
 
 import os
+import socket
 import xmlrpc.client
 from typing import Any, Callable, Iterable, Mapping, Optional, Tuple, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from supervisor.xmlrpc import Faults, SupervisorTransport
+from supervisor.xmlrpc import Faults, SupervisorTransport, UnixStreamHTTPConnection
 
 from sidecar_plugin.errors import SidecarError
 from sidecar_plugin.names import process_name
 
 DEFAULT_SERVER_URL = "unix:///run/supervisor.sock"
+RPC_TIMEOUT = 30.0  # seconds one XML-RPC socket operation may take (supervisord answers in milliseconds)
 DEFAULT_STOP_WAIT = 300.0  # a program supervisord does not list: wait this long at most
 T = TypeVar("T")
 
@@ -69,17 +71,33 @@ def public_url(url: str) -> str:
         return "the supervisord URL given"
 
 
-def rpc_proxy(server_url: str, env: Optional[Mapping[str, str]] = None) -> Any:
+def rpc_proxy(server_url: str, env: Optional[Mapping[str, str]] = None, timeout: float = RPC_TIMEOUT) -> Any:
     """Return an XML-RPC proxy to supervisord at ``server_url``.
 
     Credentials come from the URL (``http://user:pass@host:port``), else from
     $SUPERVISOR_USERNAME / $SUPERVISOR_PASSWORD, as supervisorctl takes them.
+    Every call has a deadline (``timeout`` seconds per socket operation): a
+    wedged supervisord must not hang a client for ever.
     """
     env = os.environ if env is None else env
     url, user, password = split_credentials(server_url)
     user = user or env.get("SUPERVISOR_USERNAME", "")
     password = password or env.get("SUPERVISOR_PASSWORD", "")
     transport = SupervisorTransport(user or None, password or None, url)
+    made = transport._get_connection
+
+    def get_connection() -> Any:
+        conn = made()
+        conn.timeout = timeout
+        if isinstance(conn, UnixStreamHTTPConnection):
+            def connect(c: Any = conn) -> None:  # supervisor's own connect sets no timeout
+                c.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                c.sock.settimeout(timeout)
+                c.sock.connect(c.socketfile)
+            conn.connect = connect
+        return conn
+
+    transport._get_connection = get_connection
     return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport, allow_none=True)
 
 
