@@ -309,8 +309,10 @@ class Chaos:
             self.sampler.foreign_pid = foreign.pid
             self.sc.rpc().supervisor.startProcess(self.sc.program, False)
             try:
-                poll(lambda: (lambda s: s is not None and f"pid {foreign.pid}" in (s.raw.get("port_holder") or ""))(
-                    self.sc.state()), 30, what="the state naming the foreign holder")
+                # held until supervisord gave up and the listener retried: never running all along
+                poll(lambda: (lambda s: s is not None and f"pid {foreign.pid}" in (s.raw.get("port_holder") or "")
+                              and (s.raw.get("retry") or {}).get("attempt", 0) >= 1)(self.sc.state()),
+                     40, what="the state naming the foreign holder, with a retry")
                 named = True
             except AssertionError:
                 named = False
@@ -424,7 +426,16 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--faults", type=int, default=200)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--only", default="", help="comma-separated fault kinds to draw from (default: all)")
     a = p.parse_args()
+    if a.only:
+        kinds = a.only.split(",")
+        unknown = [k for k in kinds if k not in FAULTS]
+        if unknown:
+            p.error(f"unknown fault kind(s): {', '.join(unknown)}")
+        for i, kind in enumerate(FAULTS):
+            if kind not in kinds:
+                WEIGHTS[i] = 0
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1, 10**6)
     print(f"chaos: seed {seed} (reproduce with --seed {seed}), {a.faults} faults", flush=True)
     folder = tempfile.mkdtemp(prefix="sidecar-chaos-")
