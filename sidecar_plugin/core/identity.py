@@ -42,4 +42,4 @@ def holder_note(error: Optional[str], holder: Optional[str]) -> Optional[str]:
     """Return ``error`` naming the foreign holder of the port, once."""
     if not holder or (error and holder in error):
         return error
-    return (error or "crashed") + f"; the port is answered by {holder}, not by the sidecar"
+    return (error or "crashed") + f"; the port is held by {holder}, not by the sidecar"
