@@ -107,3 +107,25 @@ def test_the_sidecar_supervisord_spawns_during_the_scan_is_spared(spawn, tmp_pat
     reaped = listener._reap(m.Reap(before=time.time() + 5.0))
     assert new and alive(new["proc"].pid), "the sidecar supervisord runs now was reaped"
     assert not alive(orphan.pid) and reaped.killed == 1
+
+
+@pytest.mark.integration
+def test_restarts_never_reap_the_new_sidecar(make_sidecar):
+    """An operator's (or apply's) restart: the reap after the stop runs while supervisord starts the new one."""
+    import json
+
+    sc = make_sidecar(workers=2)
+    sc.start_supervisord()
+    st = sc.wait_state("running", 20)
+    pids = [st.pid]
+    for _ in range(6):
+        res = sc.ctl("restart", sc.program)
+        assert res.returncode == 0, res.stdout + res.stderr
+        st = sc.wait_state("running", 20, pred=lambda s: s.pid not in pids and s.pid == sc.info()["pid"])
+        pids.append(st.pid)
+        new_tree = {st.pid} | {p.pid for p in psutil.Process(st.pid).children(recursive=True)}
+        log = [json.loads(line) for line in open(os.path.join(sc.out, "listener.log")) if line.startswith("{")]
+        reaped = {int(pid) for e in log if e["msg"].startswith("reaped ") for pid in e["msg"].split(": ", 1)[1].split()}
+        assert not new_tree & reaped, f"the new sidecar's tree {sorted(new_tree)} was reaped: {sorted(reaped)}"
+    assert "BACKOFF" not in [e.get("supervisor_state") for e in sc.history()]
+    assert sc.info()["statename"] == "RUNNING"
