@@ -14,6 +14,7 @@ from typing import Any, Callable, List, Optional
 
 from sidecar_plugin import __version__
 from sidecar_plugin.core.listen_args import OPTIONS as LISTEN_OPTIONS, positive_number
+from sidecar_plugin.core.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER
 from sidecar_plugin.names import EXIT_FAIL, EXIT_NO_BINARY, EXIT_USAGE, STALE_AFTER, State
 
 SERVER_URL_HELP = "supervisord URL (default: $SUPERVISOR_SERVER_URL, else unix:///run/supervisor.sock)"
@@ -105,6 +106,13 @@ def _render_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("--health-timeout", type=_checked(positive_number), default=20.0,
                    help="seconds to become healthy")
     r.add_argument("--stop-timeout", type=int, default=10, help="supervisord stopwaitsecs")
+    r.add_argument("--retry-delay", type=_checked(positive_number), default=RETRY_DELAY,
+                   help=f"seconds before the listener starts again a sidecar that is down for good (FATAL, or not "
+                   f"healthy in time), doubling at each try (default {RETRY_DELAY:g})")
+    r.add_argument("--retry-max-delay", type=_checked(positive_number), default=RETRY_MAX_DELAY,
+                   help=f"the longest delay between tries (default {RETRY_MAX_DELAY:g})")
+    r.add_argument("--retry-reset-after", type=_checked(positive_number), default=RETRY_RESET_AFTER,
+                   help=f"healthy this many seconds: the try count starts again (default {RETRY_RESET_AFTER:g})")
     r.add_argument("--state-file", default=None, help="default: OUT_DIR/state.json")
     r.add_argument("--log-file", default=None, help="default: OUT_DIR/litellm.log")
     r.add_argument("--no-autostart", action="store_true", help="do not start it with supervisord")

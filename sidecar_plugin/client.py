@@ -23,7 +23,8 @@ from sidecar_plugin.shell import control
 from sidecar_plugin.shell.reaper import alive, port_is_free, processes
 from sidecar_plugin.shell.statefile import effective_state, read_state, state_dict
 from sidecar_plugin.shell.supervisor import (
-    MISSING_BINARY, default_server_url, fault_words, public_url, rpc_proxy, stop_window, tolerate, unreachable,
+    MISSING_BINARY, default_server_url, fault_words, public_url, rpc_proxy, stop_window, tell_stop, tolerate,
+    unreachable,
 )
 
 __all__ = [
@@ -55,7 +56,7 @@ class Sidecar:
                  stale_after: float = STALE_AFTER) -> None:
         self.program = program
         self.server_url = server_url or default_server_url()
-        self.stale_after = stale_after  # seconds without a heartbeat before the file counts as stale
+        self.stale_after = control.check_timeout(stale_after)  # seconds without a heartbeat: stale
         self._rpc: Any = None
         self._state_file = state_file
         self._group = group
@@ -182,7 +183,8 @@ class Sidecar:
             raise SidecarError(f"supervisord refused to start {fault_words(exc, self.name)}") from None
         except OSError as exc:
             raise unreachable(self.server_url, exc) from None
-        control.wait_started(lambda: self._doc(), requested, timeout)
+        control.wait_started(lambda: self._doc(), requested, timeout, missing_for=self.stale_after,
+                             path=self.state_file)
 
     def stop(self, timeout: Optional[float] = None) -> None:
         """Stop the sidecar; return only when its whole tree is gone and the port is free.
@@ -194,6 +196,7 @@ class Sidecar:
         tree = processes(before.get("tree") or [])
         port = before.get("port")
         try:
+            tell_stop(self.rpc, self.program)  # the listener must not start it again (a retry)
             tolerate(lambda: self.rpc.supervisor.stopProcess(self.name, False), (Faults.NOT_RUNNING,))
             if timeout is None:
                 timeout = stop_window(self.rpc, self.name)

@@ -97,23 +97,46 @@ def cmd_listen(a: argparse.Namespace) -> int:
     return run(targets, sys.stdin.buffer, proto_out, metrics_file=command.metrics_file)
 
 
-def _lock(state_file: str, log: logging.Logger) -> bool:
-    """Own the state file, or say why not: two listeners for one program would contradict each other."""
+def _lock(state_file: str, log: logging.Logger, retry_every: float = 1.0) -> bool:
+    """Own the state file, or say why not: two listeners for one program would contradict each other.
+
+    Only another listener's lock is a reason to refuse (an expected exit, so
+    supervisord does not restart us in a loop). A missing folder (under /run,
+    emptied at boot) is created; one that cannot be created yet, or a lock
+    file that cannot be opened, is waited for: exiting would leave the
+    sidecar running unwatched, and an expected exit would never be retried.
+    """
     from sidecar_plugin.shell.statefile import LockHeld, lock_state_file
 
+    folder = os.path.dirname(os.path.abspath(state_file))
     deadline = time.monotonic() + 3.0
+    waiting = ""
     while True:
         try:
             lock_state_file(state_file)
+            if waiting:
+                log.info("%s is usable now: watching the sidecar", folder)
             return True
         except LockHeld as exc:
             if time.monotonic() >= deadline:
                 log.error("refusing to run: %s; two listeners for one program would contradict each other", exc)
                 return False
             time.sleep(0.2)
+            continue
+        except FileNotFoundError:
+            try:
+                os.makedirs(folder, mode=0o755, exist_ok=True)
+                log.warning("the state folder %s did not exist: created it", folder)
+                continue
+            except OSError as exc:
+                why = f"the state folder {folder} does not exist and cannot be created ({exc.strerror or exc})"
         except OSError as exc:
-            log.error("cannot lock %s.lock: %s", state_file, exc.strerror or exc)
-            return False
+            why = f"cannot lock {state_file}.lock ({exc.strerror or exc})"
+        if why != waiting:
+            log.error("%s: waiting for it (checking every %g s); the sidecar is not watched until then",
+                      why, retry_every)
+            waiting = why
+        time.sleep(retry_every)
 
 
 def _programs(a: argparse.Namespace, several: bool = False) -> List[str]:

@@ -21,11 +21,12 @@ from supervisor.supervisorctl import ControllerPluginBase, LSBStatusExitStatuses
 
 from supervisor.xmlrpc import Faults
 
+from sidecar_plugin.core.listen_args import positive_number
 from sidecar_plugin.display import status_lines
 from sidecar_plugin.errors import SidecarError
 from sidecar_plugin.names import DEFAULT_PROGRAM, State, process_name
 from sidecar_plugin.shell import control
-from sidecar_plugin.shell.supervisor import fault_words, stop_window, tolerate, unreachable
+from sidecar_plugin.shell.supervisor import fault_words, stop_window, tell_stop, tolerate, unreachable
 
 USAGE = """sidecar status [program ...]       show each sidecar's state (all by default)
 sidecar wait [--state S] [--timeout T] [program]   wait until it reaches state S (running)
@@ -42,11 +43,19 @@ class _Parser(argparse.ArgumentParser):
         raise _ArgError(message)
 
 
+def _seconds(text: str) -> float:
+    """A timeout: a finite number of seconds above 0 (nan, inf, 0 and below are refused)."""
+    try:
+        return positive_number(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _parser() -> _Parser:
     p = _Parser(prog="sidecar", add_help=False)
     p.add_argument("action", choices=["status", "wait", "start", "stop"])
     p.add_argument("programs", nargs="*")
-    p.add_argument("--timeout", type=float, default=None)
+    p.add_argument("--timeout", type=_seconds, default=None)
     p.add_argument("--state", default=State.RUNNING.value, choices=[s.value for s in State])
     return p
 
@@ -78,7 +87,8 @@ class SidecarControllerPlugin(ControllerPluginBase):
             args = _parser().parse_intermixed_args(shlex.split(arg))  # options before or after the program
         except (_ArgError, ValueError) as exc:
             self._fail(str(exc), 2)
-            self.help_sidecar()
+            if "argument --" not in str(exc):  # a bad option value is one line; a bad command shows the usage
+                self.help_sidecar()
             return
         try:
             getattr(self, "_" + args.action)(args)
@@ -142,6 +152,7 @@ class SidecarControllerPlugin(ControllerPluginBase):
         get = self._getter(program)
         first = get()
         name = process_name(program, first.get("group"))
+        tell_stop(self.ctl.get_server_proxy(), program)  # the listener must not start it again (a retry)
         tolerate(lambda: self._supervisor().stopProcess(name, False), (Faults.NOT_RUNNING,))
         timeout = args.timeout if args.timeout is not None else stop_window(self.ctl.get_server_proxy(), name)
         control.wait_stopped(get, timeout)

@@ -39,6 +39,17 @@ def status_lines(doc: Dict[str, Any], program: str, now: Optional[float] = None,
     lines = [printable("  ".join(parts))]
     if doc.get("error"):
         lines.append(printable(f"  error: {doc['error']}"))
+    if doc.get("port_holder"):
+        lines.append(printable(f"  port held by: {doc['port_holder']}"))
+    retry = doc.get("retry") if isinstance(doc.get("retry"), dict) else {}
+    if retry.get("attempt"):
+        if retry.get("next_at"):
+            at = float(retry["next_at"])
+            when = time.strftime("%H:%M:%S", time.localtime(at))
+            lines.append(f"  retry: attempt {retry['attempt']} in {_ago(at - now)} (at {when}), "
+                         "started again by the listener until stopped")
+        else:
+            lines.append(f"  retry: attempt {retry['attempt']} under way")
     log_tail = doc.get("log_tail") or []
     if state == State.CRASHED and log_tail:
         lines.append("  last lines of its log:")

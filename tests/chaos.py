@@ -1,6 +1,11 @@
 #!/usr/bin/env python3
 """Chaos: random faults against a real supervisord, the listener and the stand-in (2 workers).
 
+Three faults are recovered from without a person (no start is asked by this
+script): ``slow_boot`` (a boot longer than the health timeout), ``fatal``
+(starts fail until supervisord gives up) and ``foreign_health`` (another
+server answers /health/liveliness on the port: never ``running`` meanwhile).
+
 Seeded and reproducible (the seed is printed). After each fault the system is
 given time to settle and the invariants are checked; a sampler thread checks
 the state file and the health endpoint every 50 ms all along. Prints a table:
@@ -36,8 +41,22 @@ from sidecar_plugin.shell.statefile import read_history, read_state  # noqa: E40
 DETECTION_BOUND = 6.0  # hang detection (~4 s by default) plus slack
 SETTLE = 40.0
 FAULTS = ["kill_parent", "kill_worker", "kill_listener", "kill_supervisord", "sigstop",
-          "ctl_race", "foreign_port", "readonly"]
-WEIGHTS = [5, 3, 3, 1, 2, 2, 1, 1]
+          "ctl_race", "foreign_port", "readonly", "slow_boot", "fatal", "foreign_health"]
+WEIGHTS = [5, 3, 3, 1, 2, 2, 1, 1, 2, 2, 1]
+HEALTH_TIMEOUT = 5.0
+# the listener's retries, short for the run: 1 s doubling to 4 s
+RENDER_ARGS = ["--health-timeout", f"{HEALTH_TIMEOUT:g}", "--retry-delay", "1", "--retry-max-delay", "4"]
+HEALTH_SERVER = (
+    "import sys\n"
+    "from http.server import BaseHTTPRequestHandler, HTTPServer\n"
+    "class H(BaseHTTPRequestHandler):\n"
+    "    def log_message(self, *a): pass\n"
+    "    def do_GET(self):\n"
+    "        self.send_response(200); self.send_header('Content-Length', '2'); self.end_headers()\n"
+    "        self.wfile.write(b'ok')\n"
+    "s = HTTPServer(('127.0.0.1', int(sys.argv[1])), H)\n"
+    "print('up', flush=True)\n"
+    "s.serve_forever()\n")
 
 
 class Sampler(threading.Thread):
@@ -52,6 +71,8 @@ class Sampler(threading.Thread):
         self.running_unhealthy: List[str] = []
         self.seen: List[str] = []
         self.unhealthy_since: Optional[float] = None
+        self.foreign_pid: Optional[int] = None  # a foreign server holds the port: running is a lie
+        self.foreign_running: List[str] = []
         self.session = requests.Session()
         self.session.trust_env = False
 
@@ -74,6 +95,9 @@ class Sampler(threading.Thread):
             if not self.seen or self.seen[-1] != st.state.value:
                 self.seen.append(st.state.value)
             shown_running = st.state.value == "running" and not st.is_stale
+            foreign = self.foreign_pid
+            if shown_running and foreign is not None and _alive(foreign) and foreign in self.sc.port_listeners():
+                self.foreign_running.append(f"running shown while pid {foreign} (foreign) holds the port")
             if shown_running and not self.healthy():
                 now = time.monotonic()
                 self.unhealthy_since = self.unhealthy_since or now
@@ -89,7 +113,7 @@ class Chaos:
     def __init__(self, folder: str, seed: int, log: Callable[[str], None] = print) -> None:
         self.rng = random.Random(seed)
         self.log = log
-        self.sc = Sidecar(folder, workers=2)
+        self.sc = Sidecar(folder, workers=2, render_args=RENDER_ARGS)
         self.faults: Dict[str, int] = collections.Counter()
         self.checks = 0
         self.violations: List[str] = []
@@ -240,6 +264,68 @@ class Chaos:
             self.sc.rpc().supervisor.startProcess(self.sc.program, False)
         self.ensure_running()
 
+    def no_person(self, what: str) -> None:
+        """It must come back by itself: this script asks supervisord for nothing."""
+        self.check(self.settle("running"), f"{what}: did not come back without a person")
+
+    def slow_boot(self) -> None:
+        """The next boot takes longer than the health timeout; the one after is fast."""
+        self.sc.set_mode({"start_delay": HEALTH_TIMEOUT + 2, "slow_starts": 1})
+        pid = self.info()["pid"]
+        os.kill(pid, signal.SIGKILL)  # supervisord restarts it: the slow boot
+        try:
+            poll(lambda: (lambda s: s is not None and s.state.value == "crashed"
+                          and (s.raw.get("retry") or {}).get("attempt", 0) >= 1)(self.sc.state()),
+                 HEALTH_TIMEOUT + 20, what="crashed with a retry scheduled")
+        except AssertionError as exc:
+            self.check(False, f"slow_boot: {exc}")
+        self.no_person("slow_boot")
+        self.sc.set_mode({})
+
+    def fatal(self) -> None:
+        """Starts fail until supervisord gives up (FATAL); then the fault goes away."""
+        self.sc.set_mode({"fail_starts": 4})  # startretries=3: four failed spawns make FATAL
+        pid = self.info()["pid"]
+        os.kill(pid, signal.SIGKILL)
+        try:
+            poll(lambda: (lambda s: s is not None and s.state.value == "crashed" and s.supervisor_state == "FATAL"
+                          and (s.raw.get("retry") or {}).get("next_at"))(self.sc.state()),
+                 40, interval=0.02, what="crashed (FATAL) with a retry scheduled")
+        except AssertionError as exc:
+            # the retry may have been quick: it must at least have happened
+            said = any(h.get("supervisor_state") == "FATAL" for h in self.sc.history()[-6:])
+            self.check(said, f"fatal: {exc}")
+        self.no_person("fatal")
+        self.sc.set_mode({})
+
+    def foreign_health(self) -> None:
+        """Another server answers /health/liveliness on the port while the sidecar cannot bind."""
+        self.sc.rpc().supervisor.stopProcess(self.sc.program, True)
+        self.check(self.settle("stopped"), "did not settle stopped before the foreign server")
+        foreign = subprocess.Popen([sys.executable, "-c", HEALTH_SERVER, str(self.sc.port)],
+                                   stdout=subprocess.PIPE, start_new_session=True)
+        try:
+            foreign.stdout.readline()
+            self.sampler.foreign_pid = foreign.pid
+            self.sc.rpc().supervisor.startProcess(self.sc.program, False)
+            try:
+                # held until supervisord gave up and the listener retried: never running all along
+                poll(lambda: (lambda s: s is not None and f"pid {foreign.pid}" in (s.raw.get("port_holder") or "")
+                              and (s.raw.get("retry") or {}).get("attempt", 0) >= 1)(self.sc.state()),
+                     40, what="the state naming the foreign holder, with a retry")
+                named = True
+            except AssertionError:
+                named = False
+            self.check(named, "the state did not name the foreign holder of the port")
+            st = self.sc.state()
+            self.check(st is not None and st.state.value != "running", "a foreign health server read as running")
+            self.check(foreign.poll() is None, "the foreign server was killed")
+        finally:
+            self.sampler.foreign_pid = None
+            os.killpg(foreign.pid, signal.SIGKILL)
+            foreign.wait(10)
+        self.no_person("foreign_health")
+
     def readonly(self) -> None:
         folder = self.sc.out
         locked = _lock_folder(folder)
@@ -277,7 +363,7 @@ class Chaos:
         self.checks += self.sampler.reads
         for what in self.sampler.invalid:
             self.check(False, f"invalid state file: {what}")
-        for what in self.sampler.running_unhealthy:
+        for what in self.sampler.running_unhealthy + self.sampler.foreign_running:
             self.check(False, what)
         history = read_history(self.sc.state_file)
         chain_ok = all(a["state"] == b["from"] for a, b in zip(history, history[1:]))
@@ -340,7 +426,16 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--faults", type=int, default=200)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--only", default="", help="comma-separated fault kinds to draw from (default: all)")
     a = p.parse_args()
+    if a.only:
+        kinds = a.only.split(",")
+        unknown = [k for k in kinds if k not in FAULTS]
+        if unknown:
+            p.error(f"unknown fault kind(s): {', '.join(unknown)}")
+        for i, kind in enumerate(FAULTS):
+            if kind not in kinds:
+                WEIGHTS[i] = 0
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1, 10**6)
     print(f"chaos: seed {seed} (reproduce with --seed {seed}), {a.faults} faults", flush=True)
     folder = tempfile.mkdtemp(prefix="sidecar-chaos-")

@@ -10,6 +10,11 @@ start) makes it misbehave: ``start_delay``, ``exit_at_start``,
 It answers what the gateway sends: ``/v1/messages`` and
 ``/v1/messages/count_tokens`` behind the master key (``Authorization: Bearer``
 or ``x-api-key``), an alias it does not serve with LiteLLM's 400.
+
+Starts are counted in ``fake_starts`` beside it (the harness resets it with
+the mode), so a later start can differ from the first: ``slow_starts: N``
+makes only the first N starts take ``start_delay`` (a slow boot under load),
+``fail_starts: N`` makes the first N starts exit at once (a fault that goes away).
 A model id containing ``refuse-config`` makes it reject its config and exit,
 as LiteLLM does with a config it cannot load (a broken change to roll back).
 """
@@ -25,6 +30,23 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import yaml
+
+
+def count_start(config_path):
+    """Return which start this is (1, 2, ...), counted in ``fake_starts`` beside the config."""
+    path = os.path.join(os.path.dirname(os.path.abspath(config_path)), "fake_starts")
+    try:
+        with open(path) as fh:
+            n = int(fh.read().strip() or 0) + 1
+    except (OSError, ValueError):
+        n = 1
+    try:
+        with open(path + ".tmp", "w") as fh:
+            fh.write(str(n))
+        os.replace(path + ".tmp", path)
+    except OSError:  # a folder this user may not write (--user: the config's folder is root's)
+        pass
+    return n
 
 
 def load(config_path):
@@ -153,7 +175,8 @@ def main():
     State.models = [e.get("model_name") for e in cfg.get("model_list") or []]
     State.master_key = (cfg.get("general_settings") or {}).get("master_key", "")
     State.never_healthy = bool(mode.get("never_healthy"))
-    print(f"fake litellm: starting pid={os.getpid()} pgid={os.getpgid(0)}", flush=True)
+    start = count_start(a.config)
+    print(f"fake litellm: starting pid={os.getpid()} pgid={os.getpgid(0)} start={start}", flush=True)
     if mode.get("print_secrets"):
         keys = [(e.get("litellm_params") or {}).get("api_key") or "" for e in cfg.get("model_list") or []]
         shown = " ".join(f"api_key={k}" for k in keys) or "api_key="
@@ -164,10 +187,10 @@ def main():
     if refused:
         print(f"fake litellm: cannot load config: unknown model {refused[0]}", file=sys.stderr, flush=True)
         sys.exit(1)
-    if mode.get("exit_at_start"):
+    if mode.get("exit_at_start") or start <= int(mode.get("fail_starts") or 0):
         print("fake litellm: fatal startup error", file=sys.stderr, flush=True)
         sys.exit(1)
-    if mode.get("start_delay"):
+    if mode.get("start_delay") and ("slow_starts" not in mode or start <= int(mode["slow_starts"])):
         time.sleep(float(mode["start_delay"]))
     sock = socket.socket(socket.AF_INET6 if ":" in a.host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

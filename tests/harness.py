@@ -168,9 +168,13 @@ class Sidecar:
                                              include=os.path.join(self.out, "sidecar.conf")))
 
     def set_mode(self, mode: Dict[str, Any]) -> None:
-        """Tell the stand-in how to behave at its next start."""
+        """Tell the stand-in how to behave at its next start (its start count begins again)."""
         with open(os.path.join(self.out, "fake_mode.json"), "w") as fh:
             json.dump(mode, fh)
+        try:
+            os.unlink(os.path.join(self.out, "fake_starts"))
+        except FileNotFoundError:
+            pass
 
     def apply(self, *extra: str) -> subprocess.CompletedProcess:
         """Run ``sidecar-plugin apply`` with the options this sidecar was rendered with."""

@@ -36,7 +36,7 @@ def test_starting_then_running_event_then_healthy_probe():
     model, acts = run(model, m.ProcEvent("RUNNING", pid=42), now=11)
     assert model.state is State.STARTING and model.pid == 42 and model.since == 10
     assert kinds(acts) == ["Watch", "Write"] and acts[0].pid == 42
-    model, acts = run(model, m.Probe(ok=True, started_at=12, latency_ms=1.5), now=12)
+    model, acts = run(model, m.Probe(ok=True, started_at=12, latency_ms=1.5, own=True), now=12)
     assert model.state is State.RUNNING and model.since == 12 and kinds(acts) == ["Write"]
     assert model.latency_ms == 1.5 and model.failures == 0
 
@@ -64,7 +64,7 @@ def test_hang_three_failures_crash_and_kill():
 
 
 def test_a_good_probe_resets_the_failure_count():
-    model, _ = run(running(), m.Probe(False, 60), m.Probe(False, 61), m.Probe(True, 62), m.Probe(False, 63), now=64)
+    model, _ = run(running(), m.Probe(False, 60), m.Probe(False, 61), m.Probe(True, 62, own=True), m.Probe(False, 63), now=64)
     assert model.state is State.RUNNING and model.failures == 1
 
 
@@ -193,7 +193,7 @@ def test_recover_while_supervisord_still_says_starting_keeps_running():
 def test_late_starting_event_of_the_pid_recovery_saw_is_no_new_start():
     # the listener started while supervisord was starting the sidecar: the queued STARTING comes after
     rec = m.Recover("STARTING", 10)
-    model, _ = run(m.Model(), rec, m.Probe(ok=True, started_at=100, latency_ms=1.0), now=100)
+    model, _ = run(m.Model(), rec, m.Probe(ok=True, started_at=100, latency_ms=1.0, own=True), now=100)
     assert model.state is State.RUNNING
     model, acts = run(model, m.ProcEvent("STARTING", pid=10), now=101)
     assert model.state is State.RUNNING and model.since == 100 and acts == []

@@ -102,7 +102,7 @@ def test_a_reap_result_records_whether_the_port_is_free():
 
 def test_counters_follow_the_transitions():
     model, _ = step(m.Model(), m.ProcEvent("STARTING", pid=10), now=1)
-    model, _ = step(model, m.Probe(ok=True, started_at=2), now=2)
+    model, _ = step(model, m.Probe(ok=True, started_at=2, own=True), now=2)
     for t in (3, 4, 5):
         model, _ = step(model, m.Probe(ok=False, started_at=t, detail="refused"), now=t)
     assert model.state is State.CRASHED and model.halted == "hung"

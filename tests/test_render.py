@@ -111,7 +111,7 @@ def test_sidecar_conf_program_and_listener(tmp_path):
                      ("--state-file", os.path.join(out, "state.json")),
                      ("--log-file", os.path.join(out, "litellm.log"))):
         assert largv[largv.index(opt) + 1] == val
-    assert set(lis["events"].split(",")) == {"PROCESS_STATE", "TICK_5"}
+    assert set(lis["events"].split(",")) == {"PROCESS_STATE", "TICK_5", "REMOTE_COMMUNICATION"}
 
 
 def test_one_worker_has_no_num_workers_flag_and_cli_port_wins(tmp_path):

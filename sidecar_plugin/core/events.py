@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Tuple
 
-from sidecar_plugin.core.inputs import ProcEvent
+from sidecar_plugin.core.inputs import OperatorStop, ProcEvent
+
+# The REMOTE_COMMUNICATION event a client sends (``supervisor.sendRemoteCommEvent``) to tell the
+# listener of PROGRAM that an operator stops it on purpose: type ``sidecar-stop:PROGRAM``.
+STOP_COMMAND = "sidecar-stop"
+
+
+def stop_command(program: str) -> str:
+    """Return the event type that tells ``program``'s listener of an operator's stop."""
+    return f"{STOP_COMMAND}:{program}"
 
 
 def parse_headers(line: str) -> Dict[str, str]:
@@ -44,3 +53,14 @@ def event_input(name: str, body: Dict[str, str], program: str, group: str,
         from_state=body.get("from_state"),
         at=at,
     )
+
+
+def command_input(name: str, body: Dict[str, str], program: str,
+                  at: Optional[float] = None) -> Optional[OperatorStop]:
+    """Turn a REMOTE_COMMUNICATION event meant for ``program``'s listener into a machine input, else None."""
+    kind = body.get("type", "")
+    if kind.startswith("b'") and kind.endswith("'"):
+        kind = kind[2:-1]  # supervisord 4 on Python 3 formats the type it was sent as bytes: b'...'
+    if name != "REMOTE_COMMUNICATION" or kind != stop_command(program):
+        return None
+    return OperatorStop(at=at)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple, Union
 
 from sidecar_plugin.core.counters import Counters
+from sidecar_plugin.core.retry import Backoff
 from sidecar_plugin.names import LIVE_STATES, State
 
 
@@ -19,6 +20,8 @@ class Config:
 
     health_timeout: float = 20.0
     failure_threshold: int = 3
+    backoff: Backoff = Backoff()  # when the listener starts again a sidecar that is down for good
+    identify_every: float = 5.0  # while running, how often a healthy answer's holder is checked
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,16 @@ class Model:
     # After the last reap: True when nothing but the sidecar's own tree listens on
     # the port (None: not checked yet). A stop is complete only with the port free.
     port_free: Optional[bool] = None
+    # The listener's own retries (core.retry): the current retry's number (0: none), when
+    # it is due and its delay, and when the listener asked supervisord to start it.
+    retry_attempt: int = 0
+    retry_at: Optional[float] = None
+    retry_delay: Optional[float] = None
+    retry_asked_at: Optional[float] = None
+    # Who answered on the port when it was not the sidecar's tree (core.identity), and
+    # when a healthy answer's holder was last checked.
+    port_holder: Optional[str] = None
+    identified_at: Optional[float] = None
 
     @property
     def probing(self) -> bool:
@@ -86,6 +99,10 @@ class Probe:
     started_at: float
     latency_ms: Optional[float] = None
     detail: str = ""
+    # Filled by the shell on ``Identify``: whether the process listening on the port is of
+    # the sidecar's tree (None: not checked), and who it is when it is not.
+    own: Optional[bool] = None
+    holder: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +153,17 @@ class Reaped:
 
 
 @dataclass(frozen=True)
+class OperatorStop:
+    """An operator stops the sidecar on purpose (``sidecar stop`` tells the listener first).
+
+    A sidecar the listener is retrying is already down (FATAL or STOPPED):
+    supervisord sends no event for a stop then, so the client says it itself.
+    """
+
+    at: Optional[float] = None
+
+
+@dataclass(frozen=True)
 class Tick:
     """Time passed; timers (the health timeout) are judged here."""
 
@@ -153,9 +181,11 @@ class Recover:
     prior_log_tail: Tuple[str, ...] = ()
     prior_counters: Any = None
     prior_config_version: Optional[str] = None
+    prior_retry: Any = None
 
 
-Input = Union[ProcEvent, Probe, Died, Reaped, Tick, Recover, SupervisorTick, Observed, ConfigLoaded, LogTail]
+Input = Union[ProcEvent, Probe, Died, Reaped, Tick, Recover, SupervisorTick, Observed, ConfigLoaded, LogTail,
+              OperatorStop]
 
 # ---- actions ----------------------------------------------------------------
 
@@ -198,6 +228,13 @@ class Ask:
 
 
 @dataclass(frozen=True)
+class Identify:
+    """Look up who listens on the port and feed ``probe`` back with ``own`` and ``holder`` filled."""
+
+    probe: Any
+
+
+@dataclass(frozen=True)
 class Query:
     """Ask supervisord for the program's state and pid; feed back Observed."""
 
@@ -217,5 +254,5 @@ class StartProgram:
     """Ask supervisord to start the program (harmless if it already is)."""
 
 
-Action = Union[Write, CaptureLogTail, Watch, Reap, StopProgram, KillHung, StartProgram, Ask, Query]
+Action = Union[Write, CaptureLogTail, Watch, Reap, StopProgram, KillHung, StartProgram, Ask, Query, Identify]
 Result = Tuple[Model, List[Action]]

@@ -102,6 +102,13 @@ def check_options(opts: RenderOptions) -> None:
     if not math.isfinite(opts.health_timeout) or not 0 < opts.health_timeout <= MAX_SECONDS:
         raise RenderError(f"--health-timeout: must be a number of seconds above 0 and at most {MAX_SECONDS} "
                           f"(got {opts.health_timeout:g})")
+    for flag, value in (("--retry-delay", opts.retry_delay), ("--retry-max-delay", opts.retry_max_delay),
+                        ("--retry-reset-after", opts.retry_reset_after)):
+        if not math.isfinite(value) or not 0 < value <= 24 * MAX_SECONDS:
+            raise RenderError(f"{flag}: must be a number of seconds above 0 and at most a day (got {value:g})")
+    if opts.retry_max_delay < opts.retry_delay:
+        raise RenderError(f"--retry-max-delay: must be at least --retry-delay ({opts.retry_max_delay:g} < "
+                          f"{opts.retry_delay:g})")
     if not 1 <= opts.stop_timeout <= MAX_SECONDS:
         raise RenderError(f"--stop-timeout: must be from 1 to {MAX_SECONDS} seconds (got {opts.stop_timeout})")
     if not _is_host(opts.host):

@@ -18,6 +18,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from sidecar_plugin.core.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER
 from sidecar_plugin.names import DEFAULT_HOST, fleet_paths, process_name
 
 
@@ -42,6 +43,9 @@ class ListenerOptions:
     starting_probe_interval: float = 0.1
     failure_threshold: int = 3
     tail_lines: int = 40
+    retry_delay: float = RETRY_DELAY
+    retry_max_delay: float = RETRY_MAX_DELAY
+    retry_reset_after: float = RETRY_RESET_AFTER
 
     @property
     def rpc_name(self) -> str:
@@ -98,9 +102,15 @@ OPTIONS: Dict[str, Tuple[str, Optional[Callable[[str], object]], object, str]] =
     "--starting-probe-interval": ("starting_probe_interval", positive_number, 0.1,
                                   "seconds between probes while starting"),
     "--failure-threshold": ("failure_threshold", positive_int, 3, "failed probes in a row that count"),
+    "--retry-delay": ("retry_delay", positive_number, RETRY_DELAY,
+                      "seconds before the listener starts again a sidecar that is down for good "
+                      "(FATAL, or not healthy in time); doubles at each try"),
+    "--retry-max-delay": ("retry_max_delay", positive_number, RETRY_MAX_DELAY, "the longest delay between tries"),
+    "--retry-reset-after": ("retry_reset_after", positive_number, RETRY_RESET_AFTER,
+                            "seconds of healthy running after which the try count starts again from 1"),
 }
 _COMMON = ("host", "health_timeout", "probe_interval", "probe_timeout", "starting_probe_interval",
-           "failure_threshold")
+           "failure_threshold", "retry_delay", "retry_max_delay", "retry_reset_after")
 
 
 @dataclass(frozen=True)
@@ -207,5 +217,7 @@ def listen_argv(prefix: Sequence[str], sidecars: Sequence[ListenerOptions], root
             argv += ["--state-subdir", state_subdir]
         for s in sidecars:
             argv += ["--sidecar", f"{s.program}={s.port}"]
-    argv += ["--health-timeout", number(first.health_timeout)]
+    argv += ["--health-timeout", number(first.health_timeout), "--retry-delay", number(first.retry_delay),
+             "--retry-max-delay", number(first.retry_max_delay),
+             "--retry-reset-after", number(first.retry_reset_after)]
     return argv + (["--metrics-file", metrics_file] if metrics_file else [])

@@ -14,17 +14,19 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import List, Optional
 
+from sidecar_plugin.core import identity, retry
 from sidecar_plugin.core.counters import Counters, crash_cause
 from sidecar_plugin.core.inputs import (
-    Action, Ask, CaptureLogTail, Config, ConfigLoaded, Died, Input, KillHung, LogTail, Model, Observed, Probe,
-    ProcEvent, Query, Reap, Reaped, Recover, Result, StartProgram, StopProgram, SupervisorTick, Tick, Watch, Write,
+    Action, Ask, CaptureLogTail, Config, ConfigLoaded, Died, Identify, Input, KillHung, LogTail, Model, Observed,
+    OperatorStop, Probe, ProcEvent, Query, Reap, Reaped, Recover, Result, StartProgram, StopProgram,
+    SupervisorTick, Tick, Watch, Write,
 )
 from sidecar_plugin.names import LIVE_STATES, STOPPING_STATES, State
 
 __all__ = [
     "step", "reconcile", "Model", "Config", "ProcEvent", "Probe", "Died", "Reaped", "Tick", "Recover",
     "SupervisorTick", "Observed", "ConfigLoaded", "LogTail", "Write", "CaptureLogTail", "Watch", "Reap",
-    "StopProgram", "KillHung", "StartProgram", "Ask", "Query",
+    "StopProgram", "KillHung", "StartProgram", "Ask", "Query", "OperatorStop", "Identify",
 ]
 
 
@@ -34,13 +36,47 @@ def step(m: Model, inp: Input, now: float, cfg: Config = Config()) -> Result:
     A change of state is counted here, whatever input caused it.
     """
     after, actions = _transition(m, inp, now, cfg)
+    after, actions = _settled(m, after, actions, inp, now, cfg)
     if after.state is not m.state and not isinstance(inp, Recover):
         cause = crash_cause(after.halted, after.supervisor_state)
         after = replace(after, counters=after.counters.after(m.state.value, after.state.value, cause))
     return after, actions
 
 
+def _settled(before: Model, after: Model, actions: List[Action], inp: Input, now: float, cfg: Config) -> Result:
+    """Rules that hold after every transition: the retry schedule, and who holds the port."""
+    settled = retry.settle(before, after, now, cfg.backoff)
+    if isinstance(inp, Reaped):
+        holder = ", ".join(inp.foreign_holders) or (None if inp.port_free else settled.port_holder)
+        settled = replace(settled, port_holder=holder)
+    if settled.state is State.CRASHED and settled.port_holder:
+        settled = replace(settled, error=identity.holder_note(settled.error, settled.port_holder))
+    if settled != after and not any(isinstance(a, Write) for a in actions):
+        actions = actions + [Write()]
+    return settled, actions
+
+
 def _transition(m: Model, inp: Input, now: float, cfg: Config) -> Result:
+    if isinstance(inp, Probe) and inp.ok and m.probing and inp.started_at >= m.since:
+        # A healthy answer counts only when the sidecar's own tree gave it (core.identity).
+        if inp.own is None and identity.must_identify(m, now, cfg.identify_every):
+            return m, [Identify(inp)]
+        if inp.own is not None:
+            m, inp = identity.judged(m, inp, now)
+    if isinstance(inp, OperatorStop):
+        return _on_operator_stop(m, now)
+    if isinstance(inp, Tick):
+        after, actions = _on_tick(m, now, cfg)
+        return (after, actions) if actions else _on_retry_tick(after, now, cfg)
+    if isinstance(inp, Recover):
+        found = _on_recover_retrying(m, inp, now)
+        if found is not None:
+            return found
+        after, actions = _on_recover(m, inp, now)
+        attempt = retry.prior_attempt(inp.prior_retry)[0]
+        if after.state is not State.STOPPED and attempt:  # a try was under way: keep counting
+            after = replace(after, retry_attempt=attempt)
+        return after, actions
     if isinstance(inp, ProcEvent):
         if inp.state == "STARTING" and inp.pid is None and not inp.asked:
             return m, [Ask(inp)]  # STARTING carries no pid: ask, so it is watched from its first second
@@ -53,10 +89,6 @@ def _transition(m: Model, inp: Input, now: float, cfg: Config) -> Result:
         return _on_died(m, inp, now)
     if isinstance(inp, Reaped):
         return _on_reaped(m, inp)
-    if isinstance(inp, Tick):
-        return _on_tick(m, now, cfg)
-    if isinstance(inp, Recover):
-        return _on_recover(m, inp, now)
     if isinstance(inp, SupervisorTick):
         return m, [Query()]
     if isinstance(inp, Observed):
@@ -209,6 +241,40 @@ def _on_tick(m: Model, now: float, cfg: Config) -> Result:
         why = f"did not become healthy within {cfg.health_timeout:g} s"
         return _crash(m, now, why, halted="timeout"), [CaptureLogTail(), Write(), StopProgram()]
     return m, []
+
+
+def _on_retry_tick(m: Model, now: float, cfg: Config) -> Result:
+    m, todo = retry.on_tick(m, now, cfg.backoff)
+    return m, ([StartProgram()] if "start" in todo else []) + ([Write()] if "write" in todo else [])
+
+
+def _on_operator_stop(m: Model, now: float) -> Result:
+    """An operator's stop: ``stopped`` at once, no retry; stop it here too if it runs (a retry just started it)."""
+    # Live, or about to be: a retry the listener asked for may have been spawned already.
+    live = m.supervisor_state in LIVE_STATES + ("BACKOFF",) or m.retry_asked_at is not None
+    if m.state is State.STOPPED and not live:
+        return m, []
+    m = _enter(m, State.STOPPED, now, error=None, log_tail=(), halted=None, stopping=m.stopping or live)
+    return m, ([StopProgram()] if live else []) + [Write()]
+
+
+def _on_recover_retrying(m: Model, r: Recover, now: float) -> Optional[Result]:
+    """A listener restarted while the previous one was retrying: keep the count and the time of the next try.
+
+    supervisord says STOPPED (the previous listener stopped it after a health
+    timeout) or FATAL; without the previous file's ``retry`` a STOPPED
+    sidecar would read as an operator's stop and never come back.
+    """
+    attempt, next_at, delay = retry.prior_attempt(r.prior_retry)
+    if not (attempt and r.prior_state is State.CRASHED and r.supervisor_state in ("STOPPED", "FATAL")):
+        return None
+    m = replace(m, state=State.CRASHED, since=r.prior_since if r.prior_since is not None else now,
+                supervisor_state=r.supervisor_state, pid=None, counters=_adopted(r), error=r.prior_error,
+                log_tail=r.prior_log_tail, config_version=r.prior_config_version, version_pid=r.prior_pid,
+                halted="timeout" if r.supervisor_state == "STOPPED" else None, stopping=False,
+                retry_attempt=attempt, retry_at=next_at if next_at is not None else now,
+                retry_delay=delay)
+    return m, [Write(), _reap(m, None, now)]
 
 
 def _on_recover(m: Model, r: Recover, now: float) -> Result:

@@ -36,6 +36,8 @@ def render_metrics(docs: Iterable[Mapping[str, Any]], now: float) -> str:
         ("probe_latency_seconds", "gauge", "latency of the last health probe"),
         ("probe_failures", "gauge", "failed health probes in a row"),
         ("heartbeat_timestamp_seconds", "gauge", "unix time the listener last wrote this sidecar's state"),
+        ("retry_attempt", "gauge", "number of the listener's current retry of a sidecar down for good, 0 when not retrying"),
+        ("next_retry_timestamp_seconds", "gauge", "unix time of the listener's next try to start the sidecar, 0 when none is scheduled"),
     ]
     out: List[str] = []
     for name, kind, text in families:
@@ -69,6 +71,20 @@ def _samples(name: str, doc: Mapping[str, Any], now: float) -> List[str]:
         return [] if latency is None else [f"{PREFIX}probe_latency_seconds{{{lab}}} {_num(latency / 1000.0)}"]
     if name == "probe_failures":
         return [f"{PREFIX}probe_failures{{{lab}}} {int(health.get('consecutive_failures') or 0)}"]
+    if name in ("retry_attempt", "next_retry_timestamp_seconds"):
+        attempt, next_at = retry_of(doc)
+        value = str(attempt) if name == "retry_attempt" else _num(next_at or 0)
+        return [f"{PREFIX}{name}{{{lab}}} {value}"]
     if name == "heartbeat_timestamp_seconds":
         return [f"{PREFIX}heartbeat_timestamp_seconds{{{lab}}} {_num(doc.get('heartbeat_at') or now)}"]
     return []
+
+
+def retry_of(doc: Mapping[str, Any]) -> "tuple[int, float]":
+    """Return (attempt, next_at) of a state document's ``retry`` (0 and 0 when absent or odd)."""
+    saved = doc.get("retry")
+    saved = saved if isinstance(saved, dict) else {}
+    attempt, next_at = saved.get("attempt"), saved.get("next_at")
+    attempt = attempt if isinstance(attempt, int) and not isinstance(attempt, bool) and attempt > 0 else 0
+    next_at = float(next_at) if isinstance(next_at, (int, float)) and not isinstance(next_at, bool) else 0.0
+    return attempt, next_at if next_at == next_at and abs(next_at) != float("inf") else 0.0

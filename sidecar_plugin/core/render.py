@@ -22,6 +22,7 @@ from sidecar_plugin.core import ini
 from sidecar_plugin.core.listen_args import ListenerOptions, listen_argv
 from sidecar_plugin.core.litellm_yaml import render_litellm_yaml
 from sidecar_plugin.core.profile import Profile, alias
+from sidecar_plugin.core.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER
 from sidecar_plugin.names import (
     DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PROGRAM, EXIT_REFUSED, LISTENER_SUFFIX, LITELLM_YAML, MARKER_ENV,
     MASTER_KEY, RECORD_NAME, RUN_DIR, SCHEMA, SIDECAR_CONF, marker_value, process_name,
@@ -58,6 +59,9 @@ class RenderOptions:
     user: str = ""
     metrics_file: str = ""
     group: str = ""
+    retry_delay: float = RETRY_DELAY
+    retry_max_delay: float = RETRY_MAX_DELAY
+    retry_reset_after: float = RETRY_RESET_AFTER
 
     @property
     def config_path(self) -> str:
@@ -156,7 +160,9 @@ def listener_section(name: str, argv: Sequence[str], opts: RenderOptions) -> Lis
     return [
         f"[eventlistener:{name}]",
         f"command={_cmd(argv)}",
-        "events=PROCESS_STATE,TICK_5",
+        # REMOTE_COMMUNICATION: an operator's stop of a sidecar the listener retries
+        # (already down, so supervisord has no event for it) is told by the client.
+        "events=PROCESS_STATE,TICK_5,REMOTE_COMMUNICATION",
         "buffer_size=8192",  # a storm of other programs' events must not drop ours
         "autostart=true",
         "autorestart=unexpected",
@@ -177,7 +183,9 @@ def watch_options(opts: RenderOptions) -> ListenerOptions:
     """Return what the listener watches of one sidecar, as its command line will say it."""
     return ListenerOptions(program=opts.program, port=opts.port, state_file=opts.state_file,
                            log_file=opts.log_file, host=opts.host, group=opts.group or None,
-                           config_path=opts.config_path, health_timeout=opts.health_timeout)
+                           config_path=opts.config_path, health_timeout=opts.health_timeout,
+                           retry_delay=opts.retry_delay, retry_max_delay=opts.retry_max_delay,
+                           retry_reset_after=opts.retry_reset_after)
 
 
 @dataclass(frozen=True)

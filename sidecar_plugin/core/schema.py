@@ -162,4 +162,9 @@ def state_document(model: Any, opts: Any, now: float, listener_pid: int,
         "port_free": model.port_free,
         "base_url": base_url(opts.host, opts.port),
         "key_file": key_file,
+        # Recovery without a person (core.retry): the current retry's number (0: none), when
+        # the next try is due (null: none scheduled) and its delay.
+        "retry": {"attempt": model.retry_attempt, "next_at": model.retry_at, "delay": model.retry_delay},
+        # Who answers on the port when it is not the sidecar (core.identity); null otherwise.
+        "port_holder": model.port_holder,
     }

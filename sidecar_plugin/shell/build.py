@@ -22,6 +22,7 @@ from sidecar_plugin.core.layout import plan
 from sidecar_plugin.core.litellm_yaml import new_master_key
 from sidecar_plugin.core.masterkey import master_key_problem
 from sidecar_plugin.core.profile import ProfileError, load_profile
+from sidecar_plugin.core.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER
 from sidecar_plugin.core.render import Plan, RenderedFile, RenderError, RenderOptions, render_files
 from sidecar_plugin.errors import BinaryNotFoundError
 from sidecar_plugin.names import (
@@ -59,6 +60,9 @@ class RenderRequest:
     no_autostart: bool = False
     user: str = ""
     metrics_file: Optional[str] = None
+    retry_delay: float = RETRY_DELAY
+    retry_max_delay: float = RETRY_MAX_DELAY
+    retry_reset_after: float = RETRY_RESET_AFTER
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,7 @@ def common_options(req: RenderRequest, out_dir: str) -> RenderOptions:
         listener_log_file=os.path.join(out_dir, LISTENER_LOG_NAME),
         autostart=not req.no_autostart, user=req.user,
         metrics_file=os.path.abspath(req.metrics_file) if req.metrics_file else "",
+        retry_delay=req.retry_delay, retry_max_delay=req.retry_max_delay, retry_reset_after=req.retry_reset_after,
     )
 
 

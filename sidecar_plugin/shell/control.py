@@ -15,7 +15,7 @@ import time
 from typing import Any, Callable, Dict, Optional, TypeVar
 
 from sidecar_plugin.errors import BinaryNotFoundError, SidecarError, SidecarStartError
-from sidecar_plugin.names import GAVE_UP_STATES, State
+from sidecar_plugin.names import GAVE_UP_STATES, STALE_AFTER, State
 
 POLL = 0.05
 DEFAULT_WAIT = 300.0  # a wait with no timeout given still ends: LiteLLM starts in seconds, not minutes
@@ -61,13 +61,20 @@ def start_done(doc: Dict[str, Any], requested_at: float, fresh: bool = False) ->
     return None
 
 
+def retry_scheduled(doc: Dict[str, Any]) -> bool:
+    """Whether the listener will start the sidecar again by itself (a retry is due)."""
+    retry = doc.get("retry")
+    return isinstance(retry, dict) and bool(retry.get("next_at"))
+
+
 def stop_done(doc: Dict[str, Any]) -> bool:
-    """True when the listener recorded the stop after reaping the whole tree and freeing the port."""
+    """True when the listener recorded the stop after reaping the whole tree and freeing the port,
+    and will not start it again (no retry scheduled)."""
     if doc.get("is_stale"):
         return False
     return (doc.get("state") in (State.STOPPED, State.CRASHED)
             and doc.get("supervisor_state") in ("STOPPED", "EXITED", "FATAL", None)
-            and not doc.get("tree") and doc.get("port_free") is not False)
+            and not doc.get("tree") and doc.get("port_free") is not False and not retry_scheduled(doc))
 
 
 def start_error(doc: Dict[str, Any]) -> SidecarError:
@@ -80,15 +87,41 @@ def start_error(doc: Dict[str, Any]) -> SidecarError:
     return SidecarStartError(error, tail)
 
 
+class _Unwritten:
+    """Refuse to wait for a state file that nobody writes: no listener means no answer, ever."""
+
+    def __init__(self, within: float) -> None:
+        self.within = within
+        self.since: Optional[float] = None
+
+    def check(self, doc: Dict[str, Any], path: str = "") -> None:
+        if doc.get("available", True) is not False or doc.get("state") != State.STOPPED:
+            self.since = None
+            return
+        now = time.monotonic()
+        self.since = self.since if self.since is not None else now
+        if now - self.since >= self.within:
+            where = f" {path}" if path else ""
+            raise SidecarError(f"no state file{where} after {self.within:g} s: its listener is not writing it "
+                               "(is the [eventlistener:...-health] running? supervisorctl status)")
+
+
 def wait_started(get_state: GetState, requested_at: float, timeout: Optional[float],
-                 fresh: bool = False) -> Dict[str, Any]:
-    """Poll until running; raise SidecarStartError on a crash or when time runs out."""
+                 fresh: bool = False, missing_for: float = STALE_AFTER, path: str = "") -> Dict[str, Any]:
+    """Poll until running; raise SidecarStartError on a crash or when time runs out.
+
+    A state file still missing after ``missing_for`` seconds ends the wait
+    with a clear error: nothing is watching the sidecar, so nothing would
+    ever say it runs.
+    """
     limit = check_timeout(timeout)
     last: Dict[str, Any] = {}
+    unwritten = _Unwritten(missing_for)
 
     def step() -> Optional[Dict[str, Any]]:
         last.clear()
         last.update(get_state())
+        unwritten.check(last, path)
         verdict = start_done(last, requested_at, fresh)
         if verdict is False:
             raise start_error(last)
@@ -118,14 +151,19 @@ def wait_for_state(get_state: GetState, target: str, timeout: Optional[float]) -
     """Poll until the (non-stale) state is ``target``; raise SidecarError when time runs out."""
     limit = check_timeout(timeout)
     last: Dict[str, Any] = {}
+    began = time.time()
 
     def step() -> Optional[Dict[str, Any]]:
         last.clear()
         last.update(get_state())
         if last.get("state") == target and not last.get("is_stale"):
             return dict(last)
+        if (target == State.RUNNING and last.get("state") == State.STOPPED and last.get("available", True)
+                and last.get("supervisor_state") in GAVE_UP_STATES and float(last.get("since") or 0) >= began):
+            # stopped on purpose while we waited: nothing will start it again
+            raise SidecarError(f"stopped on purpose while waiting for {target}")
         if (target == State.RUNNING and last.get("state") == State.CRASHED
-                and last.get("supervisor_state") in GAVE_UP_STATES):
+                and last.get("supervisor_state") in GAVE_UP_STATES and not retry_scheduled(last)):
             raise start_error(last)  # nothing will bring it back by itself: do not wait out the timeout
         return None
 

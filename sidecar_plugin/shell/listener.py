@@ -28,10 +28,12 @@ from xmlrpc.client import Fault
 
 
 from sidecar_plugin.core import machine as m
-from sidecar_plugin.core.events import event_input
+from sidecar_plugin.core.events import command_input, event_input
+from sidecar_plugin.core.retry import Backoff
 from sidecar_plugin.core.listen_args import ListenerOptions
 from sidecar_plugin.core.schema import StateUnavailable, state_document
 from sidecar_plugin.names import HEARTBEAT_EVERY, LIVE_STATES, MARKER_ENV, State, marker_value
+from sidecar_plugin.shell import identity
 from sidecar_plugin.shell.files import file_version, keep_private
 from sidecar_plugin.shell.keyfile import KeyFileCache
 from sidecar_plugin.shell.metrics import MetricsFile
@@ -62,7 +64,8 @@ class Listener:
         self.log = logging.LoggerAdapter(log, {"program": opts.program})
         self.rpc_factory = rpc_factory
         self.clock = clock
-        self.cfg = m.Config(health_timeout=opts.health_timeout, failure_threshold=opts.failure_threshold)
+        self.cfg = m.Config(health_timeout=opts.health_timeout, failure_threshold=opts.failure_threshold,
+                            backoff=Backoff(opts.retry_delay, opts.retry_max_delay, opts.retry_reset_after))
         self.model = m.Model(since=clock())
         self.inbox: "queue.Queue[Any]" = queue.Queue()
         self.tracker = TreeTracker(MARKER_ENV, marker_value(opts.program, opts.config_path))
@@ -82,7 +85,8 @@ class Listener:
     def on_event(self, name: str, body: Dict[str, str]) -> None:
         """Called by the protocol loop: queue our program's events and TICKs, drop the rest."""
         group = self.opts.group or self.opts.program
-        ev = event_input(name, body, self.opts.program, group, at=self.clock())
+        at = self.clock()
+        ev = event_input(name, body, self.opts.program, group, at=at) or command_input(name, body, self.opts.program, at)
         if ev is not None:
             self.inbox.put(ev)
         elif name.startswith("TICK"):
@@ -98,15 +102,26 @@ class Listener:
             self._recover()
         except Exception:
             self.log.exception("recovery failed; starting from supervisord's next events")
+        next_tick = time.monotonic()
         while not self.stopped.is_set():
-            # Tick often only while a health timeout can expire: idle CPU stays low.
+            # Tick often only while a health timeout can expire: idle CPU stays low. A tick is
+            # due by the clock, not when the inbox is idle: while the sidecar starts, probe
+            # results arrive every 0.1 s and would otherwise keep the timers from ever firing.
             tick = TICK_EVERY if self.model.state is State.STARTING else IDLE_TICK_EVERY
+            next_tick = min(next_tick, time.monotonic() + tick)
             try:
-                item = self.inbox.get(timeout=tick)
+                items = [self.inbox.get(timeout=max(0.0, next_tick - time.monotonic()))]
             except queue.Empty:
-                item = m.Tick()
+                items = []
+            if time.monotonic() >= next_tick:
+                items.append(m.Tick())
+                next_tick = time.monotonic() + tick
+            for item in items:
+                try:
+                    self.feed(item)
+                except Exception:
+                    self.log.exception("engine error (continuing)")
             try:
-                self.feed(item)
                 self._housekeeping()
             except Exception:
                 self.log.exception("engine error (continuing)")
@@ -134,6 +149,7 @@ class Listener:
             prior_log_tail=prior.log_tail if prior else (),
             prior_counters=prior.raw.get("counters") if prior else None,
             prior_config_version=prior.raw.get("config_version") if prior else None,
+            prior_retry=prior.raw.get("retry") if prior else None,
         ))
 
     def feed(self, inp: Any) -> None:
@@ -170,6 +186,11 @@ class Listener:
             return self._reap(action)
         elif isinstance(action, (m.Ask, m.Query)):
             return self._answer(action)
+        elif isinstance(action, m.Identify):
+            own, holder = identity.owner(self.opts.port, self.opts.host, self.model.pid, self.tracker)
+            if not own:
+                self.log.warning("health answer on port %d is not the sidecar's: %s", self.opts.port, holder)
+            return replace(action.probe, own=own, holder=holder)
         elif isinstance(action, m.StopProgram):
             self._rpc_call("stopProcess", self.opts.rpc_name, False)
         elif isinstance(action, m.StartProgram):
@@ -191,12 +212,16 @@ class Listener:
         return replace(inp, pid=pid if statename == "STARTING" else inp.pid, asked=True)
 
     def _reap(self, action: m.Reap) -> m.Reaped:
-        # Spare what the machine says supervisord runs, and what supervisord runs now
-        # (it may have restarted the program before its STARTING event reached us).
-        info = self._process_info()
-        live = info.get("pid") if info and info.get("statename") in LIVE_STATES else None
-        spare = tuple(p for p in (action.spare, live) if p)
-        result = self.tracker.reap(self.opts.port, spare_roots=spare, before=action.before)
+        # Spare what the machine says supervisord runs, and what supervisord runs now (it may
+        # have restarted the program before its STARTING event reached us): asked after the
+        # victims are chosen, so a sidecar spawned during the scan is known before the kill.
+        def live() -> tuple:
+            info = self._process_info()
+            pid = info.get("pid") if info and info.get("statename") in LIVE_STATES else None
+            return (pid,) if pid else ()
+
+        spare = (action.spare,) if action.spare else ()
+        result = self.tracker.reap(self.opts.port, spare_roots=spare, before=action.before, live=live)
         if result.killed:
             self.log.warning("reaped %d orphaned process(es) of the sidecar: %s", len(result.killed),
                              " ".join(map(str, result.killed)))

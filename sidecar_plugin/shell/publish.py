@@ -8,6 +8,7 @@ next heartbeat, never fatal: the sidecar must stay watched.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, Optional
 
 from sidecar_plugin.names import State
@@ -27,7 +28,12 @@ class Publisher:
 
     def publish(self, doc: Dict[str, Any], state: State, now: float) -> None:
         try:
-            write_state(self.state_file, doc)
+            try:
+                write_state(self.state_file, doc)
+            except FileNotFoundError:  # the folder was removed under us (say /run emptied): make it again
+                os.makedirs(os.path.dirname(os.path.abspath(self.state_file)), mode=0o755, exist_ok=True)
+                self.log.warning("the state folder of %s was gone: created it again", self.state_file)
+                write_state(self.state_file, doc)
             if state is not self.last_state:
                 append_history(self.state_file, {
                     "at": now, "from": self.last_state.value if self.last_state else None,

@@ -17,11 +17,48 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import psutil
 
 Identity = Tuple[int, float]
+
+# psutil's create times are boot time + start ticks, and its boot time (``btime``) is
+# a whole second that moves with every step of the wall clock: on a test host they
+# were 0.7 s early, so a sidecar born 24 ms after an exit looked born before it.
+# ``born_at`` measures a process's age on the boot clock instead (exact to a tick);
+# this slack covers the tick and reading the two clocks a moment apart.
+BORN_SLACK = 0.05
+
+
+def born_at(proc: psutil.Process) -> float:
+    """Return when ``proc`` started, on the wall clock, from its age on the boot clock.
+
+    Unlike ``create_time()`` this does not depend on the kernel's whole-second
+    boot time; it falls back to ``create_time()`` where /proc says otherwise.
+    """
+    try:
+        with open(f"/proc/{proc.pid}/stat", "rb") as fh:
+            stat = fh.read()
+        ticks = int(stat[stat.rindex(b")") + 2:].split()[19])
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / _CLOCK_TICKS
+        return time.time() - age
+    except (OSError, ValueError, IndexError, AttributeError):
+        return proc.create_time()
+
+
+try:
+    _CLOCK_TICKS = float(os.sysconf("SC_CLK_TCK"))
+except (ValueError, OSError, AttributeError):
+    _CLOCK_TICKS = 100.0
+
+
+def born_before(proc: psutil.Process, moment: float) -> bool:
+    """Whether ``proc`` surely started before ``moment`` (a process born after an exit is never its orphan)."""
+    try:
+        return born_at(proc) < moment - BORN_SLACK
+    except psutil.Error:
+        return False
 
 
 @dataclass(frozen=True)
@@ -92,9 +129,9 @@ class TreeTracker:
         for proc in psutil.process_iter(["pid", "create_time"]):
             info = proc.info
             born = info["create_time"] or 0
-            if info["pid"] in spare or info["pid"] == me or born < since - 1 or born > before:
+            if info["pid"] in spare or info["pid"] == me or born < since - 2:
                 continue
-            if self.is_marked(proc):
+            if self.is_marked(proc) and born_before(proc, before):
                 found.append(proc)
         return found
 
@@ -106,11 +143,14 @@ class TreeTracker:
             return False
 
     def reap(self, port: int, spare_roots: Sequence[int] = (), wait: float = 3.0,
-             before: Optional[float] = None) -> ReapResult:
+             before: Optional[float] = None, live: Optional[Callable[[], Sequence[int]]] = None) -> ReapResult:
         """Kill every surviving member of the tree except the live trees of ``spare_roots``.
 
         ``spare_roots`` are the sidecar supervisord runs now (after an autorestart
         it may already be up): they and their descendants are the new tree.
+        Only processes surely born before ``before`` (the exit) are candidates.
+        ``live`` is asked *after* the candidates are chosen, just before the
+        kill: a sidecar supervisord spawned while the scan ran is known by then.
         """
         before = time.time() if before is None else before
         spare: Set[int] = set()
@@ -119,10 +159,14 @@ class TreeTracker:
         oldest = min((k[1] for k in self.procs), default=before)
         victims: Dict[int, psutil.Process] = {}
         for (pid, ctime), proc in list(self.procs.items()):
-            if pid not in spare and ctime <= before and alive(proc):
+            if pid not in spare and alive(proc) and born_before(proc, before):
                 victims[pid] = proc
         for proc in self._marked(oldest, before, spare):
             victims.setdefault(proc.pid, proc)
+        if victims and live is not None:
+            for root in live():
+                spare |= _tree_pids(root)
+            victims = {pid: proc for pid, proc in victims.items() if pid not in spare}
         for proc in victims.values():
             try:
                 proc.kill()  # psutil checks identity (create time) before signalling

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import xmlrpc.client
 from typing import Any, Callable, Iterable, Mapping, Optional, Tuple, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from supervisor.xmlrpc import Faults, SupervisorTransport
+from supervisor.xmlrpc import Faults, SupervisorTransport, UnixStreamHTTPConnection
 
 from sidecar_plugin.errors import SidecarError
 from sidecar_plugin.names import process_name
 
 DEFAULT_SERVER_URL = "unix:///run/supervisor.sock"
+RPC_TIMEOUT = 30.0  # seconds one XML-RPC socket operation may take (supervisord answers in milliseconds)
 DEFAULT_STOP_WAIT = 300.0  # a program supervisord does not list: wait this long at most
 T = TypeVar("T")
 
@@ -108,11 +110,13 @@ def credentials(server_url: Optional[str], env: Optional[Mapping[str, str]] = No
     return tuple(s for s in found if s)
 
 
-def rpc_proxy(server_url: str, env: Optional[Mapping[str, str]] = None) -> Any:
+def rpc_proxy(server_url: str, env: Optional[Mapping[str, str]] = None, timeout: float = RPC_TIMEOUT) -> Any:
     """Return an XML-RPC proxy to supervisord at ``server_url``.
 
     Credentials come from the URL (``http://user:pass@host:port``), else from
     $SUPERVISOR_USERNAME / $SUPERVISOR_PASSWORD, as supervisorctl takes them.
+    Every call has a deadline (``timeout`` seconds per socket operation): a
+    wedged supervisord must not hang a client for ever.
     """
     env = os.environ if env is None else env
     try:
@@ -123,6 +127,20 @@ def rpc_proxy(server_url: str, env: Optional[Mapping[str, str]] = None) -> Any:
     user = user or env.get("SUPERVISOR_USERNAME", "")
     password = password or env.get("SUPERVISOR_PASSWORD", "")
     transport = SupervisorTransport(user or None, password or None, url)
+    made = transport._get_connection
+
+    def get_connection() -> Any:
+        conn = made()
+        conn.timeout = timeout
+        if isinstance(conn, UnixStreamHTTPConnection):
+            def connect(c: Any = conn) -> None:  # supervisor's own connect sets no timeout
+                c.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                c.sock.settimeout(timeout)
+                c.sock.connect(c.socketfile)
+            conn.connect = connect
+        return conn
+
+    transport._get_connection = get_connection
     return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport, allow_none=True)
 
 
@@ -153,6 +171,22 @@ def tolerate(call: Callable[[], T], codes: Iterable[int]) -> Optional[T]:
         if exc.faultCode in tuple(codes):
             return None
         raise
+
+
+def tell_stop(rpc: Any, program: str) -> None:
+    """Tell ``program``'s listener that an operator stops it on purpose, so it never starts it again.
+
+    A sidecar the listener is retrying is already down (FATAL, STOPPED), so
+    ``stopProcess`` changes nothing supervisord would report; the listener
+    hears this REMOTE_COMMUNICATION event instead. A listener that does not
+    subscribe to it (an older render) simply never sees it.
+    """
+    from sidecar_plugin.core.events import stop_command
+
+    try:
+        rpc.supervisor.sendRemoteCommEvent(stop_command(program), program)
+    except xmlrpc.client.Fault:
+        pass
 
 
 def stop_window(rpc: Any, name: str) -> float:

@@ -1,0 +1,153 @@
+"""Health that proves identity: an answer counts only when the sidecar's own tree listens on the port."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import psutil
+import pytest
+
+from sidecar_plugin.core import machine as m
+from sidecar_plugin.names import MARKER_ENV, State
+from sidecar_plugin.shell import identity
+from sidecar_plugin.shell.reaper import TreeTracker, born_at
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import free_port, poll  # noqa: E402
+
+CFG = m.Config(health_timeout=20.0, failure_threshold=3)
+
+
+def step(model, inp, now):
+    return m.step(model, inp, now, CFG)
+
+
+def kinds(actions):
+    return [type(a).__name__ for a in actions]
+
+
+def starting(since=0.0):
+    return m.Model(state=State.STARTING, since=since, pid=10, supervisor_state="RUNNING", starting_since=since)
+
+
+# ---- the machine --------------------------------------------------------------------------------
+
+def test_a_healthy_answer_is_identified_before_it_counts():
+    probe = m.Probe(ok=True, started_at=1.0, latency_ms=2.0)
+    model, acts = step(starting(), probe, 1.1)
+    assert model == starting() and acts == [m.Identify(probe)]
+
+
+def test_a_foreign_answer_is_never_running_and_names_the_holder():
+    model = starting()
+    for t in (1.0, 2.0, 3.0, 4.0):
+        model, acts = step(model, m.Probe(ok=True, started_at=t, own=False, holder="pid 99 python3"), t + 0.01)
+        assert model.state is State.STARTING and model.health_ok is False
+    assert model.port_holder == "pid 99 python3" and model.failures == 4
+    model, acts = step(model, m.Tick(), 20.0)
+    assert model.state is State.CRASHED
+    assert "did not become healthy within 20 s" in model.error and "pid 99 python3" in model.error
+
+
+def test_the_own_answer_is_running_and_clears_the_holder():
+    model = replace(starting(), port_holder="pid 99 python3")
+    model, acts = step(model, m.Probe(ok=True, started_at=1.0, own=True), 1.1)
+    assert model.state is State.RUNNING and model.port_holder is None and model.identified_at == 1.1
+
+
+def test_while_running_the_holder_is_checked_every_few_seconds_only():
+    model, _ = step(starting(), m.Probe(ok=True, started_at=1.0, own=True), 1.0)
+    model, acts = step(model, m.Probe(ok=True, started_at=2.0), 2.0)
+    assert acts == [] and model.state is State.RUNNING
+    probe = m.Probe(ok=True, started_at=6.0)
+    model, acts = step(model, probe, 6.0)
+    assert acts == [m.Identify(probe)]
+
+
+def test_a_foreign_holder_while_running_counts_as_failed_probes():
+    model, _ = step(starting(), m.Probe(ok=True, started_at=1.0, own=True), 1.0)
+    for t in (10.0, 11.0):
+        model, acts = step(model, m.Probe(ok=True, started_at=t, own=False, holder="pid 7 nc"), t)
+        assert model.state is State.RUNNING
+    model, acts = step(model, m.Probe(ok=True, started_at=12.0, own=False, holder="pid 7 nc"), 12.0)
+    assert model.state is State.CRASHED and "pid 7 nc" in model.error
+
+
+def test_a_reap_that_finds_another_holder_says_so_and_a_free_port_forgets_it():
+    model = replace(starting(), state=State.CRASHED, error="exited", supervisor_state="EXITED")
+    model, _ = step(model, m.Reaped(foreign_holders=("pid 5 nginx",), port_free=False), 1.0)
+    assert model.port_holder == "pid 5 nginx" and "pid 5 nginx" in model.error
+    model, _ = step(model, m.Reaped(port_free=True), 2.0)
+    assert model.port_holder is None
+
+
+def test_the_state_document_names_the_holder():
+    from sidecar_plugin.core.listen_args import ListenerOptions
+    from sidecar_plugin.core.schema import state_document
+
+    model = replace(starting(), port_holder="pid 5 nginx")
+    opts = ListenerOptions(program="p", port=1234, state_file="/x/state.json", log_file="/x/l.log")
+    assert state_document(model, opts, 1.0, 1, [], None)["port_holder"] == "pid 5 nginx"
+
+
+# ---- the shell: who listens on a real port --------------------------------------------------------
+
+SERVER = ("import socket, sys, time; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1);"
+          "s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(); print('up', flush=True); time.sleep(120)")
+
+
+@pytest.fixture
+def server():
+    started = []
+
+    def start(port, env=None):
+        p = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], stdout=subprocess.PIPE,
+                             start_new_session=True, env=env)
+        started.append(p)
+        assert p.stdout.readline().strip() == b"up"
+        return p
+
+    yield start
+    for p in started:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait(10)
+
+
+def test_a_stranger_on_the_port_is_not_the_sidecar(server):
+    port = free_port()
+    stranger = server(port)
+    tracker = TreeTracker(MARKER_ENV, "p@/nowhere")
+    own, holder = identity.owner(port, "127.0.0.1", None, tracker)
+    assert own is False and f"pid {stranger.pid}" in holder
+
+
+def test_the_sidecar_itself_on_the_port_is_its_own(server):
+    port = free_port()
+    sidecar = server(port)
+    tracker = TreeTracker(MARKER_ENV, "p@/nowhere")
+    tracker.track(sidecar.pid)
+    assert identity.owner(port, "127.0.0.1", sidecar.pid, tracker) == (True, None)
+
+
+def test_an_older_marked_process_is_an_orphan_not_the_new_sidecar(server):
+    port = free_port()
+    env = dict(os.environ, **{MARKER_ENV: "p@/cfg"})
+    orphan = server(port, env=env)
+    # the scenario: the orphan is older than the sidecar supervisord runs now
+    poll(lambda: time.time() - born_at(psutil.Process(orphan.pid)) > 0.3, 5, what="an older orphan")
+    new_root = server(free_port(), env=env)
+    tracker = TreeTracker(MARKER_ENV, "p@/cfg")
+    own, holder = identity.owner(port, "127.0.0.1", new_root.pid, tracker)
+    assert own is False and f"pid {orphan.pid}" in holder
+
+
+def test_nobody_listening_is_not_an_answer_of_the_sidecar():
+    tracker = TreeTracker(MARKER_ENV, "p@/nowhere")
+    own, holder = identity.owner(free_port(), "127.0.0.1", os.getpid(), tracker)
+    assert own is False and "nobody" in holder

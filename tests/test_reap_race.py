@@ -1,0 +1,131 @@
+"""No false orphans: the sidecar supervisord runs now, and anything born after the exit, is never reaped.
+
+Both tests failed on the code before this change: create times were compared
+with the exit time without slack (psutil derives them from the kernel's
+whole-second boot time: 0.7 s early on the host these were written on), and
+the live sidecar was looked up before the scan that chose the victims.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from sidecar_plugin.core import machine as m
+from sidecar_plugin.core.listen_args import ListenerOptions
+from sidecar_plugin.names import MARKER_ENV, marker_value
+from sidecar_plugin.shell.listener import Listener
+from sidecar_plugin.shell.reaper import TreeTracker, born_at
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import free_port, poll  # noqa: E402
+
+SLEEPER = [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(120)"]
+
+
+@pytest.fixture
+def spawn():
+    """Start processes carrying a marker; every one is killed by pid group afterwards, pass or fail."""
+    started = []
+
+    def start(marker):
+        p = subprocess.Popen(SLEEPER, env=dict(os.environ, **{MARKER_ENV: marker}), stdout=subprocess.PIPE,
+                             start_new_session=True)
+        started.append(p)
+        assert p.stdout.readline().strip() == b"up"
+        return p
+
+    yield start
+    for p in started:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait(10)
+
+
+def alive(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+@pytest.fixture
+def early_boot_time(monkeypatch):
+    """psutil's boot time as the kernel may give it: a whole second, up to ~1 s before the real boot."""
+    import psutil._pslinux as pslinux
+
+    real = pslinux.boot_time
+    monkeypatch.setattr(pslinux, "boot_time", lambda: real() - 0.9)
+
+
+def test_a_process_born_after_the_exit_is_spared_whatever_psutils_boot_time(spawn, early_boot_time):
+    marker = "agentroute-sidecar@/tmp/race/litellm.yaml"
+    orphan = spawn(marker)  # a worker of the tree that exited
+    tracker = TreeTracker(MARKER_ENV, marker)
+    tracker.track(orphan.pid)
+    poll(lambda: time.time() - born_at(psutil.Process(orphan.pid)) > 1.0, 5, what="an old orphan")
+    exit_seen = time.time()
+    poll(lambda: time.time() > exit_seen + 0.1, 1, what="time to pass the exit")
+    new = spawn(marker)  # supervisord's new sidecar, born 0.1 s after the exit
+    result = tracker.reap(free_port(), before=exit_seen, wait=3.0)
+    assert alive(new.pid), "the sidecar born after the exit was reaped as an orphan"
+    assert not alive(orphan.pid) and orphan.pid in result.killed
+
+
+def test_the_sidecar_supervisord_spawns_during_the_scan_is_spared(spawn, tmp_path):
+    program = "agentroute-sidecar"
+    config = str(tmp_path / "litellm.yaml")
+    marker = marker_value(program, config)
+    opts = ListenerOptions(program=program, port=free_port(), state_file=str(tmp_path / "state.json"),
+                           log_file=str(tmp_path / "litellm.log"), config_path=config)
+    new = {}
+
+    class Supervisor:
+        """supervisord restarting the program just after it answered the first question."""
+
+        def getProcessInfo(self, name):
+            if not new:
+                new["proc"] = spawn(marker)
+                return {"statename": "EXITED", "pid": 0}
+            return {"statename": "STARTING", "pid": new["proc"].pid}
+
+    class Rpc:
+        supervisor = Supervisor()
+
+    listener = Listener(opts, lambda: Rpc())
+    orphan = spawn(marker)  # a worker of the tree that exited
+    listener.tracker.track(orphan.pid)
+    poll(lambda: time.time() - born_at(psutil.Process(orphan.pid)) > 1.0, 5, what="an old orphan")
+    # The exit was received after supervisord had already spawned the new sidecar (events
+    # travel through supervisord's buffer): only supervisord's answer can tell it apart.
+    reaped = listener._reap(m.Reap(before=time.time() + 5.0))
+    assert new and alive(new["proc"].pid), "the sidecar supervisord runs now was reaped"
+    assert not alive(orphan.pid) and reaped.killed == 1
+
+
+@pytest.mark.integration
+def test_restarts_never_reap_the_new_sidecar(make_sidecar):
+    """An operator's (or apply's) restart: the reap after the stop runs while supervisord starts the new one."""
+    import json
+
+    sc = make_sidecar(workers=2)
+    sc.start_supervisord()
+    st = sc.wait_state("running", 20)
+    pids = [st.pid]
+    for _ in range(6):
+        res = sc.ctl("restart", sc.program)
+        assert res.returncode == 0, res.stdout + res.stderr
+        st = sc.wait_state("running", 20, pred=lambda s: s.pid not in pids and s.pid == sc.info()["pid"])
+        pids.append(st.pid)
+        new_tree = {st.pid} | {p.pid for p in psutil.Process(st.pid).children(recursive=True)}
+        log = [json.loads(line) for line in open(os.path.join(sc.out, "listener.log")) if line.startswith("{")]
+        reaped = {int(pid) for e in log if e["msg"].startswith("reaped ") for pid in e["msg"].split(": ", 1)[1].split()}
+        assert not new_tree & reaped, f"the new sidecar's tree {sorted(new_tree)} was reaped: {sorted(reaped)}"
+    assert "BACKOFF" not in [e.get("supervisor_state") for e in sc.history()]
+    assert sc.info()["statename"] == "RUNNING"
