@@ -7,7 +7,6 @@ health timeouts and retry delays keep them short; what is timed is asserted
 only as "it happened", never how fast.
 """
 
-import json
 import os
 import shutil
 import signal
