@@ -110,7 +110,3 @@ def prior_attempt(saved: Any) -> Tuple[int, Optional[float], Optional[float]]:
     attempt = attempt if isinstance(attempt, int) and not isinstance(attempt, bool) and attempt > 0 else 0
     return attempt, _finite(saved.get("next_at")), _finite(saved.get("delay"))
 
-
-def document(m: Any) -> dict:
-    """The state file's ``retry`` field: the current retry number, when the next try is and its delay."""
-    return {"attempt": m.retry_attempt, "next_at": m.retry_at, "delay": m.retry_delay}
