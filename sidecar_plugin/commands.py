@@ -49,7 +49,8 @@ def cmd_apply(a: argparse.Namespace) -> int:
     timeout = a.timeout if a.timeout is not None else a.health_timeout + 10.0
     url = a.server_url or default_server_url()
     try:
-        outcome = apply(rendered, rpc_proxy(url), timeout, lambda line: print(line, flush=True), url)
+        outcome = apply(rendered, rpc_proxy(url), timeout, lambda line: print(line, flush=True), url,
+                        reload_timeout=a.timeout)
     except ApplyError as exc:
         print(f"sidecar-plugin: apply failed: {exc}", file=sys.stderr)
         for line in exc.log_tail:

@@ -19,6 +19,15 @@ class Config:
 
     health_timeout: float = 20.0
     failure_threshold: int = 3
+    # Hung means no progress, never slow: a running sidecar is hung only when no probe
+    # got an answer for ``hang_window`` seconds (probes do not wait on each other and
+    # each has its own deadline, so a slow answer still arrives and counts) ...
+    hang_window: float = 20.0
+    # ... or, sooner where it is certain: its main process has been stopped (SIGSTOP,
+    # a debugger) for ``stopped_grace`` seconds with no answer meanwhile, or nothing
+    # answered for ``quiet_window`` seconds while its whole tree used no CPU at all.
+    stopped_grace: float = 1.5
+    quiet_window: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,18 @@ class Model:
     # After the last reap: True when nothing but the sidecar's own tree listens on
     # the port (None: not checked yet). A stop is complete only with the port free.
     port_free: Optional[bool] = None
+    # Progress, for hang detection: when a probe last got a healthy answer; when the
+    # main process was first seen stopped or traced (None: it is not); the tree's CPU
+    # seconds as last sampled, and as sampled at the last answer.
+    answered_at: Optional[float] = None
+    stopped_at: Optional[float] = None
+    cpu: Optional[float] = None
+    cpu_base: Optional[Tuple[float, float]] = None  # (cpu seconds, when): at the last answer or first sample
+    probe_detail: str = ""
+    workers: Tuple[float, ...] = ()
+    # litellm.yaml as last seen on disk: (version, mtime). A uvicorn worker born after
+    # that mtime read that version (a SIGHUP replaces workers; the main pid stays).
+    config_seen: Optional[Tuple[Optional[str], float]] = None
 
     @property
     def probing(self) -> bool:
@@ -120,6 +141,33 @@ class ConfigLoaded:
 
 
 @dataclass(frozen=True)
+class TreeSigns:
+    """What the sidecar's own process tree says (sampled about once a second while it runs).
+
+    ``stopped``: its main process is stopped or traced (SIGSTOP, a debugger), so
+    it cannot answer; ``cpu``: CPU seconds its whole tree has used so far.
+    """
+
+    stopped: bool
+    cpu: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class ConfigSeen:
+    """litellm.yaml changed on disk: its version and modification time."""
+
+    version: Optional[str]
+    mtime: float
+
+
+@dataclass(frozen=True)
+class Workers:
+    """Birth times (unix) of the uvicorn workers the main process runs now (none in one-process mode)."""
+
+    born: Tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class LogTail:
     """The last lines of the sidecar log (redacted), as asked by ``CaptureLogTail``."""
 
@@ -155,7 +203,8 @@ class Recover:
     prior_config_version: Optional[str] = None
 
 
-Input = Union[ProcEvent, Probe, Died, Reaped, Tick, Recover, SupervisorTick, Observed, ConfigLoaded, LogTail]
+Input = Union[ProcEvent, Probe, Died, Reaped, Tick, Recover, SupervisorTick, Observed, ConfigLoaded, LogTail,
+              TreeSigns, ConfigSeen, Workers]
 
 # ---- actions ----------------------------------------------------------------
 

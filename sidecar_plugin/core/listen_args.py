@@ -38,9 +38,10 @@ class ListenerOptions:
     config_path: str = ""
     health_timeout: float = 20.0
     probe_interval: float = 1.0
-    probe_timeout: float = 1.0
+    probe_timeout: float = 10.0
     starting_probe_interval: float = 0.1
     failure_threshold: int = 3
+    hang_window: float = 20.0
     tail_lines: int = 40
 
     @property
@@ -93,13 +94,16 @@ OPTIONS: Dict[str, Tuple[str, Optional[Callable[[str], object]], object, str]] =
     "--metrics-file": ("metrics_file", str, None, "write Prometheus text metrics here"),
     "--health-timeout": ("health_timeout", positive_number, 20.0, "seconds to become healthy"),
     "--probe-interval": ("probe_interval", positive_number, 1.0, "seconds between probes while running"),
-    "--probe-timeout": ("probe_timeout", positive_number, 1.0, "seconds one probe may take"),
+    "--probe-timeout": ("probe_timeout", positive_number, 10.0,
+                        "overall deadline of one probe (probes do not wait on each other)"),
     "--starting-probe-interval": ("starting_probe_interval", positive_number, 0.1,
                                   "seconds between probes while starting"),
     "--failure-threshold": ("failure_threshold", positive_int, 3, "failed probes in a row that count"),
+    "--hang-window": ("hang_window", positive_number, 20.0,
+                      "seconds without any health answer before a running sidecar counts as hung"),
 }
 _COMMON = ("host", "health_timeout", "probe_interval", "probe_timeout", "starting_probe_interval",
-           "failure_threshold")
+           "failure_threshold", "hang_window")
 
 
 @dataclass(frozen=True)
@@ -205,4 +209,6 @@ def listen_argv(prefix: Sequence[str], sidecars: Sequence[ListenerOptions], root
         for s in sidecars:
             argv += ["--sidecar", f"{s.program}={s.port}"]
     argv += ["--health-timeout", number(first.health_timeout)]
+    if first.hang_window != ListenerOptions.hang_window:  # the default stays implicit: older renders unchanged
+        argv += ["--hang-window", number(first.hang_window)]
     return argv + (["--metrics-file", metrics_file] if metrics_file else [])

@@ -23,7 +23,8 @@ from sidecar_plugin.core.listen_args import ListenerOptions, listen_argv
 from sidecar_plugin.core.litellm_yaml import render_litellm_yaml
 from sidecar_plugin.core.profile import Profile, alias
 from sidecar_plugin.names import (
-    DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PROGRAM, EXIT_REFUSED, LISTENER_SUFFIX, LITELLM_YAML, MARKER_ENV,
+    DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PROGRAM, DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, EXIT_REFUSED, STOP_MARGIN,
+    WORKER_HEALTHCHECK, LISTENER_SUFFIX, LITELLM_YAML, MARKER_ENV,
     MASTER_KEY, RECORD_NAME, SCHEMA, SIDECAR_CONF, marker_value, process_name,
 )
 
@@ -48,9 +49,10 @@ class RenderOptions:
     port: int = DEFAULT_PORT
     host: str = DEFAULT_HOST
     program: str = DEFAULT_PROGRAM
-    workers: int = 1
+    workers: int = DEFAULT_WORKERS
     health_timeout: float = 20.0
-    stop_timeout: int = 10
+    stop_timeout: int = DEFAULT_STOP_TIMEOUT
+    hang_window: float = 20.0
     state_file: str = ""
     log_file: str = ""
     listener_log_file: str = ""
@@ -94,7 +96,8 @@ def sidecar_command(opts: RenderOptions) -> List[str]:
     """Return the LiteLLM command line of the ``[program:]`` section."""
     argv = [opts.binary, "--config", opts.config_path, "--host", opts.host, "--port", str(opts.port)]
     if opts.workers > 1:
-        argv += ["--num_workers", str(opts.workers)]
+        # uvicorn's rolling replacement (SIGHUP) waits this long for each new worker
+        argv += ["--num_workers", str(opts.workers), "--timeout_worker_healthcheck", str(WORKER_HEALTHCHECK)]
     return argv
 
 
@@ -111,14 +114,17 @@ def program_section(opts: RenderOptions) -> List[str]:
         f"[program:{p}]",
         f"command={_cmd(sidecar_command(opts))}",
         f"directory={_ini(opts.out_dir)}",
-        f'environment=LITELLM_LOCAL_MODEL_COST_MAP="True",{MARKER_ENV}="{_ini(marker_value(p, opts.config_path))}"',
+        f'environment=LITELLM_LOCAL_MODEL_COST_MAP="True",GRACEFUL_SHUTDOWN_TIMEOUT="{opts.stop_timeout}",'
+        f'{MARKER_ENV}="{_ini(marker_value(p, opts.config_path))}"',
         f"autostart={'true' if opts.autostart else 'false'}",
         "autorestart=true",
         *([f"user={opts.user}"] if opts.user else []),
         "startsecs=1",
         "startretries=3",
         "stopsignal=TERM",
-        f"stopwaitsecs={opts.stop_timeout}",
+        # LiteLLM drains in-flight requests for stop_timeout (GRACEFUL_SHUTDOWN_TIMEOUT above);
+        # supervisord's SIGKILL comes only after a margin for its own shutdown.
+        f"stopwaitsecs={opts.stop_timeout + STOP_MARGIN}",
         "stopasgroup=true",
         "killasgroup=true",
         "redirect_stderr=true",
@@ -156,7 +162,8 @@ def watch_options(opts: RenderOptions) -> ListenerOptions:
     """Return what the listener watches of one sidecar, as its command line will say it."""
     return ListenerOptions(program=opts.program, port=opts.port, state_file=opts.state_file,
                            log_file=opts.log_file, host=opts.host, group=opts.group or None,
-                           config_path=opts.config_path, health_timeout=opts.health_timeout)
+                           config_path=opts.config_path, health_timeout=opts.health_timeout,
+                           hang_window=opts.hang_window)
 
 
 @dataclass(frozen=True)
