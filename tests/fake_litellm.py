@@ -190,6 +190,12 @@ class Server(ThreadingHTTPServer):
         if State.hung and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
+    def get_request(self):
+        # The listening socket is non-blocking (see serve): the connection itself blocks as usual.
+        conn, addr = self.socket.accept()
+        conn.setblocking(True)
+        return conn, addr
+
     def process_request_thread(self, request, client_address):
         with State.lock:
             State.inflight += 1
@@ -204,6 +210,9 @@ def serve(sock, hang_after, ready=None):
     """Serve on ``sock`` until SIGTERM, then drain: in-flight requests finish, for up to the grace window."""
     server = Server(sock.getsockname()[:2], Handler, bind_and_activate=False)
     server.socket.close()
+    # Workers share the socket: when another worker wins a connection, a blocking accept would
+    # wait for the next one, and a SIGTERM would never end the loop (no drain, killed at the deadline).
+    sock.setblocking(False)
     server.socket = sock
     if hang_after is not None:
         def hang():
@@ -213,8 +222,10 @@ def serve(sock, hang_after, ready=None):
         threading.Thread(target=hang, daemon=True).start()
 
     def on_term(signum, frame):
+        # Only set serve_forever's own flag: starting a thread here could deadlock on a lock
+        # the interrupted main thread holds (it starts a thread per request).
         if not State.hung:
-            threading.Thread(target=server.shutdown, daemon=True).start()
+            server._BaseServer__shutdown_request = True
 
     signal.signal(signal.SIGTERM, on_term)
     if ready is not None:

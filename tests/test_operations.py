@@ -189,12 +189,14 @@ def test_fleet_apply_adds_a_profile_and_changes_one_model(make_fleet):
     fl = make_fleet(profiles={"work": {"models": {"heavy": "anthropic/claude-opus-4.5"}}}, base_port=base)
     fl.start_supervisord()
     work = fl.wait_state_of("agentroute-work", "running", 20)
-    # a model change inside the group restarts only that sidecar's LiteLLM
+    # a model change inside the group reloads only that sidecar's LiteLLM: its workers (2, the default) are
+    # replaced one at a time, the main pid stays
     fl.write_profile("work", {"models": {"heavy": "anthropic/claude-opus-4.5", "fast": "x/y"}})
     res = fl.apply()
     assert res.returncode == 0 and res.stdout.strip().endswith("changed: true"), res.stdout + res.stderr
     work2 = fl.state_of("agentroute-work")
-    assert work2.pid != work.pid and models_listed(base) == ["agentroute-fast", "agentroute-heavy"]
+    assert work2.pid == work.pid and work2.raw["config_version"] != work.raw["config_version"]
+    assert models_listed(base) == ["agentroute-fast", "agentroute-heavy"]
     # a second profile: its own port (the next one from --port), state and log; the listener is replaced
     fl.write_profile("play", {"models": {"fast": "deepseek/deepseek-v4-flash"}})
     res = fl.apply()
@@ -209,8 +211,10 @@ def test_fleet_apply_adds_a_profile_and_changes_one_model(make_fleet):
     fl.write_profile("play", {"models": {"fast": "qwen/qwen3-coder"}})
     res = fl.apply()
     assert res.returncode == 0 and res.stdout.strip().endswith("changed: true"), res.stdout + res.stderr
-    assert fl.state_of("agentroute-play").pid != play.pid
+    play2 = fl.state_of("agentroute-play")
+    assert play2.pid == play.pid and play2.raw["config_version"] != play.raw["config_version"]  # reloaded
     assert fl.state_of("agentroute-work").pid == work3.pid
+    assert fl.state_of("agentroute-work").raw["config_version"] == work3.raw["config_version"]
 
 
 def test_listener_log_is_json_lines_without_secrets(make_sidecar):

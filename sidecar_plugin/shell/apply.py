@@ -272,7 +272,10 @@ def validate_configs(rendered: Rendered, paths: Set[str], say: Callable[[str], N
     for s in rendered.sidecars:
         if s.config_path not in paths:
             continue
-        fd, tmp = tempfile.mkstemp(prefix=".validate-", suffix=".yaml", dir=os.path.dirname(s.config_path))
+        # beside the live file when its folder exists (a new sidecar's does not yet): the same filesystem
+        # and permissions; else the system's temp folder (mkstemp: 0600, removed below)
+        folder = next((d for d in (os.path.dirname(s.config_path), rendered.out_dir) if os.path.isdir(d)), None)
+        fd, tmp = tempfile.mkstemp(prefix=".validate-", suffix=".yaml", dir=folder)
         try:
             with os.fdopen(fd, "wb") as fh:  # mkstemp: 0600, like the file it stands for
                 fh.write(data[s.config_path])
