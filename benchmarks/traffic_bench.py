@@ -227,16 +227,24 @@ class TrafficBench:
         t = Traffic(sc.port, MASTER_KEY, FAST, rate=60, streams=tuple(15.0 + i / 1000 for i in range(200)),
                     max_requests=1800, upstream_stream=True).start()
         deadline = time.monotonic() + 30
+        latencies: List[float] = []
         while time.monotonic() < deadline:
             time.sleep(0.5)
+            try:
+                health = sc.state().raw.get("health") or {}
+            except Exception:
+                continue
+            if health.get("ok") and health.get("latency_ms"):
+                latencies.append(float(health["latency_ms"]) / 1000.0)
         t.stop(wait_streams=120)
         hist = [h for h in sc.history() if h.get("state") == "crashed"]
-        kills = len(hist) + (0 if sc.state().pid == pid else 0)
-        lat = sc.state().raw.get("health", {})
+        kills = len(hist)
+        errors = "; ".join(sorted({str(h.get("error")) for h in hist}))
         outcome = (f"hang kills {kills} in 30 s = {kills * 2} per minute; short requests answered "
                    f"{t.short['ok']}/{sum(t.short.values())}; streams complete "
-                   f"{sum(1 for o in t.stream_outcomes.values() if o == 'ok')}/{len(t.stream_outcomes)}; "
-                   f"last health latency {lat.get('latency_ms')} ms")
+                   f"{sum(1 for o in t.stream_outcomes.values() if o == 'ok')}/{len(t.stream_outcomes)}"
+                   + (f"; health answers took up to {max(latencies):.1f} s" if latencies else "")
+                   + (f"; why: {errors}" if errors else ""))
         self.rows.append(("overload (1 worker)", "sidecar_plugin", outcome,
                           "0 false kills: " + ("PASS" if kills == 0 else "MISS")))
         self.rows.append(("overload (1 worker)", "plain supervisord", "no hang detection: 0 kills, "

@@ -186,9 +186,12 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def service_actions(self):
-        # runs in the main thread between polls: once hung, ignore SIGTERM for real
-        if State.hung and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
+        # runs in the main thread between polls: once hung, ignore SIGTERM for real, and block
+        # the loop as a blocked event loop does (it accepts no connection any more)
+        if State.hung:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            while True:
+                time.sleep(3600)
 
     def get_request(self):
         # The listening socket is non-blocking (see serve): the connection itself blocks as usual.

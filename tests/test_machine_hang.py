@@ -163,3 +163,19 @@ def test_workers_respawned_before_the_change_do_not_move_the_version():
     model = loaded()
     model, _ = feed(model, [(150.0, m.Workers((95.0, 149.0))), (200.0, m.ConfigSeen("v2", 199.0))])
     assert model.config_version == "v1"
+
+
+def test_a_sidecar_that_accepts_connections_is_serving_however_late_its_health_answers():
+    # overload: health answers later than the window, but the tree keeps accepting connections
+    timeline = [(t, m.Probe(ok=False, started_at=t - 20, detail="no complete answer within 20 s"))
+                for t in range(121, 200)]
+    timeline += [(t + 0.5, m.TreeSigns(stopped=False, cpu=float(t), accepted=True)) for t in range(101, 200)]
+    timeline += [(t + 0.6, m.Tick()) for t in range(101, 200)]
+    model, actions = feed(running(), timeline)
+    assert model.state is State.RUNNING and not any(isinstance(a, m.KillHung) for a in actions)
+    # then it accepts nothing more: hung a window after the last accepted connection
+    model, actions = feed(model, [(t, m.TreeSigns(stopped=False, cpu=300.0 + t, accepted=False))
+                                  for t in range(201, 219)] + [(219.0, m.Probe(False, 199.5, detail="x"))])
+    assert model.state is State.RUNNING
+    model, actions = feed(model, [(220.0, m.Tick())])
+    assert model.state is State.CRASHED and model.halted == "hung"

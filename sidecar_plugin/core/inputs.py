@@ -69,6 +69,7 @@ class Model:
     cpu: Optional[float] = None
     cpu_base: Optional[Tuple[float, float]] = None  # (cpu seconds, when): at the last answer or first sample
     probe_detail: str = ""
+    accepted_at: Optional[float] = None
     workers: Tuple[float, ...] = ()
     # litellm.yaml as last seen on disk: (version, mtime). A uvicorn worker born after
     # that mtime read that version (a SIGHUP replaces workers; the main pid stays).
@@ -150,6 +151,9 @@ class TreeSigns:
 
     stopped: bool
     cpu: Optional[float] = None
+    # the tree accepted a new connection on the sidecar's port since the last sample (None: not
+    # looked): a sidecar that accepts connections is serving, however late its health answers
+    accepted: Optional[bool] = None
 
 
 @dataclass(frozen=True)

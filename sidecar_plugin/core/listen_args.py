@@ -38,7 +38,7 @@ class ListenerOptions:
     config_path: str = ""
     health_timeout: float = 20.0
     probe_interval: float = 1.0
-    probe_timeout: float = 10.0
+    probe_timeout: float = 20.0
     starting_probe_interval: float = 0.1
     failure_threshold: int = 3
     hang_window: float = 20.0
@@ -94,7 +94,7 @@ OPTIONS: Dict[str, Tuple[str, Optional[Callable[[str], object]], object, str]] =
     "--metrics-file": ("metrics_file", str, None, "write Prometheus text metrics here"),
     "--health-timeout": ("health_timeout", positive_number, 20.0, "seconds to become healthy"),
     "--probe-interval": ("probe_interval", positive_number, 1.0, "seconds between probes while running"),
-    "--probe-timeout": ("probe_timeout", positive_number, 10.0,
+    "--probe-timeout": ("probe_timeout", positive_number, 20.0,
                         "overall deadline of one probe (probes do not wait on each other)"),
     "--starting-probe-interval": ("starting_probe_interval", positive_number, 0.1,
                                   "seconds between probes while starting"),

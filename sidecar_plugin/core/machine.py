@@ -118,7 +118,8 @@ def _on_event(m: Model, ev: ProcEvent, now: float) -> Result:
             return m, []
         m = _enter(m, State.STARTING, now, supervisor_state=s, pid=ev.pid, starting_since=now,
                    failures=0, health_ok=None, error=None, log_tail=(), stopping=False, halted=None,
-                   port_free=None, answered_at=None, stopped_at=None, cpu=None, cpu_base=None, workers=())
+                   port_free=None, answered_at=None, stopped_at=None, cpu=None, cpu_base=None, workers=(),
+                   accepted_at=None)
         return m, ([Watch(ev.pid)] if ev.pid is not None else []) + [Write()]
     if s == "RUNNING":
         m = replace(m, supervisor_state=s, pid=ev.pid if ev.pid is not None else m.pid)
@@ -213,24 +214,30 @@ def _on_signs(m: Model, s: TreeSigns, now: float, cfg: Config) -> Result:
     """Record the tree's signs: since when its main process is stopped, and its CPU progress."""
     stopped_at = (m.stopped_at if m.stopped_at is not None else now) if s.stopped else None
     cpu_base = m.cpu_base if m.cpu_base is not None or s.cpu is None else (s.cpu, now)
-    return _judge_hang(replace(m, stopped_at=stopped_at, cpu=s.cpu, cpu_base=cpu_base), now, cfg)
+    accepted_at = now if s.accepted else m.accepted_at
+    return _judge_hang(replace(m, stopped_at=stopped_at, cpu=s.cpu, cpu_base=cpu_base, accepted_at=accepted_at),
+                       now, cfg)
 
 
 def _judge_hang(m: Model, now: float, cfg: Config) -> Result:
     """Call a running sidecar hung only on absence of progress, never on slowness.
 
     Probes do not wait on each other and each has an overall deadline, so a
-    busy sidecar's slow answers keep arriving and keep it alive. Hung is: no
-    answer at all for ``hang_window``; or, sooner where it is certain, a main
+    busy sidecar's slow answers keep arriving and keep it alive; a tree that
+    accepts new connections is serving, even when its health answers are
+    later than the window. Hung is: no answer and no accepted connection for
+    ``hang_window``; or, sooner where it is certain, a main
     process stopped (SIGSTOP, a debugger) with no answer since, or no answer
     for ``quiet_window`` while the whole tree used no CPU.
     """
     if m.state is not State.RUNNING or not m.probing:
         return m, []
-    last = m.answered_at if m.answered_at is not None else m.since
+    answered = m.answered_at if m.answered_at is not None else m.since
+    # Serving other requests is progress too: under overload the health answer queues behind them.
+    last = max(answered, m.accepted_at or 0.0)
     silent = now - last
     why = None
-    if m.stopped_at is not None and now - m.stopped_at >= cfg.stopped_grace and last <= m.stopped_at:
+    if m.stopped_at is not None and now - m.stopped_at >= cfg.stopped_grace and answered <= m.stopped_at:
         why = (f"stopped answering health checks: its main process is stopped (SIGSTOP or a debugger), "
                f"no answer for {silent:.0f} s")
     elif silent >= cfg.hang_window and m.failures >= cfg.failure_threshold:

@@ -81,6 +81,8 @@ class Listener:
         self.last_signs = 0.0
         self.sent_workers: Optional[tuple] = None
         self.config_mtime: Optional[float] = None
+        self.last_conns: Optional[frozenset] = None
+        self.prober = Prober(health_url(opts.host, opts.port))
         self._rpc: Any = None
 
     # -- inputs from other threads --
@@ -246,7 +248,17 @@ class Listener:
         if seen.workers != self.sent_workers:
             self.sent_workers = seen.workers
             self.feed(m.Workers(seen.workers))
-        self.feed(m.TreeSigns(stopped=seen.stopped, cpu=seen.cpu))
+        accepted = None
+        answered = self.model.answered_at
+        if self.model.state is State.RUNNING and answered is not None and self.clock() - answered > 2.0:
+            # health answers are late: look whether it still accepts connections (only then: it costs)
+            conns = signs.connections(pid, self.opts.port, self.prober.recent_ports())
+            if conns is not None:
+                accepted = self.last_conns is not None and bool(conns - self.last_conns)
+                self.last_conns = conns
+        else:
+            self.last_conns = None
+        self.feed(m.TreeSigns(stopped=seen.stopped, cpu=seen.cpu, accepted=accepted))
 
     # -- the state file --
     def _write(self) -> None:
@@ -277,8 +289,10 @@ class Listener:
         At most ``limit`` run at once (deadline / interval, plus one): a sidecar
         that answers nothing costs a bounded number of threads and sockets.
         """
-        prober = Prober(health_url(self.opts.host, self.opts.port))
-        deadline = min(self.opts.probe_timeout, self.opts.hang_window / 2.0)
+        prober = self.prober
+        # A probe may take as long as the hang window: an overloaded sidecar's late answers keep
+        # arriving (one a second, each late), so only a sidecar that answers nothing goes silent.
+        deadline = min(self.opts.probe_timeout, self.opts.hang_window)
         limit = max(2, int(deadline / min(self.opts.probe_interval, self.opts.starting_probe_interval * 10)) + 1)
         slots = threading.BoundedSemaphore(limit)
 

@@ -12,7 +12,9 @@ connection to one worker says nothing about whether the port accepts.
 
 from __future__ import annotations
 
+import collections
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -64,6 +66,14 @@ class Prober:
         self.url = url
         self.host, self.port, self.path = _split(url)
         self.max_answer = max_answer
+        # the local ports of recent probes: their connections are no sign that the sidecar serves others
+        self.local_ports: "collections.deque[int]" = collections.deque(maxlen=512)
+        self.lock = threading.Lock()
+
+    def recent_ports(self) -> "frozenset[int]":
+        """The local ports of the last probes (probes run in several threads at once)."""
+        with self.lock:
+            return frozenset(self.local_ports)
 
     def probe(self, timeout: float) -> ProbeResult:
         """Probe once; the whole exchange (connect, send, read the answer) ends within ``timeout`` seconds."""
@@ -90,6 +100,8 @@ class Prober:
             return remaining
 
         with socket.create_connection((self.host, self.port), timeout=left()) as sock:
+            with self.lock:
+                self.local_ports.append(sock.getsockname()[1])
             host = f"[{self.host}]" if ":" in self.host else self.host
             request = (f"GET {self.path} HTTP/1.1\r\nHost: {host}:{self.port}\r\n"
                        "Connection: close\r\nAccept: */*\r\n\r\n").encode("ascii")

@@ -10,7 +10,7 @@ its workers on SIGHUP while the main pid stays.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Any, FrozenSet, Optional, Tuple
 
 import time
 
@@ -57,6 +57,31 @@ def clock_offset() -> float:
     except (OSError, ValueError, IndexError):
         return 0.0
     return time.time() - (psutil.boot_time() + uptime)
+
+
+def connections(pid: int, port: int, exclude: FrozenSet[int] = frozenset()) -> Optional[FrozenSet[Tuple[int, int, Any]]]:
+    """Return the tree's accepted TCP connections on ``port`` as (pid, fd, remote address); None if gone.
+
+    Connections from a remote port in ``exclude`` (the listener's own probes) are left out.
+
+    A connection that appears between two samples was accepted: the sidecar's
+    event loop runs. A blocked one accepts nothing (connections wait in the
+    kernel's backlog, owned by no process).
+    """
+    try:
+        main = psutil.Process(pid)
+        procs = [main] + main.children(recursive=True)
+    except (psutil.Error, OSError):
+        return None
+    seen = set()
+    for proc in procs:
+        try:
+            for c in proc.net_connections(kind="tcp"):
+                if c.laddr and c.laddr.port == port and c.raddr and c.raddr.port not in exclude:
+                    seen.add((proc.pid, c.fd, tuple(c.raddr)))
+        except (psutil.Error, OSError):
+            continue
+    return frozenset(seen)
 
 
 def sample(pid: int) -> Optional[Signs]:
