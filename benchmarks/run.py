@@ -10,9 +10,14 @@ no network. Peers run in the same process, against the same stand-in:
 - plain supervisord (stopasgroup/killasgroup, no listener);
 - Kubernetes' default liveness probe, as arithmetic (period 10 s x 3 failures).
 
+Then the traffic section (benchmarks/traffic_bench.py): the real LiteLLM
+under traffic, side by side with plain supervisord: requests failed and
+streams cut during apply, stop, a worker SIGKILL and a parent SIGKILL, and
+false hang kills under overload.
+
 Writes benchmarks/RESULTS.md and benchmarks/latency.png.
 
-    python benchmarks/run.py [--reps N] [--quick]       (make bench)
+    python benchmarks/run.py [--reps N] [--quick] [--no-traffic]       (make bench)
 """
 
 from __future__ import annotations
@@ -28,13 +33,14 @@ import tempfile
 import threading
 import time
 import timeit
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import psutil
 import requests
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+sys.path.insert(0, HERE)
 
 from harness import Sidecar, poll  # noqa: E402
 from sidecar_plugin.client import Sidecar as Client, read_state  # noqa: E402
@@ -350,7 +356,8 @@ GOALS = {
 }
 
 
-def report(b: Bench, idle: Dict[str, Tuple[float, float]], started: float, argv: List[str]) -> str:
+def report(b: Bench, idle: Dict[str, Tuple[float, float]], started: float, argv: List[str],
+           traffic: Optional[List[str]] = None) -> str:
     lines = [
         "# Benchmark results", "",
         f"- machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
@@ -399,10 +406,14 @@ def report(b: Bench, idle: Dict[str, Tuple[float, float]], started: float, argv:
         "hang start spread uniformly over a period; serving again adds terminationGracePeriodSeconds (30 s, "
         "a hung process ignores SIGTERM) and a 0.2 s start. Computed, not measured.",
         "- httpok restarts on a single failed probe at a TICK_5 (so it detects 0-6 s after the hang, "
-        "uniformly); sidecar_plugin needs 3 failed probes in a row 1 s apart (one slow answer is not a hang).",
+        "uniformly), so a slow answer under load kills a busy sidecar; sidecar_plugin calls a SIGSTOPped "
+        "sidecar hung when its main process is seen stopped for 1.5 s with no answer since, and otherwise "
+        "only after 20 s without any answer (probes do not wait on each other; a slow answer still counts).",
         "- 'serving again' means: a new pid answers /health/liveliness and no process of the old tree holds the port.",
         "", "![latency distributions](latency.png)", "",
     ]
+    if traffic:
+        lines += traffic + [""]
     return "\n".join(lines)
 
 
@@ -431,6 +442,9 @@ def main() -> int:
     p.add_argument("--idle", type=float, default=60.0)
     p.add_argument("--quick", action="store_true", help="3 repetitions, 5 s idle: a smoke test")
     p.add_argument("--out", default=HERE)
+    p.add_argument("--no-traffic", action="store_true", help="skip the traffic section (real LiteLLM)")
+    p.add_argument("--traffic", default="apply,stop,worker_kill,parent_kill,overload",
+                   help="the traffic scenarios to run, comma-separated")
     a = p.parse_args()
     if a.quick:
         a.reps, a.idle = 3, 5.0
@@ -457,7 +471,18 @@ def main() -> int:
         b.read_cost()
     finally:
         b.cleanup()
-    text = report(b, idle, started, [os.path.relpath(sys.executable), "benchmarks/run.py"] + sys.argv[1:])
+    traffic: Optional[List[str]] = None
+    if not a.no_traffic:
+        from traffic_bench import TrafficBench
+
+        tb = TrafficBench(root, b.log)
+        try:
+            tb.run(a.traffic.split(","))
+        finally:
+            tb.close()
+            tb.stop_upstream()
+        traffic = tb.table()
+    text = report(b, idle, started, [os.path.relpath(sys.executable), "benchmarks/run.py"] + sys.argv[1:], traffic)
     with open(os.path.join(a.out, "RESULTS.md"), "w") as fh:
         fh.write(text)
     plot(b, os.path.join(a.out, "latency.png"))

@@ -15,7 +15,9 @@ from typing import Any, Callable, List, Optional
 from sidecar_plugin import __version__
 from sidecar_plugin.core.listen_args import OPTIONS as LISTEN_OPTIONS, positive_number
 from sidecar_plugin.core.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER
-from sidecar_plugin.names import EXIT_FAIL, EXIT_NO_BINARY, EXIT_USAGE, STALE_AFTER, State
+from sidecar_plugin.names import (
+    DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, EXIT_FAIL, EXIT_NO_BINARY, EXIT_USAGE, STALE_AFTER, State,
+)
 
 SERVER_URL_HELP = "supervisord URL (default: $SUPERVISOR_SERVER_URL, else unix:///run/supervisor.sock)"
 
@@ -57,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     _render_options(ap)
     ap.add_argument("-s", "--server-url", default=None, help=SERVER_URL_HELP)
     ap.add_argument("--timeout", type=_checked(positive_number), default=None,
-                    help="seconds to wait for running (default: the health timeout plus 10)")
+                    help="seconds to wait for running (default: the health timeout plus 10; a rolling "
+                         "reload: per worker, the health timeout plus the drain window)")
 
     li = sub.add_parser("listen", help="the supervisord event listener (run by supervisord)")
     for flag, (attr, parse, default, text) in LISTEN_OPTIONS.items():
@@ -99,13 +102,19 @@ def _render_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("--host", default="127.0.0.1", help="address LiteLLM binds (default 127.0.0.1)")
     r.add_argument("--program", default=None, help="supervisord program name (default agentroute-sidecar)")
     r.add_argument("--binary", default="litellm", help="LiteLLM executable, resolved now to an absolute path")
-    r.add_argument("--workers", type=int, default=1, help="LiteLLM --num_workers")
+    r.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                   help=f"LiteLLM --num_workers (default {DEFAULT_WORKERS}: apply replaces workers one at a time, "
+                        "dropping no request; 1 saves about 600 MB but apply must then restart)")
     r.add_argument("--api-key-env", default="OPENROUTER_API_KEY", help="variable holding the OpenRouter key")
     r.add_argument("--master-key-env", default="AGENTROUTE_MASTER_KEY",
                    help="variable holding the master key (unset: generate one into master.key)")
     r.add_argument("--health-timeout", type=_checked(positive_number), default=20.0,
                    help="seconds to become healthy")
-    r.add_argument("--stop-timeout", type=int, default=10, help="supervisord stopwaitsecs")
+    r.add_argument("--stop-timeout", type=int, default=DEFAULT_STOP_TIMEOUT,
+                   help=f"the drain window in seconds (default {DEFAULT_STOP_TIMEOUT}): in-flight requests may "
+                        "finish on stop; LiteLLM's GRACEFUL_SHUTDOWN_TIMEOUT, supervisord's stopwaitsecs a bit above")
+    r.add_argument("--hang-window", type=_checked(positive_number), default=20.0,
+                   help="seconds without any health answer before a running sidecar counts as hung (default 20)")
     r.add_argument("--retry-delay", type=_checked(positive_number), default=RETRY_DELAY,
                    help=f"seconds before the listener starts again a sidecar that is down for good (FATAL, or not "
                    f"healthy in time), doubling at each try (default {RETRY_DELAY:g})")

@@ -56,7 +56,8 @@ def cmd_apply(a: argparse.Namespace) -> int:
     try:
         with out_dir_lock(a.out_dir):  # one apply at a time: each rolls back to its own snapshot
             rendered = build(render_request(a), os.environ)
-            outcome = apply(rendered, rpc_proxy(url), timeout, lambda line: print(line, flush=True), url)
+            outcome = apply(rendered, rpc_proxy(url), timeout, lambda line: print(line, flush=True), url,
+                            reload_timeout=a.timeout)
     except ApplyError as exc:
         print(f"sidecar-plugin: apply failed: {exc}", file=sys.stderr)
         for line in exc.log_tail:

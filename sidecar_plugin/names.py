@@ -18,6 +18,21 @@ GROUP = "agentroute"  # a fleet's supervisord group; each profile NAME is the pr
 LISTENER_SUFFIX = "-health"  # the listener of program P (or of fleet G) is P-health (G-health)
 DEFAULT_PORT = 4000
 DEFAULT_HOST = "127.0.0.1"
+# Two uvicorn workers by default: a change of litellm.yaml is then applied by
+# replacing them one at a time (SIGHUP) while the other serves, with no request
+# refused or cut; one worker has nothing to serve while it is replaced. The cost
+# is memory: about 300 MB RSS for one worker, about 920 MB for two (LiteLLM's CLI
+# parent imports LiteLLM too).
+DEFAULT_WORKERS = 2
+# The drain window: in-flight requests (streams last minutes) get this long to
+# finish on stop, restart or a retired worker; LiteLLM's GRACEFUL_SHUTDOWN_TIMEOUT
+# is rendered to it, supervisord's stopwaitsecs a margin above it.
+DEFAULT_STOP_TIMEOUT = 60
+STOP_MARGIN = 5
+# uvicorn's --timeout_worker_healthcheck: a new worker must be ready within it or
+# the rolling replacement is aborted (LiteLLM takes 7 to 14 s, more under load;
+# uvicorn's 5 s default aborts every reload).
+WORKER_HEALTHCHECK = 60
 
 
 def process_name(program: str, group: Optional[str] = None) -> str:

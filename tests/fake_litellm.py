@@ -6,7 +6,13 @@ forks N workers that accept on the shared socket; the workers survive a
 SIGKILL of the parent, keep the port and keep answering (the failure the
 listener exists for). ``fake_mode.json`` beside the config (re-read at every
 start) makes it misbehave: ``start_delay``, ``exit_at_start``,
-``never_healthy``, ``hang_after``, ``setsid_worker``, ``print_secrets``.
+``never_healthy``, ``hang_after`` (its event loop blocks: alive, answering
+nothing, SIGTERM ignored), ``setsid_worker``, ``print_secrets``,
+``slow_health`` (seconds each health answer takes: an overloaded sidecar that
+still answers), ``health_trickle_after`` (from then on a health answer trickles
+one byte every half second, forever), ``health_endless_after`` (from then on a
+health answer is a ``200`` whose body never ends, at most 256 MB),
+``worker_start_delay`` (seconds a new worker takes before it serves).
 It answers what the gateway sends: ``/v1/messages`` and
 ``/v1/messages/count_tokens`` behind the master key (``Authorization: Bearer``
 or ``x-api-key``), an alias it does not serve with LiteLLM's 400.
@@ -17,6 +23,16 @@ makes only the first N starts take ``start_delay`` (a slow boot under load),
 ``fail_starts: N`` makes the first N starts exit at once (a fault that goes away).
 A model id containing ``refuse-config`` makes it reject its config and exit,
 as LiteLLM does with a config it cannot load (a broken change to roll back).
+
+Like LiteLLM on uvicorn: ``POST /v1/messages`` with ``"stream": true`` answers
+server-sent events over ``stream_seconds`` (a field of the request), ending with
+``message_stop``; a worker drains on SIGTERM (no new connection, in-flight
+requests finish, for up to ``GRACEFUL_SHUTDOWN_TIMEOUT`` seconds); with
+several workers, SIGHUP replaces them one at a time, each new worker (which
+re-reads the config) serving before the old one retires, and a new worker that
+is not ready within ``--timeout_worker_healthcheck`` aborts the replacement;
+a worker that dies is respawned. ``--validate_config`` checks the config and
+exits 0 or 1, as LiteLLM's does.
 """
 
 import argparse
@@ -66,6 +82,31 @@ class State:
     never_healthy = False
     models = []
     master_key = ""
+    mode = {}
+    started = time.monotonic()
+    inflight = 0
+    lock = threading.Lock()
+
+
+def _after(key):
+    """Whether the mode's ``key`` (seconds since start) has come."""
+    at = State.mode.get(key)
+    return at is not None and time.monotonic() - State.started >= float(at)
+
+
+def configure(config_path):
+    """(Re)read the config and the mode: every new worker does, as LiteLLM's workers do."""
+    cfg, mode = load(config_path)
+    State.models = [e.get("model_name") for e in cfg.get("model_list") or []]
+    State.master_key = (cfg.get("general_settings") or {}).get("master_key", "")
+    State.never_healthy = bool(mode.get("never_healthy"))
+    State.mode = mode
+    return cfg, mode
+
+
+def refused_models(cfg):
+    return [(e.get("litellm_params") or {}).get("model") for e in cfg.get("model_list") or []
+            if "refuse-config" in str((e.get("litellm_params") or {}).get("model"))]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -96,12 +137,51 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/health/liveliness":
             if State.never_healthy:
                 return self._send(503, {"error": "not ready"})
+            if State.mode.get("slow_health"):
+                time.sleep(float(State.mode["slow_health"]))
+            if _after("health_trickle_after"):
+                return self._trickle()
+            if _after("health_endless_after"):
+                return self._endless()
             return self._send(200, b'"I\'m alive!"')
         if self.path == "/v1/models":
             if not self._authorized():
                 return self._send(401, {"error": {"message": "Authentication Error"}})
             return self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in State.models]})
         return self._send(404, {"error": "not found"})
+
+    def _trickle(self):
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+        self.wfile.flush()
+        while True:
+            self.wfile.write(b"x")
+            self.wfile.flush()
+            time.sleep(0.5)
+
+    def _endless(self):
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+        block = b"y" * 65536
+        for _ in range(4096):  # at most 256 MB: a bounded bomb
+            self.wfile.write(block)
+        self.close_connection = True
+
+    def _stream(self, model, seconds):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        events = max(2, int(seconds * 4))
+        self.wfile.write(b'event: message_start\ndata: {"type": "message_start", "message": {"model": '
+                         + json.dumps(model).encode() + b'}}\n\n')
+        self.wfile.flush()
+        for _ in range(events):
+            time.sleep(seconds / events)
+            self.wfile.write(b'event: content_block_delta\ndata: {"type": "content_block_delta", '
+                             b'"delta": {"type": "text_delta", "text": "x"}}\n\n')
+            self.wfile.flush()
+        self.wfile.write(b'event: message_stop\ndata: {"type": "message_stop"}\n\n')
+        self.wfile.flush()
 
     def do_POST(self):
         self._hang_if_needed()
@@ -128,6 +208,10 @@ class Handler(BaseHTTPRequestHandler):
                 "type": "invalid_request_error",
                 "message": f"anthropic_messages: Invalid model name passed in model={model}. "
                            "Call `/v1/models` to view available models for your key."}})
+        if body.get("stream"):
+            return self._stream(model, float(body.get("stream_seconds") or 0))
+        if body.get("delay_seconds"):
+            time.sleep(float(body["delay_seconds"]))
         return self._send(200, {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
                                 "content": [{"type": "text", "text": "fake reply"}], "stop_reason": "end_turn",
                                 "usage": {"input_tokens": 1, "output_tokens": 2}})
@@ -143,14 +227,36 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def service_actions(self):
-        # runs in the main thread between polls: once hung, ignore SIGTERM for real
-        if State.hung and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
+        # runs in the main thread between polls: once hung, ignore SIGTERM for real, and block
+        # the loop as a blocked event loop does (it accepts no connection any more)
+        if State.hung:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            while True:
+                time.sleep(3600)
+
+    def get_request(self):
+        # The listening socket is non-blocking (see serve): the connection itself blocks as usual.
+        conn, addr = self.socket.accept()
+        conn.setblocking(True)
+        return conn, addr
+
+    def process_request_thread(self, request, client_address):
+        with State.lock:
+            State.inflight += 1
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with State.lock:
+                State.inflight -= 1
 
 
-def serve(sock, hang_after):
+def serve(sock, hang_after, ready=None):
+    """Serve on ``sock`` until SIGTERM, then drain: in-flight requests finish, for up to the grace window."""
     server = Server(sock.getsockname()[:2], Handler, bind_and_activate=False)
     server.socket.close()
+    # Workers share the socket: when another worker wins a connection, a blocking accept would
+    # wait for the next one, and a SIGTERM would never end the loop (no drain, killed at the deadline).
+    sock.setblocking(False)
     server.socket = sock
     if hang_after is not None:
         def hang():
@@ -158,8 +264,151 @@ def serve(sock, hang_after):
             State.hung = True  # from now on SIGTERM is ignored and no request is answered
             print(f"fake litellm pid={os.getpid()}: hanging now", flush=True)
         threading.Thread(target=hang, daemon=True).start()
-    signal.signal(signal.SIGTERM, lambda signum, frame: None if State.hung else sys.exit(0))
+
+    def on_term(signum, frame):
+        # Only set serve_forever's own flag: starting a thread here could deadlock on a lock
+        # the interrupted main thread holds (it starts a thread per request).
+        if not State.hung:
+            server._BaseServer__shutdown_request = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    if ready is not None:
+        os.write(ready, b"r")
+        os.close(ready)
     server.serve_forever(poll_interval=0.2)
+    sock.close()  # no new connection from now on
+    grace = float(os.environ.get("GRACEFUL_SHUTDOWN_TIMEOUT", "30"))
+    deadline = time.monotonic() + grace
+    while State.inflight and time.monotonic() < deadline:
+        time.sleep(0.05)
+    print(f"fake litellm pid={os.getpid()}: drained ({State.inflight} request(s) left)", flush=True)
+    os._exit(0)
+
+
+def validate(config_path):
+    cfg, _ = load(config_path)
+    refused = refused_models(cfg)
+    if refused:
+        print(f"LiteLLM: config validation failed: unknown model {refused[0]}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    print(f"LiteLLM: config OK ({len(cfg.get('model_list') or [])} models)", flush=True)
+
+
+class Workers:
+    """The parent of several workers, as uvicorn's multiprocess supervisor."""
+
+    def __init__(self, sock, config, count, hang_after, healthcheck):
+        self.sock, self.config, self.hang_after, self.healthcheck = sock, config, hang_after, healthcheck
+        self.signals = []
+        self.exiting = False
+        self.procs = [self.spawn(i) for i in range(count)]
+
+    def spawn(self, index):
+        """Fork a worker; return (pid, fd that becomes readable once it serves or dies)."""
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            try:
+                cfg, mode = configure(self.config)
+                if index == 0 and mode.get("setsid_worker"):
+                    os.setsid()
+                if refused_models(cfg) or mode.get("exit_at_start"):
+                    print(f"fake litellm worker pid={os.getpid()}: cannot load config", file=sys.stderr, flush=True)
+                    os._exit(3)
+                if mode.get("worker_start_delay"):
+                    time.sleep(float(mode["worker_start_delay"]))
+                print(f"fake litellm worker pid={os.getpid()} pgid={os.getpgid(0)}", flush=True)
+                serve(self.sock, self.hang_after, ready=w)
+            finally:
+                os._exit(0)
+        os.close(w)
+        return pid, r
+
+    def ready(self, fd, timeout):
+        import select
+        readable, _, _ = select.select([fd], [], [], timeout)
+        ok = bool(readable) and os.read(fd, 1) == b"r"
+        os.close(fd)
+        return ok
+
+    def reload(self):
+        """Replace each worker: start the new one, wait until it serves, only then retire the old one."""
+        print("fake litellm: SIGHUP, replacing workers", flush=True)
+        for i, (old, fd) in enumerate(list(self.procs)):
+            if fd is not None:
+                os.close(fd)
+            pid, rfd = self.spawn(i)
+            if not self.ready(rfd, self.healthcheck):
+                print(f"fake litellm: new worker {pid} not ready in time; keeping {old}, aborting", flush=True)
+                _kill(pid, signal.SIGKILL)
+                _wait(pid)
+                self.procs[i] = (old, None)
+                return
+            _kill(old, signal.SIGTERM)
+            _wait(old)
+            self.procs[i] = (pid, None)
+
+    def run(self):
+        signal.signal(signal.SIGTERM, lambda s, f: self.signals.append("TERM"))
+        signal.signal(signal.SIGINT, lambda s, f: self.signals.append("TERM"))
+        signal.signal(signal.SIGHUP, lambda s, f: self.signals.append("HUP"))
+        hang_at = None if self.hang_after is None else time.monotonic() + float(self.hang_after)
+        while True:
+            if hang_at is not None and time.monotonic() >= hang_at:
+                State.hung = True
+                hang_at = None
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+            while self.signals:
+                sig = self.signals.pop(0)
+                if sig == "TERM":
+                    self.stop()
+                if sig == "HUP" and not State.hung:
+                    self.reload()
+            if not State.hung:
+                self.respawn()
+            time.sleep(0.2)
+
+    def respawn(self):
+        for i, (pid, fd) in enumerate(self.procs):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                print(f"fake litellm: worker {pid} died; starting another", flush=True)
+                if fd is not None:
+                    os.close(fd)
+                self.procs[i] = self.spawn(i)
+        try:
+            os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+    def stop(self):
+        for pid, _ in self.procs:
+            _kill(pid, signal.SIGTERM)
+        for pid, _ in self.procs:
+            _wait(pid)
+        sys.exit(0)
+
+
+def _kill(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait(pid):
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 def main():
@@ -170,11 +419,12 @@ def main():
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--port", type=int, default=4000)
     p.add_argument("--num_workers", type=int, default=1)
+    p.add_argument("--timeout_worker_healthcheck", type=float, default=5.0)
+    p.add_argument("--validate_config", action="store_true")
     a, _ = p.parse_known_args()
-    cfg, mode = load(a.config)
-    State.models = [e.get("model_name") for e in cfg.get("model_list") or []]
-    State.master_key = (cfg.get("general_settings") or {}).get("master_key", "")
-    State.never_healthy = bool(mode.get("never_healthy"))
+    if a.validate_config:
+        return validate(a.config)
+    cfg, mode = configure(a.config)
     start = count_start(a.config)
     print(f"fake litellm: starting pid={os.getpid()} pgid={os.getpgid(0)} start={start}", flush=True)
     if mode.get("print_secrets"):
@@ -182,8 +432,7 @@ def main():
         shown = " ".join(f"api_key={k}" for k in keys) or "api_key="
         print(f"fake litellm: {shown} master_key={State.master_key}", flush=True)
         print(f"fake litellm: Authorization: Bearer {State.master_key}", file=sys.stderr, flush=True)
-    refused = [(e.get("litellm_params") or {}).get("model") for e in cfg.get("model_list") or []
-               if "refuse-config" in str((e.get("litellm_params") or {}).get("model"))]
+    refused = refused_models(cfg)
     if refused:
         print(f"fake litellm: cannot load config: unknown model {refused[0]}", file=sys.stderr, flush=True)
         sys.exit(1)
@@ -207,49 +456,7 @@ def main():
     if a.num_workers <= 1:
         serve(sock, hang_after)
         return
-    workers = []
-
-    def stop(signum, frame):
-        for w in workers:
-            try:
-                os.kill(w, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for w in workers:
-            try:
-                os.waitpid(w, 0)
-            except ChildProcessError:
-                pass
-        sys.exit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for i in range(a.num_workers):
-        pid = os.fork()
-        if pid == 0:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            if i == 0 and mode.get("setsid_worker"):
-                os.setsid()
-            print(f"fake litellm worker pid={os.getpid()} pgid={os.getpgid(0)}", flush=True)
-            try:
-                serve(sock, hang_after)
-            finally:
-                os._exit(0)
-        workers.append(pid)
-    sock.close()
-    hang_at = None if hang_after is None else time.monotonic() + float(hang_after)
-    while True:
-        if hang_at is not None and time.monotonic() >= hang_at:
-            State.hung = True
-            hang_at = None
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            os.waitpid(-1, os.WNOHANG)  # reap dead workers; no respawn
-        except ChildProcessError:
-            pass
-        time.sleep(0.2)
+    Workers(sock, a.config, a.num_workers, hang_after, a.timeout_worker_healthcheck).run()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@
 The end-to-end suite points the profile's ``api_base`` here, so the whole
 chain gateway -> LiteLLM -> upstream runs offline, and the test can check what
 LiteLLM actually sent (the key as bearer, the model id without ``openrouter/``).
+
+``seconds_per_token``: a streamed answer sends ``max_tokens`` content chunks,
+one every that many seconds, so a load test keeps streams in flight for as
+long as it asks (LiteLLM forwards ``max_tokens``; it drops unknown fields).
 """
 
 import json
@@ -36,8 +40,11 @@ def reasoning_text(model: str) -> str:
 class FakeOpenRouter:
     """Serve on 127.0.0.1 (port 0 = any) in a background thread."""
 
-    def __init__(self, record_path: Optional[str] = None, port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(self, record_path: Optional[str] = None, port: int = 0, host: str = "127.0.0.1",
+                 seconds_per_token: float = 0.0, keep_records: bool = True) -> None:
         self.record_path = record_path
+        self.seconds_per_token = seconds_per_token
+        self.keep_records = keep_records
         self.records: List[Dict[str, Any]] = []
         self.lock = threading.Lock()
         owner = self
@@ -69,7 +76,8 @@ class FakeOpenRouter:
                               "model": model, "stream": stream, "body": body})
                 thinks = reasoning_asked(body)
                 if stream:
-                    return self._stream(model, thinks)
+                    return self._stream(model, thinks,
+                                        int(body.get("max_tokens") or body.get("max_completion_tokens") or 0))
                 message = {"role": "assistant", "content": f"pong from {model}"}
                 if thinks:
                     message["reasoning"] = reasoning_text(model)
@@ -86,13 +94,15 @@ class FakeOpenRouter:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _stream(self, model: str, thinks: bool = False) -> None:
+            def _stream(self, model: str, thinks: bool = False, tokens: int = 0) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Connection", "close")
                 self.end_headers()
                 base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
                         "model": model}
+                slow = owner.seconds_per_token > 0
+                middle = [{"index": 0, "delta": {"content": "x"}, "finish_reason": None}] * (tokens if slow else 0)
                 chunks = [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
                 if thinks:  # OpenRouter streams its reasoning first, in ``delta.reasoning``
                     words = reasoning_text(model).split(" ")
@@ -100,10 +110,13 @@ class FakeOpenRouter:
                                 "finish_reason": None} for i, w in enumerate(words)]
                 chunks += [
                     {"index": 0, "delta": {"content": "pong "}, "finish_reason": None},
+                    *middle,
                     {"index": 0, "delta": {"content": f"from {model}"}, "finish_reason": None},
                     {"index": 0, "delta": {}, "finish_reason": "stop"},
                 ]
                 for i, choice in enumerate(chunks):
+                    if slow and 1 < i < len(chunks) - 2:
+                        time.sleep(owner.seconds_per_token)
                     event = dict(base, choices=[choice])
                     if i == len(chunks) - 1:
                         event["usage"] = {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
@@ -127,6 +140,8 @@ class FakeOpenRouter:
         return f"http://{self.host}:{self.port}/api/v1"
 
     def record(self, entry: Dict[str, Any]) -> None:
+        if not self.keep_records:
+            return
         with self.lock:
             self.records.append(entry)
             if self.record_path:
@@ -154,8 +169,9 @@ def main() -> None:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--record", default=None)
+    p.add_argument("--seconds-per-token", type=float, default=0.0)
     a, _ = p.parse_known_args()
-    fake = FakeOpenRouter(a.record, a.port, a.host)
+    fake = FakeOpenRouter(a.record, a.port, a.host, a.seconds_per_token, keep_records=a.record is not None)
     print(f"listening on http://{a.host}:{fake.port}", flush=True)
     try:
         fake.server.serve_forever()

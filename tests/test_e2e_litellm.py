@@ -21,6 +21,7 @@ import requests
 
 from harness import API_KEY, MASTER_KEY, run_cli
 from fake_openrouter import FakeOpenRouter
+from traffic import Traffic
 from sidecar_plugin.client import Sidecar, State
 
 pytestmark = pytest.mark.e2e
@@ -170,13 +171,20 @@ def test_full_chain_with_real_litellm(make_sidecar, upstream):
     c.start(timeout=120)
     assert c.state() is State.RUNNING and messages(port, "fast").status_code == 200
 
-    # apply a changed profile (a new tier): the real LiteLLM is restarted on it and serves the new alias
+    # apply a changed profile (a new tier) under traffic: validated, workers replaced one at a time (SIGHUP),
+    # the new alias served, and the gateway saw no refused or failed request and no cut stream
     with open(sc.profile, "w") as fh:
         fh.write(profile.replace("models:\n", "models:\n  extra: qwen/qwen3-coder\n"))
     before_apply = c.read().pid
+    upstream.seconds_per_token = 0.1  # streams of max_tokens / 10 seconds
+    traffic = Traffic(port, GATEWAY_TOKEN, "agentroute-fast", rate=3, streams=(3, 8, 15, 30)).start()
     res = sc.apply()
+    traffic.stop()
+    upstream.seconds_per_token = 0.0
     assert res.returncode == 0 and res.stdout.strip().endswith("changed: true"), res.stdout + res.stderr
-    assert c.read().pid != before_apply
+    assert "passes litellm --validate_config" in res.stdout and "SIGHUP" in res.stdout, res.stdout
+    assert traffic.lost == 0 and traffic.short["ok"] > 0, traffic.summary()
+    assert c.read().pid == before_apply
     models = http().get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {GATEWAY_TOKEN}"},
                         timeout=30)
     assert "agentroute-extra" in {m["id"] for m in models.json()["data"]}

@@ -69,10 +69,11 @@ def test_while_running_the_holder_is_checked_every_few_seconds_only():
 
 def test_a_foreign_holder_while_running_counts_as_failed_probes():
     model, _ = step(starting(), m.Probe(ok=True, started_at=1.0, own=True), 1.0)
-    for t in (10.0, 11.0):
+    for t in (10.0, 11.0, 12.0):
         model, acts = step(model, m.Probe(ok=True, started_at=t, own=False, holder="pid 7 nc"), t)
         assert model.state is State.RUNNING
-    model, acts = step(model, m.Probe(ok=True, started_at=12.0, own=False, holder="pid 7 nc"), 12.0)
+    # foreign answers are no answers: hung once none of its own came for the hang window (issue 14)
+    model, acts = step(model, m.Probe(ok=True, started_at=22.0, own=False, holder="pid 7 nc"), 22.0)
     assert model.state is State.CRASHED and "pid 7 nc" in model.error
 
 

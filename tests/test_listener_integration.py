@@ -96,7 +96,7 @@ def test_hung_sidecar_is_crashed_killed_and_restarted(make_sidecar):
     sc.start_supervisord()
     st = sc.wait_state("running", 20)
     sc.set_mode({})  # the restarted one behaves
-    crashed = sc.wait_state("crashed", 15)
+    crashed = sc.wait_state("crashed", 40)  # the hang window (20 s) after the hang
     assert "stopped answering health checks" in crashed.error
     again = sc.wait_state("running", 20, pred=lambda s: s.pid not in (None, st.pid))
     assert again.pid != st.pid

@@ -53,13 +53,15 @@ def test_probes_are_ignored_when_not_live():
         assert acts == [] and out == model
 
 
-def test_hang_three_failures_crash_and_kill():
-    model = running()
+def test_hang_failures_for_the_whole_window_crash_and_kill():
+    model = running(since=50.0)  # no answer since 50: the hang window (20 s) ends at 70
     model, acts = run(model, m.Probe(False, 60, detail="no answer"), m.Probe(False, 61, detail="no answer"), now=62)
     assert model.state is State.RUNNING and model.failures == 2 and acts == []
-    model, acts = run(model, m.Probe(False, 62, detail="no answer within 1 s"), now=63)
-    assert model.state is State.CRASHED and model.halted == "hung" and model.since == 63
-    assert "stopped answering" in model.error and "no answer within 1 s" in model.error
+    model, acts = run(model, m.Probe(False, 62, detail="no complete answer within 10 s"), now=63)
+    assert model.state is State.RUNNING and acts == []  # three failures, but only 13 s of silence
+    model, acts = run(model, m.Tick(), now=70)
+    assert model.state is State.CRASHED and model.halted == "hung" and model.since == 70
+    assert "stopped answering" in model.error and "no complete answer within 10 s" in model.error
     assert kinds(acts) == ["CaptureLogTail", "Write", "KillHung"]
 
 

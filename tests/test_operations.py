@@ -3,6 +3,7 @@
 import json
 import os
 
+import psutil
 import pytest
 import requests
 import yaml
@@ -38,17 +39,20 @@ def test_apply_unchanged_changed_and_broken(make_sidecar):
     assert "nothing to do" in res.stdout
     assert sc.state().pid == first.pid and sc.info()["pid"] == first.pid
 
-    # 2. a changed model and a new tier: restarted, waited for, new alias served
+    # 2. a changed model and a new tier: validated, workers replaced one at a time (same main pid), new alias served
+    old_workers = {p.pid for p in psutil.Process(first.pid).children()}
     write(sc.profile, PROFILE.replace("deepseek/deepseek-v4-flash", "qwen/qwen3-coder") + "  balanced: x/y\n")
     res = sc.apply()
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.strip().splitlines()[-1] == "changed: true", res.stdout
+    assert "passes litellm --validate_config" in res.stdout and "SIGHUP" in res.stdout, res.stdout
     second = sc.state()
-    assert second.state.value == "running" and second.pid != first.pid and second.since > first.since
+    assert second.state.value == "running" and second.pid == first.pid and second.since == first.since
     assert models_listed(sc.port) == ["agentroute-balanced", "agentroute-fast", "agentroute-heavy"]
     with open(os.path.join(sc.out, "litellm.yaml")) as fh:
         assert "openrouter/qwen/qwen3-coder" in fh.read()
-    assert len(sc.marked()) == 3  # the parent and its two workers: the old tree was reaped
+    assert not old_workers & {p.pid for p in psutil.Process(first.pid).children()}  # every worker is new
+    assert len(sc.marked()) == 3  # the parent and its two workers
     assert second.raw["config_version"] == config_version(open(os.path.join(sc.out, "litellm.yaml"), "rb").read())
 
     # 2b. a render and `supervisorctl update` by hand leave the old config running; apply sees it and restarts
@@ -63,23 +67,36 @@ def test_apply_unchanged_changed_and_broken(make_sidecar):
     assert run_cli("render", *sc.render_args, env=KEYS).returncode == 0
     res = sc.apply()
     assert res.returncode == 0 and res.stdout.strip().endswith("changed: true"), res.stdout + res.stderr
-    assert "agentroute-other" in models_listed(sc.port) and sc.state().pid != second.pid
+    assert "agentroute-other" in models_listed(sc.port) and sc.state().pid == second.pid
+    assert sc.state().raw["config_version"] == config_version(open(os.path.join(sc.out, "litellm.yaml"), "rb").read())
     write(sc.profile, PROFILE.replace("deepseek/deepseek-v4-flash", "qwen/qwen3-coder") + "  balanced: x/y\n")
     assert sc.apply().returncode == 0 and models_listed(sc.port) == ["agentroute-balanced", "agentroute-fast",
                                                                      "agentroute-heavy"]
 
-    # 3. a change the sidecar refuses: rolled back to the old config, running again, log tail shown
+    # 3. a change LiteLLM's --validate_config refuses: nothing written, the live sidecar untouched
     with open(os.path.join(sc.out, "litellm.yaml"), "rb") as fh:
         good = fh.read()
+    live_workers = {p.pid for p in psutil.Process(first.pid).children()}
     write(sc.profile, PROFILE + "  broken: acme/refuse-config\n")
     res = sc.apply("--timeout", "30")
     assert res.returncode == 1, res.stdout + res.stderr
-    assert "rolled back" in res.stderr and "cannot load config: unknown model" in res.stderr, res.stderr
-    assert res.stdout.strip().splitlines()[-1] == "changed: false"
+    assert "--validate_config refused" in res.stderr and "nothing was written" in res.stderr, res.stderr
+    assert "unknown model" in res.stderr and res.stdout.strip().splitlines()[-1] == "changed: false"
+    with open(os.path.join(sc.out, "litellm.yaml"), "rb") as fh:
+        assert fh.read() == good
+    assert {p.pid for p in psutil.Process(first.pid).children()} == live_workers
+
+    # 3b. a valid change whose new workers do not come up: uvicorn keeps the old ones, apply rolls back
+    sc.set_mode({"exit_at_start": True})  # every new worker fails at start
+    write(sc.profile, PROFILE + "  broken: acme/fine-model\n")
+    res = sc.apply("--timeout", "5")
+    sc.set_mode({})
+    assert res.returncode == 1 and "rolled back" in res.stderr, res.stdout + res.stderr
     with open(os.path.join(sc.out, "litellm.yaml"), "rb") as fh:
         assert fh.read() == good
     third = sc.wait_state("running", 20)
-    assert third.pid == sc.info()["pid"]
+    assert third.pid == sc.info()["pid"] == first.pid
+    assert third.raw["config_version"] == config_version(good)
     assert models_listed(sc.port) == ["agentroute-balanced", "agentroute-fast", "agentroute-heavy"]
     # and the next pass of the configuration tool, with the good profile back, finds nothing to do
     write(sc.profile, PROFILE.replace("deepseek/deepseek-v4-flash", "qwen/qwen3-coder") + "  balanced: x/y\n")
@@ -87,9 +104,10 @@ def test_apply_unchanged_changed_and_broken(make_sidecar):
     assert res.returncode == 0 and res.stdout.strip().splitlines()[-1] == "changed: false", res.stdout + res.stderr
     assert sc.state().pid == third.pid
 
-    # 4. a changed command (one worker instead of two): supervisord's program is replaced
+    # 4. a changed command (one worker instead of two): supervisord's program is replaced, and apply says why
     res = sc.apply("--workers", "1")
     assert res.returncode == 0 and "supervisord: updated agentroute-sidecar" in res.stdout, res.stdout + res.stderr
+    assert "needs a restart (workers, worker health-check timeout changed)" in res.stdout, res.stdout
     fourth = sc.state()
     assert fourth.state.value == "running" and fourth.pid != third.pid
     poll(lambda: len(sc.marked()) == 1, 10, what="one process left: no worker of the old tree")
@@ -171,12 +189,14 @@ def test_fleet_apply_adds_a_profile_and_changes_one_model(make_fleet):
     fl = make_fleet(profiles={"work": {"models": {"heavy": "anthropic/claude-opus-4.5"}}}, base_port=base)
     fl.start_supervisord()
     work = fl.wait_state_of("agentroute-work", "running", 20)
-    # a model change inside the group restarts only that sidecar's LiteLLM
+    # a model change inside the group reloads only that sidecar's LiteLLM: its workers (2, the default) are
+    # replaced one at a time, the main pid stays
     fl.write_profile("work", {"models": {"heavy": "anthropic/claude-opus-4.5", "fast": "x/y"}})
     res = fl.apply()
     assert res.returncode == 0 and res.stdout.strip().endswith("changed: true"), res.stdout + res.stderr
     work2 = fl.state_of("agentroute-work")
-    assert work2.pid != work.pid and models_listed(base) == ["agentroute-fast", "agentroute-heavy"]
+    assert work2.pid == work.pid and work2.raw["config_version"] != work.raw["config_version"]
+    assert models_listed(base) == ["agentroute-fast", "agentroute-heavy"]
     # a second profile: its own port (the next one from --port), state and log; the listener is replaced
     fl.write_profile("play", {"models": {"fast": "deepseek/deepseek-v4-flash"}})
     res = fl.apply()
@@ -191,8 +211,10 @@ def test_fleet_apply_adds_a_profile_and_changes_one_model(make_fleet):
     fl.write_profile("play", {"models": {"fast": "qwen/qwen3-coder"}})
     res = fl.apply()
     assert res.returncode == 0 and res.stdout.strip().endswith("changed: true"), res.stdout + res.stderr
-    assert fl.state_of("agentroute-play").pid != play.pid
+    play2 = fl.state_of("agentroute-play")
+    assert play2.pid == play.pid and play2.raw["config_version"] != play.raw["config_version"]  # reloaded
     assert fl.state_of("agentroute-work").pid == work3.pid
+    assert fl.state_of("agentroute-work").raw["config_version"] == work3.raw["config_version"]
 
 
 def test_listener_log_is_json_lines_without_secrets(make_sidecar):

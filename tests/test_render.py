@@ -98,9 +98,11 @@ def test_sidecar_conf_program_and_listener(tmp_path):
     argv = shlex.split(prog["command"])
     assert argv[0] == binary and os.path.isabs(argv[0])
     assert argv[1:] == ["--config", os.path.join(out, "litellm.yaml"), "--host", "127.0.0.1",
-                        "--port", "4100", "--num_workers", "2"]
+                        "--port", "4100", "--num_workers", "2", "--timeout_worker_healthcheck", "60"]
     assert prog["stopasgroup"] == "true" and prog["killasgroup"] == "true"
-    assert prog["stopwaitsecs"] == "7"
+    # the drain window: LiteLLM drains for 7 s, supervisord kills only after a margin for its shutdown
+    assert prog["stopwaitsecs"] == "12"
+    assert 'GRACEFUL_SHUTDOWN_TIMEOUT="7"' in prog["environment"]
     assert prog["stdout_logfile"] == os.path.join(out, "litellm.log")
     assert prog["redirect_stderr"] == "true" and prog["stdout_logfile_maxbytes"]
     assert 'LITELLM_LOCAL_MODEL_COST_MAP="True"' in prog["environment"]
@@ -114,9 +116,19 @@ def test_sidecar_conf_program_and_listener(tmp_path):
     assert set(lis["events"].split(",")) == {"PROCESS_STATE", "TICK_5", "REMOTE_COMMUNICATION"}
 
 
+def test_defaults_are_two_workers_and_a_sixty_second_drain(tmp_path):
+    prof, out, binary = setup(tmp_path)
+    assert render(prof, out, binary).returncode == 0
+    prog = read_conf(out)["program:agentroute-sidecar"]
+    argv = shlex.split(prog["command"])
+    assert argv[argv.index("--num_workers") + 1] == "2"
+    assert int(argv[argv.index("--timeout_worker_healthcheck") + 1]) > 14  # LiteLLM's start with 2 workers
+    assert 'GRACEFUL_SHUTDOWN_TIMEOUT="60"' in prog["environment"] and int(prog["stopwaitsecs"]) > 60
+
+
 def test_one_worker_has_no_num_workers_flag_and_cli_port_wins(tmp_path):
     prof, out, binary = setup(tmp_path)
-    assert render(prof, out, binary, "--port", "4555").returncode == 0
+    assert render(prof, out, binary, "--port", "4555", "--workers", "1").returncode == 0
     argv = shlex.split(read_conf(out)["program:agentroute-sidecar"]["command"])
     assert "--num_workers" not in argv and argv[argv.index("--port") + 1] == "4555"
 

@@ -22,6 +22,15 @@ class Config:
     failure_threshold: int = 3
     backoff: Backoff = Backoff()  # when the listener starts again a sidecar that is down for good
     identify_every: float = 5.0  # while running, how often a healthy answer's holder is checked
+    # Hung means no progress, never slow: a running sidecar is hung only when no probe
+    # got an answer for ``hang_window`` seconds (probes do not wait on each other and
+    # each has its own deadline, so a slow answer still arrives and counts) ...
+    hang_window: float = 20.0
+    # ... or, sooner where it is certain: its main process has been stopped (SIGSTOP,
+    # a debugger) for ``stopped_grace`` seconds with no answer meanwhile, or nothing
+    # answered for ``quiet_window`` seconds while its whole tree used no CPU at all.
+    stopped_grace: float = 1.5
+    quiet_window: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,19 @@ class Model:
     # when a healthy answer's holder was last checked.
     port_holder: Optional[str] = None
     identified_at: Optional[float] = None
+    # Progress, for hang detection: when a probe last got a healthy answer; when the
+    # main process was first seen stopped or traced (None: it is not); the tree's CPU
+    # seconds as last sampled, and as sampled at the last answer.
+    answered_at: Optional[float] = None
+    stopped_at: Optional[float] = None
+    cpu: Optional[float] = None
+    cpu_base: Optional[Tuple[float, float]] = None  # (cpu seconds, when): at the last answer or first sample
+    probe_detail: str = ""
+    accepted_at: Optional[float] = None
+    workers: Tuple[float, ...] = ()
+    # litellm.yaml as last seen on disk: (version, mtime). A uvicorn worker born after
+    # that mtime read that version (a SIGHUP replaces workers; the main pid stays).
+    config_seen: Optional[Tuple[Optional[str], float]] = None
 
     @property
     def probing(self) -> bool:
@@ -137,6 +159,36 @@ class ConfigLoaded:
 
 
 @dataclass(frozen=True)
+class TreeSigns:
+    """What the sidecar's own process tree says (sampled about once a second while it runs).
+
+    ``stopped``: its main process is stopped or traced (SIGSTOP, a debugger), so
+    it cannot answer; ``cpu``: CPU seconds its whole tree has used so far.
+    """
+
+    stopped: bool
+    cpu: Optional[float] = None
+    # the tree accepted a new connection on the sidecar's port since the last sample (None: not
+    # looked): a sidecar that accepts connections is serving, however late its health answers
+    accepted: Optional[bool] = None
+
+
+@dataclass(frozen=True)
+class ConfigSeen:
+    """litellm.yaml changed on disk: its version and modification time."""
+
+    version: Optional[str]
+    mtime: float
+
+
+@dataclass(frozen=True)
+class Workers:
+    """Birth times (unix) of the uvicorn workers the main process runs now (none in one-process mode)."""
+
+    born: Tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class LogTail:
     """The last lines of the sidecar log (redacted), as asked by ``CaptureLogTail``."""
 
@@ -185,7 +237,7 @@ class Recover:
 
 
 Input = Union[ProcEvent, Probe, Died, Reaped, Tick, Recover, SupervisorTick, Observed, ConfigLoaded, LogTail,
-              OperatorStop]
+              OperatorStop, TreeSigns, ConfigSeen, Workers]
 
 # ---- actions ----------------------------------------------------------------
 

@@ -39,9 +39,10 @@ class ListenerOptions:
     config_path: str = ""
     health_timeout: float = 20.0
     probe_interval: float = 1.0
-    probe_timeout: float = 1.0
+    probe_timeout: float = 20.0
     starting_probe_interval: float = 0.1
     failure_threshold: int = 3
+    hang_window: float = 20.0
     tail_lines: int = 40
     retry_delay: float = RETRY_DELAY
     retry_max_delay: float = RETRY_MAX_DELAY
@@ -98,7 +99,8 @@ OPTIONS: Dict[str, Tuple[str, Optional[Callable[[str], object]], object, str]] =
     "--metrics-file": ("metrics_file", str, None, "write Prometheus text metrics here"),
     "--health-timeout": ("health_timeout", positive_number, 20.0, "seconds to become healthy"),
     "--probe-interval": ("probe_interval", positive_number, 1.0, "seconds between probes while running"),
-    "--probe-timeout": ("probe_timeout", positive_number, 1.0, "seconds one probe may take"),
+    "--probe-timeout": ("probe_timeout", positive_number, 20.0,
+                        "overall deadline of one probe (probes do not wait on each other)"),
     "--starting-probe-interval": ("starting_probe_interval", positive_number, 0.1,
                                   "seconds between probes while starting"),
     "--failure-threshold": ("failure_threshold", positive_int, 3, "failed probes in a row that count"),
@@ -108,9 +110,11 @@ OPTIONS: Dict[str, Tuple[str, Optional[Callable[[str], object]], object, str]] =
     "--retry-max-delay": ("retry_max_delay", positive_number, RETRY_MAX_DELAY, "the longest delay between tries"),
     "--retry-reset-after": ("retry_reset_after", positive_number, RETRY_RESET_AFTER,
                             "seconds of healthy running after which the try count starts again from 1"),
+    "--hang-window": ("hang_window", positive_number, 20.0,
+                      "seconds without any health answer before a running sidecar counts as hung"),
 }
 _COMMON = ("host", "health_timeout", "probe_interval", "probe_timeout", "starting_probe_interval",
-           "failure_threshold", "retry_delay", "retry_max_delay", "retry_reset_after")
+           "failure_threshold", "retry_delay", "retry_max_delay", "retry_reset_after", "hang_window")
 
 
 @dataclass(frozen=True)
@@ -220,4 +224,6 @@ def listen_argv(prefix: Sequence[str], sidecars: Sequence[ListenerOptions], root
     argv += ["--health-timeout", number(first.health_timeout), "--retry-delay", number(first.retry_delay),
              "--retry-max-delay", number(first.retry_max_delay),
              "--retry-reset-after", number(first.retry_reset_after)]
+    if first.hang_window != ListenerOptions.hang_window:  # the default stays implicit: older renders unchanged
+        argv += ["--hang-window", number(first.hang_window)]
     return argv + (["--metrics-file", metrics_file] if metrics_file else [])

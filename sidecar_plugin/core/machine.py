@@ -17,16 +17,17 @@ from typing import List, Optional
 from sidecar_plugin.core import identity, retry
 from sidecar_plugin.core.counters import Counters, crash_cause
 from sidecar_plugin.core.inputs import (
-    Action, Ask, CaptureLogTail, Config, ConfigLoaded, Died, Identify, Input, KillHung, LogTail, Model, Observed,
-    OperatorStop, Probe, ProcEvent, Query, Reap, Reaped, Recover, Result, StartProgram, StopProgram,
-    SupervisorTick, Tick, Watch, Write,
+    Action, Ask, CaptureLogTail, Config, ConfigLoaded, ConfigSeen, Died, Identify, Input, KillHung, LogTail, Model,
+    Observed, OperatorStop, Probe, ProcEvent, Query, Reap, Reaped, Recover, Result, StartProgram, StopProgram,
+    SupervisorTick, Tick, TreeSigns, Watch, Workers, Write,
 )
 from sidecar_plugin.names import LIVE_STATES, STOPPING_STATES, State
 
 __all__ = [
     "step", "reconcile", "Model", "Config", "ProcEvent", "Probe", "Died", "Reaped", "Tick", "Recover",
     "SupervisorTick", "Observed", "ConfigLoaded", "LogTail", "Write", "CaptureLogTail", "Watch", "Reap",
-    "StopProgram", "KillHung", "StartProgram", "Ask", "Query", "OperatorStop", "Identify",
+    "StopProgram", "KillHung", "StartProgram", "Ask", "Query", "OperatorStop", "Identify", "TreeSigns", "ConfigSeen",
+    "Workers",
 ]
 
 
@@ -97,6 +98,12 @@ def _transition(m: Model, inp: Input, now: float, cfg: Config) -> Result:
         if inp.pid != m.version_pid:  # a new process reads its config now; the same one keeps what it read
             return replace(m, config_version=inp.version, version_pid=inp.pid), []
         return m, []
+    if isinstance(inp, ConfigSeen):
+        return _follow_reload(replace(m, config_seen=(inp.version, inp.mtime)))
+    if isinstance(inp, Workers):
+        return _follow_reload(replace(m, workers=tuple(inp.born)))
+    if isinstance(inp, TreeSigns):
+        return _on_signs(m, inp, now, cfg)
     if isinstance(inp, LogTail):
         return replace(m, log_tail=inp.lines), [Write()]
     return m, []
@@ -143,7 +150,8 @@ def _on_event(m: Model, ev: ProcEvent, now: float) -> Result:
             return m, []
         m = _enter(m, State.STARTING, now, supervisor_state=s, pid=ev.pid, starting_since=now,
                    failures=0, health_ok=None, error=None, log_tail=(), stopping=False, halted=None,
-                   port_free=None)
+                   port_free=None, answered_at=None, stopped_at=None, cpu=None, cpu_base=None, workers=(),
+                   accepted_at=None)
         return m, ([Watch(ev.pid)] if ev.pid is not None else []) + [Write()]
     if s == "RUNNING":
         m = replace(m, supervisor_state=s, pid=ev.pid if ev.pid is not None else m.pid)
@@ -224,15 +232,69 @@ def _on_probe(m: Model, p: Probe, now: float, cfg: Config) -> Result:
     if p.started_at < m.since or not m.probing:
         return m, []
     if p.ok:
-        m = replace(m, health_ok=True, checked_at=now, latency_ms=p.latency_ms, failures=0)
+        m = replace(m, health_ok=True, checked_at=now, latency_ms=p.latency_ms, failures=0, answered_at=now,
+                    cpu_base=(m.cpu, now) if m.cpu is not None else None)
         if m.state is State.STARTING:
             return _enter(m, State.RUNNING, now, starting_since=None), [Write()]
         return m, []
-    m = replace(m, health_ok=False, checked_at=now, latency_ms=p.latency_ms, failures=m.failures + 1)
-    if m.state is State.RUNNING and m.failures >= cfg.failure_threshold:
-        why = f"stopped answering health checks ({m.failures} failures in a row: {p.detail}); restarting it"
-        return _crash(m, now, why, halted="hung"), [CaptureLogTail(), Write(), KillHung()]
-    return m, []
+    m = replace(m, health_ok=False, checked_at=now, latency_ms=p.latency_ms, failures=m.failures + 1,
+                probe_detail=p.detail)
+    return _judge_hang(m, now, cfg)
+
+
+def _on_signs(m: Model, s: TreeSigns, now: float, cfg: Config) -> Result:
+    """Record the tree's signs: since when its main process is stopped, and its CPU progress."""
+    stopped_at = (m.stopped_at if m.stopped_at is not None else now) if s.stopped else None
+    cpu_base = m.cpu_base if m.cpu_base is not None or s.cpu is None else (s.cpu, now)
+    accepted_at = now if s.accepted else m.accepted_at
+    return _judge_hang(replace(m, stopped_at=stopped_at, cpu=s.cpu, cpu_base=cpu_base, accepted_at=accepted_at),
+                       now, cfg)
+
+
+def _judge_hang(m: Model, now: float, cfg: Config) -> Result:
+    """Call a running sidecar hung only on absence of progress, never on slowness.
+
+    Probes do not wait on each other and each has an overall deadline, so a
+    busy sidecar's slow answers keep arriving and keep it alive; a tree that
+    accepts new connections is serving, even when its health answers are
+    later than the window. Hung is: no answer and no accepted connection for
+    ``hang_window``; or, sooner where it is certain, a main
+    process stopped (SIGSTOP, a debugger) with no answer since, or no answer
+    for ``quiet_window`` while the whole tree used no CPU.
+    """
+    if m.state is not State.RUNNING or not m.probing:
+        return m, []
+    answered = m.answered_at if m.answered_at is not None else m.since
+    # Serving other requests is progress too: under overload the health answer queues behind them.
+    last = max(answered, m.accepted_at or 0.0)
+    silent = now - last
+    why = None
+    if m.stopped_at is not None and now - m.stopped_at >= cfg.stopped_grace and answered <= m.stopped_at:
+        why = (f"stopped answering health checks: its main process is stopped (SIGSTOP or a debugger), "
+               f"no answer for {silent:.0f} s")
+    elif silent >= cfg.hang_window and m.failures >= cfg.failure_threshold:
+        why = (f"stopped answering health checks (no answer for {silent:.0f} s, "
+               f"{m.failures} failures in a row: {m.probe_detail})")
+    elif (silent >= cfg.quiet_window and m.failures >= 1 and m.cpu is not None and m.cpu_base is not None
+          and now - m.cpu_base[1] >= cfg.quiet_window and m.cpu - m.cpu_base[0] < 0.005):
+        why = (f"stopped answering health checks (no answer and no CPU used for {silent:.0f} s: "
+               f"{m.probe_detail})")
+    if why is None:
+        return m, []
+    return _crash(m, now, why + "; restarting it", halted="hung"), [CaptureLogTail(), Write(), KillHung()]
+
+
+def _follow_reload(m: Model) -> Result:
+    """Follow a rolling worker replacement (SIGHUP): the main pid stays, its workers are new.
+
+    When every worker was born after litellm.yaml last changed, every one of
+    them read that version: it is the version the sidecar serves.
+    """
+    seen = m.config_seen
+    if (seen is None or not m.workers or m.pid is None or min(m.workers) < seen[1]
+            or seen[0] == m.config_version):
+        return m, []
+    return replace(m, config_version=seen[0]), [Write()]
 
 
 def _on_tick(m: Model, now: float, cfg: Config) -> Result:
@@ -240,7 +302,7 @@ def _on_tick(m: Model, now: float, cfg: Config) -> Result:
             and m.starting_since is not None and now - m.starting_since >= cfg.health_timeout):
         why = f"did not become healthy within {cfg.health_timeout:g} s"
         return _crash(m, now, why, halted="timeout"), [CaptureLogTail(), Write(), StopProgram()]
-    return m, []
+    return _judge_hang(m, now, cfg)
 
 
 def _on_retry_tick(m: Model, now: float, cfg: Config) -> Result:
@@ -282,7 +344,8 @@ def _on_recover(m: Model, r: Recover, now: float) -> Result:
     s = r.supervisor_state
     same_pid = r.pid is not None and r.pid == r.prior_pid
     m = replace(m, supervisor_state=s, pid=r.pid, counters=_adopted(r),
-                config_version=r.prior_config_version, version_pid=r.prior_pid)
+                config_version=r.prior_config_version, version_pid=r.prior_pid,
+                answered_at=now)  # hang windows count from now: the old listener's silence is not the sidecar's
     if s in LIVE_STATES:
         # supervisord may still say STARTING (startsecs) of a sidecar already healthy:
         # the same pid in the same live state is kept as it was, ``since`` included.

@@ -24,8 +24,9 @@ from sidecar_plugin.core.litellm_yaml import render_litellm_yaml
 from sidecar_plugin.core.profile import Profile, alias
 from sidecar_plugin.core.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER
 from sidecar_plugin.names import (
-    DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PROGRAM, EXIT_REFUSED, LISTENER_SUFFIX, LITELLM_YAML, MARKER_ENV,
-    MASTER_KEY, RECORD_NAME, RUN_DIR, SCHEMA, SIDECAR_CONF, marker_value, process_name,
+    DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PROGRAM, DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, EXIT_REFUSED, LISTENER_SUFFIX,
+    LITELLM_YAML, MARKER_ENV, MASTER_KEY, RECORD_NAME, RUN_DIR, SCHEMA, SIDECAR_CONF, STOP_MARGIN,
+    WORKER_HEALTHCHECK, marker_value, process_name,
 )
 
 PROGRAM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
@@ -49,9 +50,10 @@ class RenderOptions:
     port: int = DEFAULT_PORT
     host: str = DEFAULT_HOST
     program: str = DEFAULT_PROGRAM
-    workers: int = 1
+    workers: int = DEFAULT_WORKERS
     health_timeout: float = 20.0
-    stop_timeout: int = 10
+    stop_timeout: int = DEFAULT_STOP_TIMEOUT
+    hang_window: float = 20.0
     state_file: str = ""
     log_file: str = ""
     listener_log_file: str = ""
@@ -118,7 +120,8 @@ def sidecar_command(opts: RenderOptions) -> List[str]:
     """Return the LiteLLM command line of the ``[program:]`` section."""
     argv = [opts.binary, "--config", opts.config_path, "--host", opts.host, "--port", str(opts.port)]
     if opts.workers > 1:
-        argv += ["--num_workers", str(opts.workers)]
+        # uvicorn's rolling replacement (SIGHUP) waits this long for each new worker
+        argv += ["--num_workers", str(opts.workers), "--timeout_worker_healthcheck", str(WORKER_HEALTHCHECK)]
     return argv
 
 
@@ -135,7 +138,8 @@ def program_section(opts: RenderOptions) -> List[str]:
         f"[program:{p}]",
         f"command={_cmd(sidecar_command(opts))}",
         f"directory={_ini(opts.out_dir, '--out-dir')}",
-        f'environment=LITELLM_LOCAL_MODEL_COST_MAP="True",{MARKER_ENV}={_env(marker_value(p, opts.config_path), "--out-dir")}',
+        f'environment=LITELLM_LOCAL_MODEL_COST_MAP="True",GRACEFUL_SHUTDOWN_TIMEOUT="{opts.stop_timeout}",'
+        f'{MARKER_ENV}={_env(marker_value(p, opts.config_path), "--out-dir")}',
         "umask=077",  # files LiteLLM itself creates are its own (the log is supervisord's: see shell.safefs)
         f"autostart={'true' if opts.autostart else 'false'}",
         "autorestart=true",
@@ -143,7 +147,9 @@ def program_section(opts: RenderOptions) -> List[str]:
         "startsecs=1",
         "startretries=3",
         "stopsignal=TERM",
-        f"stopwaitsecs={opts.stop_timeout}",
+        # LiteLLM drains in-flight requests for stop_timeout (GRACEFUL_SHUTDOWN_TIMEOUT above);
+        # supervisord's SIGKILL comes only after a margin for its own shutdown.
+        f"stopwaitsecs={opts.stop_timeout + STOP_MARGIN}",
         "stopasgroup=true",
         "killasgroup=true",
         "redirect_stderr=true",
@@ -185,7 +191,7 @@ def watch_options(opts: RenderOptions) -> ListenerOptions:
                            log_file=opts.log_file, host=opts.host, group=opts.group or None,
                            config_path=opts.config_path, health_timeout=opts.health_timeout,
                            retry_delay=opts.retry_delay, retry_max_delay=opts.retry_max_delay,
-                           retry_reset_after=opts.retry_reset_after)
+                           retry_reset_after=opts.retry_reset_after, hang_window=opts.hang_window)
 
 
 @dataclass(frozen=True)
@@ -249,16 +255,17 @@ def render_sidecar_conf(plan: Plan) -> bytes:
 def render_record(plan: Plan) -> bytes:
     """Return ``sidecar.json``: what the next render and apply need to know of this one.
 
-    Which supervisord groups are ours (apply touches no other) and which port
-    each sidecar has (a re-render keeps them), as data rather than read back
-    from the ini with regular expressions.
+    Which supervisord groups are ours (apply touches no other), which port
+    each sidecar has (a re-render keeps them) and its LiteLLM command (apply
+    tells a change LiteLLM can reload from one that needs a restart), as data
+    rather than read back from the ini.
     """
     doc = {
         "schema": SCHEMA,
         "groups": plan.groups,
         "listener": plan.listener,
         "sidecars": {o.program: {"port": o.port, "group": o.group_name, "state_file": o.state_file,
-                                 "config": o.config_path} for o in plan.options},
+                                 "config": o.config_path, "command": sidecar_command(o)} for o in plan.options},
     }
     return (json.dumps(doc, sort_keys=True, indent=2) + "\n").encode("utf-8")
 

@@ -26,8 +26,8 @@ from sidecar_plugin.core.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_
 from sidecar_plugin.core.render import Plan, RenderedFile, RenderError, RenderOptions, render_files
 from sidecar_plugin.errors import BinaryNotFoundError
 from sidecar_plugin.names import (
-    DEFAULT_PORT, DEFAULT_PROGRAM, GROUP, LISTENER_LOG_NAME, LITELLM_YAML, LOG_NAME, MASTER_KEY, PROFILE_EXTENSIONS,
-    RECORD_NAME, RUN_DIR, SIDECAR_CONF, STATE_NAME,
+    DEFAULT_PORT, DEFAULT_PROGRAM, DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, GROUP, LISTENER_LOG_NAME, LITELLM_YAML,
+    LOG_NAME, MASTER_KEY, PROFILE_EXTENSIONS, RECORD_NAME, RUN_DIR, SIDECAR_CONF, STATE_NAME,
 )
 from sidecar_plugin.shell.statefile import history_path
 from sidecar_plugin.shell import filewrite, safefs
@@ -50,11 +50,12 @@ class RenderRequest:
     host: str = "127.0.0.1"
     program: Optional[str] = None
     binary: str = "litellm"
-    workers: int = 1
+    workers: int = DEFAULT_WORKERS
     api_key_env: str = "OPENROUTER_API_KEY"
     master_key_env: str = "AGENTROUTE_MASTER_KEY"
     health_timeout: float = 20.0
-    stop_timeout: int = 10
+    stop_timeout: int = DEFAULT_STOP_TIMEOUT
+    hang_window: float = 20.0
     state_file: Optional[str] = None
     log_file: Optional[str] = None
     no_autostart: bool = False
@@ -140,7 +141,7 @@ def common_options(req: RenderRequest, out_dir: str) -> RenderOptions:
         out_dir=out_dir, binary="", listener_command=listener_entry_point(),
         port=req.port if req.port is not None else DEFAULT_PORT, host=req.host,
         program=req.program or DEFAULT_PROGRAM, workers=req.workers,
-        health_timeout=req.health_timeout, stop_timeout=req.stop_timeout,
+        health_timeout=req.health_timeout, stop_timeout=req.stop_timeout, hang_window=req.hang_window,
         state_file=os.path.abspath(req.state_file or (os.path.join(out_dir, RUN_DIR, STATE_NAME) if req.user
                                                       else os.path.join(out_dir, STATE_NAME))),
         log_file=os.path.abspath(req.log_file or os.path.join(out_dir, LOG_NAME)),

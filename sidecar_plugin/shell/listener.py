@@ -5,8 +5,10 @@ an event (superlance's ``httpok`` probes inside the event handler, on ticks):
 
 - the protocol loop (main thread) reads each event, queues it and acknowledges
   it at once, whatever its payload;
-- the prober probes ``/health/liveliness`` on its own schedule: often while
-  the sidecar starts, steadily while it runs;
+- the prober starts a probe of ``/health/liveliness`` on its own schedule
+  (often while the sidecar starts, steadily while it runs), each in its own
+  thread with an overall deadline: a slow answer never delays the next probe,
+  so a busy sidecar's late answers still arrive and count;
 - a pid watcher per sidecar pid wakes the moment that process exits (Linux
   pidfd), well before supervisord's one-second loop notices.
 
@@ -39,6 +41,7 @@ from sidecar_plugin.shell.keyfile import KeyFileCache
 from sidecar_plugin.shell.metrics import MetricsFile
 from sidecar_plugin.shell.probe import LIVELINESS_PATH, Prober, health_url
 from sidecar_plugin.shell.reaper import TreeTracker
+from sidecar_plugin.shell import signs
 from sidecar_plugin.shell.redact import Redactor, secrets_from_config, tail_lines
 from sidecar_plugin.shell.publish import Publisher
 from sidecar_plugin.shell.statefile import read_state
@@ -49,6 +52,7 @@ log = logging.getLogger("sidecar_plugin.listener")
 TICK_EVERY = 0.1
 IDLE_TICK_EVERY = 0.5
 TRACK_FAST_FOR = 30.0
+SIGNS_EVERY = 1.0
 
 
 class Listener:
@@ -65,7 +69,8 @@ class Listener:
         self.rpc_factory = rpc_factory
         self.clock = clock
         self.cfg = m.Config(health_timeout=opts.health_timeout, failure_threshold=opts.failure_threshold,
-                            backoff=Backoff(opts.retry_delay, opts.retry_max_delay, opts.retry_reset_after))
+                            backoff=Backoff(opts.retry_delay, opts.retry_max_delay, opts.retry_reset_after),
+                            hang_window=opts.hang_window)
         self.model = m.Model(since=clock())
         self.inbox: "queue.Queue[Any]" = queue.Queue()
         self.tracker = TreeTracker(MARKER_ENV, marker_value(opts.program, opts.config_path))
@@ -78,6 +83,11 @@ class Listener:
         self.publisher = Publisher(opts.state_file, metrics, self.log)
         self.last_write = 0.0
         self.last_track = 0.0
+        self.last_signs = 0.0
+        self.sent_workers: Optional[tuple] = None
+        self.config_mtime: Optional[float] = None
+        self.last_conns: Optional[frozenset] = None
+        self.prober = Prober(health_url(opts.host, opts.port))
         self._rpc: Any = None
         self.rpc_denied = False
 
@@ -240,9 +250,44 @@ class Listener:
             if now - self.last_track >= (0.25 if fast else 5.0):
                 self.last_track = now
                 self.tracker.refresh()
+        if now - self.last_signs >= SIGNS_EVERY:
+            self.last_signs = now
+            self._observe_tree()
         if now - self.last_write >= HEARTBEAT_EVERY:
             self._write()
             keep_private(self.opts.log_file)
+
+    def _observe_tree(self) -> None:
+        """Feed the machine what the tree and the config file say: stopped, CPU, workers, config changes."""
+        if self.opts.config_path:
+            try:
+                mtime = os.stat(self.opts.config_path).st_mtime
+            except OSError:
+                mtime = None
+            if mtime is not None and mtime != self.config_mtime:
+                self.config_mtime = mtime
+                self.feed(m.ConfigSeen(file_version(self.opts.config_path), mtime))
+        pid = self.model.pid
+        if pid is None or self.model.supervisor_state not in ("STARTING", "RUNNING"):
+            self.sent_workers = None
+            return
+        seen = signs.sample(pid)
+        if seen is None:
+            return
+        if seen.workers != self.sent_workers:
+            self.sent_workers = seen.workers
+            self.feed(m.Workers(seen.workers))
+        accepted = None
+        answered = self.model.answered_at
+        if self.model.state is State.RUNNING and answered is not None and self.clock() - answered > 2.0:
+            # health answers are late: look whether it still accepts connections (only then: it costs)
+            conns = signs.connections(pid, self.opts.port, self.prober.recent_ports())
+            if conns is not None:
+                accepted = self.last_conns is not None and bool(conns - self.last_conns)
+                self.last_conns = conns
+        else:
+            self.last_conns = None
+        self.feed(m.TreeSigns(stopped=seen.stopped, cpu=seen.cpu, accepted=accepted))
 
     # -- the state file --
     def _write(self) -> None:
@@ -269,7 +314,28 @@ class Listener:
 
     # -- probing --
     def _probe_loop(self) -> None:
-        prober = Prober(health_url(self.opts.host, self.opts.port))
+        """Start a probe every interval, each in its own thread: probes never wait on each other.
+
+        At most ``limit`` run at once (deadline / interval, plus one): a sidecar
+        that answers nothing costs a bounded number of threads and sockets.
+        """
+        prober = self.prober
+        # A probe may take as long as the hang window: an overloaded sidecar's late answers keep
+        # arriving (one a second, each late), so only a sidecar that answers nothing goes silent.
+        deadline = min(self.opts.probe_timeout, self.opts.hang_window)
+        limit = max(2, int(deadline / min(self.opts.probe_interval, self.opts.starting_probe_interval * 10)) + 1)
+        slots = threading.BoundedSemaphore(limit)
+
+        def one() -> None:
+            try:
+                result = prober.probe(deadline)
+                self.inbox.put(m.Probe(ok=result.ok, started_at=result.started_at,
+                                       latency_ms=result.latency_ms, detail=result.detail))
+            except Exception as exc:  # a probe must never kill the prober
+                self.log.warning("probe failed oddly: %s", exc)
+            finally:
+                slots.release()
+
         while not self.stopped.is_set():
             model = self.model
             if not model.probing:
@@ -279,14 +345,8 @@ class Listener:
             starting = model.state is not State.RUNNING
             interval = self.opts.starting_probe_interval if starting else self.opts.probe_interval
             t0 = time.monotonic()
-            try:
-                result = prober.probe(self.opts.probe_timeout)
-            except Exception as exc:  # a probe must never kill the prober
-                self.log.warning("probe failed oddly: %s", exc)
-                time.sleep(interval)
-                continue
-            self.inbox.put(m.Probe(ok=result.ok, started_at=result.started_at,
-                                   latency_ms=result.latency_ms, detail=result.detail))
+            if slots.acquire(timeout=interval):
+                threading.Thread(target=one, name="probe", daemon=True).start()
             left = interval - (time.monotonic() - t0)
             if left > 0 and self.plan_changed.wait(left):
                 self.plan_changed.clear()
