@@ -89,7 +89,7 @@ class Chaos:
     def __init__(self, folder: str, seed: int, log: Callable[[str], None] = print) -> None:
         self.rng = random.Random(seed)
         self.log = log
-        self.sc = Sidecar(folder, workers=2)
+        self.sc = Sidecar(folder, workers=2, render_args=["--stop-timeout", "10"])  # faults, not drains
         self.faults: Dict[str, int] = collections.Counter()
         self.checks = 0
         self.violations: List[str] = []
