@@ -408,7 +408,8 @@ def report(b: Bench, idle: Dict[str, Tuple[float, float]], started: float, argv:
         "- httpok restarts on a single failed probe at a TICK_5 (so it detects 0-6 s after the hang, "
         "uniformly), so a slow answer under load kills a busy sidecar; sidecar_plugin calls a SIGSTOPped "
         "sidecar hung when its main process is seen stopped for 1.5 s with no answer since, and otherwise "
-        "only after 20 s without any answer (probes do not wait on each other; a slow answer still counts).",
+        "only after 20 s without any answer and without a newly accepted connection (probes do not wait on "
+        "each other; a slow answer still counts).",
         "- 'serving again' means: a new pid answers /health/liveliness and no process of the old tree holds the port.",
         "", "![latency distributions](latency.png)", "",
     ]

@@ -214,7 +214,7 @@ class TrafficBench:
         state = ""
         if plain:
             info = sc.info()
-            state = f"; after 40 s supervisord says {info['statename']} (the orphaned workers hold the port)"
+            state = f"; after 40 s supervisord says {info['statename']}; nothing reaps the old workers"
         self.add("SIGKILL of LiteLLM's parent (short requests)", name, t)
         if state:
             self.rows[-1] = self.rows[-1][:2] + (self.rows[-1][2] + state, "")

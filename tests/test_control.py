@@ -93,7 +93,8 @@ def test_ctl_stop_start_wait(make_sidecar):
 
 
 def test_start_of_never_healthy_raises_with_log_tail(make_sidecar):
-    sc = make_sidecar(mode={"never_healthy": True}, render_args=["--health-timeout", "2", "--no-autostart"])
+    sc = make_sidecar(mode={"never_healthy": True},
+                      render_args=["--health-timeout", "2", "--no-autostart", "--stop-timeout", "5"])
     sc.start_supervisord(wait_state="stopped")
     c = client(sc)
     with pytest.raises(SidecarStartError) as exc:
