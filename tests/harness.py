@@ -73,6 +73,27 @@ def run_cli(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 6
     return subprocess.run(CLI + list(args), capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT)
 
 
+class Sessions:
+    """Processes a test starts in sessions of their own, each saying ``up`` when ready; killed by group after."""
+
+    def __init__(self) -> None:
+        self.started: List[subprocess.Popen] = []
+
+    def start(self, argv: List[str], env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, start_new_session=True, env=env)
+        self.started.append(proc)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"up"
+        return proc
+
+    def cleanup(self) -> None:
+        for proc in self.started:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(10)
+
+
 def run_main(*args: str, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
     """Run the CLI in this process (rendering is pure: no interpreter start per case).
 

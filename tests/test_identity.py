@@ -1,8 +1,6 @@
 """Health that proves identity: an answer counts only when the sidecar's own tree listens on the port."""
 
 import os
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -16,7 +14,7 @@ from sidecar_plugin.shell import identity
 from sidecar_plugin.shell.reaper import TreeTracker, born_at
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import free_port, poll  # noqa: E402
+from harness import Sessions, free_port, poll  # noqa: E402
 
 CFG = m.Config(health_timeout=20.0, failure_threshold=3)
 
@@ -102,22 +100,9 @@ SERVER = ("import socket, sys, time; s = socket.socket(); s.setsockopt(socket.SO
 
 @pytest.fixture
 def server():
-    started = []
-
-    def start(port, env=None):
-        p = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], stdout=subprocess.PIPE,
-                             start_new_session=True, env=env)
-        started.append(p)
-        assert p.stdout.readline().strip() == b"up"
-        return p
-
-    yield start
-    for p in started:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        p.wait(10)
+    sessions = Sessions()
+    yield lambda port, env=None: sessions.start([sys.executable, "-c", SERVER, str(port)], env)
+    sessions.cleanup()
 
 
 def test_a_stranger_on_the_port_is_not_the_sidecar(server):

@@ -7,8 +7,6 @@ the live sidecar was looked up before the scan that chose the victims.
 """
 
 import os
-import signal
-import subprocess
 import sys
 import time
 
@@ -22,7 +20,7 @@ from sidecar_plugin.shell.listener import Listener
 from sidecar_plugin.shell.reaper import TreeTracker, born_at
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import free_port, poll  # noqa: E402
+from harness import Sessions, free_port, poll  # noqa: E402
 
 SLEEPER = [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(120)"]
 
@@ -30,22 +28,9 @@ SLEEPER = [sys.executable, "-c", "import time; print('up', flush=True); time.sle
 @pytest.fixture
 def spawn():
     """Start processes carrying a marker; every one is killed by pid group afterwards, pass or fail."""
-    started = []
-
-    def start(marker):
-        p = subprocess.Popen(SLEEPER, env=dict(os.environ, **{MARKER_ENV: marker}), stdout=subprocess.PIPE,
-                             start_new_session=True)
-        started.append(p)
-        assert p.stdout.readline().strip() == b"up"
-        return p
-
-    yield start
-    for p in started:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        p.wait(10)
+    sessions = Sessions()
+    yield lambda marker: sessions.start(SLEEPER, dict(os.environ, **{MARKER_ENV: marker}))
+    sessions.cleanup()
 
 
 def alive(pid):

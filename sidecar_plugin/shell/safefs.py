@@ -41,6 +41,16 @@ def _refuse(path: str, what: str) -> UnsafePath:
     return UnsafePath(errno.ELOOP, f"{what}; refusing to follow or replace it", path)
 
 
+def _open_entry(dirfd: int, name: str, flags: int, mode: int, shown: str) -> int:
+    """Open ``name`` in ``dirfd`` without following a link (a link there is refused) and without blocking."""
+    try:
+        return os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode, dir_fd=dirfd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _refuse(shown or name, "is a symlink") from None
+        raise
+
+
 def open_dir(path: str, create: bool = False, mode: int = 0o755) -> int:
     """Open the folder ``path`` without following a symlink at its last component.
 
@@ -88,13 +98,9 @@ def entry(dirfd: int, name: str) -> Optional[os.stat_result]:
 def read_file(dirfd: int, name: str, limit: int = 1 << 20, shown: str = "") -> Optional[bytes]:
     """Return a regular file's bytes (at most ``limit``), None when absent; refuse links and FIFOs."""
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dirfd)
+        fd = _open_entry(dirfd, name, os.O_RDONLY, 0, shown)
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise _refuse(shown or name, "is a symlink") from None
-        raise
     try:
         _regular_single(fd, shown or name)
         chunks, left = [], limit
@@ -197,13 +203,7 @@ def symlink(dirfd: int, name: str, target: str) -> None:
 
 def prepare_log(dirfd: int, name: str, mode: int, owner: Owner = None, shown: str = "") -> None:
     """Create the log (or keep the one there), owner-only from its first byte; never through a link."""
-    try:
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                     0o600, dir_fd=dirfd)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise _refuse(shown or name, "is a symlink") from None
-        raise
+    fd = _open_entry(dirfd, name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600, shown)
     try:
         _regular_single(fd, shown or name)
         if owner is not None:
