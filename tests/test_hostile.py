@@ -602,9 +602,16 @@ def test_9_missing_folders_are_refused_before_anything_is_written(area, flag):
 # -- the --user layout under a real supervisord: the listener, as the user, writes its state ---------------
 
 @pytest.fixture
-def user_python(area):
+def user_python(area, user):
     """An interpreter a new user can run: this venv's is under /root (0700); the system one, with our packages."""
     import sysconfig
+
+    _, uid, gid = user
+    places = [ROOT, sysconfig.get_paths()["purelib"]]
+    probe = as_user(uid, gid, f"import os, json; print(json.dumps(all(os.access(p, os.R_OK | os.X_OK) for p in {places!r})))")
+    if probe.stdout.strip() != "true":
+        pytest.skip(f"a new user cannot read this checkout or its packages ({', '.join(places)}): clone into a "
+                    "folder others may enter to run the --user layout under a real supervisord")
 
     system = "/usr/bin/python3"
     if not os.path.exists(system):
