@@ -223,7 +223,6 @@ class TrafficBench:
     def overload(self) -> None:
         """One worker, 200 concurrent 15 s streams + 60 short requests/s for 30 s: count hang kills."""
         sc = self.setup(False, workers=1)
-        pid = sc.state().pid
         t = Traffic(sc.port, MASTER_KEY, FAST, rate=60, streams=tuple(15.0 + i / 1000 for i in range(200)),
                     max_requests=1800, upstream_stream=True).start()
         deadline = time.monotonic() + 30

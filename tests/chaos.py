@@ -166,16 +166,19 @@ class Chaos:
 
     def tree_ok(self) -> None:
         """Exactly one sidecar tree (supervisord's), or none when stopped; no orphan."""
-        info = self.info()
+        # What may only grow (a worker forked a moment ago) is read before the tree it must lie in.
         marked = {p.pid for p in self.sc.marked()}
+        held = set(self.sc.port_listeners())
+        info = self.info()
         if info["statename"] in ("RUNNING", "STARTING") and info["pid"]:
             try:
                 tree = {info["pid"]} | {p.pid for p in psutil.Process(info["pid"]).children(recursive=True)}
             except psutil.Error:
                 tree = set()
-            stray = marked - tree
-            self.check(not stray, f"orphans outside the live tree: {sorted(stray)}")
-            self.check(set(self.sc.port_listeners()) <= tree, "the port is held outside the live tree")
+            stray = {pid for pid in marked - tree if _alive(pid)}
+            self.check(not stray, f"orphans outside the live tree: {_who(stray)}")
+            outside = {pid for pid in held - tree if _alive(pid)}
+            self.check(not outside, f"the port is held outside the live tree of pid {info['pid']}: {_who(outside)}")
         else:
             self.check(not marked, f"processes left while {info['statename']}: {sorted(marked)}")
 
@@ -388,6 +391,19 @@ class Chaos:
                   f"violations: {len(self.violations)}"]
         lines += [f"  - {v}" for v in self.violations[:20]]
         return "\n".join(lines)
+
+
+def _who(pids: Any) -> str:
+    """Describe processes for a violation: pid, parent, age, command."""
+    said = []
+    for pid in sorted(pids):
+        try:
+            p = psutil.Process(pid)
+            said.append(f"pid {pid} (parent {p.ppid()}, {time.time() - p.create_time():.1f} s old, "
+                        f"{' '.join(p.cmdline())[:80]})")
+        except psutil.Error:
+            said.append(f"pid {pid} (gone)")
+    return "; ".join(said)
 
 
 def _alive(pid: int) -> bool:

@@ -11,7 +11,7 @@ import pytest
 from sidecar_plugin.core import machine as m
 from sidecar_plugin.names import MARKER_ENV, State
 from sidecar_plugin.shell import identity
-from sidecar_plugin.shell.reaper import TreeTracker, born_at
+from sidecar_plugin.shell.reaper import born_at
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Sessions, free_port, poll  # noqa: E402
@@ -108,17 +108,14 @@ def server():
 def test_a_stranger_on_the_port_is_not_the_sidecar(server):
     port = free_port()
     stranger = server(port)
-    tracker = TreeTracker(MARKER_ENV, "p@/nowhere")
-    own, holder = identity.owner(port, "127.0.0.1", None, tracker)
+    own, holder = identity.owner(port, "127.0.0.1", None)
     assert own is False and f"pid {stranger.pid}" in holder
 
 
 def test_the_sidecar_itself_on_the_port_is_its_own(server):
     port = free_port()
     sidecar = server(port)
-    tracker = TreeTracker(MARKER_ENV, "p@/nowhere")
-    tracker.track(sidecar.pid)
-    assert identity.owner(port, "127.0.0.1", sidecar.pid, tracker) == (True, None)
+    assert identity.owner(port, "127.0.0.1", sidecar.pid) == (True, None)
 
 
 def test_an_older_marked_process_is_an_orphan_not_the_new_sidecar(server):
@@ -128,12 +125,43 @@ def test_an_older_marked_process_is_an_orphan_not_the_new_sidecar(server):
     # the scenario: the orphan is older than the sidecar supervisord runs now
     poll(lambda: time.time() - born_at(psutil.Process(orphan.pid)) > 0.3, 5, what="an older orphan")
     new_root = server(free_port(), env=env)
-    tracker = TreeTracker(MARKER_ENV, "p@/cfg")
-    own, holder = identity.owner(port, "127.0.0.1", new_root.pid, tracker)
+    own, holder = identity.owner(port, "127.0.0.1", new_root.pid)
     assert own is False and f"pid {orphan.pid}" in holder
 
 
+def test_a_marked_worker_born_the_same_instant_as_the_new_sidecar_but_outside_its_tree_is_not_it(server):
+    """Chaos found it: a worker respawned just before its parent was SIGKILLed is as young as the
+    sidecar supervisord spawns next (to a clock tick); it held the port and read as ``running``."""
+    port = free_port()
+    env = dict(os.environ, **{MARKER_ENV: "p@/cfg"})
+    orphan = server(port, env=env)
+    new_root = server(free_port(), env=env)  # born milliseconds after the orphan
+    own, holder = identity.owner(port, "127.0.0.1", new_root.pid)
+    assert own is False and f"pid {orphan.pid}" in holder
+
+
+def test_a_worker_of_the_sidecar_that_left_its_session_is_still_its_own():
+    """setsid changes the session, not the parent: the worker is in the root's tree."""
+    port = free_port()
+    code = ("import os, socket, sys, time\n"
+            "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            f"s.bind(('127.0.0.1', {port})); s.listen()\n"
+            "if os.fork() == 0:\n    os.setsid(); time.sleep(120)\n"
+            "s.close(); print('up', flush=True); time.sleep(120)\n")
+    sessions = Sessions()
+    workers = []
+    try:
+        root = sessions.start([sys.executable, "-c", code])
+        workers += psutil.Process(root.pid).children()  # forked before "up"
+        assert os.getsid(workers[0].pid) != os.getsid(root.pid)
+        own, holder = identity.owner(port, "127.0.0.1", root.pid)
+        assert (own, holder) == (True, None)
+    finally:
+        for worker in workers:
+            worker.kill()
+        sessions.cleanup()
+
+
 def test_nobody_listening_is_not_an_answer_of_the_sidecar():
-    tracker = TreeTracker(MARKER_ENV, "p@/nowhere")
-    own, holder = identity.owner(free_port(), "127.0.0.1", os.getpid(), tracker)
+    own, holder = identity.owner(free_port(), "127.0.0.1", os.getpid())
     assert own is False and "nobody" in holder

@@ -7,6 +7,7 @@ the live sidecar was looked up before the scan that chose the victims.
 """
 
 import os
+import subprocess
 import sys
 import time
 
@@ -94,6 +95,36 @@ def test_the_sidecar_supervisord_spawns_during_the_scan_is_spared(spawn, tmp_pat
     assert not alive(orphan.pid) and reaped.killed == 1
 
 
+ORPHAN = ("import os, sys, time\n"
+          "pid = os.fork()\n"
+          "if pid == 0:\n"
+          "    null = os.open(os.devnull, os.O_RDWR); os.dup2(null, 1); os.dup2(null, 2)\n"
+          "    os.setsid(); time.sleep(120)\n"
+          "print(pid, flush=True)\n")  # the parent exits: the worker is handed to init, as a SIGKILLed sidecar's
+
+
+def test_with_supervisords_pid_parentage_decides_not_the_clock(spawn):
+    """Chaos found it: a worker respawned a few ms before its parent was SIGKILLed looked born
+    "after the exit" within a tick's slack, was spared, and held the port the new sidecar needed."""
+    marker = "agentroute-sidecar@/tmp/race/litellm.yaml"
+    live = spawn(marker)  # the program supervisord (here: this test process) runs now, older than the exit
+    poll(lambda: time.time() - born_at(psutil.Process(live.pid)) > 0.2, 5, what="an older live sidecar")
+    out = subprocess.run([sys.executable, "-c", ORPHAN], env=dict(os.environ, **{MARKER_ENV: marker}),
+                         capture_output=True, text=True, timeout=10)
+    orphan = psutil.Process(int(out.stdout))
+    try:
+        poll(lambda: orphan.ppid() != os.getpid(), 5, what="the orphan handed to init")
+        exit_seen = time.time()  # the exit is seen the instant the orphan was born, to a tick
+        tracker = TreeTracker(MARKER_ENV, marker, keeper=os.getpid())
+        tracker.track(live.pid)  # the tracker knows the live sidecar as well: it is spared all the same
+        result = tracker.reap(free_port(), before=exit_seen, wait=3.0)
+        assert alive(live.pid), "the sidecar supervisord runs was reaped"
+        assert not alive(orphan.pid) and result.killed == (orphan.pid,)
+    finally:
+        if alive(orphan.pid):
+            orphan.kill()
+
+
 @pytest.mark.integration
 def test_restarts_never_reap_the_new_sidecar(make_sidecar):
     """An operator's (or apply's) restart: the reap after the stop runs while supervisord starts the new one."""
@@ -114,3 +145,42 @@ def test_restarts_never_reap_the_new_sidecar(make_sidecar):
         assert not new_tree & reaped, f"the new sidecar's tree {sorted(new_tree)} was reaped: {sorted(reaped)}"
     assert "BACKOFF" not in [e.get("supervisor_state") for e in sc.history()]
     assert sc.info()["statename"] == "RUNNING"
+
+
+@pytest.mark.integration
+def test_a_worker_respawned_just_before_its_parent_dies_is_reaped_and_never_read_as_the_sidecar(make_sidecar):
+    """Chaos found it (seed 20261125): kill a worker, the parent respawns it, SIGKILL the parent
+    milliseconds later. The respawned worker was spared (born "after the exit" to a tick), held the
+    port, answered health for the next sidecar (``running`` while that one could not bind) and made
+    it fail with "address already in use"."""
+    sc = make_sidecar(workers=2, render_args=["--health-timeout", "8"])
+    sc.start_supervisord()
+    for _ in range(3):
+        st = sc.wait_state("running", 30, pred=lambda s: s.pid == sc.info()["pid"])
+        parent = psutil.Process(st.pid)
+        victim = parent.children()[0]
+        victim.kill()
+        before = {p.pid for p in parent.children()}
+        respawned = poll(lambda: [p for p in parent.children() if p.pid not in before] or None,
+                         5, interval=0.002, what="the worker respawned")
+        sc.set_mode({"start_delay": 2, "slow_starts": 1})  # the next boot binds 2 s late
+        parent.kill()
+        lies = []
+
+        def bound() -> bool:
+            s, held = sc.state(), set(sc.port_listeners())  # the holders first: a worker forked since is in the tree
+            if s is None or s.state.value != "running" or s.pid == parent.pid:
+                return False  # not running, or the kill not yet seen (detection is measured elsewhere)
+            try:
+                tree = {s.pid} | {p.pid for p in psutil.Process(s.pid).children(recursive=True)}
+            except psutil.Error:
+                return False
+            if not held <= tree:
+                lies.append(f"running (pid {s.pid}) while {sorted(held - tree)} outside its tree held the port")
+            return bool(held) and held <= tree
+
+        poll(bound, 30, interval=0.02, what="the new sidecar bound and running")
+        assert not lies, lies[:3]
+        assert not any(alive(p.pid) for p in respawned), "the respawned worker of the dead tree survived"
+        sc.set_mode({})
+    assert "address already in use" not in open(sc.log_file).read()

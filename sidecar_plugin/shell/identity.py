@@ -1,11 +1,13 @@
 """Who answers on the sidecar's port: its own tree, or someone else (``core.identity`` decides what counts).
 
 The kernel's socket table says which processes listen on the port (psutil);
-a listener counts as the sidecar's when it is the process supervisord runs
-now, one of its descendants, a process the tracker saw in its tree (same pid
-*and* create time), or one carrying this render's marker born since the
-sidecar started (a worker that ``setsid`` away). An orphan of an older tree,
-another server, or a socket of another user (its pid is not visible) is not.
+a listener counts as the sidecar's only when it is the process supervisord
+runs now or one of its descendants (a worker that ``setsid`` away is still
+its parent's child). An orphan of an older tree, another server, or a socket
+of another user (its pid is not visible) is not. Parentage, not birth time:
+a worker its old parent respawned a few milliseconds before that parent was
+killed was born "at the same time" as the new sidecar, to a clock tick, and
+was once taken for it while it held the port.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Optional, Set, Tuple
 
 import psutil
 
-from sidecar_plugin.shell.reaper import BORN_SLACK, TreeTracker, _describe, _tree_pids, alive, born_at
+from sidecar_plugin.shell.reaper import _describe, _tree_pids
 
 WILDCARDS = ("0.0.0.0", "::", "")
 
@@ -40,31 +42,18 @@ def listeners(port: int, host: str) -> Tuple[Set[int], bool]:
     return pids, hidden
 
 
-def owner(port: int, host: str, root: Optional[int], tracker: TreeTracker) -> Tuple[bool, Optional[str]]:
+def owner(port: int, host: str, root: Optional[int]) -> Tuple[bool, Optional[str]]:
     """Return (whether only the sidecar's tree listens on the port, who else does)."""
     pids, hidden = listeners(port, host)
     if not pids and not hidden:
         return False, "nobody (no process listens on the port)"
     ours = _tree_pids(root)
-    root_born = None
-    if root is not None:
-        try:
-            root_born = born_at(psutil.Process(root))
-        except psutil.Error:
-            root_born = None
-    tracked = {pid for (pid, _), proc in list(tracker.procs.items()) if alive(proc)}
     foreign = []
     for pid in sorted(pids):
         if pid in ours:
             continue
-        try:
-            proc = psutil.Process(pid)
-            # Out of the root's tree (setsid): ours only if born since the root (an older one is an orphan).
-            if (pid in tracked or tracker.is_marked(proc)) and root_born is not None \
-                    and born_at(proc) >= root_born - BORN_SLACK:
-                continue
-        except psutil.Error:
-            continue
+        if not psutil.pid_exists(pid):
+            continue  # gone since the socket table was read: it answers nothing
         foreign.append(_describe(pid))
     if hidden:
         foreign.append("a process of another user")

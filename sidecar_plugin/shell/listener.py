@@ -40,7 +40,7 @@ from sidecar_plugin.shell.files import file_version, keep_private
 from sidecar_plugin.shell.keyfile import KeyFileCache
 from sidecar_plugin.shell.metrics import MetricsFile
 from sidecar_plugin.shell.probe import LIVELINESS_PATH, Prober, health_url
-from sidecar_plugin.shell.reaper import TreeTracker
+from sidecar_plugin.shell.reaper import TreeTracker, supervisord_pid
 from sidecar_plugin.shell import signs
 from sidecar_plugin.shell.redact import Redactor, secrets_from_config, tail_lines
 from sidecar_plugin.shell.publish import Publisher
@@ -73,7 +73,7 @@ class Listener:
                             hang_window=opts.hang_window)
         self.model = m.Model(since=clock())
         self.inbox: "queue.Queue[Any]" = queue.Queue()
-        self.tracker = TreeTracker(MARKER_ENV, marker_value(opts.program, opts.config_path))
+        self.tracker = TreeTracker(MARKER_ENV, marker_value(opts.program, opts.config_path), keeper=supervisord_pid())
         self.redact = Redactor(secrets_from_config(opts.config_path))
         self.key_files = KeyFileCache()
         self.plan_changed = threading.Event()
@@ -197,7 +197,7 @@ class Listener:
         elif isinstance(action, (m.Ask, m.Query)):
             return self._answer(action)
         elif isinstance(action, m.Identify):
-            own, holder = identity.owner(self.opts.port, self.opts.host, self.model.pid, self.tracker)
+            own, holder = identity.owner(self.opts.port, self.opts.host, self.model.pid)
             if not own:
                 self.log.warning("health answer on port %d is not the sidecar's: %s", self.opts.port, holder)
             return replace(action.probe, own=own, holder=holder)

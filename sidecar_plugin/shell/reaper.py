@@ -8,6 +8,15 @@ the tree (identity = pid + create time, so a reused pid is never hit), and
 after any exit kills the survivors. Processes spawned between two snapshots
 are found by the marker variable render puts in the program's environment.
 A process that was never part of the tree is never touched.
+
+Which marked process is an orphan and which is the sidecar supervisord runs
+now is decided by parentage when the listener knows supervisord's pid (the
+``keeper``): everything descending from supervisord is its live program, and
+a worker whose parent died has been handed to init. That is exact; the birth
+times it replaces are only as exact as a clock tick, and a worker respawned
+a few milliseconds before its parent was killed looked born after the exit,
+so it was spared while it held the port. Without a keeper (a listener not run
+by supervisord) the birth-time rule remains.
 """
 
 from __future__ import annotations
@@ -53,6 +62,16 @@ except (ValueError, OSError, AttributeError):
     _CLOCK_TICKS = 100.0
 
 
+def supervisord_pid() -> Optional[int]:
+    """Return the pid of the supervisord running this process, if one does.
+
+    supervisord puts ``SUPERVISOR_ENABLED`` in its children's environment; the
+    listener is its child, so its parent is the keeper of the live program.
+    """
+    parent = os.getppid()
+    return parent if os.environ.get("SUPERVISOR_ENABLED") and parent > 1 else None
+
+
 def born_before(proc: psutil.Process, moment: float) -> bool:
     """Whether ``proc`` surely started before ``moment`` (a process born after an exit is never its orphan)."""
     try:
@@ -72,9 +91,10 @@ class ReapResult:
 class TreeTracker:
     """Remember every process ever seen in the sidecar's tree, until reaped."""
 
-    def __init__(self, marker_name: str, marker_value: str) -> None:
+    def __init__(self, marker_name: str, marker_value: str, keeper: Optional[int] = None) -> None:
         self.marker_name = marker_name
         self.marker_value = marker_value
+        self.keeper = keeper  # supervisord's pid: what descends from it is the live program, never an orphan
         self.procs: Dict[Identity, psutil.Process] = {}
         self.root: Optional[psutil.Process] = None
 
@@ -118,11 +138,16 @@ class TreeTracker:
             return
         self.procs.setdefault(key, proc)
 
-    def _marked(self, since: float, before: float, spare: Set[int]) -> List[psutil.Process]:
+    def kept(self) -> Set[int]:
+        """Return what supervisord (the keeper) runs now: its whole tree, or nothing without a keeper."""
+        return _tree_pids(self.keeper) if self.keeper else set()
+
+    def _marked(self, since: float, before: Optional[float], spare: Set[int]) -> List[psutil.Process]:
         """Processes carrying our marker, born between the tree's oldest member and ``before``.
 
         ``before`` is when the exit was seen: a sidecar supervisord started
-        after that is the new tree, never a victim.
+        after that is the new tree, never a victim (``None``: the keeper's
+        tree decides instead).
         """
         found = []
         me = os.getpid()
@@ -131,7 +156,7 @@ class TreeTracker:
             born = info["create_time"] or 0
             if info["pid"] in spare or info["pid"] == me or born < since - 2:
                 continue
-            if self.is_marked(proc) and born_before(proc, before):
+            if self.is_marked(proc) and (before is None or born_before(proc, before)):
                 found.append(proc)
         return found
 
@@ -148,24 +173,31 @@ class TreeTracker:
 
         ``spare_roots`` are the sidecar supervisord runs now (after an autorestart
         it may already be up): they and their descendants are the new tree.
-        Only processes surely born before ``before`` (the exit) are candidates.
-        ``live`` is asked *after* the candidates are chosen, just before the
-        kill: a sidecar supervisord spawned while the scan ran is known by then.
+        With a keeper, everything descending from supervisord is spared and
+        nothing else of the tree is (parentage decides); without one, only
+        processes surely born before ``before`` (the exit) are candidates.
+        ``live`` and the keeper's tree are asked *after* the candidates are
+        chosen, just before the kill: a sidecar supervisord spawned while the
+        scan ran is known by then.
         """
         before = time.time() if before is None else before
         spare: Set[int] = set()
         for root in spare_roots:
             spare |= _tree_pids(root)
         oldest = min((k[1] for k in self.procs), default=before)
+        # With a keeper, a process born after the exit outside supervisord's tree is an orphan's
+        # offspring: parentage, not the clock, says it is not the live program.
+        cutoff = None if self.keeper else before
         victims: Dict[int, psutil.Process] = {}
         for (pid, ctime), proc in list(self.procs.items()):
-            if pid not in spare and alive(proc) and born_before(proc, before):
+            if pid not in spare and alive(proc) and (cutoff is None or born_before(proc, cutoff)):
                 victims[pid] = proc
-        for proc in self._marked(oldest, before, spare):
+        for proc in self._marked(oldest, cutoff, spare):
             victims.setdefault(proc.pid, proc)
-        if victims and live is not None:
-            for root in live():
+        if victims:
+            for root in live() if live is not None else ():
                 spare |= _tree_pids(root)
+            spare |= self.kept()
             victims = {pid: proc for pid, proc in victims.items() if pid not in spare}
         for proc in victims.values():
             try:
