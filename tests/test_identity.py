@@ -153,7 +153,7 @@ def test_a_worker_of_the_sidecar_that_left_its_session_is_still_its_own():
     try:
         root = sessions.start([sys.executable, "-c", code])
         workers += psutil.Process(root.pid).children()  # forked before "up"
-        assert os.getsid(workers[0].pid) != os.getsid(root.pid)
+        poll(lambda: os.getsid(workers[0].pid) != os.getsid(root.pid), 5, what="the worker in a session of its own")
         own, holder = identity.owner(port, "127.0.0.1", root.pid)
         assert (own, holder) == (True, None)
     finally:

@@ -19,6 +19,7 @@ from sidecar_plugin.core.listen_args import ListenerOptions
 from sidecar_plugin.names import MARKER_ENV, marker_value
 from sidecar_plugin.shell.listener import Listener
 from sidecar_plugin.shell.reaper import TreeTracker, born_at
+from sidecar_plugin.shell.reaping import reap
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Sessions, free_port, poll  # noqa: E402
@@ -90,7 +91,7 @@ def test_the_sidecar_supervisord_spawns_during_the_scan_is_spared(spawn, tmp_pat
     poll(lambda: time.time() - born_at(psutil.Process(orphan.pid)) > 1.0, 5, what="an old orphan")
     # The exit was received after supervisord had already spawned the new sidecar (events
     # travel through supervisord's buffer): only supervisord's answer can tell it apart.
-    reaped = listener._reap(m.Reap(before=time.time() + 5.0))
+    reaped = reap(listener.tracker, listener.link, opts.port, m.Reap(before=time.time() + 5.0), listener.log)
     assert new and alive(new["proc"].pid), "the sidecar supervisord runs now was reaped"
     assert not alive(orphan.pid) and reaped.killed == 1
 

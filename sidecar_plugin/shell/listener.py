@@ -5,15 +5,16 @@ an event (superlance's ``httpok`` probes inside the event handler, on ticks):
 
 - the protocol loop (main thread) reads each event, queues it and acknowledges
   it at once, whatever its payload;
-- the prober starts a probe of ``/health/liveliness`` on its own schedule
-  (often while the sidecar starts, steadily while it runs), each in its own
-  thread with an overall deadline: a slow answer never delays the next probe,
-  so a busy sidecar's late answers still arrive and count;
+- the prober (``shell.probing``) starts a probe of ``/health/liveliness`` on
+  its own schedule, each in its own thread with an overall deadline: a slow
+  answer never delays the next probe, so a busy sidecar's late answers still
+  arrive and count;
 - a pid watcher per sidecar pid wakes the moment that process exits (Linux
   pidfd), well before supervisord's one-second loop notices.
 
 One engine thread owns the model: it feeds every input to ``machine.step``
-and carries out the actions (state file, reaping, XML-RPC), and refreshes the
+and carries out the actions (state file, reaping: ``shell.reaping``, XML-RPC:
+``shell.link``), samples the tree (``shell.observe``) and refreshes the
 heartbeat. It decides nothing itself: every decision is the machine's.
 """
 
@@ -26,22 +27,24 @@ import threading
 import time
 from dataclasses import replace
 from typing import Any, Callable, Dict, Optional
-from xmlrpc.client import Fault
-
 
 from sidecar_plugin.core import machine as m
 from sidecar_plugin.core.events import command_input, event_input
+from sidecar_plugin.core.recovery import recover_input
 from sidecar_plugin.core.retry import Backoff
 from sidecar_plugin.core.listen_args import ListenerOptions
 from sidecar_plugin.core.schema import StateUnavailable, state_document
-from sidecar_plugin.names import HEARTBEAT_EVERY, LIVE_STATES, MARKER_ENV, State, marker_value
+from sidecar_plugin.names import HEARTBEAT_EVERY, MARKER_ENV, State, marker_value
 from sidecar_plugin.shell import identity
 from sidecar_plugin.shell.files import file_version, keep_private
 from sidecar_plugin.shell.keyfile import KeyFileCache
+from sidecar_plugin.shell.link import SupervisorLink
 from sidecar_plugin.shell.metrics import MetricsFile
+from sidecar_plugin.shell.observe import TreeObserver
 from sidecar_plugin.shell.probe import LIVELINESS_PATH, Prober, health_url
+from sidecar_plugin.shell.probing import probe_loop
 from sidecar_plugin.shell.reaper import TreeTracker, supervisord_pid
-from sidecar_plugin.shell import signs
+from sidecar_plugin.shell.reaping import reap
 from sidecar_plugin.shell.redact import Redactor, secrets_from_config, tail_lines
 from sidecar_plugin.shell.publish import Publisher
 from sidecar_plugin.shell.statefile import read_state
@@ -66,7 +69,6 @@ class Listener:
                  clock: Callable[[], float] = time.time, metrics: Optional[MetricsFile] = None) -> None:
         self.opts = opts
         self.log = logging.LoggerAdapter(log, {"program": opts.program})
-        self.rpc_factory = rpc_factory
         self.clock = clock
         self.cfg = m.Config(health_timeout=opts.health_timeout, failure_threshold=opts.failure_threshold,
                             backoff=Backoff(opts.retry_delay, opts.retry_max_delay, opts.retry_reset_after),
@@ -84,12 +86,9 @@ class Listener:
         self.last_write = 0.0
         self.last_track = 0.0
         self.last_signs = 0.0
-        self.sent_workers: Optional[tuple] = None
-        self.config_mtime: Optional[float] = None
-        self.last_conns: Optional[frozenset] = None
         self.prober = Prober(health_url(opts.host, opts.port))
-        self._rpc: Any = None
-        self.rpc_denied = False
+        self.observer = TreeObserver(opts.config_path, opts.port, self.prober.recent_ports)
+        self.link = SupervisorLink(rpc_factory, opts.rpc_name, self.log)
 
     # -- inputs from other threads --
     def on_event(self, name: str, body: Dict[str, str]) -> None:
@@ -105,7 +104,9 @@ class Listener:
     # -- lifecycle --
     def start_threads(self) -> None:
         threading.Thread(target=self._engine_loop, name="engine", daemon=True).start()
-        threading.Thread(target=self._probe_loop, name="prober", daemon=True).start()
+        threading.Thread(target=probe_loop, name="prober", daemon=True,
+                         args=(self.prober, self.opts, lambda: self.model, self.inbox.put, self.plan_changed,
+                               self.stopped, self.log)).start()
 
     def _engine_loop(self) -> None:
         try:
@@ -147,20 +148,12 @@ class Listener:
         if prior is not None:
             self.publisher.last_state = prior.state
             self.tracker.adopt(prior.raw.get("tree") or [])
-        info = self._process_info(attempts=20)
+        info = self.link.process_info(attempts=20)
         sup_state = info.get("statename") if info else None
         pid = info.get("pid") or None if info else None
         self.log.info("recovering: supervisord says %s (pid %s); state file said %s",
                       sup_state, pid, prior.state.value if prior else "nothing")
-        self.feed(m.Recover(
-            supervisor_state=sup_state, pid=pid,
-            prior_state=prior.state if prior else None, prior_since=prior.since if prior else None,
-            prior_pid=prior.pid if prior else None, prior_error=prior.error if prior else None,
-            prior_log_tail=prior.log_tail if prior else (),
-            prior_counters=prior.raw.get("counters") if prior else None,
-            prior_config_version=prior.raw.get("config_version") if prior else None,
-            prior_retry=prior.raw.get("retry") if prior else None,
-        ))
+        self.feed(recover_input(prior, sup_state, pid))
 
     def feed(self, inp: Any) -> None:
         """Step the machine with ``inp`` and carry out its actions.
@@ -193,7 +186,7 @@ class Listener:
             self._watch(action.pid)
             return m.ConfigLoaded(action.pid, file_version(self.opts.config_path))
         elif isinstance(action, m.Reap):
-            return self._reap(action)
+            return reap(self.tracker, self.link, self.opts.port, action, self.log)
         elif isinstance(action, (m.Ask, m.Query)):
             return self._answer(action)
         elif isinstance(action, m.Identify):
@@ -202,9 +195,9 @@ class Listener:
                 self.log.warning("health answer on port %d is not the sidecar's: %s", self.opts.port, holder)
             return replace(action.probe, own=own, holder=holder)
         elif isinstance(action, m.StopProgram):
-            self._rpc_call("stopProcess", self.opts.rpc_name, False)
+            self.link.call("stopProcess", self.opts.rpc_name, False)
         elif isinstance(action, m.StartProgram):
-            self._rpc_call("startProcess", self.opts.rpc_name, False)
+            self.link.call("startProcess", self.opts.rpc_name, False)
         elif isinstance(action, m.KillHung):
             killed = self.tracker.kill_all()
             self.log.warning("sidecar hung: sent SIGKILL to %d process(es) of its tree", killed)
@@ -212,7 +205,7 @@ class Listener:
 
     def _answer(self, action: Any) -> Optional[Any]:
         """Ask supervisord what the machine wants to know; no answer: the input is judged without it."""
-        info = self._process_info() or {}
+        info = self.link.process_info() or {}
         statename, pid = info.get("statename"), info.get("pid") or None
         if isinstance(action, m.Query):
             return m.Observed(statename, pid) if info else None
@@ -220,28 +213,6 @@ class Listener:
         if isinstance(inp, m.Died):
             return replace(inp, supervisor_state=statename, asked=True)
         return replace(inp, pid=pid if statename == "STARTING" else inp.pid, asked=True)
-
-    def _reap(self, action: m.Reap) -> m.Reaped:
-        # Spare what the machine says supervisord runs, and what supervisord runs now (it may
-        # have restarted the program before its STARTING event reached us): asked after the
-        # victims are chosen, so a sidecar spawned during the scan is known before the kill.
-        def live() -> tuple:
-            info = self._process_info()
-            pid = info.get("pid") if info and info.get("statename") in LIVE_STATES else None
-            return (pid,) if pid else ()
-
-        spare = (action.spare,) if action.spare else ()
-        result = self.tracker.reap(self.opts.port, spare_roots=spare, before=action.before, live=live)
-        if result.killed:
-            self.log.warning("reaped %d orphaned process(es) of the sidecar: %s", len(result.killed),
-                             " ".join(map(str, result.killed)))
-        if result.survivors:
-            self.log.error("could not kill: %s", " ".join(map(str, result.survivors)))
-        if result.foreign_holders:
-            self.log.error("port %d is held by a process outside the sidecar: %s", self.opts.port,
-                           ", ".join(result.foreign_holders))
-        return m.Reaped(killed=len(result.killed), foreign_holders=result.foreign_holders,
-                        port_free=result.port_free)
 
     def _housekeeping(self) -> None:
         now = self.clock()
@@ -259,35 +230,11 @@ class Listener:
 
     def _observe_tree(self) -> None:
         """Feed the machine what the tree and the config file say: stopped, CPU, workers, config changes."""
-        if self.opts.config_path:
-            try:
-                mtime = os.stat(self.opts.config_path).st_mtime
-            except OSError:
-                mtime = None
-            if mtime is not None and mtime != self.config_mtime:
-                self.config_mtime = mtime
-                self.feed(m.ConfigSeen(file_version(self.opts.config_path), mtime))
-        pid = self.model.pid
-        if pid is None or self.model.supervisor_state not in ("STARTING", "RUNNING"):
-            self.sent_workers = None
-            return
-        seen = signs.sample(pid)
-        if seen is None:
-            return
-        if seen.workers != self.sent_workers:
-            self.sent_workers = seen.workers
-            self.feed(m.Workers(seen.workers))
-        accepted = None
-        answered = self.model.answered_at
-        if self.model.state is State.RUNNING and answered is not None and self.clock() - answered > 2.0:
-            # health answers are late: look whether it still accepts connections (only then: it costs)
-            conns = signs.connections(pid, self.opts.port, self.prober.recent_ports())
-            if conns is not None:
-                accepted = self.last_conns is not None and bool(conns - self.last_conns)
-                self.last_conns = conns
-        else:
-            self.last_conns = None
-        self.feed(m.TreeSigns(stopped=seen.stopped, cpu=seen.cpu, accepted=accepted))
+        seen = self.observer.config_input()
+        if seen is not None:
+            self.feed(seen)
+        for inp in self.observer.tree_inputs(self.model, self.clock()):
+            self.feed(inp)
 
     # -- the state file --
     def _write(self) -> None:
@@ -311,71 +258,3 @@ class Listener:
             self.inbox.put(m.Died(pid, at=self.clock()))
 
         threading.Thread(target=watch, name=f"watch-{pid}", daemon=True).start()
-
-    # -- probing --
-    def _probe_loop(self) -> None:
-        """Start a probe every interval, each in its own thread: probes never wait on each other.
-
-        At most ``limit`` run at once (deadline / interval, plus one): a sidecar
-        that answers nothing costs a bounded number of threads and sockets.
-        """
-        prober = self.prober
-        # A probe may take as long as the hang window: an overloaded sidecar's late answers keep
-        # arriving (one a second, each late), so only a sidecar that answers nothing goes silent.
-        deadline = min(self.opts.probe_timeout, self.opts.hang_window)
-        limit = max(2, int(deadline / min(self.opts.probe_interval, self.opts.starting_probe_interval * 10)) + 1)
-        slots = threading.BoundedSemaphore(limit)
-
-        def one() -> None:
-            try:
-                result = prober.probe(deadline)
-                self.inbox.put(m.Probe(ok=result.ok, started_at=result.started_at,
-                                       latency_ms=result.latency_ms, detail=result.detail))
-            except Exception as exc:  # a probe must never kill the prober
-                self.log.warning("probe failed oddly: %s", exc)
-            finally:
-                slots.release()
-
-        while not self.stopped.is_set():
-            model = self.model
-            if not model.probing:
-                self.plan_changed.wait(1.0)
-                self.plan_changed.clear()
-                continue
-            starting = model.state is not State.RUNNING
-            interval = self.opts.starting_probe_interval if starting else self.opts.probe_interval
-            t0 = time.monotonic()
-            if slots.acquire(timeout=interval):
-                threading.Thread(target=one, name="probe", daemon=True).start()
-            left = interval - (time.monotonic() - t0)
-            if left > 0 and self.plan_changed.wait(left):
-                self.plan_changed.clear()
-
-    # -- XML-RPC --
-    def _rpc_call(self, method: str, *args: Any) -> Any:
-        try:
-            if self._rpc is None:
-                self._rpc = self.rpc_factory()
-            return getattr(self._rpc.supervisor, method)(*args)
-        except Fault as exc:
-            self.log.info("supervisor.%s: %s", method, exc.faultString)
-        except PermissionError:
-            if not self.rpc_denied:  # said once: it will not mend itself
-                self.log.error("permission denied on supervisord's socket: the listener (uid %d) cannot ask or "
-                               "tell supervisord anything; give its group the socket ([unix_http_server] "
-                               "chown=root:GROUP, chmod=0770)", os.geteuid())
-            self.rpc_denied = True
-            self._rpc = None
-        except Exception as exc:  # supervisord gone, busy or restarting
-            self.log.warning("supervisor.%s failed: %s", method, exc)
-            self._rpc = None
-        return None
-
-    def _process_info(self, attempts: int = 1) -> Optional[dict]:
-        for i in range(attempts):
-            info = self._rpc_call("getProcessInfo", self.opts.rpc_name)
-            if isinstance(info, dict):
-                return info
-            if i + 1 < attempts:
-                time.sleep(0.25)
-        return None
