@@ -20,7 +20,7 @@ from sidecar_plugin.core.schema import SidecarState, StateUnavailable
 from sidecar_plugin.errors import BinaryNotFoundError, SidecarError, SidecarStartError
 from sidecar_plugin.names import DEFAULT_PROGRAM, STALE_AFTER, State, process_name
 from sidecar_plugin.shell import control
-from sidecar_plugin.shell.reaper import alive, port_is_free, processes
+from sidecar_plugin.shell.procs import alive, port_is_free, processes
 from sidecar_plugin.shell.statefile import effective_state, read_state, state_dict
 from sidecar_plugin.shell.supervisor import (
     MISSING_BINARY, default_server_url, fault_words, public_url, rpc_proxy, stop_window, tell_stop, tolerate,

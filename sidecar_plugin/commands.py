@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import sys
-import time
 from typing import Any, Callable, Dict, List, Optional
 
 from sidecar_plugin.cli import CliError
@@ -77,6 +76,7 @@ def cmd_listen(a: argparse.Namespace) -> int:
     from sidecar_plugin.shell import logs
     from sidecar_plugin.shell.protocol import run
     from sidecar_plugin.shell.redact import Redactor, secrets_from_config
+    from sidecar_plugin.shell.statefile import own_state_file
 
     # stdout is supervisord's protocol channel: keep it private, send fd 1 to stderr.
     proto_out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
@@ -93,51 +93,9 @@ def cmd_listen(a: argparse.Namespace) -> int:
     redactor = Redactor([s for t in targets for s in secrets_from_config(t.config_path)])
     logs.setup(sys.stderr, lambda: redactor)
     for target in targets:
-        if not _lock(target.state_file, log):
+        if not own_state_file(target.state_file, log):
             return EXIT_REFUSED
     return run(targets, sys.stdin.buffer, proto_out, metrics_file=command.metrics_file)
-
-
-def _lock(state_file: str, log: logging.Logger, retry_every: float = 1.0) -> bool:
-    """Own the state file, or say why not: two listeners for one program would contradict each other.
-
-    Only another listener's lock is a reason to refuse (an expected exit, so
-    supervisord does not restart us in a loop). A missing folder (under /run,
-    emptied at boot) is created; one that cannot be created yet, or a lock
-    file that cannot be opened, is waited for: exiting would leave the
-    sidecar running unwatched, and an expected exit would never be retried.
-    """
-    from sidecar_plugin.shell.statefile import LockHeld, lock_state_file
-
-    folder = os.path.dirname(os.path.abspath(state_file))
-    deadline = time.monotonic() + 3.0
-    waiting = ""
-    while True:
-        try:
-            lock_state_file(state_file)
-            if waiting:
-                log.info("%s is usable now: watching the sidecar", folder)
-            return True
-        except LockHeld as exc:
-            if time.monotonic() >= deadline:
-                log.error("refusing to run: %s; two listeners for one program would contradict each other", exc)
-                return False
-            time.sleep(0.2)
-            continue
-        except FileNotFoundError:
-            try:
-                os.makedirs(folder, mode=0o755, exist_ok=True)
-                log.warning("the state folder %s did not exist: created it", folder)
-                continue
-            except OSError as exc:
-                why = f"the state folder {folder} does not exist and cannot be created ({exc.strerror or exc})"
-        except OSError as exc:
-            why = f"cannot lock {state_file}.lock ({exc.strerror or exc})"
-        if why != waiting:
-            log.error("%s: waiting for it (checking every %g s); the sidecar is not watched until then",
-                      why, retry_every)
-            waiting = why
-        time.sleep(retry_every)
 
 
 def _programs(a: argparse.Namespace, several: bool = False) -> List[str]:
@@ -203,12 +161,13 @@ def cmd_status(a: argparse.Namespace) -> int:
 
 
 def cmd_wait(a: argparse.Namespace) -> int:
+    from sidecar_plugin.display import Progress
     from sidecar_plugin.shell import control
     from sidecar_plugin.shell.statefile import state_dict
 
     sc = _sidecar(a)
     path = sc.state_file
-    progress = _Progress(a.program, a.state)
+    progress = Progress(a.program, a.state)
 
     def get() -> Dict[str, Any]:
         doc = state_dict(path, a.stale_after)
@@ -221,33 +180,6 @@ def cmd_wait(a: argparse.Namespace) -> int:
         progress.done()
     print(f"{a.program}: {doc['state']}")
     return EXIT_OK
-
-
-class _Progress:
-    """A visible progress line on stderr while waiting (LiteLLM takes seconds to start)."""
-
-    def __init__(self, program: str, target: str) -> None:
-        self.program, self.target = program, target
-        self.t0 = time.monotonic()
-        self.last = -10.0
-        self.tty = sys.stderr.isatty()
-
-    def show(self, doc: Dict[str, Any]) -> None:
-        now = time.monotonic()
-        if now - self.last < (0.5 if self.tty else 5.0):
-            return
-        self.last = now
-        line = (f"waiting for {self.program} to be {self.target}: {doc.get('state', 'unknown')}"
-                f" ({now - self.t0:.0f} s)")
-        if doc.get("error") and doc.get("state") == State.CRASHED:
-            line += f": {doc['error']}"
-        sys.stderr.write(("\r\033[K" + line) if self.tty else line + "\n")
-        sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.tty and self.last > -10.0:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
 
 
 def cmd_start(a: argparse.Namespace) -> int:

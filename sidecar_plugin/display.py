@@ -1,7 +1,12 @@
-"""One human line (plus error and log tail) for a sidecar state, used by the CLI and supervisorctl."""
+"""What a person reads of a sidecar's state: its status lines (the CLI and supervisorctl), a wait's progress.
+
+One human line (plus error and log tail) for a sidecar state, and the
+progress line ``wait`` keeps on stderr while LiteLLM takes seconds to start.
+"""
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any, Dict, List, Optional
 
@@ -55,3 +60,30 @@ def status_lines(doc: Dict[str, Any], program: str, now: Optional[float] = None,
         lines.append("  last lines of its log:")
         lines.extend("    " + printable(str(line)) for line in log_tail[-tail:])
     return lines
+
+
+class Progress:
+    """A visible progress line on stderr while waiting (LiteLLM takes seconds to start)."""
+
+    def __init__(self, program: str, target: str) -> None:
+        self.program, self.target = program, target
+        self.t0 = time.monotonic()
+        self.last = -10.0
+        self.tty = sys.stderr.isatty()
+
+    def show(self, doc: Dict[str, Any]) -> None:
+        now = time.monotonic()
+        if now - self.last < (0.5 if self.tty else 5.0):
+            return
+        self.last = now
+        line = (f"waiting for {self.program} to be {self.target}: {doc.get('state', 'unknown')}"
+                f" ({now - self.t0:.0f} s)")
+        if doc.get("error") and doc.get("state") == State.CRASHED:
+            line += f": {doc['error']}"
+        sys.stderr.write(("\r\033[K" + line) if self.tty else line + "\n")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.tty and self.last > -10.0:
+            sys.stderr.write("\n")
+            sys.stderr.flush()

@@ -11,7 +11,7 @@ import pytest
 from sidecar_plugin.core import machine as m
 from sidecar_plugin.names import MARKER_ENV, State
 from sidecar_plugin.shell import identity
-from sidecar_plugin.shell.reaper import born_at
+from sidecar_plugin.shell.procs import born_at
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Sessions, free_port, poll  # noqa: E402

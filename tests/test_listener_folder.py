@@ -5,7 +5,7 @@ import os
 import threading
 
 from harness import poll
-from sidecar_plugin import commands
+from sidecar_plugin.shell.statefile import own_state_file
 
 
 class _Log(logging.Handler):
@@ -30,7 +30,7 @@ def _logger():
 def test_a_missing_folder_is_created_and_said(tmp_path):
     log, seen = _logger()
     state = tmp_path / "run" / "agentroute" / "state.json"
-    assert commands._lock(str(state), log) is True
+    assert own_state_file(str(state), log) is True
     assert state.parent.is_dir() and (tmp_path / "run" / "agentroute" / "state.json.lock").exists()
     assert any("did not exist: created it" in line for line in seen.lines)
 
@@ -48,7 +48,7 @@ def test_a_folder_that_cannot_be_created_yet_is_waited_for(tmp_path, monkeypatch
 
     monkeypatch.setattr(os, "makedirs", refused)
     result = {}
-    t = threading.Thread(target=lambda: result.setdefault("locked", commands._lock(str(state), log, 0.05)),
+    t = threading.Thread(target=lambda: result.setdefault("locked", own_state_file(str(state), log, 0.05)),
                          daemon=True)
     t.start()
     poll(lambda: any("waiting for it" in line for line in seen.lines), 10, what="the waiting line")

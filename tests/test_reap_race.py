@@ -18,7 +18,8 @@ from sidecar_plugin.core import machine as m
 from sidecar_plugin.core.listen_args import ListenerOptions
 from sidecar_plugin.names import MARKER_ENV, marker_value
 from sidecar_plugin.shell.listener import Listener
-from sidecar_plugin.shell.reaper import TreeTracker, born_at
+from sidecar_plugin.shell.procs import born_at
+from sidecar_plugin.shell.reaper import TreeTracker
 from sidecar_plugin.shell.reaping import reap
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -5,39 +5,31 @@ anything is written (``apply`` compares them with what is on disk to decide
 whether anything changed, and keeps the old bytes to roll back to). This is
 the shell around ``core.layout`` and ``core.render``: it reads what they must
 not (profiles and folders, the environment, the LiteLLM binary on PATH, the
-saved master key, the previous render's record, the user database).
+saved master key, the previous render's record, the user database). What an
+earlier render left in the out-dir is read by ``shell.previous``; where
+LiteLLM and this package's CLI are installed is found by ``shell.executables``.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import sys
 from dataclasses import dataclass, replace
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sidecar_plugin.core import ini
 from sidecar_plugin.core.layout import plan
-from sidecar_plugin.core.litellm_yaml import new_master_key
-from sidecar_plugin.core.masterkey import master_key_problem
 from sidecar_plugin.core.profile import ProfileError, load_profile
 from sidecar_plugin.core.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER
 from sidecar_plugin.core.render import Plan, RenderedFile, RenderError, RenderOptions, render_files
-from sidecar_plugin.errors import BinaryNotFoundError
 from sidecar_plugin.names import (
     DEFAULT_PORT, DEFAULT_PROGRAM, DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, GROUP, LISTENER_LOG_NAME, LITELLM_YAML,
     LOG_NAME, MASTER_KEY, PROFILE_EXTENSIONS, RECORD_NAME, RUN_DIR, SIDECAR_CONF, STATE_NAME,
 )
+from sidecar_plugin.shell.executables import listener_entry_point, resolve_binary
+from sidecar_plugin.shell.previous import choose_master_key, previous_ports, previous_record
 from sidecar_plugin.shell.statefile import history_path
-from sidecar_plugin.shell import filewrite, safefs
-
-
-class BinaryNotFound(RenderError, BinaryNotFoundError):
-    """The LiteLLM binary is not installed where render can see it."""
-
-    def __init__(self, binary: str) -> None:
-        BinaryNotFoundError.__init__(self, os.path.basename(binary) or binary)
+from sidecar_plugin.shell import filewrite
 
 
 @dataclass(frozen=True)
@@ -105,36 +97,6 @@ def expand_profiles(paths: Sequence[str]) -> Tuple[List[str], bool]:
     return files, grouped
 
 
-def read_beside(folder: str, name: str, limit: int) -> bytes:
-    """Return a file of the out-dir (empty when it or the folder is absent); never through a link."""
-    try:
-        dfd = safefs.open_dir(folder)
-    except FileNotFoundError:
-        return b""
-    try:
-        return safefs.read_file(dfd, name, limit, shown=os.path.join(folder, name)) or b""
-    finally:
-        os.close(dfd)
-
-
-def previous_record(out_dir: str) -> Dict[str, object]:
-    """Return the record the previous render left in ``out_dir`` (empty when none or unreadable)."""
-    try:
-        doc = json.loads(read_beside(out_dir, RECORD_NAME, 1 << 20) or b"{}")
-    except (OSError, ValueError, RecursionError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
-
-
-def previous_ports(record: Mapping[str, object]) -> Dict[str, int]:
-    """Return program -> port of the sidecars a previous render placed."""
-    sidecars = record.get("sidecars")
-    if not isinstance(sidecars, dict):
-        return {}
-    return {str(k): v["port"] for k, v in sidecars.items()
-            if isinstance(v, dict) and isinstance(v.get("port"), int) and not isinstance(v.get("port"), bool)}
-
-
 def common_options(req: RenderRequest, out_dir: str) -> RenderOptions:
     """Return the options every sidecar of the render shares (a single one takes them as they are)."""
     return RenderOptions(
@@ -180,62 +142,6 @@ def build(req: RenderRequest, env: Mapping[str, str]) -> Rendered:
     the_plan = plan(profiles, replace(common, binary=binary), grouped, req.port, ports)
     master_key, keep_file = choose_master_key(env, req.master_key_env, out_dir)
     return Rendered(the_plan, tuple(render_files(the_plan, api_key, master_key, keep_file)), owner)
-
-
-def resolve_binary(binary: str, extra_dirs: Sequence[str] = ()) -> str:
-    """Return the absolute path of ``binary`` or raise BinaryNotFound.
-
-    Resolved at render time because supervisord's PATH is not the operator's.
-    The interpreter's own bin folder is searched after PATH, so a LiteLLM
-    installed in the same virtualenv is found without activating it.
-    """
-    if os.sep in binary:
-        path = os.path.abspath(binary)
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            return path
-        raise BinaryNotFound(binary)
-    found = shutil.which(binary)
-    if found is None:
-        for folder in extra_dirs:
-            found = shutil.which(binary, path=folder)
-            if found:
-                break
-    if found is None:
-        raise BinaryNotFound(binary)
-    return os.path.abspath(found)
-
-
-def listener_entry_point() -> Tuple[str, ...]:
-    """Return the absolute command that runs this package's CLI under supervisord."""
-    script = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "sidecar-plugin")
-    if os.path.isfile(script) and os.access(script, os.X_OK):
-        return (script,)
-    return (os.path.abspath(sys.executable), "-m", "sidecar_plugin")
-
-
-def choose_master_key(env: Mapping[str, str], env_name: str, out_dir: str) -> Tuple[str, bool]:
-    """Return (master key, whether master.key must hold it).
-
-    The environment wins; else the key generated by an earlier render is
-    reused, so re-rendering is byte-identical and clients keep their key.
-    """
-    value = env.get(env_name, "")
-    if value:
-        problem = master_key_problem(value)
-        if problem:
-            raise RenderError(f"{env_name}: the master key {problem}")
-        return value, False
-    path = os.path.join(out_dir, MASTER_KEY)
-    try:
-        existing = read_beside(out_dir, MASTER_KEY, 4096).decode("utf-8", "replace").strip()
-    except OSError as exc:
-        raise RenderError(f"{path}: cannot read the master key: {exc.strerror or exc}") from None
-    if existing:
-        problem = master_key_problem(existing)
-        if problem:
-            raise RenderError(f"{path}: the saved master key {problem}; delete the file to generate a new one")
-        return existing, True
-    return new_master_key(), True
 
 
 def lookup_user(name: str) -> Tuple[int, int]:

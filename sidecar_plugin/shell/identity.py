@@ -16,7 +16,7 @@ from typing import Optional, Set, Tuple
 
 import psutil
 
-from sidecar_plugin.shell.reaper import _describe, _tree_pids
+from sidecar_plugin.shell.procs import describe, tree_pids
 
 WILDCARDS = ("0.0.0.0", "::", "")
 
@@ -47,14 +47,14 @@ def owner(port: int, host: str, root: Optional[int]) -> Tuple[bool, Optional[str
     pids, hidden = listeners(port, host)
     if not pids and not hidden:
         return False, "nobody (no process listens on the port)"
-    ours = _tree_pids(root)
+    ours = tree_pids(root)
     foreign = []
     for pid in sorted(pids):
         if pid in ours:
             continue
         if not psutil.pid_exists(pid):
             continue  # gone since the socket table was read: it answers nothing
-        foreign.append(_describe(pid))
+        foreign.append(describe(pid))
     if hidden:
         foreign.append("a process of another user")
     return (not foreign), (", ".join(foreign) or None)

@@ -43,7 +43,8 @@ from sidecar_plugin.shell.metrics import MetricsFile
 from sidecar_plugin.shell.observe import TreeObserver
 from sidecar_plugin.shell.probe import LIVELINESS_PATH, Prober, health_url
 from sidecar_plugin.shell.probing import probe_loop
-from sidecar_plugin.shell.reaper import TreeTracker, supervisord_pid
+from sidecar_plugin.shell.procs import supervisord_pid
+from sidecar_plugin.shell.reaper import TreeTracker
 from sidecar_plugin.shell.reaping import reap
 from sidecar_plugin.shell.redact import Redactor, secrets_from_config, tail_lines
 from sidecar_plugin.shell.publish import Publisher

@@ -16,12 +16,13 @@ a worker whose parent died has been handed to init. That is exact; the birth
 times it replaces are only as exact as a clock tick, and a worker respawned
 a few milliseconds before its parent was killed looked born after the exit,
 so it was spared while it held the port. Without a keeper (a listener not run
-by supervisord) the birth-time rule remains.
+by supervisord) the birth-time rule remains. The facts these rules read (who
+lives, who descends from whom, who listens, when each was born) are
+``shell.procs``'s.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import time
@@ -30,58 +31,17 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set,
 
 import psutil
 
+from sidecar_plugin.shell.procs import (
+    alive, born_before, describe, port_holders, port_listened, processes, tree_pids, trees, wait_gone,
+)
+
 Identity = Tuple[int, float]
-
-# psutil's create times are boot time + start ticks, and its boot time (``btime``) is
-# a whole second that moves with every step of the wall clock: on a test host they
-# were 0.7 s early, so a sidecar born 24 ms after an exit looked born before it.
-# ``born_at`` measures a process's age on the boot clock instead (exact to a tick);
-# this slack covers the tick and reading the two clocks a moment apart.
-BORN_SLACK = 0.05
-
-
-def born_at(proc: psutil.Process) -> float:
-    """Return when ``proc`` started, on the wall clock, from its age on the boot clock.
-
-    Unlike ``create_time()`` this does not depend on the kernel's whole-second
-    boot time; it falls back to ``create_time()`` where /proc says otherwise.
-    """
-    try:
-        with open(f"/proc/{proc.pid}/stat", "rb") as fh:
-            stat = fh.read()
-        ticks = int(stat[stat.rindex(b")") + 2:].split()[19])
-        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / _CLOCK_TICKS
-        return time.time() - age
-    except (OSError, ValueError, IndexError, AttributeError):
-        return proc.create_time()
-
-
-try:
-    _CLOCK_TICKS = float(os.sysconf("SC_CLK_TCK"))
-except (ValueError, OSError, AttributeError):
-    _CLOCK_TICKS = 100.0
-
-
-def supervisord_pid() -> Optional[int]:
-    """Return the pid of the supervisord running this process, if one does.
-
-    supervisord puts ``SUPERVISOR_ENABLED`` in its children's environment; the
-    listener is its child, so its parent is the keeper of the live program.
-    """
-    parent = os.getppid()
-    return parent if os.environ.get("SUPERVISOR_ENABLED") and parent > 1 else None
-
-
-def born_before(proc: psutil.Process, moment: float) -> bool:
-    """Whether ``proc`` surely started before ``moment`` (a process born after an exit is never its orphan)."""
-    try:
-        return born_at(proc) < moment - BORN_SLACK
-    except psutil.Error:
-        return False
 
 
 @dataclass(frozen=True)
 class ReapResult:
+    """What a reap did, by pid and name; the listener hands the machine its summary (``core.inputs.Reaped``)."""
+
     killed: Tuple[int, ...]
     survivors: Tuple[int, ...]
     foreign_holders: Tuple[str, ...]
@@ -140,7 +100,7 @@ class TreeTracker:
 
     def kept(self) -> Set[int]:
         """Return what supervisord (the keeper) runs now: its whole tree, or nothing without a keeper."""
-        return _tree_pids(self.keeper) if self.keeper else set()
+        return tree_pids(self.keeper) if self.keeper else set()
 
     def _marked(self, since: float, before: Optional[float], spare: Set[int]) -> List[psutil.Process]:
         """Processes carrying our marker, born between the tree's oldest member and ``before``.
@@ -181,9 +141,19 @@ class TreeTracker:
         scan ran is known by then.
         """
         before = time.time() if before is None else before
-        spare: Set[int] = set()
-        for root in spare_roots:
-            spare |= _tree_pids(root)
+        spare = trees(spare_roots)
+        victims = self._candidates(before, spare)
+        if victims:
+            spare |= trees(live() if live is not None else ()) | self.kept()
+            victims = {pid: proc for pid, proc in victims.items() if pid not in spare}
+        left = self._kill(victims, wait)
+        killed = tuple(sorted(p for p in victims if p not in {q.pid for q in left}))
+        return ReapResult(killed=killed, survivors=tuple(sorted(p.pid for p in left)),
+                          foreign_holders=self._foreign_holders(port, spare | set(victims)),
+                          port_free=not port_listened(port))
+
+    def _candidates(self, before: float, spare: Set[int]) -> Dict[int, psutil.Process]:
+        """The tree's live members and the marked processes that may be orphans, by pid (``spare`` excepted)."""
         oldest = min((k[1] for k in self.procs), default=before)
         # With a keeper, a process born after the exit outside supervisord's tree is an orphan's
         # offspring: parentage, not the clock, says it is not the live program.
@@ -194,34 +164,35 @@ class TreeTracker:
                 victims[pid] = proc
         for proc in self._marked(oldest, cutoff, spare):
             victims.setdefault(proc.pid, proc)
-        if victims:
-            for root in live() if live is not None else ():
-                spare |= _tree_pids(root)
-            spare |= self.kept()
-            victims = {pid: proc for pid, proc in victims.items() if pid not in spare}
+        return victims
+
+    def _kill(self, victims: Dict[int, psutil.Process], wait: float) -> List[psutil.Process]:
+        """SIGKILL ``victims``, wait up to ``wait`` s for them to go, forget the dead; return who is left."""
         for proc in victims.values():
             try:
                 proc.kill()  # psutil checks identity (create time) before signalling
             except psutil.Error:
                 pass
-        left = _wait_gone(list(victims.values()), wait)
+        left = wait_gone(list(victims.values()), wait)
         self.procs = {k: p for k, p in self.procs.items() if alive(p) and k[0] not in victims}
         if self.root is not None and not alive(self.root):
             self.root = None
+        return left
+
+    def _foreign_holders(self, port: int, ours: Set[int]) -> Tuple[str, ...]:
+        """Name who else listens on ``port``: neither in ``ours`` nor marked (a sidecar just started again)."""
         foreign = []
         holders = port_holders(port)
         for pid in sorted(holders):
-            if pid in spare or pid in victims:
+            if pid in ours:
                 continue
             try:
                 if self.is_marked(psutil.Process(pid)):
                     continue  # the sidecar supervisord has just started again
             except psutil.Error:
                 continue
-            foreign.append(_describe(pid))
-        killed = tuple(sorted(p for p in victims if p not in {q.pid for q in left}))
-        return ReapResult(killed=killed, survivors=tuple(sorted(p.pid for p in left)),
-                          foreign_holders=tuple(foreign), port_free=not port_listened(port))
+            foreign.append(describe(pid))
+        return tuple(foreign)
 
     def kill_all(self) -> int:
         """SIGKILL every tracked member (a hung tree ignores SIGTERM); return how many."""
@@ -234,91 +205,3 @@ class TreeTracker:
             except psutil.Error:
                 pass
         return count
-
-
-def _wait_gone(procs: List[psutil.Process], timeout: float) -> List[psutil.Process]:
-    """Wait until each process is gone or a zombie (an orphan's zombie may never be
-    collected by its new parent, and holds neither port nor memory); return the rest."""
-    deadline = time.monotonic() + timeout
-    left = [p for p in procs if alive(p)]
-    while left and time.monotonic() < deadline:
-        time.sleep(0.01)
-        left = [p for p in left if alive(p)]
-    return left
-
-
-def processes(identities: Iterable[Any]) -> List[psutil.Process]:
-    """Return the processes of recorded ``[pid, create_time]`` pairs that still exist.
-
-    A pid whose create time differs is another process that reused the number.
-    """
-    found = []
-    for item in identities:
-        try:
-            proc = psutil.Process(int(item[0]))
-            if abs(proc.create_time() - float(item[1])) < 0.01:
-                found.append(proc)
-        except (psutil.Error, ValueError, TypeError, IndexError, KeyError):
-            continue
-    return found
-
-
-def alive(proc: psutil.Process) -> bool:
-    """Whether ``proc`` still runs (a zombie holds no port and serves nothing)."""
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _tree_pids(pid: Optional[int]) -> Set[int]:
-    if pid is None:
-        return set()
-    try:
-        root = psutil.Process(pid)
-        return {pid} | {p.pid for p in root.children(recursive=True)}
-    except psutil.Error:
-        return set()
-
-
-def port_holders(port: int) -> Set[int]:
-    """Return the pids listening on TCP ``port`` (those this user may see)."""
-    pids: Set[int] = set()
-    try:
-        conns = psutil.net_connections(kind="tcp")
-    except (psutil.Error, OSError):
-        return pids
-    for c in conns:
-        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
-            pids.add(c.pid)
-    return pids
-
-
-def port_listened(port: int) -> bool:
-    """Whether any process, of any user, listens on TCP ``port`` (the kernel's socket table)."""
-    try:
-        conns = psutil.net_connections(kind="tcp")
-    except (psutil.Error, OSError):
-        return False
-    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in conns)
-
-
-def port_is_free(host: str, port: int) -> bool:
-    """Return True when nothing accepts connections on host:port."""
-    import socket
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.settimeout(0.5)
-        try:
-            s.connect((host if host not in ("0.0.0.0", "::", "") else "127.0.0.1", port))
-        except OSError as exc:
-            return exc.errno in (errno.ECONNREFUSED, errno.EADDRNOTAVAIL) or isinstance(exc, ConnectionRefusedError)
-        return False
-
-
-def _describe(pid: int) -> str:
-    try:
-        return f"pid {pid} {psutil.Process(pid).name()}"
-    except psutil.Error:
-        return f"pid {pid}"

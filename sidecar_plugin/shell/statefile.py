@@ -15,13 +15,16 @@ import json
 import os
 import stat
 import time
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from sidecar_plugin.core.endpoint import with_base_url
 from sidecar_plugin.core.schema import SidecarState, StateMissing, StateUnavailable, parse_state
 from sidecar_plugin.names import HISTORY_NAME, STALE_AFTER, State
 from sidecar_plugin.shell.atomic import write_atomic
 from sidecar_plugin.shell.safefs import plain_mode
+
+if TYPE_CHECKING:
+    import logging
 
 HISTORY_MAX_BYTES = 256 * 1024
 MAX_STATE_BYTES = 128 * 1024  # 40 log lines of 500 characters and the rest fit many times over
@@ -169,3 +172,43 @@ def lock_state_file(state_file: str) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     return fd
+
+
+def own_state_file(state_file: str, log: logging.Logger, retry_every: float = 1.0) -> bool:
+    """Own the state file, or say why not: two listeners for one program would contradict each other.
+
+    Only another listener's lock is a reason to refuse (an expected exit, so
+    supervisord does not restart us in a loop). A missing folder (under /run,
+    emptied at boot) is created; one that cannot be created yet, or a lock
+    file that cannot be opened, is waited for: exiting would leave the
+    sidecar running unwatched, and an expected exit would never be retried.
+    """
+    folder = os.path.dirname(os.path.abspath(state_file))
+    deadline = time.monotonic() + 3.0
+    waiting = ""
+    while True:
+        try:
+            lock_state_file(state_file)
+            if waiting:
+                log.info("%s is usable now: watching the sidecar", folder)
+            return True
+        except LockHeld as exc:
+            if time.monotonic() >= deadline:
+                log.error("refusing to run: %s; two listeners for one program would contradict each other", exc)
+                return False
+            time.sleep(0.2)
+            continue
+        except FileNotFoundError:
+            try:
+                os.makedirs(folder, mode=0o755, exist_ok=True)
+                log.warning("the state folder %s did not exist: created it", folder)
+                continue
+            except OSError as exc:
+                why = f"the state folder {folder} does not exist and cannot be created ({exc.strerror or exc})"
+        except OSError as exc:
+            why = f"cannot lock {state_file}.lock ({exc.strerror or exc})"
+        if why != waiting:
+            log.error("%s: waiting for it (checking every %g s); the sidecar is not watched until then",
+                      why, retry_every)
+            waiting = why
+        time.sleep(retry_every)

@@ -12,7 +12,7 @@ import os
 import re
 import socket
 import xmlrpc.client
-from typing import Any, Callable, Iterable, Mapping, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from supervisor.xmlrpc import Faults, SupervisorTransport, UnixStreamHTTPConnection
@@ -195,3 +195,8 @@ def stop_window(rpc: Any, name: str) -> float:
         if process_name(str(info.get("name")), str(info.get("group"))) == name:
             return float(info.get("stopwaitsecs") or 0) + 30.0
     return DEFAULT_STOP_WAIT
+
+
+def live_processes(rpc: Any) -> Dict[str, str]:
+    """Map ``group:name`` -> statename of every process supervisord has."""
+    return {f"{i['group']}:{i['name']}": i["statename"] for i in rpc.supervisor.getAllProcessInfo()}

@@ -1,0 +1,97 @@
+"""What a render changes against what the host has: the groups apply may touch, the restarts and why.
+
+Apply compares the new render with two records of the past: the previous
+render's ``sidecar.json`` (which groups it defined, which command each
+sidecar ran) and each listener's state file (which config version the live
+sidecar loaded). The first says which supervisord groups are *ours* (a
+sidecar removed from the profiles is removed from supervisord too) and what
+in a command changed (a port, host, worker count or binary needs a real
+restart, and the operator is told which); the second finds a sidecar left
+behind by a render followed by ``supervisorctl update``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List, Optional, Set
+
+from sidecar_plugin.core.litellm_yaml import config_version
+from sidecar_plugin.core.render import sidecar_command
+from sidecar_plugin.names import LITELLM_YAML, RECORD_NAME
+from sidecar_plugin.shell.build import Rendered
+from sidecar_plugin.shell.files import Snapshot
+from sidecar_plugin.shell.statefile import state_dict
+
+# The flags of LiteLLM's command line, as an operator names them when a restart is needed.
+_FLAG_WORDS = {"--port": "port", "--host": "host", "--num_workers": "workers", "--config": "config path",
+               "--timeout_worker_healthcheck": "worker health-check timeout"}
+
+
+def our_groups(rendered: Rendered, snap: Snapshot) -> Set[str]:
+    """The supervisord groups this include defines now or defined before: the only ones apply touches.
+
+    The previous render's record says which groups it defined, so a sidecar
+    removed from the profiles is removed from supervisord too.
+    """
+    names = set(rendered.plan.groups)
+    old = snap.get(os.path.join(rendered.out_dir, RECORD_NAME))
+    if old is not None:
+        try:
+            groups = json.loads(old[0]).get("groups")
+        except (ValueError, AttributeError, RecursionError):
+            groups = None
+        if isinstance(groups, list):
+            names |= {g for g in groups if isinstance(g, str)}
+    return names
+
+
+def recorded_commands(record: Optional[bytes]) -> Dict[str, List[str]]:
+    """Map program -> LiteLLM argv, as the previous render's ``sidecar.json`` recorded them."""
+    try:
+        sidecars = json.loads(record or b"{}").get("sidecars") or {}
+    except (ValueError, AttributeError, RecursionError):
+        return {}
+    return {str(p): [str(a) for a in v["command"]] for p, v in sidecars.items()
+            if isinstance(v, dict) and isinstance(v.get("command"), list)}
+
+
+def restart_reasons(rendered: Rendered, snap: Snapshot) -> Dict[str, str]:
+    """Map program -> what in its command changed (port, host, workers, binary): those need a real restart."""
+    old = snap.get(os.path.join(rendered.out_dir, RECORD_NAME))
+    before = recorded_commands(old[0] if old else None)
+    reasons = {}
+    for s in rendered.sidecars:
+        was, argv = before.get(s.program), sidecar_command(s)
+        if was is None or was == argv:
+            continue
+        words = ["binary"] if was[:1] != argv[:1] else []
+        flags = {a for a in was + argv if a.startswith("--")}
+        for flag in sorted(flags):
+            if _flag(was, flag) != _flag(argv, flag):
+                words.append(_FLAG_WORDS.get(flag, flag))
+        reasons[s.program] = ", ".join(words) or "command"
+    return reasons
+
+
+def _flag(argv: List[str], flag: str) -> Optional[str]:
+    if flag not in argv:
+        return None
+    i = argv.index(flag)
+    return argv[i + 1] if i + 1 < len(argv) else ""
+
+
+def drifted(rendered: Rendered) -> Set[str]:
+    """Return the configs whose live sidecar was started with another version than the one rendered.
+
+    A render (or a rollback by hand) followed by ``supervisorctl update``
+    leaves such a sidecar behind: the files match, the process does not.
+    """
+    wanted = {f.path: config_version(f.data) for f in rendered.files if f.path.endswith(LITELLM_YAML)}
+    out = set()
+    for s in rendered.sidecars:
+        doc = state_dict(s.state_file)
+        loaded = doc.get("config_version")
+        if doc.get("pid") and loaded and loaded != wanted.get(s.config_path):
+            out.add(s.config_path)
+    return out
