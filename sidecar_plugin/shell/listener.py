@@ -33,7 +33,7 @@ from sidecar_plugin.core.events import command_input, event_input
 from sidecar_plugin.core.recovery import recover_input
 from sidecar_plugin.core.retry import Backoff
 from sidecar_plugin.core.listen_args import ListenerOptions
-from sidecar_plugin.core.schema import StateUnavailable, state_document
+from sidecar_plugin.core.schema import state_document
 from sidecar_plugin.names import HEARTBEAT_EVERY, MARKER_ENV, State, marker_value
 from sidecar_plugin.shell import identity
 from sidecar_plugin.shell.files import file_version, keep_private
@@ -48,7 +48,7 @@ from sidecar_plugin.shell.reaper import TreeTracker
 from sidecar_plugin.shell.reaping import reap
 from sidecar_plugin.shell.redact import Redactor, secrets_from_config, tail_lines
 from sidecar_plugin.shell.publish import Publisher
-from sidecar_plugin.shell.statefile import read_state
+from sidecar_plugin.shell.statefile import prior_state
 from sidecar_plugin.shell.watch import wait_for_exit
 
 log = logging.getLogger("sidecar_plugin.listener")
@@ -140,12 +140,7 @@ class Listener:
 
     def _recover(self) -> None:
         """Rebuild the state from supervisord and the previous state file."""
-        try:
-            prior = read_state(self.opts.state_file, max_age=float("inf"))
-        except StateUnavailable:
-            prior = None
-        if prior is not None and prior.program != self.opts.program:
-            prior = None
+        prior = prior_state(self.opts.state_file, self.opts.program)
         if prior is not None:
             self.publisher.last_state = prior.state
             self.tracker.adopt(prior.raw.get("tree") or [])

@@ -59,6 +59,15 @@ def read_state(path: str, max_age: float = STALE_AFTER, now: Optional[float] = N
     return parse_state(doc, path, max_age, time.time() if now is None else now)
 
 
+def prior_state(path: str, program: str) -> Optional[SidecarState]:
+    """The file a previous listener of ``program`` left, however old; None if there is none of its own."""
+    try:
+        prior = read_state(path, max_age=float("inf"))
+    except StateUnavailable:
+        return None
+    return prior if prior.program == program else None
+
+
 def effective_state(path: str, max_age: float = STALE_AFTER) -> State:
     """Return the state to act on: STOPPED with no file yet, CRASHED if stale or corrupt."""
     try:
