@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple, Type
 
 from sidecar_plugin import __version__
 from sidecar_plugin.core.listen_args import OPTIONS as LISTEN_OPTIONS, positive_number
 from sidecar_plugin.core.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER
+from sidecar_plugin.errors import BinaryNotFoundError, SidecarError, SidecarStartError
 from sidecar_plugin.names import (
     DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, EXIT_FAIL, EXIT_NO_BINARY, EXIT_USAGE, STALE_AFTER, State,
 )
@@ -47,6 +48,7 @@ def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of every command, in the order ``--help`` lists them."""
     p = _Parser(prog="sidecar-plugin", description="Run AgentRoute's LiteLLM sidecar under supervisord.")
     p.add_argument("--version", action="version", version=f"sidecar-plugin {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -67,7 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         li.add_argument(flag, dest=attr, type=_checked(parse) if parse is not str else str,
                         action="append" if attr == "sidecar" else "store",
                         default=[] if attr == "sidecar" else default, help=text)
+    _state_commands(sub)
+    return p
 
+
+def _state_commands(sub: Any) -> None:
+    """Add the commands that read or drive a running sidecar through its state file and supervisord."""
     for name, text in (("status", "show the sidecars' state (exit 0 running, 3 not, 4 unknown)"),
                        ("endpoint", "print the sidecar's base URL and the file holding its master key (never the key)"),
                        ("wait", "wait until the sidecar reaches a state"),
@@ -90,7 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
         if name not in ("status", "endpoint"):
             c.add_argument("--timeout", type=_checked(positive_number), default=None,
                            help="seconds (default: start/wait 300; stop: the drain window plus 30)")
-    return p
 
 
 def _render_options(r: argparse.ArgumentParser) -> None:
@@ -136,7 +142,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     from sidecar_plugin.commands import COMMANDS
     from sidecar_plugin.core.profile import ProfileError
     from sidecar_plugin.core.render import RenderError
-    from sidecar_plugin.errors import BinaryNotFoundError, SidecarError, SidecarStartError
     from sidecar_plugin.shell.supervisor import BadServerUrl
 
     args_list = sys.argv[1:] if argv is None else argv
@@ -147,37 +152,49 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         args = build_parser().parse_args(args_list)
         return COMMANDS[args.command](args)
-    except CliError as exc:
-        print(str(exc), file=sys.stderr)
-        return exc.code
-    except BinaryNotFoundError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_NO_BINARY
-    except (ProfileError, RenderError, BadServerUrl) as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_USAGE
-    except SidecarStartError as exc:
-        print(f"sidecar-plugin: {exc}", file=sys.stderr)
-        return EXIT_FAIL
-    except SidecarError as exc:
-        print(f"sidecar-plugin: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
-        return EXIT_FAIL
     except KeyboardInterrupt:
         return 130
-    except OSError as exc:
-        if debug:
+    except Exception as exc:
+        code = _report(exc, (ProfileError, RenderError, BadServerUrl), debug)
+        if code is None:
             raise
+        return code
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+def _report(exc: Exception, usage: Tuple[Type[Exception], ...], debug: bool) -> Optional[int]:
+    """Print ``exc`` as its one line on stderr and return its exit code; None: let it raise (``--debug``).
+
+    The checks run in this order because the classes overlap: ``build``'s
+    missing binary is both a ``BinaryNotFoundError`` (exit 3) and a
+    ``RenderError`` (a ``usage`` error, exit 2), and the first match wins.
+    """
+    if isinstance(exc, CliError):
+        print(str(exc), file=sys.stderr)
+        return exc.code
+    if isinstance(exc, BinaryNotFoundError):
+        print(str(exc), file=sys.stderr)
+        return EXIT_NO_BINARY
+    if isinstance(exc, usage):
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    if isinstance(exc, SidecarStartError):
+        print(f"sidecar-plugin: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    if isinstance(exc, SidecarError):
+        print(f"sidecar-plugin: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        return EXIT_FAIL
+    if debug:
+        return None
+    if isinstance(exc, OSError):
         print(f"sidecar-plugin: {exc.strerror or exc}{': ' + exc.filename if getattr(exc, 'filename', None) else ''}",
               file=sys.stderr)
         return EXIT_FAIL
-    except Exception as exc:  # the last line of defence: never a traceback without --debug
-        if debug:
-            raise
-        print(f"sidecar-plugin: unexpected error: {type(exc).__name__}: {exc} (run with --debug for details)",
-              file=sys.stderr)
-        return EXIT_FAIL
-    finally:
-        sys.stdout, sys.stderr = streams
+    # the last line of defence: never a traceback without --debug
+    print(f"sidecar-plugin: unexpected error: {type(exc).__name__}: {exc} (run with --debug for details)",
+          file=sys.stderr)
+    return EXIT_FAIL
 
 
 class _Redacting:

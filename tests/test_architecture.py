@@ -72,7 +72,8 @@ def test_the_core_does_no_io_of_processes_sockets_or_supervisord():
 def test_client_and_rpc_load_neither_cli_listener_render_apply_requests_nor_yaml():
     code = ("import sys, sidecar_plugin.client, sidecar_plugin.rpc\n"
             "heavy = ['sidecar_plugin.cli', 'sidecar_plugin.commands', 'sidecar_plugin.shell.listener',\n"
-            "         'sidecar_plugin.core.render', 'sidecar_plugin.shell.apply', 'requests', 'yaml', 'argparse']\n"
+            "         'sidecar_plugin.core.render', 'sidecar_plugin.core.render_options', 'sidecar_plugin.core.sections',\n"
+            "         'sidecar_plugin.shell.apply', 'requests', 'yaml', 'argparse']\n"
             "print(' '.join(m for m in heavy if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == ""

@@ -134,6 +134,11 @@ def state_document(model: Any, opts: Any, now: float, listener_pid: int,
     ``base_url`` and ``key_file`` (a path, never the key) tell the gateway
     where to send its requests and where the key it sends is kept.
     """
+    return {**_reading(model, opts, now, listener_pid, error), **_acting(model, opts, tree, key_file)}
+
+
+def _reading(model: Any, opts: Any, now: float, listener_pid: int, error: Optional[str]) -> Dict[str, Any]:
+    """The fields ``parse_state`` checks (and ``host``): what every reader of schema 1 relies on."""
     return {
         "schema": SCHEMA,
         "program": opts.program,
@@ -154,6 +159,12 @@ def state_document(model: Any, opts: Any, now: float, listener_pid: int,
         "error": error,
         "log_tail": list(model.log_tail),
         "listener_pid": listener_pid,
+    }
+
+
+def _acting(model: Any, opts: Any, tree: Any, key_file: Optional[str]) -> Dict[str, Any]:
+    """The fields clients act on: the tree a stop waits out, where the gateway sends, the recovery under way."""
+    return {
         "log_file": opts.log_file,
         "tree": [[pid, ctime] for pid, ctime in tree],
         "group": opts.group or opts.program,

@@ -9,10 +9,8 @@ could swap), then renamed over the old one. Folders are opened the same way
 (``O_DIRECTORY | O_NOFOLLOW``), so a folder swapped for a link to ``/etc`` is
 refused instead of being handed to the user.
 
-The log's folder gets a default ACL: supervisord (root) recreates the log at
-each rotation with its own umask (0644 by default), and a default ACL is the
-one thing that decides a new file's mode from its first byte. Others get
-nothing; the sidecar's group (``--user``) may read.
+A file's mode is set exactly, without the ACL its folder would give it
+(``plain_mode``); the folders' default ACLs are ``shell.acl``'s.
 """
 
 from __future__ import annotations
@@ -21,16 +19,13 @@ import errno
 import os
 import secrets
 import stat
-import struct
 from typing import Optional, Tuple
+
+from sidecar_plugin.shell.acl import ACL_ACCESS
 
 Owner = Optional[Tuple[int, int]]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_ACL_ACCESS = "system.posix_acl_access"
-_ACL_DEFAULT = "system.posix_acl_default"
-_ACL_USER_OBJ, _ACL_GROUP_OBJ, _ACL_GROUP, _ACL_MASK, _ACL_OTHER = 0x01, 0x04, 0x08, 0x10, 0x20
-_ACL_UNDEFINED = 0xFFFFFFFF
 
 
 class UnsafePath(OSError):
@@ -127,7 +122,7 @@ def _regular_single(fd: int, shown: str) -> None:
 def plain_mode(fd: int, mode: int) -> None:
     """Give the open file exactly ``mode``: drop an ACL it inherited from its folder, then fchmod."""
     try:
-        os.removexattr(fd, _ACL_ACCESS)
+        os.removexattr(fd, ACL_ACCESS)
     except OSError:
         pass
     os.fchmod(fd, mode)
@@ -143,27 +138,9 @@ def write_file(dirfd: int, name: str, data: bytes, mode: int, owner: Owner = Non
     existing = entry(dirfd, name)
     if existing is not None and stat.S_ISDIR(existing.st_mode):
         raise UnsafePath(errno.EISDIR, "is a folder", name)
-    for _ in range(16):
-        tmp = f".{name}.{secrets.token_hex(6)}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                         dir_fd=dirfd)
-            break
-        except FileExistsError:
-            continue
-    else:
-        raise FileExistsError(errno.EEXIST, "cannot make a temp file", name)
+    tmp, fd = _new_temp(dirfd, name)
     try:
-        try:
-            if owner is not None:
-                os.fchown(fd, *owner)
-            plain_mode(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fill(fd, data, mode, owner)
         os.replace(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
     except BaseException:
         try:
@@ -175,6 +152,33 @@ def write_file(dirfd: int, name: str, data: bytes, mode: int, owner: Owner = Non
         os.fsync(dirfd)
     except OSError:
         pass
+
+
+def _new_temp(dirfd: int, name: str) -> Tuple[str, int]:
+    """Create a temp file beside ``name`` that did not exist (``O_EXCL``, never a link); return (name, fd)."""
+    for _ in range(16):
+        tmp = f".{name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                         dir_fd=dirfd)
+            return tmp, fd
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "cannot make a temp file", name)
+
+
+def _fill(fd: int, data: bytes, mode: int, owner: Owner) -> None:
+    """Give the new temp file its owner and mode before its first byte, write ``data``, sync, close it."""
+    try:
+        if owner is not None:
+            os.fchown(fd, *owner)
+        plain_mode(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def remove(dirfd: int, name: str) -> None:
@@ -218,35 +222,3 @@ def set_owner_mode(fd: int, owner: Owner, mode: int) -> None:
     if owner is not None:
         os.fchown(fd, *owner)
     os.fchmod(fd, mode)
-
-
-def _acl(entries: Tuple[Tuple[int, int, int], ...]) -> bytes:
-    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, ident) for tag, perm, ident in entries)
-
-
-def private_default_acl(dirfd: int, reader_gid: Optional[int] = None) -> bool:
-    """Make files created later in the folder owner-only (plus read for ``reader_gid``); False if unsupported.
-
-    This is what keeps the log private when supervisord recreates it after a
-    rotation with its own umask: a folder's default ACL overrides the umask.
-    """
-    entries = [(_ACL_USER_OBJ, 6, _ACL_UNDEFINED), (_ACL_GROUP_OBJ, 0, _ACL_UNDEFINED)]
-    if reader_gid is not None:
-        entries += [(_ACL_GROUP, 4, reader_gid), (_ACL_MASK, 4, _ACL_UNDEFINED)]
-    entries.append((_ACL_OTHER, 0, _ACL_UNDEFINED))
-    try:
-        os.setxattr(dirfd, _ACL_DEFAULT, _acl(tuple(entries)))
-    except OSError as exc:
-        if exc.errno in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
-            return False
-        raise
-    return True
-
-
-def drop_acls(fd: int) -> None:
-    """Remove the access and default ACLs a new folder inherited (its files follow the umask again)."""
-    for name in (_ACL_ACCESS, _ACL_DEFAULT):
-        try:
-            os.removexattr(fd, name)
-        except OSError:
-            pass

@@ -1,0 +1,76 @@
+"""What one render is asked for, what it produces, and how it refuses: the types every render piece shares.
+
+Kept apart from the writers (``core.sections`` writes supervisord's sections,
+``core.render`` the plan's files) so both can name the options and the error
+without importing each other; ``core.render`` still offers every name here,
+since the shells import them from there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Tuple
+
+from sidecar_plugin.core.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER
+from sidecar_plugin.names import (
+    DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PROGRAM, DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, LITELLM_YAML, process_name,
+)
+
+PROGRAM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+
+
+class RenderError(ValueError):
+    """Bad options or environment; ``str()`` is the one line for the operator."""
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Everything render needs besides the profile and the secrets.
+
+    Paths are absolute: supervisord runs with another working directory and
+    another PATH than the operator's shell.
+    """
+
+    out_dir: str
+    binary: str
+    listener_command: Tuple[str, ...]
+    port: int = DEFAULT_PORT
+    host: str = DEFAULT_HOST
+    program: str = DEFAULT_PROGRAM
+    workers: int = DEFAULT_WORKERS
+    health_timeout: float = 20.0
+    stop_timeout: int = DEFAULT_STOP_TIMEOUT
+    hang_window: float = 20.0
+    state_file: str = ""
+    log_file: str = ""
+    listener_log_file: str = ""
+    autostart: bool = True
+    user: str = ""
+    metrics_file: str = ""
+    group: str = ""
+    retry_delay: float = RETRY_DELAY
+    retry_max_delay: float = RETRY_MAX_DELAY
+    retry_reset_after: float = RETRY_RESET_AFTER
+
+    @property
+    def config_path(self) -> str:
+        return os.path.join(self.out_dir, LITELLM_YAML)
+
+    @property
+    def group_name(self) -> str:
+        """The supervisord group: the fleet's, else the program's own."""
+        return self.group or self.program
+
+    @property
+    def process_name(self) -> str:
+        """The name supervisord's XML-RPC knows the program by."""
+        return process_name(self.program, self.group)
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    path: str
+    data: bytes
+    mode: int

@@ -1,0 +1,133 @@
+"""supervisord's ``[program:]`` and ``[eventlistener:]`` sections, and the check that they can be written.
+
+Every value goes through ``ini``'s writers, which refuse what supervisord
+would not read back exactly; ``check_representable`` runs the same writers
+on the options before anything is written, so a bad value is the operator's
+one-line error, never half a render. Assembling the sections into the
+include is ``core.render``'s job.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Sequence
+
+from sidecar_plugin.core import ini
+from sidecar_plugin.core.render_options import RenderError, RenderOptions
+from sidecar_plugin.names import EXIT_REFUSED, MARKER_ENV, STOP_MARGIN, WORKER_HEALTHCHECK, marker_value
+
+
+def _checked(write: Callable[..., str], *args: Any) -> str:
+    """Run one of ``ini``'s writers; what it cannot write exactly is the operator's one-line error."""
+    try:
+        return write(*args)
+    except ini.IniError as exc:
+        raise RenderError(str(exc)) from None
+
+
+def _ini(value: str, what: str = "a path") -> str:
+    """Return a plain value as supervisord reads it back exactly (see ``ini``), or raise RenderError."""
+    return _checked(ini.raw, value, what)
+
+
+def _log(value: str, what: str) -> str:
+    return _checked(ini.logfile, value, what)
+
+
+def _cmd(argv: Sequence[str]) -> str:
+    return _checked(ini.command, argv)
+
+
+def _env(value: str, what: str) -> str:
+    return _checked(ini.env_value, value, what)
+
+
+def comment(value: str, what: str) -> str:
+    """Return ``value`` as a comment line's text supervisord cannot misread, or raise RenderError."""
+    return _checked(ini.comment, value, what)
+
+
+def sidecar_command(opts: RenderOptions) -> List[str]:
+    """Return the LiteLLM command line of the ``[program:]`` section."""
+    argv = [opts.binary, "--config", opts.config_path, "--host", opts.host, "--port", str(opts.port)]
+    if opts.workers > 1:
+        # uvicorn's rolling replacement (SIGHUP) waits this long for each new worker
+        argv += ["--num_workers", str(opts.workers), "--timeout_worker_healthcheck", str(WORKER_HEALTHCHECK)]
+    return argv
+
+
+def program_section(opts: RenderOptions) -> List[str]:
+    """Return the ``[program:]`` section of one sidecar.
+
+    ``stopasgroup``/``killasgroup`` because killing only the immediate pid
+    leaves uvicorn workers orphaned and the port held; the listener reaps what
+    escapes the group. No secret goes here: LiteLLM reads them from the 0600
+    YAML, and this file is typically world-readable under /etc.
+    """
+    p = opts.program
+    return [
+        f"[program:{p}]",
+        f"command={_cmd(sidecar_command(opts))}",
+        f"directory={_ini(opts.out_dir, '--out-dir')}",
+        f'environment=LITELLM_LOCAL_MODEL_COST_MAP="True",GRACEFUL_SHUTDOWN_TIMEOUT="{opts.stop_timeout}",'
+        f'{MARKER_ENV}={_env(marker_value(p, opts.config_path), "--out-dir")}',
+        "umask=077",  # files LiteLLM itself creates are its own (the log is supervisord's: see shell.acl)
+        f"autostart={'true' if opts.autostart else 'false'}",
+        "autorestart=true",
+        *([f"user={_ini(opts.user, '--user')}"] if opts.user else []),
+        "startsecs=1",
+        "startretries=3",
+        "stopsignal=TERM",
+        # LiteLLM drains in-flight requests for stop_timeout (GRACEFUL_SHUTDOWN_TIMEOUT above);
+        # supervisord's SIGKILL comes only after a margin for its own shutdown.
+        f"stopwaitsecs={opts.stop_timeout + STOP_MARGIN}",
+        "stopasgroup=true",
+        "killasgroup=true",
+        "redirect_stderr=true",
+        f"stdout_logfile={_log(opts.log_file, '--log-file')}",
+        "stdout_logfile_maxbytes=10MB",
+        "stdout_logfile_backups=3",
+        "priority=900",
+        "",
+    ]
+
+
+def listener_section(name: str, argv: Sequence[str], opts: RenderOptions) -> List[str]:
+    """Return the ``[eventlistener:]`` section running the health listener ``argv``."""
+    return [
+        f"[eventlistener:{name}]",
+        f"command={_cmd(argv)}",
+        # REMOTE_COMMUNICATION: an operator's stop of a sidecar the listener retries
+        # (already down, so supervisord has no event for it) is told by the client.
+        "events=PROCESS_STATE,TICK_5,REMOTE_COMMUNICATION",
+        "buffer_size=8192",  # a storm of other programs' events must not drop ours
+        "autostart=true",
+        "autorestart=unexpected",
+        *([f"user={_ini(opts.user, '--user')}"] if opts.user else []),
+        f"exitcodes=0,{EXIT_REFUSED}",
+        "startsecs=0",
+        "stopwaitsecs=5",
+        "stdout_logfile=NONE",  # stdout is the protocol channel, nothing to keep
+        f"stderr_logfile={_log(opts.listener_log_file, '--out-dir')}",
+        "stderr_logfile_maxbytes=5MB",
+        "stderr_logfile_backups=2",
+        "priority=100",
+        "",
+    ]
+
+
+def check_representable(opts: RenderOptions) -> None:
+    """Refuse, naming the option, any value supervisord would not read back exactly.
+
+    Checked before anything is written; the section writers check again
+    (``ini``), so nothing unchecked can reach the include.
+    """
+    for flag, value in (("--out-dir", opts.out_dir), ("--binary", opts.binary), ("--state-file", opts.state_file),
+                        ("--log-file", opts.log_file), ("--metrics-file", opts.metrics_file), ("--host", opts.host),
+                        ("--user", opts.user), ("--out-dir", opts.listener_log_file)):
+        if value:
+            _ini(value, flag)
+    _env(marker_value(opts.program, opts.config_path), "--out-dir")
+    for arg in opts.listener_command:
+        _ini(arg, "the path this package is installed at")
+    _cmd(sidecar_command(opts))
+    _log(opts.log_file, "--log-file")
