@@ -141,7 +141,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Run one command; every failure becomes one line on stderr and an exit code."""
     from sidecar_plugin.commands import COMMANDS
     from sidecar_plugin.core.profile import ProfileError
-    from sidecar_plugin.core.render import RenderError
+    from sidecar_plugin.core.render_options import RenderError
     from sidecar_plugin.shell.supervisor import BadServerUrl
 
     args_list = sys.argv[1:] if argv is None else argv

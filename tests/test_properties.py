@@ -140,7 +140,7 @@ def _supervisord_reads(include):
 def _render_or_refuse(profiles, out, binary, **extra):
     import shlex
 
-    from sidecar_plugin.core.render import RenderError
+    from sidecar_plugin.core.render_options import RenderError
     from sidecar_plugin.shell import build
 
     req = build.RenderRequest(profiles=profiles, out_dir=out, binary=binary, **extra)

@@ -19,7 +19,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sidecar_plugin.core.naming import fleet_programs, program_name
 from sidecar_plugin.core.profile import Profile, ProfileError
-from sidecar_plugin.core.render import PROGRAM_RE, Plan, RenderError, RenderOptions, check_representable, render_sidecar_conf
+from sidecar_plugin.core.render import Plan, render_sidecar_conf
+from sidecar_plugin.core.render_options import PROGRAM_RE, RenderError, RenderOptions
+from sidecar_plugin.core.sections import check_representable
 from sidecar_plugin.names import DEFAULT_PORT, GROUP, LISTENER_SUFFIX, RUN_DIR, fleet_paths
 
 

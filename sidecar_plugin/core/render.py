@@ -24,17 +24,13 @@ from typing import List, Optional, Tuple
 from sidecar_plugin.core.listen_args import ListenerOptions, listen_argv
 from sidecar_plugin.core.litellm_yaml import render_litellm_yaml
 from sidecar_plugin.core.profile import Profile, alias
-from sidecar_plugin.core.render_options import PROGRAM_RE, RenderedFile, RenderError, RenderOptions
+from sidecar_plugin.core.render_options import RenderedFile, RenderOptions
 from sidecar_plugin.core.sections import (
-    check_representable, comment, listener_section, program_section, sidecar_command,
+    comment, listener_section, program_section, sidecar_command,
 )
 from sidecar_plugin.names import LISTENER_SUFFIX, MASTER_KEY, RECORD_NAME, RUN_DIR, SCHEMA, SIDECAR_CONF
 
-__all__ = [
-    "PROGRAM_RE", "Plan", "RenderError", "RenderOptions", "RenderedFile", "check_representable", "listener_section",
-    "master_key_file", "program_section", "render_files", "render_record", "render_sidecar_conf", "sidecar_command",
-    "watch_options",
-]
+__all__ = ["Plan", "master_key_file", "render_files", "render_record", "render_sidecar_conf", "watch_options"]
 
 
 def watch_options(opts: RenderOptions) -> ListenerOptions:

@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Set,
 
 from supervisor.xmlrpc import Faults
 
-from sidecar_plugin.core.render import RenderOptions
+from sidecar_plugin.core.render_options import RenderOptions
 from sidecar_plugin.errors import SidecarError, SidecarStartError
 from sidecar_plugin.names import LITELLM_YAML, LIVE_STATES, SIDECAR_CONF
 from sidecar_plugin.shell import control

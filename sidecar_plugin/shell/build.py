@@ -21,7 +21,8 @@ from sidecar_plugin.core import ini
 from sidecar_plugin.core.layout import plan
 from sidecar_plugin.core.profile import ProfileError, load_profile
 from sidecar_plugin.core.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER
-from sidecar_plugin.core.render import Plan, RenderedFile, RenderError, RenderOptions, render_files
+from sidecar_plugin.core.render import Plan, render_files
+from sidecar_plugin.core.render_options import RenderError, RenderOptions, RenderedFile
 from sidecar_plugin.names import (
     DEFAULT_PORT, DEFAULT_PROGRAM, DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, GROUP, LISTENER_LOG_NAME, LITELLM_YAML,
     LOG_NAME, MASTER_KEY, PROFILE_EXTENSIONS, RECORD_NAME, RUN_DIR, SIDECAR_CONF, STATE_NAME,
@@ -29,7 +30,7 @@ from sidecar_plugin.names import (
 from sidecar_plugin.shell.executables import listener_entry_point, resolve_binary
 from sidecar_plugin.shell.previous import choose_master_key, previous_ports, previous_record
 from sidecar_plugin.shell.statefile import history_path
-from sidecar_plugin.shell import filewrite
+from sidecar_plugin.shell import filewrite, precheck
 
 
 @dataclass(frozen=True)
@@ -173,24 +174,24 @@ def _check_text(value: str, flag: str) -> None:
 def _check_places(req: RenderRequest, sidecars: Sequence[RenderOptions], owner: Optional[Tuple[int, int]]) -> None:
     """Check every place a file goes before anything is written (folders exist, the user can write its own)."""
     if owner is not None:
-        filewrite.check_user(req.user, *owner)
+        precheck.check_user(req.user, *owner)
         if owner[0] != os.geteuid():  # rendering as the user itself crosses no privilege boundary
-            filewrite.check_out_dir(req.out_dir, owner[0], req.user, owner[1])
+            precheck.check_out_dir(req.out_dir, owner[0], req.user, owner[1])
     uid, gid = owner if owner is not None else (None, None)
     for s in sidecars:
         if req.log_file:
-            filewrite.check_folder("--log-file", s.log_file)
+            precheck.check_folder("--log-file", s.log_file)
         if req.state_file:
-            filewrite.check_folder("--state-file", s.state_file, uid, gid, req.user)
+            precheck.check_folder("--state-file", s.state_file, uid, gid, req.user)
     if req.metrics_file:
-        filewrite.check_folder("--metrics-file", req.metrics_file, uid, gid, req.user)
+        precheck.check_folder("--metrics-file", req.metrics_file, uid, gid, req.user)
     _check_distinct(req, sidecars)
     places = [req.out_dir] + [s.out_dir for s in sidecars] + [s.log_file for s in sidecars]
     places += [s.listener_log_file for s in sidecars[:1]]
     if owner is not None:
         places += [os.path.join(s.out_dir, RUN_DIR) for s in sidecars]
     for path in places:
-        filewrite.check_no_link(path)
+        precheck.check_no_link(path)
 
 
 def _check_distinct(req: RenderRequest, sidecars: Sequence[RenderOptions]) -> None:

@@ -17,7 +17,7 @@ import os
 from typing import Dict, List, Optional, Set
 
 from sidecar_plugin.core.litellm_yaml import config_version
-from sidecar_plugin.core.render import sidecar_command
+from sidecar_plugin.core.sections import sidecar_command
 from sidecar_plugin.names import LITELLM_YAML, RECORD_NAME
 from sidecar_plugin.shell.build import Rendered
 from sidecar_plugin.shell.files import Snapshot

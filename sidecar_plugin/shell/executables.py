@@ -12,7 +12,7 @@ import shutil
 import sys
 from typing import Sequence, Tuple
 
-from sidecar_plugin.core.render import RenderError
+from sidecar_plugin.core.render_options import RenderError
 from sidecar_plugin.errors import BinaryNotFoundError
 
 

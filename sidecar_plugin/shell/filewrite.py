@@ -27,13 +27,10 @@ import stat
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from sidecar_plugin.core.render import RenderedFile, RenderOptions
+from sidecar_plugin.core.render_options import RenderOptions, RenderedFile
 from sidecar_plugin.shell import acl, safefs
-# The checks that run before anything is written; build calls them as ``filewrite.check_*``.
-from sidecar_plugin.shell.precheck import check_folder, check_no_link, check_out_dir, check_user
 
-__all__ = ["Folders", "RUN_DIR", "STATE_NAME", "Owner", "check_folder", "check_no_link", "check_out_dir",
-           "check_user", "wanted", "write"]
+__all__ = ["Folders", "RUN_DIR", "STATE_NAME", "Owner", "wanted", "write"]
 
 RUN_DIR = "run"
 STATE_NAME = "state.json"

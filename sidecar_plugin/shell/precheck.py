@@ -16,7 +16,7 @@ import pwd
 import stat
 from typing import Optional, Set
 
-from sidecar_plugin.core.render import RenderError
+from sidecar_plugin.core.render_options import RenderError
 
 
 def check_user(name: str, uid: int, gid: int) -> None:

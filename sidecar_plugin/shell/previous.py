@@ -15,7 +15,7 @@ from typing import Dict, Mapping, Tuple
 
 from sidecar_plugin.core.litellm_yaml import new_master_key
 from sidecar_plugin.core.masterkey import master_key_problem
-from sidecar_plugin.core.render import RenderError
+from sidecar_plugin.core.render_options import RenderError
 from sidecar_plugin.names import MASTER_KEY, RECORD_NAME
 from sidecar_plugin.shell import safefs
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Optional, Set
 
-from sidecar_plugin.core.render import RenderOptions
+from sidecar_plugin.core.render_options import RenderOptions
 from sidecar_plugin.errors import SidecarError
 from sidecar_plugin.names import LITELLM_YAML, STOP_MARGIN
 from sidecar_plugin.shell import control

@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from typing import Callable, Dict, Sequence, Set, Tuple
 
-from sidecar_plugin.core.render import RenderOptions
+from sidecar_plugin.core.render_options import RenderOptions
 from sidecar_plugin.errors import SidecarError
 from sidecar_plugin.names import LITELLM_YAML
 from sidecar_plugin.shell.build import Rendered
