@@ -1,6 +1,7 @@
 """Health that proves identity: an answer counts only when the sidecar's own tree listens on the port."""
 
 import os
+import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -165,3 +166,66 @@ def test_a_worker_of_the_sidecar_that_left_its_session_is_still_its_own():
 def test_nobody_listening_is_not_an_answer_of_the_sidecar():
     own, holder = identity.owner(free_port(), "127.0.0.1", os.getpid())
     assert own is False and "nobody" in holder
+
+
+HIDEPID_CHECK = r"""
+import json, os, socket, subprocess, sys, time
+from sidecar_plugin.shell import identity
+from sidecar_plugin.shell.procs import tree_pids
+import psutil
+s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+code = ("import os, socket, time\n"
+        f"s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', {port})); s.listen()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n    time.sleep(30); os._exit(0)\n"
+        "print(pid, flush=True); time.sleep(30)\n")
+root = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True)
+try:
+    worker = int(root.stdout.readline())
+    try:
+        psutil.Process(root.pid).children()
+        hidden = False
+    except (psutil.AccessDenied, PermissionError):
+        hidden = True
+    print(json.dumps({"hidden": hidden, "tree": sorted(tree_pids(root.pid)), "expected": sorted([root.pid, worker]),
+                      "owner": identity.owner(port, "127.0.0.1", root.pid)}))
+finally:
+    os.killpg(root.pid, 9)
+    root.wait()
+"""
+
+
+def test_on_a_host_hiding_other_users_processes_the_sidecars_own_answer_is_its_own(tmp_path):
+    """--user on a /proc mounted hidepid=1: psutil cannot list children (it reads everyone's parent),
+    so the root's tree was empty and the sidecar's own health answer read as foreign, forever."""
+    import json
+    import shutil
+    import tempfile
+
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("setpriv"):
+        pytest.skip("needs root, unshare and setpriv to mount a hidepid /proc in a namespace of its own")
+    python = "/usr/bin/python3"
+    if subprocess.run([python, "-c", "import psutil"], capture_output=True).returncode != 0:
+        pytest.skip("no system python with psutil for an unprivileged user")
+    area = tempfile.mkdtemp(prefix="sidecar-hidepid-")
+    try:
+        os.chmod(area, 0o755)
+        shutil.copytree(os.path.join(os.path.dirname(identity.__file__), os.pardir), os.path.join(area, "sidecar_plugin"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        script = os.path.join(area, "check.py")
+        with open(script, "w") as fh:
+            fh.write(HIDEPID_CHECK)
+        os.chmod(script, 0o644)
+        inner = (f"mount -t proc -o hidepid=1 proc /proc && exec setpriv --reuid=65534 --regid=65534 --clear-groups "
+                 f"env PYTHONPATH={area} {python} {script}")
+        res = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", inner], capture_output=True,
+                             text=True, timeout=60, cwd="/", start_new_session=True)
+        if res.returncode != 0 and "mount" in res.stderr:
+            pytest.skip(f"cannot mount a hidepid /proc here: {res.stderr.strip()[:200]}")
+        assert res.returncode == 0, res.stderr
+        seen = json.loads(res.stdout.strip().splitlines()[-1])
+        assert seen["hidden"], "psutil could list the children: the mount did not hide other users' processes"
+        assert seen["tree"] == seen["expected"]
+        assert seen["owner"] == [True, None]
+    finally:
+        shutil.rmtree(area, ignore_errors=True)

@@ -18,7 +18,7 @@ from sidecar_plugin.core import machine as m
 from sidecar_plugin.core.listen_args import ListenerOptions
 from sidecar_plugin.names import MARKER_ENV, marker_value
 from sidecar_plugin.shell.listener import Listener
-from sidecar_plugin.shell.procs import born_at
+from sidecar_plugin.shell.procs import born_at, tree_pids
 from sidecar_plugin.shell.reaper import TreeTracker
 from sidecar_plugin.shell.reaping import reap
 
@@ -52,8 +52,8 @@ def early_boot_time(monkeypatch):
     monkeypatch.setattr(pslinux, "boot_time", lambda: real() - 0.9)
 
 
-def test_a_process_born_after_the_exit_is_spared_whatever_psutils_boot_time(spawn, early_boot_time):
-    marker = "agentroute-sidecar@/tmp/race/litellm.yaml"
+def test_a_process_born_after_the_exit_is_spared_whatever_psutils_boot_time(spawn, early_boot_time, tmp_path):
+    marker = f"agentroute-sidecar@{tmp_path}/litellm.yaml"
     orphan = spawn(marker)  # a worker of the tree that exited
     tracker = TreeTracker(MARKER_ENV, marker)
     tracker.track(orphan.pid)
@@ -66,34 +66,29 @@ def test_a_process_born_after_the_exit_is_spared_whatever_psutils_boot_time(spaw
     assert not alive(orphan.pid) and orphan.pid in result.killed
 
 
-def test_the_sidecar_supervisord_spawns_during_the_scan_is_spared(spawn, tmp_path):
+def test_the_sidecar_supervisord_already_runs_is_spared_by_its_answer_whatever_the_exit_time(spawn, tmp_path):
+    """The exit was processed after supervisord had spawned the new sidecar (events travel through
+    supervisord's buffer), so the new one looks born before the exit: only supervisord's answer tells."""
     program = "agentroute-sidecar"
     config = str(tmp_path / "litellm.yaml")
     marker = marker_value(program, config)
     opts = ListenerOptions(program=program, port=free_port(), state_file=str(tmp_path / "state.json"),
                            log_file=str(tmp_path / "litellm.log"), config_path=config)
-    new = {}
+    orphan = spawn(marker)  # a worker of the tree that exited
+    new = spawn(marker)  # the sidecar supervisord started again
 
     class Supervisor:
-        """supervisord restarting the program just after it answered the first question."""
-
-        def getProcessInfo(self, name):
-            if not new:
-                new["proc"] = spawn(marker)
-                return {"statename": "EXITED", "pid": 0}
-            return {"statename": "STARTING", "pid": new["proc"].pid}
+        def getAllProcessInfo(self):
+            return [{"name": program, "statename": "STARTING", "pid": new.pid},
+                    {"name": "other", "statename": "STOPPED", "pid": 0}]
 
     class Rpc:
         supervisor = Supervisor()
 
     listener = Listener(opts, lambda: Rpc())
-    orphan = spawn(marker)  # a worker of the tree that exited
     listener.tracker.track(orphan.pid)
-    poll(lambda: time.time() - born_at(psutil.Process(orphan.pid)) > 1.0, 5, what="an old orphan")
-    # The exit was received after supervisord had already spawned the new sidecar (events
-    # travel through supervisord's buffer): only supervisord's answer can tell it apart.
     reaped = reap(listener.tracker, listener.link, opts.port, m.Reap(before=time.time() + 5.0), listener.log)
-    assert new and alive(new["proc"].pid), "the sidecar supervisord runs now was reaped"
+    assert alive(new.pid), "the sidecar supervisord runs now was reaped"
     assert not alive(orphan.pid) and reaped.killed == 1
 
 
@@ -101,30 +96,53 @@ ORPHAN = ("import os, sys, time\n"
           "pid = os.fork()\n"
           "if pid == 0:\n"
           "    null = os.open(os.devnull, os.O_RDWR); os.dup2(null, 1); os.dup2(null, 2)\n"
-          "    os.setsid(); time.sleep(120)\n"
+          "    os.setsid(); time.sleep(60)\n"
           "print(pid, flush=True)\n")  # the parent exits: the worker is handed to init, as a SIGKILLed sidecar's
 
 
-def test_with_supervisords_pid_parentage_decides_not_the_clock(spawn):
+@pytest.fixture
+def orphan_of(tmp_path):
+    """Start a marked process whose parent exits at once (an orphan, as a SIGKILLed sidecar's worker); killed after."""
+    started = []
+
+    def start(marker):
+        out = subprocess.run([sys.executable, "-c", ORPHAN], env=dict(os.environ, **{MARKER_ENV: marker}),
+                             capture_output=True, text=True, timeout=10)
+        started.append(psutil.Process(int(out.stdout)))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        if alive(proc.pid):
+            proc.kill()
+
+
+def test_supervisords_answer_decides_by_parentage_not_the_clock(spawn, orphan_of, tmp_path):
     """Chaos found it: a worker respawned a few ms before its parent was SIGKILLed looked born
     "after the exit" within a tick's slack, was spared, and held the port the new sidecar needed."""
-    marker = "agentroute-sidecar@/tmp/race/litellm.yaml"
-    live = spawn(marker)  # the program supervisord (here: this test process) runs now, older than the exit
+    marker = f"agentroute-sidecar@{tmp_path}/litellm.yaml"
+    live = spawn(marker)  # the program supervisord runs now, older than the exit
     poll(lambda: time.time() - born_at(psutil.Process(live.pid)) > 0.2, 5, what="an older live sidecar")
-    out = subprocess.run([sys.executable, "-c", ORPHAN], env=dict(os.environ, **{MARKER_ENV: marker}),
-                         capture_output=True, text=True, timeout=10)
-    orphan = psutil.Process(int(out.stdout))
-    try:
-        poll(lambda: orphan.ppid() != os.getpid(), 5, what="the orphan handed to init")
-        exit_seen = time.time()  # the exit is seen the instant the orphan was born, to a tick
-        tracker = TreeTracker(MARKER_ENV, marker, keeper=os.getpid())
-        tracker.track(live.pid)  # the tracker knows the live sidecar as well: it is spared all the same
-        result = tracker.reap(free_port(), before=exit_seen, wait=3.0)
-        assert alive(live.pid), "the sidecar supervisord runs was reaped"
-        assert not alive(orphan.pid) and result.killed == (orphan.pid,)
-    finally:
-        if alive(orphan.pid):
-            orphan.kill()
+    orphan = orphan_of(marker)
+    assert orphan.ppid() not in tree_pids(os.getpid()), "the orphan is not handed to init"
+    exit_seen = time.time()  # the exit is seen the instant the orphan was born, to a tick
+    tracker = TreeTracker(MARKER_ENV, marker)
+    tracker.track(live.pid)  # the tracker knows the live sidecar as well: it is spared all the same
+    result = tracker.reap(free_port(), before=exit_seen, wait=3.0, live=lambda: [live.pid])
+    assert alive(live.pid), "the sidecar supervisord runs was reaped"
+    assert not alive(orphan.pid) and result.killed == (orphan.pid,)
+
+
+def test_without_supervisords_answer_the_clock_decides(spawn, orphan_of, tmp_path):
+    """supervisord busy or the socket denied: nothing born after the exit is reaped (to a tick)."""
+    marker = f"agentroute-sidecar@{tmp_path}/litellm.yaml"
+    old = orphan_of(marker)
+    poll(lambda: time.time() - born_at(old) > 0.5, 5, what="an old orphan")
+    exit_seen = time.time()
+    poll(lambda: time.time() > exit_seen + 0.1, 1, what="time to pass the exit")
+    young = orphan_of(marker)
+    result = TreeTracker(MARKER_ENV, marker).reap(free_port(), before=exit_seen, wait=3.0, live=lambda: None)
+    assert result.killed == (old.pid,) and alive(young.pid)
 
 
 @pytest.mark.integration

@@ -10,8 +10,8 @@ sidecars, the group they share (a fleet's ``[group:agentroute]``; one sidecar
 is its own group) and the one listener that watches them all. This module
 assembles a plan's files (the include, the ``sidecar.json`` record, the
 secrets); the options and error live in ``core.render_options``, the
-supervisord sections in ``core.sections``. Their names are offered here too,
-as the one place the shells import rendering from.
+supervisord sections in ``core.sections``; each name is imported from the
+module that defines it.
 """
 
 from __future__ import annotations

@@ -43,7 +43,6 @@ from sidecar_plugin.shell.metrics import MetricsFile
 from sidecar_plugin.shell.observe import TreeObserver
 from sidecar_plugin.shell.probe import LIVELINESS_PATH, Prober, health_url
 from sidecar_plugin.shell.probing import probe_loop
-from sidecar_plugin.shell.procs import supervisord_pid
 from sidecar_plugin.shell.reaper import TreeTracker
 from sidecar_plugin.shell.reaping import reap
 from sidecar_plugin.shell.redact import Redactor, secrets_from_config, tail_lines
@@ -76,7 +75,7 @@ class Listener:
                             hang_window=opts.hang_window)
         self.model = m.Model(since=clock())
         self.inbox: "queue.Queue[Any]" = queue.Queue()
-        self.tracker = TreeTracker(MARKER_ENV, marker_value(opts.program, opts.config_path), keeper=supervisord_pid())
+        self.tracker = TreeTracker(MARKER_ENV, marker_value(opts.program, opts.config_path))
         self.redact = Redactor(secrets_from_config(opts.config_path))
         self.key_files = KeyFileCache()
         self.plan_changed = threading.Event()

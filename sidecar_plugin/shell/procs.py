@@ -57,16 +57,6 @@ def born_before(proc: psutil.Process, moment: float) -> bool:
         return False
 
 
-def supervisord_pid() -> Optional[int]:
-    """Return the pid of the supervisord running this process, if one does.
-
-    supervisord puts ``SUPERVISOR_ENABLED`` in its children's environment; the
-    listener is its child, so its parent is the keeper of the live program.
-    """
-    parent = os.getppid()
-    return parent if os.environ.get("SUPERVISOR_ENABLED") and parent > 1 else None
-
-
 def processes(identities: Iterable[Any]) -> List[psutil.Process]:
     """Return the processes of recorded ``[pid, create_time]`` pairs that still exist.
 
@@ -107,10 +97,53 @@ def tree_pids(pid: Optional[int]) -> Set[int]:
     if pid is None:
         return set()
     try:
-        root = psutil.Process(pid)
-        return {pid} | {p.pid for p in root.children(recursive=True)}
+        return {pid} | {p.pid for p in descendants(psutil.Process(pid))}
     except psutil.Error:
         return set()
+
+
+def descendants(proc: psutil.Process, recursive: bool = True) -> List[psutil.Process]:
+    """``proc.children()``, also on a host whose /proc hides other users' processes.
+
+    psutil finds children by reading every process's parent, which fails under
+    ``hidepid`` when the listener runs as the sidecar's user (older psutil lets
+    the EPERM through): the kernel's own list of each task's children, readable
+    for one's own processes, answers then.
+    """
+    try:
+        return proc.children(recursive=recursive)
+    except (psutil.AccessDenied, PermissionError):
+        found = []
+        for pid in sorted(_task_tree(proc.pid, recursive) - {proc.pid}):
+            try:
+                found.append(psutil.Process(pid))
+            except psutil.Error:
+                continue
+        return found
+
+
+def _task_tree(pid: int, recursive: bool) -> Set[int]:
+    """``pid`` and its children (all descendants if ``recursive``) from /proc/PID/task/TID/children."""
+    seen: Set[int] = set()
+    todo = [pid]
+    while todo:
+        here = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{here}/task")
+        except OSError:
+            continue
+        seen.add(here)
+        for tid in tasks:
+            try:
+                with open(f"/proc/{here}/task/{tid}/children") as fh:
+                    kids = [int(kid) for kid in fh.read().split()]
+            except (OSError, ValueError):
+                continue
+            if recursive:
+                todo += [kid for kid in kids if kid not in seen]
+            else:
+                seen.update(kids)
+    return seen
 
 
 def trees(roots: Iterable[int]) -> Set[int]:

@@ -9,16 +9,18 @@ after any exit kills the survivors. Processes spawned between two snapshots
 are found by the marker variable render puts in the program's environment.
 A process that was never part of the tree is never touched.
 
-Which marked process is an orphan and which is the sidecar supervisord runs
-now is decided by parentage when the listener knows supervisord's pid (the
-``keeper``): everything descending from supervisord is its live program, and
-a worker whose parent died has been handed to init. That is exact; the birth
-times it replaces are only as exact as a clock tick, and a worker respawned
-a few milliseconds before its parent was killed looked born after the exit,
-so it was spared while it held the port. Without a keeper (a listener not run
-by supervisord) the birth-time rule remains. The facts these rules read (who
-lives, who descends from whom, who listens, when each was born) are
-``shell.procs``'s.
+Which marked process is an orphan and which is the program supervisord runs
+now is decided by parentage whenever supervisord says what it runs
+(``live``: the pid of every process it runs, asked just before the kill):
+their trees are spared, and every other member or marked process is reaped
+whatever its age, since a worker whose parent died has been handed to init
+(or to supervisord itself when it is PID 1: that is why its own answer is
+asked rather than its tree read). That is exact; birth times are only as
+exact as a clock tick, and a worker respawned a few milliseconds before its
+parent was killed looked born after the exit, so it was spared while it held
+the port. When supervisord does not answer (busy, restarting, or a socket the
+listener may not use), only processes surely born before the exit are
+reaped. The facts these rules read are ``shell.procs``'s.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set,
 import psutil
 
 from sidecar_plugin.shell.procs import (
-    alive, born_before, describe, port_holders, port_listened, processes, tree_pids, trees, wait_gone,
+    alive, born_before, descendants, describe, port_holders, port_listened, processes, trees, wait_gone,
 )
 
 Identity = Tuple[int, float]
@@ -51,10 +53,9 @@ class ReapResult:
 class TreeTracker:
     """Remember every process ever seen in the sidecar's tree, until reaped."""
 
-    def __init__(self, marker_name: str, marker_value: str, keeper: Optional[int] = None) -> None:
+    def __init__(self, marker_name: str, marker_value: str) -> None:
         self.marker_name = marker_name
         self.marker_value = marker_value
-        self.keeper = keeper  # supervisord's pid: what descends from it is the live program, never an orphan
         self.procs: Dict[Identity, psutil.Process] = {}
         self.root: Optional[psutil.Process] = None
 
@@ -83,7 +84,7 @@ class TreeTracker:
         if root is None:
             return False
         try:
-            kids = root.children(recursive=True)
+            kids = descendants(root)
         except psutil.Error:
             return False
         before = len(self.procs)
@@ -98,27 +99,11 @@ class TreeTracker:
             return
         self.procs.setdefault(key, proc)
 
-    def kept(self) -> Set[int]:
-        """Return what supervisord (the keeper) runs now: its whole tree, or nothing without a keeper."""
-        return tree_pids(self.keeper) if self.keeper else set()
-
-    def _marked(self, since: float, before: Optional[float], spare: Set[int]) -> List[psutil.Process]:
-        """Processes carrying our marker, born between the tree's oldest member and ``before``.
-
-        ``before`` is when the exit was seen: a sidecar supervisord started
-        after that is the new tree, never a victim (``None``: the keeper's
-        tree decides instead).
-        """
-        found = []
+    def _marked(self, spare: Set[int]) -> List[psutil.Process]:
+        """Every process carrying our marker, whatever its age (``spare`` and this process excepted)."""
         me = os.getpid()
-        for proc in psutil.process_iter(["pid", "create_time"]):
-            info = proc.info
-            born = info["create_time"] or 0
-            if info["pid"] in spare or info["pid"] == me or born < since - 2:
-                continue
-            if self.is_marked(proc) and (before is None or born_before(proc, before)):
-                found.append(proc)
-        return found
+        return [proc for proc in psutil.process_iter() if proc.pid not in spare and proc.pid != me
+                and self.is_marked(proc)]
 
     def is_marked(self, proc: psutil.Process) -> bool:
         """Whether ``proc`` carries this render's marker variable (is of a sidecar tree)."""
@@ -128,23 +113,25 @@ class TreeTracker:
             return False
 
     def reap(self, port: int, spare_roots: Sequence[int] = (), wait: float = 3.0,
-             before: Optional[float] = None, live: Optional[Callable[[], Sequence[int]]] = None) -> ReapResult:
-        """Kill every surviving member of the tree except the live trees of ``spare_roots``.
+             before: Optional[float] = None,
+             live: Optional[Callable[[], Optional[Sequence[int]]]] = None) -> ReapResult:
+        """Kill every surviving member of the tree except what supervisord runs now.
 
-        ``spare_roots`` are the sidecar supervisord runs now (after an autorestart
-        it may already be up): they and their descendants are the new tree.
-        With a keeper, everything descending from supervisord is spared and
-        nothing else of the tree is (parentage decides); without one, only
-        processes surely born before ``before`` (the exit) are candidates.
-        ``live`` and the keeper's tree are asked *after* the candidates are
-        chosen, just before the kill: a sidecar supervisord spawned while the
-        scan ran is known by then.
+        ``spare_roots`` are the sidecar supervisord runs now as the machine knows
+        it; ``live`` returns the pid of every process supervisord runs, or None
+        when it does not answer. It is asked *after* the candidates are chosen,
+        just before the kill: a sidecar supervisord spawned while the scan ran
+        is known by then. Its answer decides by parentage; without one, only
+        processes surely born before ``before`` (the exit) are victims.
         """
         before = time.time() if before is None else before
         spare = trees(spare_roots)
-        victims = self._candidates(before, spare)
-        if victims:
-            spare |= trees(live() if live is not None else ()) | self.kept()
+        victims = self._candidates(spare)
+        running = live() if victims and live is not None else None
+        if running is None:  # supervisord did not say what it runs: the clock decides, to a tick
+            victims = {pid: proc for pid, proc in victims.items() if born_before(proc, before)}
+        else:
+            spare |= trees(running)
             victims = {pid: proc for pid, proc in victims.items() if pid not in spare}
         left = self._kill(victims, wait)
         killed = tuple(sorted(p for p in victims if p not in {q.pid for q in left}))
@@ -152,17 +139,13 @@ class TreeTracker:
                           foreign_holders=self._foreign_holders(port, spare | set(victims)),
                           port_free=not port_listened(port))
 
-    def _candidates(self, before: float, spare: Set[int]) -> Dict[int, psutil.Process]:
-        """The tree's live members and the marked processes that may be orphans, by pid (``spare`` excepted)."""
-        oldest = min((k[1] for k in self.procs), default=before)
-        # With a keeper, a process born after the exit outside supervisord's tree is an orphan's
-        # offspring: parentage, not the clock, says it is not the live program.
-        cutoff = None if self.keeper else before
+    def _candidates(self, spare: Set[int]) -> Dict[int, psutil.Process]:
+        """The tree's live members and every marked process, by pid (``spare`` excepted)."""
         victims: Dict[int, psutil.Process] = {}
         for (pid, ctime), proc in list(self.procs.items()):
-            if pid not in spare and alive(proc) and (cutoff is None or born_before(proc, cutoff)):
+            if pid not in spare and alive(proc):
                 victims[pid] = proc
-        for proc in self._marked(oldest, cutoff, spare):
+        for proc in self._marked(spare):
             victims.setdefault(proc.pid, proc)
         return victims
 

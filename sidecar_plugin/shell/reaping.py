@@ -1,27 +1,28 @@
 """Carry out the machine's ``Reap``: kill what survived the sidecar, spare what supervisord runs now.
 
-What supervisord runs now is asked *after* the victims are chosen (it may
-have restarted the program before its STARTING event reached the listener),
-so a sidecar spawned during the scan is known before the kill. What was done
-is logged for the operator and fed back to the machine as ``Reaped``.
+What supervisord runs now (every program's pid: ``getAllProcessInfo``) is
+asked *after* the victims are chosen (it may have restarted the program
+before its STARTING event reached the listener), so a sidecar spawned during
+the scan is known before the kill. What was done is logged for the operator
+and fed back to the machine as ``Reaped``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, List, Optional
 
 from sidecar_plugin.core import machine as m
-from sidecar_plugin.names import LIVE_STATES
 from sidecar_plugin.shell.link import SupervisorLink
 from sidecar_plugin.shell.reaper import TreeTracker
 
 
 def reap(tracker: TreeTracker, link: SupervisorLink, port: int, action: m.Reap, log: Any) -> m.Reaped:
     """Reap the tree's survivors as ``action`` says; return what the machine must know."""
-    def live() -> tuple:
-        info = link.process_info()
-        pid = info.get("pid") if info and info.get("statename") in LIVE_STATES else None
-        return (pid,) if pid else ()
+    def live() -> Optional[List[int]]:
+        infos = link.call("getAllProcessInfo")
+        if not isinstance(infos, list):
+            return None  # no answer: the reaper falls back on birth times
+        return [int(i["pid"]) for i in infos if isinstance(i, dict) and int(i.get("pid") or 0) > 0]
 
     spare = (action.spare,) if action.spare else ()
     result = tracker.reap(port, spare_roots=spare, before=action.before, live=live)

@@ -16,6 +16,8 @@ import time
 
 import psutil
 
+from sidecar_plugin.shell.procs import descendants
+
 STOPPED = (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
 # multiprocessing's helper processes are no workers: they are never replaced.
 HELPERS = ("resource_tracker", "semaphore_tracker", "forkserver")
@@ -70,7 +72,7 @@ def connections(pid: int, port: int, exclude: FrozenSet[int] = frozenset()) -> O
     """
     try:
         main = psutil.Process(pid)
-        procs = [main] + main.children(recursive=True)
+        procs = [main] + descendants(main)
     except (psutil.Error, OSError):
         return None
     seen = set()
@@ -90,8 +92,8 @@ def sample(pid: int) -> Optional[Signs]:
         main = psutil.Process(pid)
         stopped = main.status() in STOPPED
         cpu = _cpu(main, reaped=True)
-        children = main.children(recursive=True)
-        direct = main.children()
+        children = descendants(main)
+        direct = descendants(main, recursive=False)
     except (psutil.Error, OSError):
         return None
     for child in children:
