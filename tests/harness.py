@@ -73,6 +73,13 @@ def run_cli(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 6
     return subprocess.run(CLI + list(args), capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT)
 
 
+def write(path: str, text: str) -> str:
+    """Write ``text`` to ``path``; return the path (tests write profiles and configs this way)."""
+    with open(path, "w") as fh:
+        fh.write(text)
+    return path
+
+
 class Sessions:
     """Processes a test starts in sessions of their own, each saying ``up`` when ready; killed by group after."""
 
@@ -159,17 +166,7 @@ class Sidecar:
                  render_args: Optional[List[str]] = None, inet: Optional[Dict[str, Any]] = None,
                  binary: Optional[str] = None, env: Optional[Dict[str, str]] = None,
                  profile_text: str = PROFILE, render_env: Optional[Dict[str, str]] = None) -> None:
-        self.dir = folder
-        self.out = os.path.join(folder, "out")
-        self.port = free_port()
-        self.sock = os.path.join(folder, "s.sock")
-        self.conf = os.path.join(folder, "supervisord.conf")
-        self.state_file = os.path.join(self.out, "state.json")
-        self.log_file = os.path.join(self.out, "litellm.log")
-        self.program = "agentroute-sidecar"
-        self.proc: Optional[subprocess.Popen] = None
-        self.inet = inet
-        self.env = env or {}
+        self._places(folder, os.path.join(folder, "out"), inet, env)
         os.makedirs(self.out, exist_ok=True)
         self.profile = os.path.join(folder, "profile.yaml")
         with open(self.profile, "w") as fh:
@@ -180,12 +177,32 @@ class Sidecar:
         self.render_env = dict(KEYS, **(render_env or {}))  # render and apply see the same keys
         res = run_cli("render", *self.render_args, env=self.render_env)
         assert res.returncode == 0, res.stderr
+        self.write_supervisord_conf()
+
+    def _places(self, folder: str, out: str, inet: Optional[Dict[str, Any]] = None,
+                env: Optional[Dict[str, str]] = None) -> None:
+        """Name where everything of this sidecar lives (subclasses for other layouts call it too)."""
+        self.dir = folder
+        self.out = out
+        self.port = free_port()
+        self.sock = os.path.join(folder, "s.sock")
+        self.conf = os.path.join(folder, "supervisord.conf")
+        self.state_file = os.path.join(self.out, "state.json")
+        self.log_file = os.path.join(self.out, "litellm.log")
+        self.program = "agentroute-sidecar"
+        self.proc: Optional[subprocess.Popen] = None
+        self.inet = inet
+        self.env = env or {}
         self.marker = f"{self.program}@{os.path.join(self.out, 'litellm.yaml')}"
+
+    def write_supervisord_conf(self) -> None:
+        """Write supervisord's own config: the unix socket, an inet server if asked, our include."""
         inet_section = ""
-        if inet:
-            inet_section = "[inet_http_server]\nport=127.0.0.1:{port}\nusername={username}\npassword={password}\n".format(**inet)
+        if self.inet:
+            inet_section = ("[inet_http_server]\nport=127.0.0.1:{port}\nusername={username}\n"
+                            "password={password}\n").format(**self.inet)
         with open(self.conf, "w") as fh:
-            fh.write(SUPERVISORD_CONF.format(sock=self.sock, dir=folder, inet=inet_section,
+            fh.write(SUPERVISORD_CONF.format(sock=self.sock, dir=self.dir, inet=inet_section,
                                              include=os.path.join(self.out, "sidecar.conf")))
 
     def set_mode(self, mode: Dict[str, Any]) -> None:

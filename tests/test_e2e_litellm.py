@@ -98,15 +98,20 @@ def stream_text(resp):
     return streamed(stream_events(resp), "text")
 
 
-def test_full_chain_with_real_litellm(make_sidecar, upstream):
-    binary = litellm_binary()
-    profile = "name: e2e\nmodels:\n" + "".join(f"  {t}: {m}\n" for t, m in TIERS.items()) + \
-        f"api_base: {upstream.base_url}\n"
-    sc = make_sidecar(workers=2, binary=binary, profile_text=profile,
+def real_sidecar(make_sidecar, upstream, workers, head, tail=""):
+    """The real LiteLLM rendered as the gateway renders it, its profile ``head`` + the tiers + ``tail``,
+    pointed at the stand-in upstream; started and running. Returns (sidecar, its state)."""
+    profile = head + "models:\n" + "".join(f"  {t}: {m}\n" for t, m in TIERS.items()) + \
+        f"api_base: {upstream.base_url}\n" + tail
+    sc = make_sidecar(workers=workers, binary=litellm_binary(), profile_text=profile,
                       render_args=["--health-timeout", "90"] + GATEWAY_RENDER["render_args"],
                       render_env=GATEWAY_RENDER["render_env"])
     sc.start_supervisord(wait_state=None)
-    st = sc.wait_state("running", 120)
+    return sc, sc.wait_state("running", 120)
+
+
+def test_full_chain_with_real_litellm(make_sidecar, upstream):
+    sc, st = real_sidecar(make_sidecar, upstream, 2, "name: e2e\n")
     port = sc.port
 
     # the aliases are served, behind the gateway's token
@@ -173,6 +178,7 @@ def test_full_chain_with_real_litellm(make_sidecar, upstream):
 
     # apply a changed profile (a new tier) under traffic: validated, workers replaced one at a time (SIGHUP),
     # the new alias served, and the gateway saw no refused or failed request and no cut stream
+    profile = open(sc.profile).read()
     with open(sc.profile, "w") as fh:
         fh.write(profile.replace("models:\n", "models:\n  extra: qwen/qwen3-coder\n"))
     before_apply = c.read().pid
@@ -207,17 +213,11 @@ def anthropic_sdk():
 
 def test_gateway_requests_and_the_anthropic_sdk(make_sidecar, upstream, monkeypatch):
     """What the gateway sends, found the way a gateway finds it, through LiteLLM and through a client no one here wrote."""
-    binary = litellm_binary()
     sdk = anthropic_sdk()
     for var in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"):
         monkeypatch.delenv(var, raising=False)  # the SDK would add them to its requests
-    profile = "name: my work\nport: 0\nmodels:\n" + "".join(f"  {t}: {m}\n" for t, m in TIERS.items()) + \
-        f"api_base: {upstream.base_url}\ncreated: 2026-11-20T10:31:07.123456789Z\n"
-    sc = make_sidecar(workers=1, binary=binary, profile_text=profile,
-                      render_args=["--health-timeout", "90"] + GATEWAY_RENDER["render_args"],
-                      render_env=GATEWAY_RENDER["render_env"])
-    sc.start_supervisord(wait_state=None)
-    sc.wait_state("running", 120)
+    sc, _ = real_sidecar(make_sidecar, upstream, 1, "name: my work\nport: 0\n",
+                         "created: 2026-11-20T10:31:07.123456789Z\n")
 
     # the gateway finds the URL and where the key is kept; the key itself is never printed
     res = run_cli("endpoint", "--json", "-s", "unix://" + sc.sock)

@@ -16,7 +16,7 @@ import re
 import pytest
 
 from ecosystem import PLAYBOOK, VENV_BIN, require_venv_tool, run
-from harness import API_KEY, PROFILE, SUPERVISORD_CONF, Sidecar, fake_binary, free_port
+from harness import API_KEY, PROFILE, Sidecar, fake_binary
 
 pytestmark = [pytest.mark.ecosystem, pytest.mark.integration]
 
@@ -28,24 +28,11 @@ class FreshHost(Sidecar):
     """A supervisord whose [include] names the sidecar.conf no apply has written yet."""
 
     def __init__(self, folder):
-        self.dir = folder
-        self.out = os.path.join(folder, "etc", "sidecar")
-        self.port = free_port()
-        self.sock = os.path.join(folder, "s.sock")
-        self.conf = os.path.join(folder, "supervisord.conf")
-        self.state_file = os.path.join(self.out, "state.json")
-        self.log_file = os.path.join(self.out, "litellm.log")
-        self.program = "agentroute-sidecar"
-        self.proc = None
-        self.inet = None
-        self.env = {}
+        self._places(folder, os.path.join(folder, "etc", "sidecar"))
         self.profile = os.path.join(folder, "etc", "profile.yaml")  # where the play installs it
         self.profile_src = os.path.join(folder, "controller-profile.yaml")
-        self.marker = f"{self.program}@{os.path.join(self.out, 'litellm.yaml')}"
         self.binary = fake_binary(folder)
-        with open(self.conf, "w") as fh:
-            fh.write(SUPERVISORD_CONF.format(sock=self.sock, dir=folder, inet="",
-                                             include=os.path.join(self.out, "sidecar.conf")))
+        self.write_supervisord_conf()
         os.makedirs(os.path.dirname(self.profile))
 
 

@@ -27,7 +27,7 @@ import psutil
 import pytest
 
 from ecosystem import apt_hint, apt_installs, built_dist, missing, run
-from harness import KEYS, PROFILE, SUPERVISORD_CONF, Sidecar, fake_binary, free_port, poll
+from harness import KEYS, PROFILE, Sidecar, fake_binary, poll
 
 pytestmark = [pytest.mark.ecosystem, pytest.mark.integration]
 
@@ -86,17 +86,7 @@ class DebianSidecar(Sidecar):
     """The harness's sidecar, rendered by the venv's CLI and run by Debian's supervisord."""
 
     def __init__(self, folder, venv):
-        self.dir = folder
-        self.out = os.path.join(folder, "out")
-        self.port = free_port()
-        self.sock = os.path.join(folder, "s.sock")
-        self.conf = os.path.join(folder, "supervisord.conf")
-        self.state_file = os.path.join(self.out, "state.json")
-        self.log_file = os.path.join(self.out, "litellm.log")
-        self.program = "agentroute-sidecar"
-        self.proc = None
-        self.inet = None
-        self.env = {}
+        self._places(folder, os.path.join(folder, "out"))
         self.venv = venv
         self.cli = os.path.join(venv, "bin", "sidecar-plugin")
         os.makedirs(self.out)
@@ -108,10 +98,7 @@ class DebianSidecar(Sidecar):
                             "--binary", fake_binary(folder), "--workers", "2"]
         res = run([self.cli, "render"] + self.render_args, env=dict(SERVICE_ENV, **KEYS), cwd=folder)
         assert res.returncode == 0, res.stderr
-        self.marker = f"{self.program}@{os.path.join(self.out, 'litellm.yaml')}"
-        with open(self.conf, "w") as fh:
-            fh.write(SUPERVISORD_CONF.format(sock=self.sock, dir=folder, inet="",
-                                             include=os.path.join(self.out, "sidecar.conf")))
+        self.write_supervisord_conf()
 
     def start_supervisord(self, wait_state="running", timeout=30):
         self.proc = subprocess.Popen([SUPERVISORD, "-c", self.conf], cwd=self.dir, env=SERVICE_ENV,

@@ -23,7 +23,7 @@ import textwrap
 import pytest
 import yaml
 
-from harness import API_KEY, CLI, KEYS, ROOT, fake_binary, poll, run_cli
+from harness import API_KEY, CLI, KEYS, ROOT, fake_binary, poll, run_cli, write
 
 PROFILE = "name: work\nmodels:\n  heavy: anthropic/claude-opus-4.5\n  fast: deepseek/deepseek-v4-flash\n"
 GEN_KEY_ENV = {"OPENROUTER_API_KEY": API_KEY, "AGENTROUTE_MASTER_KEY": ""}
@@ -86,11 +86,6 @@ def render(profile: str, out: str, *extra: str, env=None, binary=None) -> subpro
     binary = binary or fake_binary(os.path.dirname(out))
     return run_cli("render", "--profile", profile, "--out-dir", out, "--binary", binary, *extra, env=env or KEYS)
 
-
-def write(path: str, text: str) -> str:
-    with open(path, "w") as fh:
-        fh.write(text)
-    return path
 
 
 def one_line(res: subprocess.CompletedProcess) -> str:
@@ -386,56 +381,53 @@ def test_5_parallel_renders_agree_on_the_master_key(area):
         assert cfg["general_settings"]["master_key"] == key
 
 
-def test_5_render_waits_while_another_holds_the_out_dir(area):
-    prof = write(os.path.join(area, "p.yaml"), PROFILE)
-    out = os.path.join(area, "out")
-    os.mkdir(out)
+def run_while_the_out_dir_is_locked(out, argv, env, while_held=lambda: None):
+    """Hold ``out``'s lock, start the CLI with ``argv``: it must still wait after 1.5 s (``while_held``
+    checks what it left alone meanwhile); release, and return (exit code, stderr). Killed if left running."""
     fd = os.open(os.path.join(out, ".sidecar-plugin.lock"), os.O_RDWR | os.O_CREAT, 0o600)
     proc = None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        proc = subprocess.Popen(CLI + ["render", "--profile", prof, "--out-dir", out, "--binary", fake_binary(area)],
-                                env=dict(os.environ, **GEN_KEY_ENV), cwd=ROOT, stdout=subprocess.PIPE,
+        proc = subprocess.Popen(CLI + argv, env=dict(os.environ, **env), cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         try:
             with pytest.raises(subprocess.TimeoutExpired):
                 proc.wait(timeout=1.5)
-            assert not os.path.exists(os.path.join(out, "master.key"))
+            while_held()
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
         _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err
+        return proc.returncode, err
     finally:
         os.close(fd)
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_5_render_waits_while_another_holds_the_out_dir(area):
+    prof = write(os.path.join(area, "p.yaml"), PROFILE)
+    out = os.path.join(area, "out")
+    os.mkdir(out)
+
+    def nothing_written():
+        assert not os.path.exists(os.path.join(out, "master.key"))
+
+    code, err = run_while_the_out_dir_is_locked(
+        out, ["render", "--profile", prof, "--out-dir", out, "--binary", fake_binary(area)], GEN_KEY_ENV,
+        nothing_written)
+    assert code == 0, err
 
 
 def test_5_apply_waits_for_the_out_dir_lock(area):
     prof = write(os.path.join(area, "p.yaml"), PROFILE)
     out = os.path.join(area, "out")
     assert render(prof, out).returncode == 0
-    fd = os.open(os.path.join(out, ".sidecar-plugin.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    proc = None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        proc = subprocess.Popen(CLI + ["apply", "--profile", prof, "--out-dir", out, "--binary", fake_binary(area),
-                                       "-s", "unix://" + os.path.join(area, "no.sock")],
-                                env=dict(os.environ, **KEYS), cwd=ROOT, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        try:
-            with pytest.raises(subprocess.TimeoutExpired):
-                proc.wait(timeout=1.5)  # still waiting for the lock: it has not asked supervisord yet
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 1 and "cannot reach supervisord" in err
-    finally:
-        os.close(fd)
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    # still waiting for the lock after 1.5 s: it has not asked supervisord yet
+    code, err = run_while_the_out_dir_is_locked(
+        out, ["apply", "--profile", prof, "--out-dir", out, "--binary", fake_binary(area),
+              "-s", "unix://" + os.path.join(area, "no.sock")], KEYS)
+    assert code == 1 and "cannot reach supervisord" in err
 
 
 # -- 6. the log after a rotation is never readable by others ---------------------------------------------

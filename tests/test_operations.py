@@ -9,7 +9,7 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import KEYS, MASTER_KEY, PROFILE, free_port, poll, run_cli
+from harness import KEYS, MASTER_KEY, PROFILE, free_port, poll, run_cli, write
 from sidecar_plugin.core.litellm_yaml import config_version
 
 pytestmark = pytest.mark.integration
@@ -21,10 +21,6 @@ def models_listed(port):
     r = s.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=2)
     return sorted(m["id"] for m in r.json()["data"])
 
-
-def write(path, text):
-    with open(path, "w") as fh:
-        fh.write(text)
 
 
 def test_apply_unchanged_changed_and_broken(make_sidecar):

@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from harness import MASTER_KEY, PROFILE, poll, run_cli
+from harness import MASTER_KEY, PROFILE, poll, run_cli, write
 from traffic import Traffic, one_request
 
 pytestmark = pytest.mark.integration
@@ -23,10 +23,6 @@ def established(pid):
     return any(c.status == psutil.CONN_ESTABLISHED for w in psutil.Process(pid).children()
                for c in w.net_connections(kind="tcp"))
 
-
-def write(path, text):
-    with open(path, "w") as fh:
-        fh.write(text)
 
 
 def test_apply_under_traffic_refuses_and_cuts_nothing(make_sidecar):
