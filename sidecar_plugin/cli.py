@@ -17,7 +17,7 @@ from sidecar_plugin.core.listen_args import OPTIONS as LISTEN_OPTIONS, positive_
 from sidecar_plugin.core.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER
 from sidecar_plugin.errors import BinaryNotFoundError, SidecarError, SidecarStartError
 from sidecar_plugin.names import (
-    DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, EXIT_FAIL, EXIT_NO_BINARY, EXIT_USAGE, STALE_AFTER, State,
+    DEFAULT_HEALTH_TIMEOUT, DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, EXIT_FAIL, EXIT_NO_BINARY, EXIT_USAGE, STALE_AFTER, State,
 )
 
 SERVER_URL_HELP = "supervisord URL (default: $SUPERVISOR_SERVER_URL, else unix:///run/supervisor.sock)"
@@ -114,13 +114,15 @@ def _render_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("--api-key-env", default="OPENROUTER_API_KEY", help="variable holding the OpenRouter key")
     r.add_argument("--master-key-env", default="AGENTROUTE_MASTER_KEY",
                    help="variable holding the master key (unset: generate one into master.key)")
-    r.add_argument("--health-timeout", type=_checked(positive_number), default=20.0,
-                   help="seconds to become healthy")
+    r.add_argument("--health-timeout", type=_checked(positive_number), default=DEFAULT_HEALTH_TIMEOUT,
+                   help=f"the outer bound of a start, in seconds (default {DEFAULT_HEALTH_TIMEOUT:g}); a start "
+                        "that makes no progress (no CPU, no log line, no worker for the hang window) fails sooner")
     r.add_argument("--stop-timeout", type=int, default=DEFAULT_STOP_TIMEOUT,
                    help=f"the drain window in seconds (default {DEFAULT_STOP_TIMEOUT}): in-flight requests may "
                         "finish on stop; LiteLLM's GRACEFUL_SHUTDOWN_TIMEOUT, supervisord's stopwaitsecs a bit above")
     r.add_argument("--hang-window", type=_checked(positive_number), default=20.0,
-                   help="seconds without any health answer before a running sidecar counts as hung (default 20)")
+                   help="seconds without progress before a sidecar counts as hung: running, no health answer; "
+                        "starting, no CPU used, no log line, no worker born (default 20)")
     r.add_argument("--retry-delay", type=_checked(positive_number), default=RETRY_DELAY,
                    help=f"seconds before the listener starts again a sidecar that is down for good (FATAL, or not "
                    f"healthy in time), doubling at each try (default {RETRY_DELAY:g})")

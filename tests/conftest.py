@@ -5,7 +5,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import Fleet, Sidecar  # noqa: E402
+from harness import CpuHogs, Fleet, Sidecar  # noqa: E402
 
 
 def _owned(tmp_path, kind, prefix):
@@ -21,6 +21,16 @@ def _owned(tmp_path, kind, prefix):
     yield make
     for thing in made:
         thing.cleanup()
+
+
+@pytest.fixture
+def cpu_hogs():
+    """A host busy with other work: three CPU-bound processes on its cores, stopped whatever happens."""
+    hogs = CpuHogs()
+    try:
+        yield hogs
+    finally:
+        hogs.stop()
 
 
 @pytest.fixture

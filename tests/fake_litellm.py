@@ -12,7 +12,13 @@ nothing, SIGTERM ignored), ``setsid_worker``, ``print_secrets``,
 still answers), ``health_trickle_after`` (from then on a health answer trickles
 one byte every half second, forever), ``health_endless_after`` (from then on a
 health answer is a ``200`` whose body never ends, at most 256 MB),
-``worker_start_delay`` (seconds a new worker takes before it serves).
+``worker_start_delay`` (seconds a new worker takes before it serves),
+``start_burn`` (seconds its start spends burning CPU before it binds, as
+LiteLLM's imports do: on a busy host a slow start that makes progress),
+``start_stall`` (after that, it stops making progress: sleeps, never binds),
+``stop_delay`` (seconds it takes to exit on a SIGTERM received before it serves),
+``elsewhere_if_busy`` (as LiteLLM's CLI does on port 4000: when its port is
+taken it serves on another one, so it never answers on its own).
 It answers what the gateway sends: ``/v1/messages`` and
 ``/v1/messages/count_tokens`` behind the master key (``Authorization: Bearer``
 or ``x-api-key``), an alias it does not serve with LiteLLM's 400.
@@ -439,12 +445,27 @@ def main():
     if mode.get("exit_at_start") or start <= int(mode.get("fail_starts") or 0):
         print("fake litellm: fatal startup error", file=sys.stderr, flush=True)
         sys.exit(1)
-    if mode.get("start_delay") and ("slow_starts" not in mode or start <= int(mode["slow_starts"])):
+    if mode.get("stop_delay"):
+        signal.signal(signal.SIGTERM, lambda s, f: (time.sleep(float(mode["stop_delay"])), sys.exit(0)))
+    slow = "slow_starts" not in mode or start <= int(mode["slow_starts"])
+    if mode.get("start_delay") and slow:
         time.sleep(float(mode["start_delay"]))
+    if mode.get("start_burn") and slow:
+        burn_until = time.monotonic() + float(mode["start_burn"])
+        while time.monotonic() < burn_until:
+            sum(i * i for i in range(10000))
+    if mode.get("start_stall"):
+        while True:
+            time.sleep(3600)
     sock = socket.socket(socket.AF_INET6 if ":" in a.host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((a.host, a.port))
+        try:
+            sock.bind((a.host, a.port))
+        except OSError:
+            if not mode.get("elsewhere_if_busy"):
+                raise
+            sock.bind((a.host, 0))
     except OSError as exc:
         print(f"ERROR: [Errno {exc.errno}] error while attempting to bind on address "
               f"('{a.host}', {a.port}): {exc.strerror.lower()}", file=sys.stderr, flush=True)

@@ -80,6 +80,25 @@ def write(path: str, text: str) -> str:
     return path
 
 
+HOG = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
+
+
+class CpuHogs:
+    """CPU-bound processes beside the sidecar, as on a busy host (bounded in time; stopped by pid)."""
+
+    def __init__(self, count: int = 3, seconds: float = 300) -> None:
+        self.procs = [subprocess.Popen([sys.executable, "-c", HOG.format(seconds=seconds)], start_new_session=True)
+                      for _ in range(count)]
+
+    def busy(self) -> bool:
+        return all(p.poll() is None for p in self.procs)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait(10)
+
+
 class Sessions:
     """Processes a test starts in sessions of their own, each saying ``up`` when ready; killed by group after."""
 

@@ -98,20 +98,25 @@ def stream_text(resp):
     return streamed(stream_events(resp), "text")
 
 
-def real_sidecar(make_sidecar, upstream, workers, head, tail=""):
-    """The real LiteLLM rendered as the gateway renders it, its profile ``head`` + the tiers + ``tail``,
-    pointed at the stand-in upstream; started and running. Returns (sidecar, its state)."""
+def real_sidecar(make_sidecar, upstream, workers, head, tail="", hogs=None):
+    """The real LiteLLM rendered as the gateway renders it (the listener's defaults), its profile ``head`` +
+    the tiers + ``tail``, pointed at the stand-in upstream; started and running, on its first start even
+    beside ``hogs`` (a busy host), which are stopped then. Returns (sidecar, its state)."""
     profile = head + "models:\n" + "".join(f"  {t}: {m}\n" for t, m in TIERS.items()) + \
         f"api_base: {upstream.base_url}\n" + tail
     sc = make_sidecar(workers=workers, binary=litellm_binary(), profile_text=profile,
-                      render_args=["--health-timeout", "90"] + GATEWAY_RENDER["render_args"],
-                      render_env=GATEWAY_RENDER["render_env"])
+                      render_args=GATEWAY_RENDER["render_args"], render_env=GATEWAY_RENDER["render_env"])
     sc.start_supervisord(wait_state=None)
-    return sc, sc.wait_state("running", 120)
+    st = sc.wait_state("running", 360)
+    if hogs is not None:
+        assert hogs.busy(), "the host was not busy for the whole start"
+        hogs.stop()
+        assert [e["state"] for e in sc.history()] == ["starting", "running"], sc.history()
+    return sc, st
 
 
-def test_full_chain_with_real_litellm(make_sidecar, upstream):
-    sc, st = real_sidecar(make_sidecar, upstream, 2, "name: e2e\n")
+def test_full_chain_with_real_litellm(make_sidecar, upstream, cpu_hogs):
+    sc, st = real_sidecar(make_sidecar, upstream, 2, "name: e2e\n", hogs=cpu_hogs)
     port = sc.port
 
     # the aliases are served, behind the gateway's token

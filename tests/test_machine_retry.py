@@ -184,6 +184,31 @@ def test_a_new_listener_keeps_the_count_and_the_time_of_the_next_try(sup):
     assert kinds(acts) == ["StartProgram"]
 
 
+def test_a_new_listener_started_while_the_old_one_stops_a_failed_start_carries_on_its_reason():
+    # apply restarted the listener while supervisord was still stopping a never-healthy start
+    rec = m.Recover(supervisor_state="STOPPING", pid=33, prior_state=State.CRASHED, prior_since=20.0,
+                    prior_pid=33, prior_error="did not become healthy within 20 s",
+                    prior_retry={"attempt": 1, "next_at": 30.0, "delay": 10.0})
+    model, acts = step(m.Model(), rec, 21.0)
+    assert model.state is State.CRASHED and model.error == "did not become healthy within 20 s"
+    assert (model.retry_attempt, model.retry_at) == (1, 30.0) and "Watch" in kinds(acts)
+    model, acts = step(model, m.ProcEvent("STOPPED", at=25.0), 25.0)  # the stop completes
+    assert model.state is State.CRASHED and model.retry_at == 30.0 and "Reap" in kinds(acts)
+    model, acts = step(model, m.Tick(), 30.0)
+    assert kinds(acts) == ["StartProgram"]  # nobody but an operator stops it for good
+
+
+@pytest.mark.parametrize("prior, retry", [(State.STOPPED, None), (State.RUNNING, None),
+                                          (State.CRASHED, {"attempt": 0, "next_at": None, "delay": None})])
+def test_a_new_listener_finding_a_stop_the_old_one_did_not_start_reads_an_operators_stop(prior, retry):
+    rec = m.Recover(supervisor_state="STOPPING", pid=33, prior_state=prior, prior_since=20.0, prior_pid=33,
+                    prior_retry=retry)
+    model, _ = step(m.Model(), rec, 21.0)
+    model, acts = step(model, m.ProcEvent("STOPPED", at=25.0), 25.0)
+    assert model.state is State.STOPPED and model.retry_at is None
+    assert "StartProgram" not in kinds(step(model, m.Tick(), 1000.0)[1])
+
+
 def test_a_new_listener_finding_an_operators_stop_does_not_retry():
     rec = m.Recover(supervisor_state="STOPPED", pid=None, prior_state=State.STOPPED, prior_since=20.0,
                     prior_retry={"attempt": 0, "next_at": None, "delay": None})

@@ -4,8 +4,14 @@ Hung means no progress, never slowness: under overload a sidecar's health
 answers queue behind real requests and arrive late, and killing it then would
 cut every request in flight. So a slow answer still counts, a tree that
 accepts connections is serving, and only silence (or a main process that is
-stopped, or a tree that uses no CPU) ends a run. A start that never becomes
-healthy is the other failure, judged on the timer.
+stopped, or a tree that uses no CPU) ends a run.
+
+A start is judged the same way, by progress and not by the clock: on a busy
+host LiteLLM needs a minute or more to import and bind, and stopping it at a
+fixed 20 s stopped every start. A starting tree that uses CPU, writes its log
+or brings up a worker is working, however long it takes; a start fails fast
+only when it shows none (``start_failure``), and the health timeout stays as
+an outer bound far above any start.
 """
 
 from __future__ import annotations
@@ -14,10 +20,16 @@ from dataclasses import replace
 from typing import Optional
 
 from sidecar_plugin.core.actions import CaptureLogTail, KillHung, Result, StopProgram, Write
-from sidecar_plugin.core.inputs import Probe, TreeSigns
+from sidecar_plugin.core.inputs import Probe, TreeSigns, Workers
 from sidecar_plugin.core.model import Config, Model
 from sidecar_plugin.core.moves import crash, enter
 from sidecar_plugin.names import State
+
+# CPU seconds a tree must use over a window to count as working (an idle or blocked one uses none).
+IDLE_CPU = 0.005
+# How long another process must hold the port while the sidecar starts before the start fails
+# (an orphan of the previous tree is reaped within this).
+FOREIGN_GRACE = 3.0
 
 
 def on_probe(m: Model, p: Probe, now: float, cfg: Config) -> Result:
@@ -36,21 +48,68 @@ def on_probe(m: Model, p: Probe, now: float, cfg: Config) -> Result:
 
 
 def on_signs(m: Model, s: TreeSigns, now: float, cfg: Config) -> Result:
-    """Record the tree's signs: since when its main process is stopped, and its CPU progress."""
+    """Record the tree's signs: since when its main process is stopped, its CPU and (starting) its progress."""
     stopped_at = (m.stopped_at if m.stopped_at is not None else now) if s.stopped else None
     cpu_base = m.cpu_base if m.cpu_base is not None or s.cpu is None else (s.cpu, now)
     accepted_at = now if s.accepted else m.accepted_at
-    return judge_hang(replace(m, stopped_at=stopped_at, cpu=s.cpu, cpu_base=cpu_base, accepted_at=accepted_at),
-                      now, cfg)
+    m = replace(m, stopped_at=stopped_at, cpu=s.cpu, cpu_base=cpu_base, accepted_at=accepted_at)
+    if m.state is State.STARTING:
+        return _start_progress(m, s, now), []
+    return judge_hang(m, now, cfg)
+
+
+def on_workers(m: Model, w: Workers, now: float) -> Model:
+    """A worker born or retired while it starts is progress (uvicorn brings them up one by one)."""
+    if m.state is State.STARTING and m.progress_at is not None and tuple(w.born) != m.workers:
+        return replace(m, progress_at=now)
+    return m
+
+
+def _start_progress(m: Model, s: TreeSigns, now: float) -> Model:
+    """Note whether a starting tree progressed: CPU used, its log written, and who else holds its port."""
+    changes = {}
+    if s.cpu is not None and (m.progress_cpu is None or s.cpu - m.progress_cpu >= IDLE_CPU):
+        changes.update(progress_at=now, progress_cpu=s.cpu)
+    if s.log_size is not None:
+        if m.log_size is not None and s.log_size != m.log_size and m.progress_at is not None:
+            changes["progress_at"] = now
+        changes["log_size"] = s.log_size
+    if s.foreign:
+        changes.update(foreign_at=m.foreign_at if m.foreign_at is not None else now, port_holder=", ".join(s.foreign))
+    elif s.foreign is not None and m.foreign_at is not None:  # it went away
+        changes.update(foreign_at=None, port_holder=None)
+    return replace(m, **changes) if changes else m
 
 
 def on_timer(m: Model, now: float, cfg: Config) -> Result:
-    """A start that is not healthy within the health timeout is stopped (the retry rule brings it back)."""
-    if (m.state is State.STARTING and m.halted is None and not m.stopping
-            and m.starting_since is not None and now - m.starting_since >= cfg.health_timeout):
-        why = f"did not become healthy within {cfg.health_timeout:g} s"
+    """A start that fails (``start_failure``) is stopped (the retry rule brings it back); a running one may be hung."""
+    if m.state is State.STARTING and m.halted is None and not m.stopping and m.starting_since is not None:
+        why = start_failure(m, now, cfg)
+        if why is None:
+            return m, []
         return crash(m, now, why, halted="timeout"), [CaptureLogTail(), Write(), StopProgram()]
     return judge_hang(m, now, cfg)
+
+
+def start_failure(m: Model, now: float, cfg: Config) -> Optional[str]:
+    """Why a start has failed, or None while it may still succeed: progress, not the clock, decides.
+
+    In this order: the health timeout, the outer bound (minutes by default);
+    its main process stopped (SIGSTOP, a debugger) for ``stopped_grace``;
+    another process holding its port for ``FOREIGN_GRACE`` (LiteLLM then
+    binds elsewhere, or not at all); no CPU used, no log line written and no
+    worker born for ``hang_window``. An exit is supervisord's event.
+    """
+    if now - m.starting_since >= cfg.health_timeout:
+        return f"did not become healthy within {cfg.health_timeout:g} s"
+    if m.stopped_at is not None and now - m.stopped_at >= cfg.stopped_grace:
+        return f"its main process is stopped (SIGSTOP or a debugger) while starting, for {now - m.stopped_at:.0f} s"
+    if m.foreign_at is not None and now - m.foreign_at >= FOREIGN_GRACE:
+        return f"cannot start: its port is held by {m.port_holder or 'another process'}, not by the sidecar"
+    if m.progress_at is not None and now - m.progress_at >= cfg.hang_window:
+        return (f"made no progress while starting for {now - m.progress_at:.0f} s "
+                "(no CPU used, no log line written, no worker born)")
+    return None
 
 
 def judge_hang(m: Model, now: float, cfg: Config) -> Result:
@@ -84,6 +143,6 @@ def _hang_reason(m: Model, now: float, cfg: Config) -> Optional[str]:
         return (f"stopped answering health checks (no answer for {silent:.0f} s, "
                 f"{m.failures} failures in a row: {m.probe_detail})")
     if (silent >= cfg.quiet_window and m.failures >= 1 and m.cpu is not None and m.cpu_base is not None
-            and now - m.cpu_base[1] >= cfg.quiet_window and m.cpu - m.cpu_base[0] < 0.005):
+            and now - m.cpu_base[1] >= cfg.quiet_window and m.cpu - m.cpu_base[0] < IDLE_CPU):
         return f"stopped answering health checks (no answer and no CPU used for {silent:.0f} s: {m.probe_detail})"
     return None

@@ -88,6 +88,10 @@ class TreeSigns:
     # the tree accepted a new connection on the sidecar's port since the last sample (None: not
     # looked): a sidecar that accepts connections is serving, however late its health answers
     accepted: Optional[bool] = None
+    # the sidecar log's size in bytes (None: not looked): a start that writes its log progresses
+    log_size: Optional[int] = None
+    # while it starts: who else listens on its port, outside its tree (None: not looked; (): nobody)
+    foreign: Optional[Tuple[str, ...]] = None
 
 
 @dataclass(frozen=True)

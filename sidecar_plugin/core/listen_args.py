@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from sidecar_plugin.core.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER
-from sidecar_plugin.names import DEFAULT_HOST, fleet_paths, process_name
+from sidecar_plugin.names import DEFAULT_HEALTH_TIMEOUT, DEFAULT_HOST, fleet_paths, process_name
 
 
 class ListenArgsError(ValueError):
@@ -37,7 +37,7 @@ class ListenerOptions:
     host: str = DEFAULT_HOST
     group: Optional[str] = None
     config_path: str = ""
-    health_timeout: float = 20.0
+    health_timeout: float = DEFAULT_HEALTH_TIMEOUT
     probe_interval: float = 1.0
     probe_timeout: float = 20.0
     starting_probe_interval: float = 0.1
@@ -97,7 +97,8 @@ OPTIONS: Dict[str, Tuple[str, Optional[Callable[[str], object]], object, str]] =
     "--sidecar": ("sidecar", str, None, "PROGRAM=PORT, one sidecar of a fleet (repeat for each)"),
     "--state-subdir": ("state_subdir", str, "", "a fleet under --user: each state file in ROOT/PROGRAM/NAME/"),
     "--metrics-file": ("metrics_file", str, None, "write Prometheus text metrics here"),
-    "--health-timeout": ("health_timeout", positive_number, 20.0, "seconds to become healthy"),
+    "--health-timeout": ("health_timeout", positive_number, DEFAULT_HEALTH_TIMEOUT,
+                         "the outer bound of a start in seconds (progress judges it first)"),
     "--probe-interval": ("probe_interval", positive_number, 1.0, "seconds between probes while running"),
     "--probe-timeout": ("probe_timeout", positive_number, 20.0,
                         "overall deadline of one probe (probes do not wait on each other)"),
@@ -111,7 +112,8 @@ OPTIONS: Dict[str, Tuple[str, Optional[Callable[[str], object]], object, str]] =
     "--retry-reset-after": ("retry_reset_after", positive_number, RETRY_RESET_AFTER,
                             "seconds of healthy running after which the try count starts again from 1"),
     "--hang-window": ("hang_window", positive_number, 20.0,
-                      "seconds without any health answer before a running sidecar counts as hung"),
+                      "seconds without progress before a sidecar counts as hung (running: no answer; "
+                      "starting: no CPU, no log line, no worker)"),
 }
 _COMMON = ("host", "health_timeout", "probe_interval", "probe_timeout", "starting_probe_interval",
            "failure_threshold", "retry_delay", "retry_max_delay", "retry_reset_after", "hang_window")

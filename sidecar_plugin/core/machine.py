@@ -133,7 +133,8 @@ _RULES: Dict[type, Rule] = {
     Observed: _on_observed,
     ConfigLoaded: _on_config_loaded,
     ConfigSeen: lambda m, inp, now, cfg: lifecycle.follow_reload(replace(m, config_seen=(inp.version, inp.mtime))),
-    Workers: lambda m, inp, now, cfg: lifecycle.follow_reload(replace(m, workers=tuple(inp.born))),
+    Workers: lambda m, inp, now, cfg: lifecycle.follow_reload(replace(health.on_workers(m, inp, now),
+                                                                      workers=tuple(inp.born))),
     TreeSigns: health.on_signs,
     LogTail: lambda m, inp, now, cfg: (replace(m, log_tail=inp.lines), [Write()]),
 }

@@ -12,18 +12,21 @@ from typing import Optional, Tuple
 
 from sidecar_plugin.core.counters import Counters
 from sidecar_plugin.core.retry import Backoff
-from sidecar_plugin.names import LIVE_STATES, State
+from sidecar_plugin.names import DEFAULT_HEALTH_TIMEOUT, LIVE_STATES, State
 
 
 @dataclass(frozen=True)
 class Config:
     """The knobs of the machine (the listener's command-line options)."""
 
-    health_timeout: float = 20.0
+    # The outer bound of a start: far above LiteLLM's start on a busy host (a minute or more).
+    # A start is judged by progress first (``core.health``): one that makes none fails sooner.
+    health_timeout: float = DEFAULT_HEALTH_TIMEOUT
     failure_threshold: int = 3
     backoff: Backoff = Backoff()  # when the listener starts again a sidecar that is down for good
     identify_every: float = 5.0  # while running, how often a healthy answer's holder is checked
-    # Hung means no progress, never slow: a running sidecar is hung only when no probe
+    # Hung means no progress, never slow: a starting sidecar is failed when its tree shows
+    # no progress (no CPU, no log line, no new worker) for ``hang_window`` seconds; a running sidecar is hung only when no probe
     # got an answer for ``hang_window`` seconds (probes do not wait on each other and
     # each has its own deadline, so a slow answer still arrives and counts) ...
     hang_window: float = 20.0
@@ -88,6 +91,13 @@ class Model:
     # litellm.yaml as last seen on disk: (version, mtime). A uvicorn worker born after
     # that mtime read that version (a SIGHUP replaces workers; the main pid stays).
     config_seen: Optional[Tuple[Optional[str], float]] = None
+    # Progress of a start (core.health): when the tree last showed some (None: no CPU sample
+    # yet, so only the health timeout judges it), the CPU seconds and log size it was judged
+    # against, and since when a process outside the tree has held the port (None: nobody).
+    progress_at: Optional[float] = None
+    progress_cpu: Optional[float] = None
+    log_size: Optional[int] = None
+    foreign_at: Optional[float] = None
 
     @property
     def probing(self) -> bool:

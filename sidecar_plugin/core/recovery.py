@@ -47,19 +47,24 @@ def on_recover(m: Model, r: Recover, now: float) -> Result:
 def _on_recover_retrying(m: Model, r: Recover, now: float) -> Optional[Result]:
     """A listener restarted while the previous one was retrying: keep the count and the time of the next try.
 
-    supervisord says STOPPED (the previous listener stopped it after a health
-    timeout) or FATAL; without the previous file's ``retry`` a STOPPED
-    sidecar would read as an operator's stop and never come back.
+    supervisord says STOPPED (the previous listener stopped it after a failed
+    start), STOPPING (it is stopping it still: ``apply`` restarted the listener
+    meanwhile) or FATAL; without the previous file's ``retry`` a stopped or
+    stopping sidecar would read as an operator's stop and never come back.
+    Only an operator stops a sidecar for good.
     """
     attempt, next_at, delay = retry.prior_attempt(r.prior_retry)
-    if not (attempt and r.prior_state is State.CRASHED and r.supervisor_state in ("STOPPED", "FATAL")):
+    s = r.supervisor_state
+    if not (attempt and r.prior_state is State.CRASHED and s in ("STOPPING", "STOPPED", "FATAL")):
         return None
     m = replace(m, state=State.CRASHED, since=r.prior_since if r.prior_since is not None else now,
-                supervisor_state=r.supervisor_state, pid=None, counters=_adopted(r), error=r.prior_error,
-                log_tail=r.prior_log_tail, config_version=r.prior_config_version, version_pid=r.prior_pid,
-                halted="timeout" if r.supervisor_state == "STOPPED" else None, stopping=False,
-                retry_attempt=attempt, retry_at=next_at if next_at is not None else now,
-                retry_delay=delay)
+                supervisor_state=s, pid=r.pid if s == "STOPPING" else None, counters=_adopted(r),
+                error=r.prior_error, log_tail=r.prior_log_tail, config_version=r.prior_config_version,
+                version_pid=r.prior_pid, halted="timeout" if s in ("STOPPING", "STOPPED") else None,
+                stopping=s == "STOPPING", retry_attempt=attempt,
+                retry_at=next_at if next_at is not None else now, retry_delay=delay)
+    if s == "STOPPING":  # the reap comes with its STOPPED event
+        return m, ([Watch(r.pid)] if r.pid is not None else []) + [Write()]
     return m, [Write(), reap(m, None, now)]
 
 

@@ -15,7 +15,7 @@ from typing import Tuple
 
 from sidecar_plugin.core.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER
 from sidecar_plugin.names import (
-    DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PROGRAM, DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, LITELLM_YAML, process_name,
+    DEFAULT_HEALTH_TIMEOUT, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PROGRAM, DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, LITELLM_YAML, process_name,
 )
 
 PROGRAM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
@@ -40,7 +40,7 @@ class RenderOptions:
     host: str = DEFAULT_HOST
     program: str = DEFAULT_PROGRAM
     workers: int = DEFAULT_WORKERS
-    health_timeout: float = 20.0
+    health_timeout: float = DEFAULT_HEALTH_TIMEOUT
     stop_timeout: int = DEFAULT_STOP_TIMEOUT
     hang_window: float = 20.0
     state_file: str = ""

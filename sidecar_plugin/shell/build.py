@@ -24,8 +24,8 @@ from sidecar_plugin.core.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_
 from sidecar_plugin.core.render import Plan, render_files
 from sidecar_plugin.core.render_options import RenderError, RenderOptions, RenderedFile
 from sidecar_plugin.names import (
-    DEFAULT_PORT, DEFAULT_PROGRAM, DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, GROUP, LISTENER_LOG_NAME, LITELLM_YAML,
-    LOG_NAME, MASTER_KEY, PROFILE_EXTENSIONS, RECORD_NAME, RUN_DIR, SIDECAR_CONF, STATE_NAME,
+    DEFAULT_HEALTH_TIMEOUT, DEFAULT_PORT, DEFAULT_PROGRAM, DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, GROUP,
+    LISTENER_LOG_NAME, LITELLM_YAML, LOG_NAME, MASTER_KEY, PROFILE_EXTENSIONS, RECORD_NAME, RUN_DIR, SIDECAR_CONF, STATE_NAME,
 )
 from sidecar_plugin.shell.executables import listener_entry_point, resolve_binary
 from sidecar_plugin.shell.previous import choose_master_key, previous_ports, previous_record
@@ -46,7 +46,7 @@ class RenderRequest:
     workers: int = DEFAULT_WORKERS
     api_key_env: str = "OPENROUTER_API_KEY"
     master_key_env: str = "AGENTROUTE_MASTER_KEY"
-    health_timeout: float = 20.0
+    health_timeout: float = DEFAULT_HEALTH_TIMEOUT
     stop_timeout: int = DEFAULT_STOP_TIMEOUT
     hang_window: float = 20.0
     state_file: Optional[str] = None

@@ -15,10 +15,12 @@ import time
 from typing import Any, Callable, Dict, Optional, TypeVar
 
 from sidecar_plugin.errors import BinaryNotFoundError, SidecarError, SidecarStartError
-from sidecar_plugin.names import GAVE_UP_STATES, STALE_AFTER, State
+from sidecar_plugin.names import DEFAULT_HEALTH_TIMEOUT, GAVE_UP_STATES, STALE_AFTER, State
 
 POLL = 0.05
-DEFAULT_WAIT = 300.0  # a wait with no timeout given still ends: LiteLLM starts in seconds, not minutes
+# A wait with no timeout given still ends, after the listener's own verdict on a start (the health
+# timeout, its outer bound) could have come: a slow start on a busy host is waited for, not abandoned.
+DEFAULT_WAIT = DEFAULT_HEALTH_TIMEOUT + 30.0
 GetState = Callable[[], Dict[str, Any]]
 T = TypeVar("T")
 

@@ -87,7 +87,7 @@ class Listener:
         self.last_track = 0.0
         self.last_signs = 0.0
         self.prober = Prober(health_url(opts.host, opts.port))
-        self.observer = TreeObserver(opts.config_path, opts.port, self.prober.recent_ports)
+        self.observer = TreeObserver(opts.config_path, opts.port, self.prober.recent_ports, opts.log_file, opts.host)
         self.link = SupervisorLink(rpc_factory, opts.rpc_name, self.log)
 
     # -- inputs from other threads --

@@ -4,28 +4,36 @@ Sampled about once a second by the engine: whether the main process is
 stopped, the tree's CPU time and workers (``shell.signs``), whether new
 connections are accepted while health answers are late (serving is progress:
 an overloaded sidecar is not hung), and a change of litellm.yaml on disk (a
-rolling reload is followed by the workers' birth times).
+rolling reload is followed by the workers' birth times). While it starts,
+the log's size and who else holds its port tell progress from a dead end.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 from sidecar_plugin.core import machine as m
 from sidecar_plugin.names import State
 from sidecar_plugin.shell import signs
 from sidecar_plugin.shell.files import file_version
+from sidecar_plugin.shell.identity import listeners
+from sidecar_plugin.shell.procs import describe, tree_pids
 
 LATE_ANSWER = 2.0  # seconds without a health answer before connections are looked at (it costs a scan)
+FOREIGN_EVERY = 1.0  # while it starts and nothing answers, how often the port's holders are looked up
 
 
 class TreeObserver:
     """Turns samples of the tree and the config file into the inputs that changed."""
 
-    def __init__(self, config_path: Optional[str], port: int, recent_ports: Callable[[], Any]) -> None:
+    def __init__(self, config_path: Optional[str], port: int, recent_ports: Callable[[], Any],
+                 log_path: Optional[str] = None, host: str = "127.0.0.1") -> None:
         self.config_path = config_path
         self.port = port
+        self.log_path = log_path
+        self.host = host
+        self.foreign_looked = 0.0
         self.recent_ports = recent_ports  # the prober's own client ports: its connections are not traffic
         self.config_mtime: Optional[float] = None
         self.sent_workers: Optional[tuple] = None
@@ -67,4 +75,25 @@ class TreeObserver:
                 self.last_conns = conns
         else:
             self.last_conns = None
-        return inputs + [m.TreeSigns(stopped=seen.stopped, cpu=seen.cpu, accepted=accepted)]
+        starting = model.state is State.STARTING
+        return inputs + [m.TreeSigns(stopped=seen.stopped, cpu=seen.cpu, accepted=accepted,
+                                     log_size=self._log_size() if starting else None,
+                                     foreign=self._foreign(pid, now) if starting and not model.health_ok else None)]
+
+    def _log_size(self) -> Optional[int]:
+        try:
+            return os.stat(self.log_path).st_size if self.log_path else None
+        except OSError:
+            return None
+
+    def _foreign(self, pid: int, now: float) -> Optional[Tuple[str, ...]]:
+        """Who else listens on the port, outside the tree (None: not looked now; it costs a scan of /proc).
+
+        A listener whose pid is hidden (another user's, under ``hidepid``) is
+        left out: it may be the sidecar's own, and a start is never failed on a guess.
+        """
+        if now - self.foreign_looked < FOREIGN_EVERY:
+            return None
+        self.foreign_looked = now
+        pids, _hidden = listeners(self.port, self.host)  # before the tree: a worker forked meanwhile is in it
+        return tuple(describe(p) for p in sorted(pids - tree_pids(pid)))
