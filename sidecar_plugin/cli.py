@@ -105,38 +105,48 @@ def _render_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("--out-dir", required=True, help="folder for the rendered files")
     r.add_argument("--port", type=int, default=None,
                    help="sidecar port (default: the profile's, else 4000; several profiles: the first to give out)")
-    r.add_argument("--host", default="127.0.0.1", help="address LiteLLM binds (default 127.0.0.1)")
+    r.add_argument("--host", help="address LiteLLM binds (default 127.0.0.1)")
     r.add_argument("--program", default=None, help="supervisord program name (default agentroute-sidecar)")
-    r.add_argument("--binary", default="litellm", help="LiteLLM executable, resolved now to an absolute path")
-    r.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+    r.add_argument("--binary", help="LiteLLM executable (default litellm), resolved now to an absolute path")
+    r.add_argument("--workers", type=int,
                    help=f"LiteLLM --num_workers (default {DEFAULT_WORKERS}: apply replaces workers one at a time, "
                         "dropping no request; 1 saves about 600 MB but apply must then restart)")
-    r.add_argument("--api-key-env", default="OPENROUTER_API_KEY", help="variable holding the OpenRouter key")
-    r.add_argument("--master-key-env", default="AGENTROUTE_MASTER_KEY",
-                   help="variable holding the master key (unset: generate one into master.key)")
-    r.add_argument("--health-timeout", type=_checked(positive_number), default=DEFAULT_HEALTH_TIMEOUT,
+    r.add_argument("--api-key-env", help="variable holding the OpenRouter key (default OPENROUTER_API_KEY)")
+    r.add_argument("--master-key-env", help="variable holding the master key (default AGENTROUTE_MASTER_KEY; "
+                   "unset: generate one into master.key)")
+    r.add_argument("--health-timeout", type=_checked(positive_number),
                    help=f"the outer bound of a start, in seconds (default {DEFAULT_HEALTH_TIMEOUT:g}); a start "
                         "that makes no progress (no CPU, no log line, no worker for the hang window) fails sooner")
-    r.add_argument("--stop-timeout", type=int, default=DEFAULT_STOP_TIMEOUT,
+    r.add_argument("--stop-timeout", type=int,
                    help=f"the drain window in seconds (default {DEFAULT_STOP_TIMEOUT}): in-flight requests may "
                         "finish on stop; LiteLLM's GRACEFUL_SHUTDOWN_TIMEOUT, supervisord's stopwaitsecs a bit above")
-    r.add_argument("--hang-window", type=_checked(positive_number), default=20.0,
+    r.add_argument("--hang-window", type=_checked(positive_number),
                    help="seconds without progress before a sidecar counts as hung: running, no health answer; "
                         "starting, no CPU used, no log line, no worker born (default 20)")
-    r.add_argument("--retry-delay", type=_checked(positive_number), default=RETRY_DELAY,
+    r.add_argument("--retry-delay", type=_checked(positive_number),
                    help=f"seconds before the listener starts again a sidecar that is down for good (FATAL, or not "
                    f"healthy in time), doubling at each try (default {RETRY_DELAY:g})")
-    r.add_argument("--retry-max-delay", type=_checked(positive_number), default=RETRY_MAX_DELAY,
+    r.add_argument("--retry-max-delay", type=_checked(positive_number),
                    help=f"the longest delay between tries (default {RETRY_MAX_DELAY:g})")
-    r.add_argument("--retry-reset-after", type=_checked(positive_number), default=RETRY_RESET_AFTER,
+    r.add_argument("--retry-reset-after", type=_checked(positive_number),
                    help=f"healthy this many seconds: the try count starts again (default {RETRY_RESET_AFTER:g})")
     r.add_argument("--state-file", default=None, help="default: OUT_DIR/state.json")
     r.add_argument("--log-file", default=None, help="default: OUT_DIR/litellm.log")
-    r.add_argument("--no-autostart", action="store_true", help="do not start it with supervisord")
-    r.add_argument("--user", default="", help="run LiteLLM and the listener as this user (render as root: "
+    r.add_argument("--no-autostart", action="store_true", default=None, help="do not start it with supervisord")
+    r.add_argument("--user", help="run LiteLLM and the listener as this user (render as root: "
                    "the rendered files and the folder are given to it)")
     r.add_argument("--metrics-file", default=None,
                    help="the listener writes Prometheus text metrics here (node_exporter's textfile collector)")
+    _reset_option(r)
+
+
+def _reset_option(r: argparse.ArgumentParser) -> None:
+    """``--reset OPTION``: forget an option an earlier render or apply was given (core.remember)."""
+    from sidecar_plugin.core.remember import KINDS, RESET_ALL
+
+    r.add_argument("--reset", action="append", default=[], metavar="OPTION", choices=sorted(KINDS) + [RESET_ALL],
+                   help="an option given to an earlier render or apply is kept (OUT_DIR/sidecar.json) until given "
+                        f"again; this puts OPTION (without --; {RESET_ALL}: every one) back to its default")
 
 
 def main(argv: Optional[List[str]] = None) -> int:

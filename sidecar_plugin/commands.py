@@ -17,27 +17,39 @@ from typing import Any, Callable, Dict, List, Optional
 
 from sidecar_plugin.cli import CliError
 from sidecar_plugin.names import (
-    DEFAULT_PROGRAM, EXIT_FAIL, EXIT_NOT_RUNNING, EXIT_OK, EXIT_REFUSED, EXIT_UNKNOWN, EXIT_USAGE, State,
+    DEFAULT_PROGRAM, EXIT_DOWN, EXIT_FAIL, EXIT_NOT_RUNNING, EXIT_OK, EXIT_REFUSED, EXIT_UNKNOWN, EXIT_USAGE, State,
 )
 
 
 def render_request(a: argparse.Namespace) -> Any:
-    """Return the RenderRequest of the options ``render`` and ``apply`` share."""
-    from dataclasses import fields
+    """Return the RenderRequest of the options ``render`` and ``apply`` share, and the lines of those that change.
 
-    from sidecar_plugin.shell.build import RenderRequest
+    An option not given keeps the value the out-dir's record kept (``core.remember``).
+    """
+    from sidecar_plugin.shell.remembered import given_options, request
 
-    return RenderRequest(**{f.name: getattr(a, f.name) for f in fields(RenderRequest)})
+    return request(a.profiles, a.out_dir, given_options(vars(a)), a.reset)
+
+
+def _checked_request(a: argparse.Namespace) -> None:
+    """Every check before the out-dir is locked: bad input writes nothing, not even the folder; warn once."""
+    from sidecar_plugin.shell.build import build
+
+    for line in build(render_request(a)[0], os.environ).warnings:
+        print(f"sidecar-plugin: warning: {line}", file=sys.stderr)
 
 
 def cmd_render(a: argparse.Namespace) -> int:
     from sidecar_plugin.shell import build
     from sidecar_plugin.shell.outlock import out_dir_lock
 
-    build.build(render_request(a), os.environ)  # every check first: bad input writes nothing, not even the folder
+    _checked_request(a)
     with out_dir_lock(a.out_dir):  # then again under the lock: master.key may have just been written
-        rendered = build.build(render_request(a), os.environ)
+        req, lines = render_request(a)
+        rendered = build.build(req, os.environ)
         changes = build.write(rendered)
+    for line in lines:
+        print(line)
     for path, changed in changes:
         print(f"{'changed' if changed else 'unchanged':<9} {path}")
     return EXIT_OK
@@ -49,12 +61,15 @@ def cmd_apply(a: argparse.Namespace) -> int:
     from sidecar_plugin.shell.outlock import out_dir_lock
     from sidecar_plugin.shell.supervisor import default_server_url, rpc_proxy
 
-    build(render_request(a), os.environ)
-    timeout = a.timeout if a.timeout is not None else a.health_timeout + 10.0
+    _checked_request(a)
     url = a.server_url or default_server_url()
     try:
         with out_dir_lock(a.out_dir):  # one apply at a time: each rolls back to its own snapshot
-            rendered = build(render_request(a), os.environ)
+            req, lines = render_request(a)
+            rendered = build(req, os.environ)
+            for line in lines:
+                print(line, flush=True)
+            timeout = a.timeout if a.timeout is not None else rendered.sidecars[0].health_timeout + 10.0
             outcome = apply(rendered, rpc_proxy(url), timeout, lambda line: print(line, flush=True), url,
                             reload_timeout=a.timeout)
     except ApplyError as exc:
@@ -63,12 +78,28 @@ def cmd_apply(a: argparse.Namespace) -> int:
             print(f"  {line}", file=sys.stderr)
         print(f"changed: {'false' if exc.rolled_back else 'true'}")
         return EXIT_FAIL
+    return _report_apply(outcome, timeout)
+
+
+def _report_apply(outcome: Any, timeout: float) -> int:
+    """Print what apply did and what each sidecar does now; exit 5 when one meant to run does not."""
+    from sidecar_plugin.display import doing_line
+
     for doc in outcome.running:
         print(f"{doc.get('program')}: running (pid {doc.get('pid')}, port {doc.get('port')})")
+    for program, doc in outcome.states.items():
+        if doc.get("state") == State.STOPPED:
+            print(doing_line(program, doc))
     if not outcome.changed:
         print("nothing to do: the files and supervisord already match the profiles")
+    down = outcome.down
+    if down:
+        print(f"sidecar-plugin: apply: the new configuration is in place, but {len(down)} sidecar(s) it "
+              f"manages not running (waited up to {timeout:g} s):", file=sys.stderr)
+        for program in down:
+            print(f"  {doing_line(program, outcome.states[program])}", file=sys.stderr)
     print(f"changed: {'true' if outcome.changed else 'false'}")
-    return EXIT_OK
+    return EXIT_DOWN if down else EXIT_OK
 
 
 def cmd_listen(a: argparse.Namespace) -> int:

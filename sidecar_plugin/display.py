@@ -62,6 +62,29 @@ def status_lines(doc: Dict[str, Any], program: str, now: Optional[float] = None,
     return lines
 
 
+def doing_line(program: str, doc: Dict[str, Any], now: Optional[float] = None) -> str:
+    """One line for a sidecar apply leaves not running: its state, why, and when the listener tries again."""
+    now = time.time() if now is None else now
+    if not doc:
+        return f"{program}: state unknown (its listener has not written a current state file)"
+    state = doc.get("state", "unknown")
+    if state == State.STOPPED:
+        return (f"{program}: stopped (an operator's stop, or --no-autostart): apply leaves it stopped "
+                f"(sidecar-plugin start --program {program})")
+    parts = [f"{program}: {state}" + (f" for {_ago(now - float(doc['since']))}" if doc.get("since") else "")]
+    if doc.get("supervisor_state"):
+        parts.append(f"supervisord {doc['supervisor_state']}")
+    if doc.get("error"):
+        parts.append(str(doc["error"]).splitlines()[0] if str(doc["error"]).strip() else "")
+    retry = doc.get("retry") if isinstance(doc.get("retry"), dict) else {}
+    if retry.get("next_at"):
+        at = float(retry["next_at"])
+        parts.append(f"next try at {time.strftime('%H:%M:%S', time.localtime(at))} (in {_ago(at - now)})")
+    elif state == State.CRASHED:
+        parts.append("no retry scheduled: start it by hand")
+    return printable("; ".join(p for p in parts if p))
+
+
 class Progress:
     """A visible progress line on stderr while waiting (LiteLLM takes seconds to start)."""
 

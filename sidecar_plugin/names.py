@@ -104,6 +104,9 @@ EXIT_USAGE = 2  # bad input: one line, nothing written
 EXIT_NOT_RUNNING = 3  # status: not running
 EXIT_NO_BINARY = 3  # render/start: LiteLLM not found
 EXIT_UNKNOWN = 4  # status: missing, corrupt or stale state file
+# apply: the new configuration is in place, but a sidecar it manages is not running
+# (crashed, or still starting when apply's time ran out); 1 stays "the change failed".
+EXIT_DOWN = 5
 # The listener exits with this when it must not run (another listener owns the
 # state file): an expected exit, so supervisord does not restart it in a loop.
 EXIT_REFUSED = 78

@@ -6,7 +6,10 @@ the problem. AgentRoute's own saved profile JSON (``name``, ``port``,
 ``models``, ``created``) loads unchanged: any name its store accepts, ``port: 0``
 as "not set", ``created`` and keys this package does not know ignored (so newer
 AgentRoute profiles keep loading); only ``models: null`` (no tier mapped yet)
-is refused, with a line saying so.
+is refused, with a line saying so. A key that is not one of these but close to
+one (``prot``, ``modles``) is a typo, not a newer field: it is named in a
+warning (returned as data, ``Profile.warnings``: the faces print it), and a
+required field missing beside its near miss is refused naming the near miss.
 """
 
 from __future__ import annotations
@@ -16,18 +19,21 @@ import os
 import re
 import stat
 import unicodedata
-from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import yaml
 
 from sidecar_plugin.core.strictload import StrictLoadError, load_json, load_yaml
+from sidecar_plugin.core.typos import found_instead, key_warnings, near_misses
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 TIER_RE = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
 ALIAS_PREFIX = "agentroute-"
 OPENROUTER_PREFIX = "openrouter/"
 MAX_PROFILE_BYTES = 1 << 20
+# The top-level keys this package reads, plus AgentRoute's own ``created``: the words a typo is measured against.
+KNOWN_KEYS = ("name", "port", "models", "api_base", "created")
 
 
 class ProfileError(ValueError):
@@ -43,6 +49,7 @@ class Profile:
     port: Optional[int] = None
     api_base: Optional[str] = None
     source: str = "<profile>"
+    warnings: Tuple[str, ...] = field(default=(), compare=False)  # one line each: a key that looks like a typo
 
 
 def alias(tier: str) -> str:
@@ -118,9 +125,10 @@ def validate(data: Any, source: str) -> Profile:
     """Check every profile rule; the first broken one becomes the error line."""
     if not isinstance(data, dict):
         raise ProfileError(f"{source}: profile must be a mapping with 'name' and 'models'")
+    misses = near_misses(data, KNOWN_KEYS)
     name = data.get("name")
     if name is None:
-        raise ProfileError(f"{source}: name: required")
+        raise ProfileError(f"{source}: name: required{found_instead(misses, 'name')}")
     problem = name_problem(name)
     if problem:
         raise ProfileError(f"{source}: name: {problem} (got {_show(name)})")
@@ -129,12 +137,13 @@ def validate(data: Any, source: str) -> Profile:
         port = None
     if port is not None and not _is_port(port):
         raise ProfileError(f"{source}: port: must be an integer from 1 to 65535 (got {_show(port)})")
-    models = _validate_models(data.get("models"), source)
+    models = _validate_models(data.get("models"), source, found_instead(misses, "models"))
     api_base = data.get("api_base")
     if api_base is not None:
         if not isinstance(api_base, str) or not re.match(r"https?://[^\s/]+\S*\Z", api_base):
             raise ProfileError(f"{source}: api_base: must be an http:// or https:// URL (got {_show(api_base)})")
-    return Profile(name=name, models=models, port=port, api_base=api_base, source=source)
+    return Profile(name=name, models=models, port=port, api_base=api_base, source=source,
+                   warnings=key_warnings(misses, source))
 
 
 def name_problem(name: Any) -> Optional[str]:
@@ -153,7 +162,9 @@ def name_problem(name: Any) -> Optional[str]:
     return None
 
 
-def _validate_models(models: Any, source: str) -> Dict[str, str]:
+def _validate_models(models: Any, source: str, found: str = "") -> Dict[str, str]:
+    if models is None and found:
+        raise ProfileError(f"{source}: models: required (tier -> OpenRouter model id){found}")
     if models is None:
         raise ProfileError(f"{source}: models: required, but no tier is mapped yet (AgentRoute saves a new "
                            "profile with models: null); map at least one tier to an OpenRouter model id")

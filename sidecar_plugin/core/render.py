@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from sidecar_plugin.core.listen_args import ListenerOptions, listen_argv
 from sidecar_plugin.core.litellm_yaml import render_litellm_yaml
@@ -100,32 +100,37 @@ def render_sidecar_conf(plan: Plan) -> bytes:
     return "\n".join(lines).encode("utf-8")
 
 
-def render_record(plan: Plan) -> bytes:
+def render_record(plan: Plan, options: Optional[Mapping[str, Any]] = None) -> bytes:
     """Return ``sidecar.json``: what the next render and apply need to know of this one.
 
     Which supervisord groups are ours (apply touches no other), which port
     each sidecar has (a re-render keeps them) and its LiteLLM command (apply
     tells a change LiteLLM can reload from one that needs a restart), as data
-    rather than read back from the ini.
+    rather than read back from the ini. ``options``: those the operator gave
+    (``core.remember``), kept for the next render and apply; left out when
+    none, so a record of an older release re-renders byte-identical.
     """
-    doc = {
+    doc: Dict[str, Any] = {
         "schema": SCHEMA,
         "groups": plan.groups,
         "listener": plan.listener,
         "sidecars": {o.program: {"port": o.port, "group": o.group_name, "state_file": o.state_file,
                                  "config": o.config_path, "command": sidecar_command(o)} for o in plan.options},
     }
+    if options:
+        doc["options"] = dict(options)
     return (json.dumps(doc, sort_keys=True, indent=2) + "\n").encode("utf-8")
 
 
-def render_files(plan: Plan, api_key: str, master_key: str, write_master_key: bool) -> List[RenderedFile]:
+def render_files(plan: Plan, api_key: str, master_key: str, write_master_key: bool,
+                 options: Optional[Mapping[str, Any]] = None) -> List[RenderedFile]:
     """Return every file render writes, in the order it writes them."""
     files = [RenderedFile(o.config_path, render_litellm_yaml(p, api_key, master_key), 0o600)
              for p, o in plan.sidecars]
     if write_master_key:
         files.append(master_key_file(plan.out_dir, master_key))
     files.append(RenderedFile(os.path.join(plan.out_dir, SIDECAR_CONF), render_sidecar_conf(plan), 0o644))
-    files.append(RenderedFile(os.path.join(plan.out_dir, RECORD_NAME), render_record(plan), 0o644))
+    files.append(RenderedFile(os.path.join(plan.out_dir, RECORD_NAME), render_record(plan, options), 0o644))
     return files
 
 

@@ -38,12 +38,13 @@ from supervisor.xmlrpc import Faults
 
 from sidecar_plugin.core.render_options import RenderOptions
 from sidecar_plugin.errors import SidecarError, SidecarStartError
-from sidecar_plugin.names import LITELLM_YAML, LIVE_STATES, SIDECAR_CONF
+from sidecar_plugin.names import LITELLM_YAML, LIVE_STATES, SIDECAR_CONF, State
 from sidecar_plugin.shell import control
 from sidecar_plugin.shell.build import Rendered, write
 from sidecar_plugin.shell.changes import drifted, our_groups, restart_reasons
 from sidecar_plugin.shell.files import Snapshot, restore, snapshot
 from sidecar_plugin.shell.reload import reloadable, rolling_reload
+from sidecar_plugin.shell.settle import wait_settled
 from sidecar_plugin.shell.statefile import state_dict
 from sidecar_plugin.shell.supervisor import fault_words, live_processes, tolerate, unreachable
 from sidecar_plugin.shell.validate import ValidationError, validate_configs
@@ -70,6 +71,12 @@ class Outcome:
     restarted: List[str] = field(default_factory=list)
     reloaded: List[str] = field(default_factory=list)
     running: List[Dict[str, Any]] = field(default_factory=list)
+    states: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # program -> its state once settled
+
+    @property
+    def down(self) -> List[str]:
+        """The sidecars meant to run that do not: neither running nor stopped by an operator."""
+        return [p for p, doc in self.states.items() if doc.get("state") not in (State.RUNNING, State.STOPPED)]
 
 
 class Applier:
@@ -198,6 +205,7 @@ def apply(rendered: Rendered, rpc: Any, timeout: float, say: Callable[[str], Non
     done = set(outcome.restarted) | set(outcome.reloaded)
     outcome.changed = any(c for _, c in outcome.files) or bool(done) or bool(applier.updated)
     outcome.running = [state_dict(s.state_file) for s in rendered.sidecars if s.program in done]
+    outcome.states = wait_settled(rendered, rpc, timeout)  # converged is not up: say what each sidecar does
     return outcome
 
 

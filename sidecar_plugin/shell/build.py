@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, replace
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sidecar_plugin.core import ini
 from sidecar_plugin.core.layout import plan
@@ -57,6 +57,7 @@ class RenderRequest:
     retry_delay: float = RETRY_DELAY
     retry_max_delay: float = RETRY_MAX_DELAY
     retry_reset_after: float = RETRY_RESET_AFTER
+    remember: Tuple[Tuple[str, Any], ...] = ()  # the options to record in sidecar.json (core.remember)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,11 @@ class Rendered:
     @property
     def listener(self) -> str:
         return self.plan.listener
+
+    @property
+    def warnings(self) -> Tuple[str, ...]:
+        """The profiles' warning lines (a key that looks like a typo), for the face to print."""
+        return tuple(w for p, _ in self.plan.sidecars for w in p.warnings)
 
 
 def expand_profiles(paths: Sequence[str]) -> Tuple[List[str], bool]:
@@ -142,7 +148,8 @@ def build(req: RenderRequest, env: Mapping[str, str]) -> Rendered:
     _check_text(binary, "--binary")
     the_plan = plan(profiles, replace(common, binary=binary), grouped, req.port, ports)
     master_key, keep_file = choose_master_key(env, req.master_key_env, out_dir)
-    return Rendered(the_plan, tuple(render_files(the_plan, api_key, master_key, keep_file)), owner)
+    files = render_files(the_plan, api_key, master_key, keep_file, dict(req.remember))
+    return Rendered(the_plan, tuple(files), owner)
 
 
 def lookup_user(name: str) -> Tuple[int, int]:

@@ -1,0 +1,91 @@
+"""The options a render remembers: given once to ``render`` or ``apply``, kept until given again.
+
+``apply`` runs on every pass of a configuration tool, often with fewer
+options than the render before it: ``apply --health-timeout 60`` then
+``apply --profile ...`` must not silently put 20 s back. So each render
+records in its ``sidecar.json`` the options the operator *gave* (never the
+defaults: an option never given follows the package's default, also when a
+new release changes it), and the next render or apply takes every option it
+is not given from there. ``--reset OPTION`` forgets one (``all``: every one).
+
+Pure: the record is read and the request built by ``shell.remembered``; the
+defaults are the request's own (``shell.build.RenderRequest``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+# option name (the flag without --) -> the kind of value the record must hold
+KINDS: Dict[str, str] = {
+    "port": "int", "host": "text", "program": "text", "binary": "text", "workers": "int",
+    "api-key-env": "text", "master-key-env": "text", "health-timeout": "seconds", "stop-timeout": "int",
+    "hang-window": "seconds", "retry-delay": "seconds", "retry-max-delay": "seconds",
+    "retry-reset-after": "seconds", "state-file": "text", "log-file": "text", "no-autostart": "flag",
+    "user": "text", "metrics-file": "text",
+}
+RESET_ALL = "all"
+
+
+def dest(name: str) -> str:
+    """The attribute of an option (``health-timeout`` -> ``health_timeout``)."""
+    return name.replace("-", "_")
+
+
+def problem(name: str, value: Any) -> Optional[str]:
+    """Why a recorded value cannot be the option's value (the record may be old or edited), or None."""
+    kind = KINDS[name]
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "int" and not (number and isinstance(value, int)):
+        return "not a whole number"
+    if kind == "seconds" and not (number and math.isfinite(value) and value > 0):
+        return "not a finite number of seconds above 0"
+    if kind == "text" and not isinstance(value, str):
+        return "not a string"
+    if kind == "flag" and value is not True:
+        return "not true"
+    return None
+
+
+def recorded(record: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    """The options a record holds (unknown names dropped); None: a record from before options were kept."""
+    options = record.get("options")
+    if not isinstance(options, dict):
+        return None
+    return {k: v for k, v in options.items() if k in KINDS}
+
+
+def merge(before: Mapping[str, Any], given: Mapping[str, Any], resets: Sequence[str]) -> Dict[str, Any]:
+    """The options to render with and record: the recorded ones, less those reset, with the given ones on top."""
+    everything = RESET_ALL in resets
+    out = {k: v for k, v in before.items() if not everything and k not in resets}
+    out.update(given)
+    return dict(sorted(out.items()))
+
+
+def shown(value: Any) -> str:
+    """A value as a change line shows it."""
+    if value is None or value == "":
+        return "(default)" if value is None else "(none)"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def changes(before: Optional[Mapping[str, Any]], after: Mapping[str, Any], defaults: Mapping[str, Any]) -> List[str]:
+    """One line per option whose value changes, ``health-timeout: 60 -> 20``.
+
+    ``before`` None: the previous record kept no options (an older release),
+    so the old values are not known; each option given is named with its new value.
+    """
+    if before is None:
+        return [f"{k}: {shown(v)} (the previous render recorded no options)" for k, v in after.items()]
+    lines = []
+    for name in sorted(set(before) | set(after)):
+        old, new = before.get(name, defaults[name]), after.get(name, defaults[name])
+        if old != new:
+            lines.append(f"{name}: {shown(old)} -> {shown(new)}")
+    return lines

@@ -1,0 +1,128 @@
+"""Issue 22, item 3: an option given to render or apply is kept (OUT_DIR/sidecar.json) until given again."""
+
+import json
+import os
+
+import pytest
+
+from harness import KEYS, fake_binary, run_main
+from sidecar_plugin.core.remember import KINDS, changes, merge, problem, recorded
+from sidecar_plugin.shell.build import RenderRequest
+
+DEFAULTS = {"health-timeout": 20.0, "workers": 2, "no-autostart": False, "state-file": None, "user": ""}
+
+
+# -- the merge, as data ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("before, given, resets, after", [
+    ({}, {}, [], {}),
+    ({"health-timeout": 60.0}, {}, [], {"health-timeout": 60.0}),  # not given: kept
+    ({"health-timeout": 60.0}, {"health-timeout": 30.0}, [], {"health-timeout": 30.0}),  # given again: wins
+    ({"health-timeout": 60.0, "workers": 1}, {}, ["health-timeout"], {"workers": 1}),  # reset: forgotten
+    ({"health-timeout": 60.0, "workers": 1}, {"user": "u"}, ["all"], {"user": "u"}),  # reset all, then given
+])
+def test_merge(before, given, resets, after):
+    assert merge(before, given, resets) == after
+
+
+@pytest.mark.parametrize("before, after, lines", [
+    ({"health-timeout": 60.0}, {}, ["health-timeout: 60 -> 20"]),
+    ({}, {"health-timeout": 60.0, "workers": 2}, ["health-timeout: 20 -> 60"]),  # the default given: no change
+    ({"state-file": "/a"}, {"no-autostart": True}, ["no-autostart: off -> on", "state-file: /a -> (default)"]),
+    ({"user": "u"}, {}, ["user: u -> (none)"]),
+    (None, {"workers": 1}, ["workers: 1 (the previous render recorded no options)"]),
+    (None, {}, []),
+])
+def test_change_lines_old_and_new(before, after, lines):
+    assert changes(before, after, DEFAULTS) == lines
+
+
+def test_recorded_values_are_checked_and_an_older_record_has_none():
+    assert recorded({"schema": 1, "groups": []}) is None
+    assert recorded({"options": {"workers": 1, "unknown-later": 3}}) == {"workers": 1}
+    assert problem("health-timeout", 0) and problem("health-timeout", True) and problem("workers", 1.5)
+    assert problem("no-autostart", False) and problem("host", 3) and problem("workers", 2) is None
+
+
+def test_every_option_render_takes_is_remembered():
+    from sidecar_plugin.cli import build_parser
+
+    render = build_parser()._subparsers._group_actions[0].choices["render"]
+    flags = {a.dest.replace("_", "-") for a in render._actions if a.option_strings} - {"help", "reset"}
+    assert flags - {"profiles", "out-dir"} == set(KINDS)
+    assert {n.replace("-", "_") for n in KINDS} <= set(RenderRequest.__dataclass_fields__)
+    assert all(render.get_default(n.replace("-", "_")) is None for n in KINDS)  # not given is not a default
+
+
+# -- render, then render or apply without the option -------------------------------------------------------------
+
+@pytest.fixture
+def area(tmp_path):
+    prof = tmp_path / "p.yaml"
+    prof.write_text("name: w\nmodels:\n  fast: a/b\n")
+    binary = fake_binary(str(tmp_path))
+
+    def render(*extra):
+        return run_main("render", "--profile", str(prof), "--out-dir", str(tmp_path / "out"), *extra, env=KEYS)
+    render.out = str(tmp_path / "out")
+    render.binary = binary
+    return render
+
+
+def _read(out, name):
+    with open(os.path.join(out, name), "rb") as fh:
+        return fh.read()
+
+
+def test_an_option_is_kept_until_given_again_or_reset(area):
+    res = area("--binary", area.binary, "--health-timeout", "60", "--workers", "1")
+    assert res.returncode == 0, res.stderr
+    conf = _read(area.out, "sidecar.conf")
+    assert b"--health-timeout 60" in conf
+    assert json.loads(_read(area.out, "sidecar.json"))["options"] == {
+        "binary": area.binary, "health-timeout": 60.0, "workers": 1}
+
+    res = area()  # nothing given: everything kept, byte for byte
+    assert res.returncode == 0 and "\nchanged" not in "\n" + res.stdout and "->" not in res.stdout, res.stdout
+    assert _read(area.out, "sidecar.conf") == conf
+
+    res = area("--health-timeout", "30")
+    assert "health-timeout: 60 -> 30" in res.stdout.splitlines() and b"--health-timeout 30" in _read(area.out,
+                                                                                                   "sidecar.conf")
+    res = area("--reset", "health-timeout")
+    assert "health-timeout: 30 -> 20" in res.stdout.splitlines(), res.stdout
+    assert b"--health-timeout 20" in _read(area.out, "sidecar.conf")
+    assert b"--num_workers" not in _read(area.out, "sidecar.conf")  # workers 1 still kept
+
+    res = area("--reset", "workers", "--workers", "2")
+    assert res.returncode == 2 and "--reset workers: --workers is given too" in res.stderr
+
+
+def test_a_record_of_an_older_release_renders_byte_identical(area, tmp_path, monkeypatch):
+    """A render given no option records none: its record is an older release's, and re-renders unchanged."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    os.symlink(area.binary, folder / "litellm")
+    monkeypatch.setenv("PATH", str(folder) + os.pathsep + os.environ["PATH"])  # the default binary: the stand-in
+    assert area().returncode == 0
+    before = {n: _read(area.out, n) for n in ("sidecar.conf", "sidecar.json", "litellm.yaml")}
+    assert b'"options"' not in before["sidecar.json"]
+    res = area()
+    assert res.returncode == 0 and "\nchanged" not in "\n" + res.stdout and "->" not in res.stdout, res.stdout
+    assert {n: _read(area.out, n) for n in before} == before
+    res = area("--hang-window", "30")  # the old values are not known: the new one is named
+    assert "hang-window: 30 (the previous render recorded no options)" in res.stdout.splitlines(), res.stdout
+
+
+def test_a_bad_recorded_value_is_one_line_naming_the_record(area):
+    assert area("--binary", area.binary).returncode == 0
+    path = os.path.join(area.out, "sidecar.json")
+    doc = json.loads(_read(area.out, "sidecar.json"))
+    doc["options"]["hang-window"] = -1
+    with open(path, "w") as fh:
+        json.dump(doc, fh)
+    res = area()
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert f"{path}: options.hang-window: not a finite number of seconds above 0" in res.stderr
+    assert "--reset hang-window" in res.stderr
+    assert area("--reset", "hang-window").returncode == 0
