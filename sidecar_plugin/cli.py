@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 2 bad input (one line, no traceback); 3 LiteLLM not
 found (render, start) or, for ``status``, not running; 4 state unknown
-(missing, corrupt or stale state file); 1 anything else that failed.
+(missing, corrupt or stale state file); 5 ``apply``: the new configuration is
+in place but a sidecar it manages is not running; 1 anything else that failed.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Callable, List, Optional, Tuple, Type
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
 from sidecar_plugin import __version__
 from sidecar_plugin.core.listen_args import OPTIONS as LISTEN_OPTIONS, positive_number
@@ -62,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("-s", "--server-url", default=None, help=SERVER_URL_HELP)
     ap.add_argument("--timeout", type=_checked(positive_number), default=None,
                     help="seconds to wait for running (default: the health timeout plus 10; a rolling "
-                         "reload: per worker, the health timeout plus the drain window)")
+                         "reload: per worker, the health timeout plus the drain window); then as long again "
+                         "for every sidecar to run (exit 5 when one does not)")
 
     li = sub.add_parser("listen", help="the supervisord event listener (run by supervisord)")
     for flag, (attr, parse, default, text) in LISTEN_OPTIONS.items():
@@ -209,6 +211,20 @@ def _report(exc: Exception, usage: Tuple[Type[Exception], ...], debug: bool) -> 
     return EXIT_FAIL
 
 
+def _given(args_list: List[str], flag: str) -> List[str]:
+    """The values given to ``flag`` (``--flag V`` or ``--flag=V``), before any parsing."""
+    return ([args_list[i + 1] for i, v in enumerate(args_list[:-1]) if v == flag]
+            + [v.split("=", 1)[1] for v in args_list if v.startswith(flag + "=")])
+
+
+def _kept_options(out_dirs: List[str]) -> Dict[str, Any]:
+    """The options an earlier render kept in the out-dir's record (the key variables' names among them)."""
+    from sidecar_plugin.core.remember import recorded
+    from sidecar_plugin.shell.previous import previous_record
+
+    return (recorded(previous_record(out_dirs[-1])) or {}) if out_dirs else {}
+
+
 class _Redacting:
     """A text stream that masks supervisord's credentials in everything written to it."""
 
@@ -236,10 +252,10 @@ def _hide_secrets(args_list: List[str]) -> None:
     urls = [v.split("=", 1)[-1] if v.startswith("-") and "=" in v else v[2:] if v.startswith("-s") else v
             for v in args_list if "://" in v]
     found = [c for url in urls or [None] for c in credentials(url)]
+    kept = _kept_options(_given(args_list, "--out-dir"))
     for flag, default in (("--api-key-env", "OPENROUTER_API_KEY"), ("--master-key-env", "AGENTROUTE_MASTER_KEY")):
-        names = [default] + [args_list[i + 1] for i, v in enumerate(args_list[:-1]) if v == flag]
-        names += [v.split("=", 1)[1] for v in args_list if v.startswith(flag + "=")]
-        found += [os.environ.get(n, "") for n in names]
+        names = [default] + _given(args_list, flag) + [str(kept.get(flag[2:], ""))]
+        found += [os.environ.get(n, "") for n in names if n]
     found = [c for c in found if len(c) >= 4]
     if found:
         forms = sorted({f for c in found for f in encoded_forms(c)}, key=len, reverse=True)

@@ -44,14 +44,15 @@ def test_recorded_values_are_checked_and_an_older_record_has_none():
     assert problem("no-autostart", False) and problem("host", 3) and problem("workers", 2) is None
 
 
-def test_every_option_render_takes_is_remembered():
+@pytest.mark.parametrize("command", ["render", "apply"])
+def test_every_option_render_takes_is_remembered_and_not_given_is_none(command):
     from sidecar_plugin.cli import build_parser
 
-    render = build_parser()._subparsers._group_actions[0].choices["render"]
-    flags = {a.dest.replace("_", "-") for a in render._actions if a.option_strings} - {"help", "reset"}
-    assert flags - {"profiles", "out-dir"} == set(KINDS)
-    assert {n.replace("-", "_") for n in KINDS} <= set(RenderRequest.__dataclass_fields__)
-    assert all(render.get_default(n.replace("-", "_")) is None for n in KINDS)  # not given is not a default
+    args = vars(build_parser().parse_args([command, "--profile", "p", "--out-dir", "o"]))
+    options = set(args) - {"command", "debug", "profiles", "out_dir", "reset", "server_url", "timeout"}
+    assert options == {n.replace("-", "_") for n in KINDS}
+    assert all(args[o] is None for o in options)  # not given is not a default: the record's value may stand
+    assert options <= set(RenderRequest.__dataclass_fields__)
 
 
 # -- render, then render or apply without the option -------------------------------------------------------------
@@ -126,3 +127,15 @@ def test_a_bad_recorded_value_is_one_line_naming_the_record(area):
     assert f"{path}: options.hang-window: not a finite number of seconds above 0" in res.stderr
     assert "--reset hang-window" in res.stderr
     assert area("--reset", "hang-window").returncode == 0
+
+
+def test_a_kept_key_variable_is_still_masked_in_every_line(area, tmp_path):
+    secret = "sk-or-v1-KEPTVARIABLESECRET0123456789"
+    env = dict(KEYS, MY_KEY=secret)
+    prof = tmp_path / "p.yaml"
+    assert run_main("render", "--profile", str(prof), "--out-dir", area.out, "--binary", area.binary,
+                    "--api-key-env", "MY_KEY", env=env).returncode == 0
+    prof.write_text(f"name: a/{secret}\nmodels:\n  fast: a/b\n")  # a bad field that echoes the key back
+    res = run_main("render", "--profile", str(prof), "--out-dir", area.out, env=env)  # MY_KEY kept, not given
+    assert res.returncode == 2 and "name:" in res.stderr, res.stderr
+    assert secret not in res.stderr + res.stdout
