@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional, Tuple, Type
+from typing import Any, Callable, List, Optional, Tuple, Type
 
 from sidecar_plugin import __version__
 from sidecar_plugin.core.listen_args import OPTIONS as LISTEN_OPTIONS, positive_number
+from sidecar_plugin.core.remember import KINDS, RESET_ALL
 from sidecar_plugin.core.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER
 from sidecar_plugin.errors import BinaryNotFoundError, SidecarError, SidecarStartError
 from sidecar_plugin.names import (
@@ -144,8 +145,6 @@ def _render_options(r: argparse.ArgumentParser) -> None:
 
 def _reset_option(r: argparse.ArgumentParser) -> None:
     """``--reset OPTION``: forget an option an earlier render or apply was given (core.remember)."""
-    from sidecar_plugin.core.remember import KINDS, RESET_ALL
-
     r.add_argument("--reset", action="append", default=[], metavar="OPTION", choices=sorted(KINDS) + [RESET_ALL],
                    help="an option given to an earlier render or apply is kept (OUT_DIR/sidecar.json) until given "
                         f"again; this puts OPTION (without --; {RESET_ALL}: every one) back to its default")
@@ -217,14 +216,6 @@ def _given(args_list: List[str], flag: str) -> List[str]:
             + [v.split("=", 1)[1] for v in args_list if v.startswith(flag + "=")])
 
 
-def _kept_options(out_dirs: List[str]) -> Dict[str, Any]:
-    """The options an earlier render kept in the out-dir's record (the key variables' names among them)."""
-    from sidecar_plugin.core.remember import recorded
-    from sidecar_plugin.shell.previous import previous_record
-
-    return (recorded(previous_record(out_dirs[-1])) or {}) if out_dirs else {}
-
-
 class _Redacting:
     """A text stream that masks supervisord's credentials in everything written to it."""
 
@@ -247,12 +238,13 @@ def _hide_secrets(args_list: List[str]) -> None:
     and master key variables (a profile's bad field may echo one back).
     """
     from sidecar_plugin.shell.redact import MASK, encoded_forms
+    from sidecar_plugin.shell.remembered import kept_options
     from sidecar_plugin.shell.supervisor import credentials
 
     urls = [v.split("=", 1)[-1] if v.startswith("-") and "=" in v else v[2:] if v.startswith("-s") else v
             for v in args_list if "://" in v]
     found = [c for url in urls or [None] for c in credentials(url)]
-    kept = _kept_options(_given(args_list, "--out-dir"))
+    kept = kept_options((_given(args_list, "--out-dir") or [""])[-1])  # the key variables an earlier render kept
     for flag, default in (("--api-key-env", "OPENROUTER_API_KEY"), ("--master-key-env", "AGENTROUTE_MASTER_KEY")):
         names = [default] + _given(args_list, flag) + [str(kept.get(flag[2:], ""))]
         found += [os.environ.get(n, "") for n in names if n]
