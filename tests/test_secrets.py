@@ -48,7 +48,8 @@ def test_keys_appear_only_in_owner_only_files(make_sidecar, tmp_path):
         sc.ctl("tail", sc.program + "-health", "stderr"),
         sc.apply(),
     ]
-    assert outputs[-1].returncode == 0, outputs[-1].stderr
+    # nothing changed, but the sidecar is down: apply says what it does (its error and log included), exit 5
+    assert outputs[-1].returncode == 5 and "agentroute-sidecar: crashed" in outputs[-1].stderr, outputs[-1].stderr
     for res in outputs:
         for secret in SECRETS:
             assert secret not in res.stdout and secret not in res.stderr, res.args
