@@ -133,18 +133,17 @@ def _render_options(r: argparse.ArgumentParser) -> None:
                    help=f"the longest delay between tries (default {RETRY_MAX_DELAY:g})")
     r.add_argument("--retry-reset-after", type=_checked(positive_number),
                    help=f"healthy this many seconds: the try count starts again (default {RETRY_RESET_AFTER:g})")
-    r.add_argument("--state-file", default=None, help="default: OUT_DIR/state.json")
-    r.add_argument("--log-file", default=None, help="default: OUT_DIR/litellm.log")
+    r.add_argument("--state-file", help="default: OUT_DIR/state.json")
+    r.add_argument("--log-file", help="default: OUT_DIR/litellm.log")
     r.add_argument("--no-autostart", action="store_true", default=None, help="do not start it with supervisord")
     r.add_argument("--user", help="run LiteLLM and the listener as this user (render as root: "
                    "the rendered files and the folder are given to it)")
-    r.add_argument("--metrics-file", default=None,
-                   help="the listener writes Prometheus text metrics here (node_exporter's textfile collector)")
+    r.add_argument("--metrics-file", help="the listener writes Prometheus text metrics here (node_exporter's "
+                   "textfile collector)")
     _reset_option(r)
 
 
-def _reset_option(r: argparse.ArgumentParser) -> None:
-    """``--reset OPTION``: forget an option an earlier render or apply was given (core.remember)."""
+def _reset_option(r: argparse.ArgumentParser) -> None:  # forget what an earlier render was given (core.remember)
     r.add_argument("--reset", action="append", default=[], metavar="OPTION", choices=sorted(KINDS) + [RESET_ALL],
                    help="an option given to an earlier render or apply is kept (OUT_DIR/sidecar.json) until given "
                         f"again; this puts OPTION (without --; {RESET_ALL}: every one) back to its default")

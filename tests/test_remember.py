@@ -7,6 +7,7 @@ import pytest
 
 from harness import KEYS, fake_binary, run_main
 from sidecar_plugin.core.remember import KINDS, changes, merge, problem, recorded
+from sidecar_plugin.names import DEFAULT_HEALTH_TIMEOUT
 from sidecar_plugin.shell.build import RenderRequest
 
 DEFAULTS = {"health-timeout": 20.0, "workers": 2, "no-autostart": False, "state-file": None, "user": ""}
@@ -90,9 +91,9 @@ def test_an_option_is_kept_until_given_again_or_reset(area):
     res = area("--health-timeout", "30")
     assert "health-timeout: 60 -> 30" in res.stdout.splitlines() and b"--health-timeout 30" in _read(area.out,
                                                                                                    "sidecar.conf")
-    res = area("--reset", "health-timeout")
-    assert "health-timeout: 30 -> 20" in res.stdout.splitlines(), res.stdout
-    assert b"--health-timeout 20" in _read(area.out, "sidecar.conf")
+    res = area("--reset", "health-timeout")  # back to the default, whatever this release's is
+    assert f"health-timeout: 30 -> {DEFAULT_HEALTH_TIMEOUT:g}" in res.stdout.splitlines(), res.stdout
+    assert f"--health-timeout {DEFAULT_HEALTH_TIMEOUT:g}".encode() in _read(area.out, "sidecar.conf")
     assert b"--num_workers" not in _read(area.out, "sidecar.conf")  # workers 1 still kept
 
     res = area("--reset", "workers", "--workers", "2")

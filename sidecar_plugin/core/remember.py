@@ -2,7 +2,7 @@
 
 ``apply`` runs on every pass of a configuration tool, often with fewer
 options than the render before it: ``apply --health-timeout 60`` then
-``apply --profile ...`` must not silently put 20 s back. So each render
+``apply --profile ...`` must not silently put the default back. So each render
 records in its ``sidecar.json`` the options the operator *gave* (never the
 defaults: an option never given follows the package's default, also when a
 new release changes it), and the next render or apply takes every option it
@@ -76,7 +76,7 @@ def shown(value: Any) -> str:
 
 
 def changes(before: Optional[Mapping[str, Any]], after: Mapping[str, Any], defaults: Mapping[str, Any]) -> List[str]:
-    """One line per option whose value changes, ``health-timeout: 60 -> 20``.
+    """One line per option whose value changes, ``health-timeout: 60 -> 300``.
 
     ``before`` None: the previous record kept no options (an older release),
     so the old values are not known; each option given is named with its new value.
