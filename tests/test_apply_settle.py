@@ -61,3 +61,8 @@ def test_apply_leaves_a_sidecar_an_operator_stopped_stopped_and_succeeds(make_si
     assert "agentroute-sidecar: stopped (an operator's stop" in res.stdout, res.stdout
     assert res.stdout.strip().splitlines()[-1] == "changed: true", res.stdout
     assert sc.state().state.value == "stopped" and sc.info()["statename"] == "STOPPED"
+
+    # the next pass without --hang-window keeps 30: nothing changes, nothing is said about it
+    res = sc.apply("--timeout", "10")
+    assert res.returncode == 0 and res.stdout.strip().splitlines()[-1] == "changed: false", res.stdout + res.stderr
+    assert "hang-window" not in res.stdout and "--hang-window 30" in open(os.path.join(sc.out, "sidecar.conf")).read()
