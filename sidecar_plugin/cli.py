@@ -237,7 +237,7 @@ def _hide_secrets(args_list: List[str]) -> None:
     and master key variables (a profile's bad field may echo one back).
     """
     from sidecar_plugin.shell.redact import MASK, encoded_forms
-    from sidecar_plugin.shell.remembered import kept_options
+    from sidecar_plugin.shell.previous import kept_options
     from sidecar_plugin.shell.supervisor import credentials
 
     urls = [v.split("=", 1)[-1] if v.startswith("-") and "=" in v else v[2:] if v.startswith("-s") else v

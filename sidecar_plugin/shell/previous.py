@@ -2,7 +2,8 @@
 
 Re-rendering must be byte-identical when nothing changed: a sidecar keeps
 the port a previous render gave it (the record, ``sidecar.json``, says which)
-and clients keep the master key that render generated (``master.key``).
+and clients keep the master key that render generated (``master.key``); the
+options given to an earlier render are kept there too (``core.remember``).
 Both are read through ``safefs``, never through a link: render runs as
 root in folders the sidecar's user (``--user``) can reach.
 """
@@ -15,6 +16,7 @@ from typing import Dict, Mapping, Tuple
 
 from sidecar_plugin.core.litellm_yaml import new_master_key
 from sidecar_plugin.core.masterkey import master_key_problem
+from sidecar_plugin.core.remember import recorded
 from sidecar_plugin.core.render_options import RenderError
 from sidecar_plugin.names import MASTER_KEY, RECORD_NAME
 from sidecar_plugin.shell import safefs
@@ -39,6 +41,11 @@ def previous_record(out_dir: str) -> Dict[str, object]:
     except (OSError, ValueError, RecursionError):
         return {}
     return doc if isinstance(doc, dict) else {}
+
+
+def kept_options(out_dir: str) -> Dict[str, object]:
+    """The options an earlier render kept in ``out_dir``'s record (empty: none, or no out-dir)."""
+    return (recorded(previous_record(out_dir)) or {}) if out_dir else {}
 
 
 def previous_ports(record: Mapping[str, object]) -> Dict[str, int]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import fields
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, List, Mapping, Sequence, Tuple
 
 from sidecar_plugin.core.remember import KINDS, changes, dest, merge, problem, recorded
 from sidecar_plugin.core.render_options import RenderError
@@ -31,11 +31,6 @@ def given_options(values: Mapping[str, Any]) -> dict:
             value = os.path.abspath(value)
         out[name] = value
     return out
-
-
-def kept_options(out_dir: str) -> Dict[str, Any]:
-    """The options an earlier render kept in ``out_dir``'s record (empty: none, or no out-dir)."""
-    return (recorded(previous_record(out_dir)) or {}) if out_dir else {}
 
 
 def request(profiles: Sequence[str], out_dir: str, given: Mapping[str, Any],
