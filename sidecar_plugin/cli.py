@@ -154,12 +154,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     from sidecar_plugin.commands import COMMANDS
     from sidecar_plugin.core.profile import ProfileError
     from sidecar_plugin.core.render_options import RenderError
+    from sidecar_plugin.display import PipeGuard
     from sidecar_plugin.shell.supervisor import BadServerUrl
 
     args_list = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args_list
     streams = sys.stdout, sys.stderr
     if next((a for a in args_list if not a.startswith("-")), "") != "listen":  # listen: stdout is the protocol
+        sys.stdout, sys.stderr = PipeGuard(sys.stdout), PipeGuard(sys.stderr)
         _hide_secrets(args_list)
     try:
         args = build_parser().parse_args(args_list)
@@ -172,6 +174,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         return code
     finally:
+        sys.stdout.flush()  # a reader gone (| head -1) is met here, by the guard, not at the interpreter's exit
+        sys.stderr.flush()
         sys.stdout, sys.stderr = streams
 
 

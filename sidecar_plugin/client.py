@@ -44,7 +44,7 @@ def configured_sidecars(server_url: Optional[str] = None) -> Dict[str, Dict[str,
         infos = rpc_proxy(url).supervisor.getAllConfigInfo()
     except (OSError, xmlrpc.client.Error) as exc:
         why = unreachable(url, exc, "to find which sidecars it runs and where their state files are")
-        raise StateUnavailable(f"{why}; pass the state file") from None
+        raise StateUnavailable(f"{why}, or pass the state file") from None
     return sidecars(commands_from_config_info(infos))
 
 
@@ -182,7 +182,7 @@ class Sidecar:
                 raise BinaryNotFoundError() from None
             raise SidecarError(f"supervisord refused to start {fault_words(exc, self.name)}") from None
         except OSError as exc:
-            raise unreachable(self.server_url, exc) from None
+            raise unreachable(self.server_url, exc, near=self._state_file) from None
         control.wait_started(lambda: self._doc(), requested, timeout, missing_for=self.stale_after,
                              path=self.state_file)
 
@@ -203,7 +203,7 @@ class Sidecar:
         except xmlrpc.client.Fault as exc:
             raise SidecarError(f"supervisord refused to stop {fault_words(exc, self.name)}") from None
         except OSError as exc:
-            raise unreachable(self.server_url, exc) from None
+            raise unreachable(self.server_url, exc, near=self._state_file) from None
 
         def gone() -> bool:
             if any(alive(p) for p in tree):

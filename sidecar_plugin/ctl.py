@@ -97,7 +97,8 @@ class SidecarControllerPlugin(ControllerPluginBase):
         except SidecarError as exc:
             self._fail(str(exc), 1)
         except OSError as exc:
-            self._fail(str(unreachable(str(getattr(self.ctl.options, "serverurl", "") or ""), exc)))
+            self._fail(str(unreachable(str(getattr(self.ctl.options, "serverurl", "") or ""), exc,
+                                       how="point at it with supervisorctl -c FILE or -s URL")))
 
     def _programs(self, args: argparse.Namespace) -> List[str]:
         if args.programs:

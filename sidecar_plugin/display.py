@@ -1,14 +1,16 @@
 """What a person reads of a sidecar's state: its status lines (the CLI and supervisorctl), a wait's progress.
 
-One human line (plus error and log tail) for a sidecar state, and the
-progress line ``wait`` keeps on stderr while LiteLLM takes seconds to start.
+One human line (plus error and log tail) for a sidecar state, the
+progress line ``wait`` keeps on stderr while LiteLLM takes seconds to start,
+and output that goes quiet when its reader leaves (``| head -1``).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import IO, Any, Dict, List, Optional
 
 from sidecar_plugin.core.text import printable
 from sidecar_plugin.names import State
@@ -110,3 +112,39 @@ class Progress:
         if self.tty and self.last > -10.0:
             sys.stderr.write("\n")
             sys.stderr.flush()
+
+
+class PipeGuard:
+    """A text stream that goes quiet when its reader has gone (``status | head -1``, a pager quit early).
+
+    Python's documentation ("Note on SIGPIPE") points the descriptor at
+    /dev/null then, so the interpreter's last flush has nothing to complain
+    about. The command itself carries on and keeps its exit code: a closed
+    pager must not cut an ``apply`` halfway through.
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._to_devnull()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_devnull()
+
+    def _to_devnull(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        finally:
+            os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Dict, Optional, TypeVar
+from typing import Any, Callable, Dict, List, Optional, TypeVar
 
 from sidecar_plugin.errors import BinaryNotFoundError, SidecarError, SidecarStartError
 from sidecar_plugin.names import DEFAULT_HEALTH_TIMEOUT, GAVE_UP_STATES, STALE_AFTER, State
 
 POLL = 0.05
+REAP_GRACE = 5.0  # a crash is reported once the listener has reaped the tree (at most this long after)
 # A wait with no timeout given still ends, after the listener's own verdict on a start (the health
 # timeout, its outer bound) could have come: a slow start on a busy host is waited for, not abandoned.
 DEFAULT_WAIT = DEFAULT_HEALTH_TIMEOUT + 30.0
@@ -80,13 +81,26 @@ def stop_done(doc: Dict[str, Any]) -> bool:
 
 
 def start_error(doc: Dict[str, Any]) -> SidecarError:
-    """Turn a crashed state into the error a caller can act on."""
-    error = doc.get("error") or "crashed"
+    """Turn a crashed state into the error a caller can act on: it names who else holds the port."""
+    error = with_holder(doc.get("error") or "crashed", doc)
     tail = doc.get("log_tail") or ()
     text = (error + " " + " ".join(tail)).lower()
     if "can't find command" in text or "spawn error" in text and "not found" in text:
         return BinaryNotFoundError()
     return SidecarStartError(error, tail)
+
+
+def with_holder(text: str, doc: Dict[str, Any]) -> str:
+    """Return ``text`` naming the state's ``port_holder`` (another program on the port), once."""
+    holder = doc.get("port_holder")
+    if not holder or str(holder) in text:
+        return text
+    return f"{text}; the port is held by {holder}, not by the sidecar"
+
+
+def reaped(doc: Dict[str, Any]) -> bool:
+    """Whether the listener has recorded its reap after the crash: it then knows who else holds the port."""
+    return doc.get("port_free") is not None or bool(doc.get("port_holder"))
 
 
 class _Unwritten:
@@ -119,6 +133,7 @@ def wait_started(get_state: GetState, requested_at: float, timeout: Optional[flo
     limit = check_timeout(timeout)
     last: Dict[str, Any] = {}
     unwritten = _Unwritten(missing_for)
+    crashed_at: List[float] = []
 
     def step() -> Optional[Dict[str, Any]]:
         last.clear()
@@ -126,11 +141,14 @@ def wait_started(get_state: GetState, requested_at: float, timeout: Optional[flo
         unwritten.check(last, path)
         verdict = start_done(last, requested_at, fresh)
         if verdict is False:
-            raise start_error(last)
+            crashed_at[:] = crashed_at or [time.monotonic()]
+            if reaped(last) or time.monotonic() - crashed_at[0] >= REAP_GRACE:
+                raise start_error(last)  # after the reap: "the port is held by pid N nginx", not a bare exit
         return dict(last) if verdict else None
 
     return poll(step, limit, lambda: SidecarStartError(
-        f"not running after {limit:g} s (state {last.get('state', 'unknown')})", last.get("log_tail") or ()))
+        with_holder(f"not running after {limit:g} s (state {last.get('state', 'unknown')})", last),
+        last.get("log_tail") or ()))
 
 
 def wait_stopped(get_state: GetState, timeout: Optional[float],

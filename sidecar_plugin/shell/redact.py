@@ -16,7 +16,7 @@ from urllib.parse import quote, quote_plus
 
 import yaml
 
-from sidecar_plugin.core.text import printable
+from sidecar_plugin.core.text import banner_line, printable
 
 MASK = "[REDACTED]"
 _PATTERNS = [
@@ -112,7 +112,9 @@ def tail_lines(path: str, count: int = 40, max_bytes: int = 64 * 1024, skip: str
 
     Lines holding ``skip`` are left out: the sidecar logs each of the
     listener's health probes, and a crash's tail must show the sidecar's own
-    last words, not a page of ``GET /health/liveliness 200``.
+    last words, not a page of ``GET /health/liveliness 200``. Nor LiteLLM's
+    start banner and blank lines (``banner_line``): a port already in use
+    fails right after the banner, whose 20 lines hid the reason.
     """
     try:
         with open(path, "rb") as fh:
@@ -125,6 +127,5 @@ def tail_lines(path: str, count: int = 40, max_bytes: int = 64 * 1024, skip: str
     lines = data.decode("utf-8", "replace").splitlines()
     if size > max_bytes and lines:
         lines = lines[1:]
-    if skip:
-        lines = [line for line in lines if skip not in line]
+    lines = [line for line in lines if not banner_line(line) and not (skip and skip in line)]
     return [printable(line)[:500] for line in lines[-count:]]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import stat
 import xmlrpc.client
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -144,13 +145,31 @@ def rpc_proxy(server_url: str, env: Optional[Mapping[str, str]] = None, timeout:
     return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport, allow_none=True)
 
 
-def unreachable(url: str, exc: BaseException, doing: str = "") -> SidecarError:
-    """The one error for "supervisord did not answer": where, why, and never its password."""
+POINT_AT = "point at it with -s URL or $SUPERVISOR_SERVER_URL"
+
+
+def unreachable(url: str, exc: BaseException, doing: str = "", near: Optional[str] = None,
+                how: str = POINT_AT) -> SidecarError:
+    """The one error for "supervisord did not answer": where, why, how to point at it; never its password.
+
+    ``near``: the state file given, if any. A supervisord socket beside it
+    (the demo's ``run/supervisor.sock``) is named as the ``-s`` to pass.
+    """
     why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
     if isinstance(exc, xmlrpc.client.ProtocolError):
         why = f"HTTP {exc.errcode} {exc.errmsg}"
     what = f" ({doing})" if doing else ""
-    return SidecarError(f"cannot reach supervisord at {public_url(url)}{what}: {why}")
+    beside = os.path.join(os.path.dirname(os.path.abspath(near)), "supervisor.sock") if near else ""
+    if beside and "unix://" + beside != url and _is_socket(beside):
+        how = f"point at it with -s unix://{beside} (the socket beside the state file) or $SUPERVISOR_SERVER_URL"
+    return SidecarError(f"cannot reach supervisord at {public_url(url)}{what}: {why}; {how}")
+
+
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def fault_words(fault: xmlrpc.client.Fault, name: str = "") -> str:
