@@ -136,6 +136,7 @@ sys.stdin.read()
 """
 
 
+@pytest.mark.integration
 def test_start_beside_another_program_on_the_port_names_it(make_sidecar):
     sc = make_sidecar(render_args=["--no-autostart", "--retry-delay", "60"])
     sc.start_supervisord(wait_state="stopped")
