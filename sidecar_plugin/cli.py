@@ -219,20 +219,6 @@ def _given(args_list: List[str], flag: str) -> List[str]:
             + [v.split("=", 1)[1] for v in args_list if v.startswith(flag + "=")])
 
 
-class _Redacting:
-    """A text stream that masks supervisord's credentials in everything written to it."""
-
-    def __init__(self, stream: Any, redact: Callable[[str], str]) -> None:
-        self._stream, self._redact = stream, redact
-
-    def write(self, text: str) -> int:
-        self._stream.write(self._redact(text))
-        return len(text)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
 def _hide_secrets(args_list: List[str]) -> None:
     """Keep every secret this command may know out of every output line.
 
@@ -240,6 +226,7 @@ def _hide_secrets(args_list: List[str]) -> None:
     ``--serv=URL``...) or from $SUPERVISOR_*, and the values of the OpenRouter
     and master key variables (a profile's bad field may echo one back).
     """
+    from sidecar_plugin.display import Redacting
     from sidecar_plugin.shell.redact import MASK, encoded_forms
     from sidecar_plugin.shell.previous import kept_options
     from sidecar_plugin.shell.supervisor import credentials
@@ -259,5 +246,5 @@ def _hide_secrets(args_list: List[str]) -> None:
             for form in forms:
                 text = text.replace(form, MASK)
             return text
-        sys.stdout = _Redacting(sys.stdout, redact)
-        sys.stderr = _Redacting(sys.stderr, redact)
+        sys.stdout = Redacting(sys.stdout, redact)
+        sys.stderr = Redacting(sys.stderr, redact)

@@ -2,7 +2,8 @@
 
 One human line (plus error and log tail) for a sidecar state, the
 progress line ``wait`` keeps on stderr while LiteLLM takes seconds to start,
-and output that goes quiet when its reader leaves (``| head -1``).
+output that goes quiet when its reader leaves (``| head -1``) and output
+that masks the secrets the command knows.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import IO, Any, Dict, List, Optional
+from typing import IO, Any, Callable, Dict, List, Optional
 
 from sidecar_plugin.core.text import printable
 from sidecar_plugin.names import State
@@ -145,6 +146,20 @@ class PipeGuard:
             os.dup2(devnull, self._stream.fileno())
         finally:
             os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class Redacting:
+    """A text stream that masks secrets (supervisord's credentials, the keys) in everything written to it."""
+
+    def __init__(self, stream: Any, redact: Callable[[str], str]) -> None:
+        self._stream, self._redact = stream, redact
+
+    def write(self, text: str) -> int:
+        self._stream.write(self._redact(text))
+        return len(text)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
