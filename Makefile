@@ -16,17 +16,17 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 install: $(VENV)/.installed
 
 ## demo: install, render conf/profile.example.yaml, start supervisord with the sidecar, wait until running,
-## show the state and the endpoint, and send a request through the sidecar (see demo/demo.py)
+## show the state and the endpoint, and send a request through the sidecar (see tests/demo.py)
 ## HEALTH_TIMEOUT=S: render's --health-timeout (default: render's); WAIT_TIMEOUT=S: how long to wait for running
 HEALTH_TIMEOUT ?=
 WAIT_TIMEOUT ?= 360
 demo: install
-	@$(PY) demo/demo.py up --run $(RUN) --conf $(CONF) --bin $(BIN) --health-timeout "$(HEALTH_TIMEOUT)" \
+	@$(PY) tests/demo.py up --run $(RUN) --conf $(CONF) --bin $(BIN) --health-timeout "$(HEALTH_TIMEOUT)" \
 	  --wait-timeout $(WAIT_TIMEOUT)
 
 ## stop: stop the demo's supervisord (and with it the sidecar and its listener) and its stand-in upstream
 stop:
-	@if [ -x $(PY) ]; then $(PY) demo/demo.py stop --run $(RUN) --conf $(CONF) --bin $(BIN); \
+	@if [ -x $(PY) ]; then $(PY) tests/demo.py stop --run $(RUN) --conf $(CONF) --bin $(BIN); \
 	else echo "supervisord is not running (no $(VENV) yet)"; fi
 
 status:

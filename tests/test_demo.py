@@ -1,4 +1,4 @@
-"""The demo's own helpers (demo/demo.py): the stand-in upstream it starts and stops, its profile, its failure words.
+"""The demo's own helpers (tests/demo.py): the stand-in upstream it starts and stops, its profile, its failure words.
 
 ``make demo`` itself is run by hand (it takes port 4000 and a minute or two);
 these check the pieces it is made of, each process cleaned up by its pid.
@@ -17,7 +17,7 @@ from harness import ROOT, poll
 
 from sidecar_plugin.core.profile import load_profile
 
-DEMO = os.path.join(ROOT, "demo", "demo.py")
+DEMO = os.path.join(ROOT, "tests", "demo.py")
 _spec = importlib.util.spec_from_file_location("demo", DEMO)
 demo = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(demo)

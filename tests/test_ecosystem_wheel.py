@@ -60,7 +60,7 @@ def test_sdist_carries_the_example_configurations(dist):
     for path in ("setup.cfg", "pyproject.toml", "README.md", "conf/supervisord.conf",
                  "conf/prometheus/agentroute-sidecar.rules.yml", "conf/prometheus/agentroute-sidecar.rules.test.yml",
                  "conf/grafana/agentroute-sidecar.json", "conf/ansible/sidecar.yml", "sidecar_plugin/cli.py",
-                 "demo/demo.py", "tests/fake_openrouter.py", "Makefile"):
+                 "tests/demo.py", "tests/fake_openrouter.py", "Makefile"):
         assert path in names, path
 
 

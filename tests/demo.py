@@ -307,7 +307,7 @@ def stop(d: Demo, within: float = 90.0) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="demo/demo.py", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="tests/demo.py", description=__doc__.split("\n")[0])
     p.add_argument("command", choices=["up", "stop", "upstream-start", "upstream-stop"])
     p.add_argument("--run", default="run")
     p.add_argument("--conf", default="conf/supervisord.conf")
