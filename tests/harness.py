@@ -308,6 +308,11 @@ class Sidecar:
         from sidecar_plugin.shell.statefile import read_history
         return read_history(self.state_file)
 
+    def states_until(self, last: str, timeout: float = 10) -> List[str]:
+        """The states of the history once its last line is ``last`` (the line follows the state file's write)."""
+        return poll(lambda: (lambda s: s if s and s[-1] == last else None)([e["state"] for e in self.history()]),
+                    timeout, what=f"the history to end in {last}")
+
     # -- cleanup --
     def cleanup(self) -> None:
         """Kill everything this test started: supervisord's group, then marked leftovers."""

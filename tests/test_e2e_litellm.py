@@ -111,7 +111,7 @@ def real_sidecar(make_sidecar, upstream, workers, head, tail="", hogs=None):
     if hogs is not None:
         assert hogs.busy(), "the host was not busy for the whole start"
         hogs.stop()
-        assert [e["state"] for e in sc.history()] == ["starting", "running"], sc.history()
+        assert sc.states_until("running") == ["starting", "running"], sc.history()
     return sc, st
 
 
