@@ -99,8 +99,8 @@ class Progress:
 
     def show(self, doc: Dict[str, Any]) -> None:
         now = time.monotonic()
-        if now - self.last < (0.5 if self.tty else 5.0):
-            return
+        if now - self.last < (0.5 if self.tty else 5.0) or doc.get("state") == self.target:
+            return  # there is nothing to wait for once it is there
         self.last = now
         line = (f"waiting for {self.program} to be {self.target}: {doc.get('state', 'unknown')}"
                 f" ({now - self.t0:.0f} s)")
