@@ -42,8 +42,16 @@ def test_a_start_that_stops_making_progress_is_crashed_within_the_hang_window(ma
     assert (st.raw.get("retry") or {}).get("next_at"), "no retry scheduled"
 
 
-def test_a_start_whose_port_another_process_holds_is_crashed_naming_it(make_sidecar):
-    sc = make_sidecar(mode={"elsewhere_if_busy": True})
+def test_a_start_stuck_once_its_workers_are_forked_is_crashed_within_the_hang_window(make_sidecar):
+    sc = make_sidecar(workers=2, mode={"worker_start_delay": 1000})  # the workers never get ready
+    sc.start_supervisord(wait_state=None)
+    st = sc.wait_state("crashed", 90)
+    assert "made no progress while starting" in st.error, st.error
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_a_start_whose_port_another_process_holds_is_crashed_naming_it(make_sidecar, host):
+    sc = make_sidecar(mode={"elsewhere_if_busy": True}, render_args=["--host", host])
     squatter = socket.socket()
     squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     squatter.bind(("127.0.0.1", sc.port))
@@ -52,6 +60,7 @@ def test_a_start_whose_port_another_process_holds_is_crashed_naming_it(make_side
         sc.start_supervisord(wait_state=None)
         st = sc.wait_state("crashed", 60)
         assert "its port is held by" in st.error and f"pid {os.getpid()}" in st.error, st.error
+        assert "nobody" not in st.error and st.error.count(f"pid {os.getpid()}") == 1, st.error
         assert st.raw.get("port_holder", "").startswith(f"pid {os.getpid()}")
     finally:
         squatter.close()

@@ -27,6 +27,13 @@ from sidecar_plugin.names import State
 
 # CPU seconds a tree must use over a window to count as working (an idle or blocked one uses none).
 IDLE_CPU = 0.005
+# A starting tree works when it uses at least this share of one core over the hang window (20 s:
+# 0.5 CPU-seconds). An import starved by CPU hogs still gets far more; an idle uvicorn parent that
+# only pings its workers twice a second uses about 0.0065 (measured: 130 ms in 20 s), so a start
+# stuck once its workers are forked is a stall, not progress.
+START_CPU_SHARE = 0.025
+# Two birth times closer than this are one worker (they are re-read each sample and drift by ms).
+SAME_BIRTH = 1.0
 # How long another process must hold the port while the sidecar starts before the start fails
 # (an orphan of the previous tree is reaped within this).
 FOREIGN_GRACE = 3.0
@@ -54,21 +61,24 @@ def on_signs(m: Model, s: TreeSigns, now: float, cfg: Config) -> Result:
     accepted_at = now if s.accepted else m.accepted_at
     m = replace(m, stopped_at=stopped_at, cpu=s.cpu, cpu_base=cpu_base, accepted_at=accepted_at)
     if m.state is State.STARTING:
-        return _start_progress(m, s, now), []
+        return _start_progress(m, s, now, START_CPU_SHARE * cfg.hang_window), []
     return judge_hang(m, now, cfg)
 
 
 def on_workers(m: Model, w: Workers, now: float) -> Model:
     """A worker born or retired while it starts is progress (uvicorn brings them up one by one)."""
-    if m.state is State.STARTING and m.progress_at is not None and tuple(w.born) != m.workers:
+    born = tuple(w.born)
+    changed = len(born) != len(m.workers) or any(all(abs(b - o) >= SAME_BIRTH for o in m.workers) for b in born)
+    if m.state is State.STARTING and m.progress_at is not None and changed:
         return replace(m, progress_at=now)
     return m
 
 
-def _start_progress(m: Model, s: TreeSigns, now: float) -> Model:
-    """Note whether a starting tree progressed: CPU used, its log written, and who else holds its port."""
+def _start_progress(m: Model, s: TreeSigns, now: float, working: float) -> Model:
+    """Note whether a starting tree progressed: ``working`` CPU-seconds used, its log written, and who else
+    holds its port."""
     changes = {}
-    if s.cpu is not None and (m.progress_cpu is None or s.cpu - m.progress_cpu >= IDLE_CPU):
+    if s.cpu is not None and (m.progress_cpu is None or s.cpu - m.progress_cpu >= working):
         changes.update(progress_at=now, progress_cpu=s.cpu)
     if s.log_size is not None:
         if m.log_size is not None and s.log_size != m.log_size and m.progress_at is not None:

@@ -22,7 +22,11 @@ WILDCARDS = ("0.0.0.0", "::", "")
 
 
 def listeners(port: int, host: str) -> Tuple[Set[int], bool]:
-    """Return (pids listening where a probe of host:port lands, whether some listener's pid is hidden)."""
+    """Return (pids listening where a probe of host:port lands, whether some listener's pid is hidden).
+
+    A sidecar on a wildcard host conflicts with every listener on the port (and is probed on
+    loopback), so all of them count then.
+    """
     pids: Set[int] = set()
     hidden = False
     try:
@@ -33,7 +37,7 @@ def listeners(port: int, host: str) -> Tuple[Set[int], bool]:
         if c.status != psutil.CONN_LISTEN or not c.laddr or c.laddr.port != port:
             continue
         ip = c.laddr.ip
-        if ip not in WILDCARDS and ip != host and ip != f"::ffff:{host}":
+        if host not in WILDCARDS and ip not in WILDCARDS and ip != host and ip != f"::ffff:{host}":
             continue
         if c.pid:
             pids.add(c.pid)
