@@ -69,6 +69,30 @@ def marker_value(program: str, config_path: str) -> str:
     return f"{program}@{config_path}"
 
 
+# ---- who holds the listening socket ----------------------------------------------
+
+# "supervisord": the sidecar is an ``[fcgi-program]`` whose listening socket supervisord
+# creates and the ``sidecar`` rpcinterface holds open (no LiteLLM exit closes the port);
+# "sidecar": LiteLLM binds the port itself (a fleet's ``[group:]``, an IPv6 host, or asked for).
+OWNER_SUPERVISORD = "supervisord"
+OWNER_SIDECAR = "sidecar"
+PORT_OWNERS = (OWNER_SUPERVISORD, OWNER_SIDECAR)
+HEALTH_SOCKET_ENV = "SIDECAR_HEALTH_SOCKET"
+
+
+def health_socket_name(program: str, config_path: str) -> str:
+    """Return the prefix of a tree's private health socket: ``@<prefix>/<pid of the tree's root>``.
+
+    Abstract (no file, no permission, no path-length limit), one per rendered
+    sidecar; the pid makes it one per tree, so an orphan of an older tree can
+    never answer for the new one.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(marker_value(program, config_path).encode("utf-8", "surrogateescape")).hexdigest()
+    return f"sidecar-plugin/{digest[:16]}"
+
+
 # ---- the lifecycle ------------------------------------------------------------
 
 
