@@ -36,6 +36,7 @@ GRACE = 10.0
 # socket must outlive that too.
 _held: Dict[str, socket.socket] = {}
 _parked: Dict[str, float] = {}
+_wanted: Set[str] = set()  # the urls of the sidecars' groups, as last seen
 _inodes: Dict[str, int] = {}  # url -> the inode of the held socket (to know the descriptor is still it)
 
 
@@ -47,13 +48,42 @@ class HeldSocketManager(SocketManager):
     """
 
     def _prepare_socket(self) -> None:
-        held = _usable(self.socket_config.url)
-        if self.prepared or held is None:
-            super()._prepare_socket()
+        if self.prepared:
             return
-        self.socket = held.dup()
-        self.socket.listen(self.socket_config.get_backlog() or socket.SOMAXCONN)
-        self.prepared = True
+        url = self.socket_config.url
+        held = _usable(url)
+        if held is not None:
+            self.socket = held.dup()
+            self.socket.listen(self.socket_config.get_backlog() or socket.SOMAXCONN)
+            self.prepared = True
+            return
+        try:
+            super()._prepare_socket()
+        except OSError as exc:
+            # Another process holds the address. Raising here would end supervisord itself (at
+            # its start, or at a spawn): the program gets a socket that does not listen instead,
+            # LiteLLM's launcher exits saying so, and each retry binds again.
+            if self.logger:
+                self.logger.warn(f"sidecar: cannot listen on {url} ({exc.strerror}): the program cannot start "
+                                 "until the address is free")
+            self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.prepared = True
+            return
+        if url in _wanted:  # a sidecar's socket bound anew (its address was busy before): hold it
+            _keep(url, self.socket)
+
+
+# supervisord imports the rpcinterface factories (hence this module) while it reads its
+# configuration, before it makes the groups: from then on every [fcgi-program] group is
+# made with this manager, so a socket held from before (a reload) is adopted and a busy
+# address never ends supervisord.
+process.SocketManager = HeldSocketManager
+
+
+def _keep(url: str, sock: Any) -> None:
+    """Hold a descriptor of ``sock`` (a listening socket, or supervisord's proxy of one) for ``url``."""
+    _held[url] = sock.dup()
+    _inodes[url] = os.fstat(_held[url].fileno()).st_ino
 
 
 def _usable(url: str) -> Optional[socket.socket]:
@@ -86,11 +116,13 @@ def _sidecar_groups(supervisord: Any, programs: Set[str]) -> Dict[str, Any]:
 def hold(supervisord: Any, programs: Iterable[str]) -> Dict[str, str]:
     """Hold the socket of every sidecar group now; park what no group uses any more. Return url -> group."""
     groups = _sidecar_groups(supervisord, set(programs))
+    _wanted.clear()
+    _wanted.update(groups)
     for url, group in groups.items():
         if url not in _held:
             proxy = group.socket_manager.get_socket()  # binds it when no process holds it now
-            _held[url] = proxy.dup()
-            _inodes[url] = os.fstat(_held[url].fileno()).st_ino
+            if proxy.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                _keep(url, proxy)
             del proxy
         _parked.pop(url, None)
         if not isinstance(group.socket_manager, HeldSocketManager):
@@ -115,11 +147,6 @@ def sweep(now: float, grace: float = GRACE) -> Set[str]:
         if sock is not None:
             sock.close()
     return closed
-
-
-def held_urls() -> Dict[str, bool]:
-    """Return url -> whether it is parked (its sidecar gone), for ``sidecar.getHeldSockets``."""
-    return {url: url in _parked for url in sorted(_held)}
 
 
 def _keep_through_reload(options: Any) -> None:
@@ -148,7 +175,6 @@ def install(supervisord: Any, programs: Callable[[], Iterable[str]]) -> None:
     ``programs`` names the sidecar programs (asked again at every change: an
     ``update`` may add one).
     """
-    process.SocketManager = HeldSocketManager  # FastCGIProcessGroup reads this name when a group is made
     _keep_through_reload(supervisord.options)
     logger = supervisord.options.logger
 

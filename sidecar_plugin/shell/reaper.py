@@ -157,9 +157,11 @@ class TreeTracker:
         return spare, victims
 
     def forget(self, pids: Iterable[int]) -> None:
-        """Stop tracking ``pids`` (orphans handed to the drain)."""
+        """Stop tracking ``pids`` (orphans handed to the drain) and the members that are gone."""
         gone = set(pids)
-        self.procs = {k: p for k, p in self.procs.items() if k[0] not in gone}
+        self.procs = {k: p for k, p in self.procs.items() if k[0] not in gone and alive(p)}
+        if self.root is not None and not alive(self.root):
+            self.root = None
 
     def _candidates(self, spare: Set[int]) -> Dict[int, psutil.Process]:
         """The tree's live members and every marked process, by pid (``spare`` excepted)."""

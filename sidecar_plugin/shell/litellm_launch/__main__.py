@@ -34,7 +34,8 @@ def take_listening_socket():
     except OSError:
         listening = 0
     if not listening:
-        sys.exit("sidecar launcher: fd 0 is not a listening socket: run it as supervisord's [fcgi-program]")
+        sys.exit("sidecar launcher: fd 0 is not a listening socket: supervisord could not listen on the port "
+                 "(another process holds it?), or this was not run as supervisord's [fcgi-program]")
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
