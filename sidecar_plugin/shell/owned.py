@@ -58,7 +58,14 @@ class Drainer:
     def __init__(self, log: Any) -> None:
         self.log = log
         self.pending: Dict[int, psutil.Process] = {}
+        self.draining: Dict[int, psutil.Process] = {}
         self.lock = threading.Lock()
+
+    def busy(self) -> List[int]:
+        """The orphans draining now: a reap spares them (their requests finish; the drain window ends them)."""
+        with self.lock:
+            self.draining = {pid: p for pid, p in self.draining.items() if alive(p)}
+            return sorted(self.draining)
 
     def defer(self, procs: Dict[int, psutil.Process]) -> None:
         with self.lock:
@@ -78,6 +85,8 @@ class Drainer:
                 sent.append(proc.pid)
             except psutil.Error:
                 pass
+        with self.lock:
+            self.draining.update({p.pid: p for p in procs if p.pid in sent})
         if sent:
             self.log.info("the new sidecar serves: draining orphaned process(es) %s", " ".join(map(str, sent)))
             threading.Thread(target=self._finish, args=(procs,), name="drain", daemon=True).start()

@@ -33,8 +33,9 @@ def reap(tracker: TreeTracker, link: SupervisorLink, port: int, action: m.Reap, 
 
     if drainer is not None and not stopping:
         return owned.defer_reap(tracker, link, port, action, drainer, live)
-    keepers = (owned.supervisord_pid(link),) if drainer is not None else ()
-    spare = (action.spare,) if action.spare else ()
+    draining = tuple(drainer.busy()) if drainer is not None else ()
+    keepers = (owned.supervisord_pid(link),) + draining if drainer is not None else ()
+    spare = ((action.spare,) if action.spare else ()) + draining
     result = tracker.reap(port, spare_roots=spare, before=action.before, live=live, keepers=keepers)
     if result.killed:
         log.warning("reaped %d orphaned process(es) of the sidecar: %s", len(result.killed),
