@@ -10,7 +10,8 @@ its process, and it imports all of LiteLLM in a parent that only supervises
 (about 270 MB). This launcher does what the CLI does before ``uvicorn.run``
 for a config-file proxy (``WORKER_CONFIG``, ``CONFIG_FILE_PATH``,
 ``NUM_WORKERS``) and runs uvicorn on the inherited socket, whose lifetime is
-supervisord's. It also serves a private unix socket,
+supervisord's, with the workers forked from a process that imported LiteLLM once
+(``preload``). It also serves a private unix socket,
 ``@$SIDECAR_HEALTH_SOCKET/<its pid>`` (abstract), that only this tree answers:
 the listener's health probes go there, since the shared port may be answered
 by a worker of an older tree that is still draining. The CLI's database, KMS
@@ -18,6 +19,7 @@ and Prometheus-multiprocess steps are not replicated (the profiles need none).
 """
 
 import argparse
+import importlib
 import json
 import os
 import socket
@@ -54,6 +56,62 @@ def health_socket():
     return sock
 
 
+def preload(app):
+    """Import the app here once and fork the workers from this process (copy-on-write).
+
+    uvicorn spawns each worker as a fresh interpreter that imports all of
+    LiteLLM again (about 300 MB each); forked from a process that imported it,
+    the workers share those pages: measured 404 MB PSS for the launcher and 2
+    workers instead of 603, and a faster start. LiteLLM's own gunicorn mode
+    preloads the same way. Each worker still reads the config at its startup,
+    so a rolling reload (SIGHUP) picks up a changed ``litellm.yaml``; new
+    LiteLLM code needs a restart (it does anyway: apply restarts for a new
+    binary).
+    """
+    import gc
+    import multiprocessing
+
+    import uvicorn._subprocess
+
+    if not hasattr(uvicorn._subprocess, "spawn"):  # another uvicorn: keep its own way
+        return
+    importlib.import_module(app.partition(":")[0])
+    gc.freeze()  # the imported objects stay out of the collector's way: fewer pages copied
+    uvicorn._subprocess.spawn = multiprocessing.get_context("fork")
+
+
+# Seconds a connection that has not sent its request yet gets, at a worker's shutdown, to send it.
+FRESH_GRACE = 1.0
+
+
+def answer_fresh_connections():
+    """Answer, on shutdown, the connections whose request has not arrived yet.
+
+    uvicorn's graceful shutdown closes every connection without a request in
+    progress, including one the kernel handed over a moment ago whose request
+    is still on its way (Kludex/uvicorn#2757): that client sees its connection
+    reset. Such a connection gets ``FRESH_GRACE`` seconds to send its request,
+    which is then answered before the connection closes.
+    """
+    protocols = []
+    for name in ("h11_impl.H11Protocol", "httptools_impl.HttpToolsProtocol"):
+        module, _, cls = name.partition(".")
+        try:
+            protocols.append(getattr(importlib.import_module("uvicorn.protocols.http." + module), cls))
+        except (ImportError, AttributeError):
+            continue
+    for cls in protocols:
+        def shutdown(self, _original=cls.shutdown):
+            if self.transport.is_closing():
+                return
+            if self.cycle is None and not getattr(self, "_sidecar_waited", False):
+                self._sidecar_waited = True
+                self.loop.call_later(FRESH_GRACE, self.shutdown)
+                return
+            _original(self)
+        cls.shutdown = shutdown
+
+
 def parse(argv):
     p = argparse.ArgumentParser(prog="sidecar launcher")
     p.add_argument("--config", required=True)
@@ -81,6 +139,9 @@ def main(argv=None):
     config = uvicorn.Config(os.environ.get("SIDECAR_APP", "litellm.proxy.proxy_server:app"), fd=fd,
                             workers=args.num_workers, server_header=False,
                             timeout_worker_healthcheck=args.timeout_worker_healthcheck, **extra)
+    answer_fresh_connections()
+    if args.num_workers > 1:
+        preload(config.app)
     sockets = [config.bind_socket()]
     private = health_socket()
     if private is not None:
