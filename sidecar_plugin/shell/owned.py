@@ -110,6 +110,9 @@ def supervisord_pid(link: Any) -> int:
 def defer_reap(tracker: TreeTracker, link: Any, port: int, action: m.Reap, drainer: Drainer,
                live: Callable[[], Optional[List[int]]]) -> m.Reaped:
     """Carry out ``Reap`` of a tree that exited unexpectedly: its orphans serve on, the drainer ends them."""
+    # Orphans still pending from an earlier exit: the replacement died too before it served (it may
+    # not even bind, when supervisord restarted and the orphans hold the old socket): drain them now.
+    drainer.drain()
     spare_roots = (action.spare,) if action.spare else ()
     spare, orphans = tracker.survivors(spare_roots, before=action.before, live=live)
     drainer.defer(orphans)
