@@ -21,8 +21,8 @@ DEFAULT_HOST = "127.0.0.1"
 # Two uvicorn workers by default: a change of litellm.yaml is then applied by
 # replacing them one at a time (SIGHUP) while the other serves, with no request
 # refused or cut; one worker has nothing to serve while it is replaced. The cost
-# is memory: about 300 MB RSS for one worker, about 920 MB for two (LiteLLM's CLI
-# parent imports LiteLLM too).
+# is memory: about 400 MB PSS for the launcher and two workers forked from it
+# (920 MB RSS when LiteLLM's CLI runs them: a fleet, an IPv6 host).
 DEFAULT_WORKERS = 2
 # The drain window: in-flight requests (streams last minutes) get this long to
 # finish on stop, restart or a retired worker; LiteLLM's GRACEFUL_SHUTDOWN_TIMEOUT
