@@ -272,14 +272,10 @@ def inherited_socket():
 
 
 def health_socket():
-    """The tree's private health socket ``@$SIDECAR_HEALTH_SOCKET/<pid>``, as the launcher serves it."""
-    prefix = os.environ.get("SIDECAR_HEALTH_SOCKET")
-    if not prefix:
-        return None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind("\0%s/%d" % (prefix, os.getpid()))
-    sock.listen(64)
-    return sock
+    """The tree's private health socket ``@$SIDECAR_HEALTH_SOCKET/<pid>``, made as the launcher makes it."""
+    from sidecar_plugin.shell.litellm_launch.__main__ import health_socket as launchers
+
+    return launchers()
 
 
 def _server(sock):

@@ -84,21 +84,7 @@ def test_sidecar_stop_from_python_drains(make_sidecar):
     assert not sc.marked()
 
 
-def test_worker_sigkill_costs_no_short_request(make_sidecar):
-    sc = make_sidecar(workers=2)
-    sc.start_supervisord()
-    st = sc.wait_state("running", 20)
-    poll(lambda: len(psutil.Process(st.pid).children()) == 2, 10, what="two workers")
-    traffic = Traffic(sc.port, MASTER_KEY, FAST, rate=10).start()
-    poll(lambda: traffic.short["ok"] >= 3, 10, what="traffic flowing")
-    victim = psutil.Process(st.pid).children()[0]
-    victim.kill()
-    poll(lambda: len([c for c in psutil.Process(st.pid).children() if c.pid != victim.pid
-                      and c.status() != psutil.STATUS_ZOMBIE]) == 2, 10, what="a respawned worker")
-    poll(lambda: traffic.short["ok"] >= 20, 20, what="more answers")
-    traffic.stop()
-    assert traffic.short["refused"] == 0 and traffic.short["failed"] == 0, traffic.summary()
-    assert sc.state().pid == st.pid and sc.state().state.value == "running"
+# a worker's SIGKILL under traffic: tests/test_port.py
 
 
 # ---- hung is not busy -------------------------------------------------------------------
