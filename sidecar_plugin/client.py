@@ -18,7 +18,7 @@ from sidecar_plugin.core.discovery import commands_from_config_info, sidecars
 from sidecar_plugin.core.endpoint import base_url, with_base_url
 from sidecar_plugin.core.schema import SidecarState, StateUnavailable
 from sidecar_plugin.errors import BinaryNotFoundError, SidecarError, SidecarStartError
-from sidecar_plugin.names import DEFAULT_PROGRAM, STALE_AFTER, State, process_name
+from sidecar_plugin.names import DEFAULT_PROGRAM, OWNER_SUPERVISORD, STALE_AFTER, State, process_name
 from sidecar_plugin.shell import control
 from sidecar_plugin.shell.procs import alive, port_is_free, processes
 from sidecar_plugin.shell.statefile import effective_state, read_state, state_dict
@@ -208,6 +208,8 @@ class Sidecar:
         def gone() -> bool:
             if any(alive(p) for p in tree):
                 return False
-            return port is None or port_is_free(str(before.get("host") or "127.0.0.1"), int(port))
+            if port is None or before.get("port_owner") == OWNER_SUPERVISORD:  # supervisord keeps it open
+                return True
+            return port_is_free(str(before.get("host") or "127.0.0.1"), int(port))
 
         control.wait_stopped(lambda: self._doc(), timeout, gone)

@@ -21,8 +21,8 @@ DEFAULT_HOST = "127.0.0.1"
 # Two uvicorn workers by default: a change of litellm.yaml is then applied by
 # replacing them one at a time (SIGHUP) while the other serves, with no request
 # refused or cut; one worker has nothing to serve while it is replaced. The cost
-# is memory: about 300 MB RSS for one worker, about 920 MB for two (LiteLLM's CLI
-# parent imports LiteLLM too).
+# is memory: about 400 MB PSS for the launcher and two workers forked from it
+# (920 MB RSS when LiteLLM's CLI runs them: a fleet, an IPv6 host).
 DEFAULT_WORKERS = 2
 # The drain window: in-flight requests (streams last minutes) get this long to
 # finish on stop, restart or a retired worker; LiteLLM's GRACEFUL_SHUTDOWN_TIMEOUT
@@ -70,6 +70,30 @@ def marker_value(program: str, config_path: str) -> str:
     name (a test beside a demo) never mistake each other's processes.
     """
     return f"{program}@{config_path}"
+
+
+# ---- who holds the listening socket ----------------------------------------------
+
+# "supervisord": the sidecar is an ``[fcgi-program]`` whose listening socket supervisord
+# creates and the ``sidecar`` rpcinterface holds open (no LiteLLM exit closes the port);
+# "sidecar": LiteLLM binds the port itself (a fleet's ``[group:]``, an IPv6 host, or asked for).
+OWNER_SUPERVISORD = "supervisord"
+OWNER_SIDECAR = "sidecar"
+PORT_OWNERS = (OWNER_SUPERVISORD, OWNER_SIDECAR)
+HEALTH_SOCKET_ENV = "SIDECAR_HEALTH_SOCKET"
+
+
+def health_socket_name(program: str, config_path: str) -> str:
+    """Return the prefix of a tree's private health socket: ``@<prefix>/<pid of the tree's root>``.
+
+    Abstract (no file, no permission, no path-length limit), one per rendered
+    sidecar; the pid makes it one per tree, so an orphan of an older tree can
+    never answer for the new one.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(marker_value(program, config_path).encode("utf-8", "surrogateescape")).hexdigest()
+    return f"sidecar-plugin/{digest[:16]}"
 
 
 # ---- the lifecycle ------------------------------------------------------------

@@ -21,6 +21,7 @@ from sidecar_plugin.core.discovery import sidecars
 from sidecar_plugin.core.endpoint import base_url
 from sidecar_plugin.core.text import printable
 from sidecar_plugin.names import DEFAULT_PROGRAM
+from sidecar_plugin.shell import held
 from sidecar_plugin.shell.statefile import state_dict
 
 API_VERSION = "1.0"
@@ -103,5 +104,11 @@ def _int(text: Any) -> int:
 
 
 def make_rpcinterface(supervisord: Any, **config: Any) -> SidecarNamespaceRPCInterface:
-    """supervisord's rpcinterface factory; takes no options of its own."""
-    return SidecarNamespaceRPCInterface(supervisord)
+    """supervisord's rpcinterface factory; takes no options of its own.
+
+    It also holds each sidecar's listening socket (``shell.held``) when
+    supervisord owns it (``[fcgi-program]``): no exit of LiteLLM closes the port.
+    """
+    interface = SidecarNamespaceRPCInterface(supervisord)
+    held.install(supervisord, lambda: interface.listPrograms())
+    return interface

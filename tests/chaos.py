@@ -47,6 +47,8 @@ HEALTH_TIMEOUT = 5.0
 # the listener's retries, short for the run: 1 s doubling to 4 s
 RENDER_ARGS = ["--health-timeout", f"{HEALTH_TIMEOUT:g}", "--retry-delay", "1", "--retry-max-delay", "4",
                "--stop-timeout", "5"]  # faults, not drains: a stopped sidecar must not hold a stop for 65 s
+ORPHANS_DRAIN = 10.0  # seconds an idle orphan of a killed tree may take to drain once the new tree runs
+
 HEALTH_SERVER = (
     "import sys\n"
     "from http.server import BaseHTTPRequestHandler, HTTPServer\n"
@@ -175,6 +177,13 @@ class Chaos:
                 tree = {info["pid"]} | {p.pid for p in psutil.Process(info["pid"]).children(recursive=True)}
             except psutil.Error:
                 tree = set()
+            # orphans of a killed tree serve until the live one does, then drain (supervisord owns the port):
+            # they must be gone within the drain of an idle worker
+            try:
+                poll(lambda: not {pid for pid in marked - tree if _alive(pid)}, ORPHANS_DRAIN, interval=0.05,
+                     what="the orphans to drain")
+            except AssertionError:
+                pass
             stray = {pid for pid in marked - tree if _alive(pid)}
             self.check(not stray, f"orphans outside the live tree: {_who(stray)}")
             outside = {pid for pid in held - tree if _alive(pid)}
@@ -238,6 +247,16 @@ class Chaos:
             self.tree_ok()
         self.ensure_running()
 
+    def _port_not_for_the_taking(self, foreign: subprocess.Popen) -> bool:
+        """When supervisord owns the port ([fcgi-program]), a stopped sidecar's port cannot be taken: the
+        foreign server fails to bind. Check that, start the sidecar again, return True."""
+        if foreign.stdout.readline().strip() == b"up":
+            return False
+        self.check(self.sc.supervisord_listens(), "a foreign server could not bind, yet supervisord does not hold the port")
+        self.sc.rpc().supervisor.startProcess(self.sc.program, False)
+        self.ensure_running()
+        return True
+
     def foreign_port(self) -> None:
         self.sc.rpc().supervisor.stopProcess(self.sc.program, True)
         self.check(self.settle("stopped"), "did not settle stopped before the foreign start")
@@ -246,7 +265,8 @@ class Chaos:
             f"s.bind(('127.0.0.1', {self.sc.port})); s.listen(); print('up', flush=True); time.sleep(600)")],
             stdout=subprocess.PIPE, start_new_session=True)
         try:
-            foreign.stdout.readline()
+            if self._port_not_for_the_taking(foreign):
+                return
             try:
                 self.sc.rpc().supervisor.startProcess(self.sc.program, False)
             except Exception:
@@ -261,7 +281,8 @@ class Chaos:
             self.check(said, "the state did not say the port is held by another process")
             self.check(foreign.poll() is None, "the foreign process on the port was killed")
         finally:
-            os.killpg(foreign.pid, signal.SIGKILL)
+            if foreign.poll() is None:
+                os.killpg(foreign.pid, signal.SIGKILL)
             foreign.wait(10)
         poll(lambda: self.info()["statename"] in ("FATAL", "BACKOFF", "RUNNING", "STARTING"), 30, what="sidecar state")
         if self.info()["statename"] == "FATAL":
@@ -309,7 +330,8 @@ class Chaos:
         foreign = subprocess.Popen([sys.executable, "-c", HEALTH_SERVER, str(self.sc.port)],
                                    stdout=subprocess.PIPE, start_new_session=True)
         try:
-            foreign.stdout.readline()
+            if self._port_not_for_the_taking(foreign):
+                return
             self.sampler.foreign_pid = foreign.pid
             self.sc.rpc().supervisor.startProcess(self.sc.program, False)
             try:
@@ -326,7 +348,8 @@ class Chaos:
             self.check(foreign.poll() is None, "the foreign server was killed")
         finally:
             self.sampler.foreign_pid = None
-            os.killpg(foreign.pid, signal.SIGKILL)
+            if foreign.poll() is None:
+                os.killpg(foreign.pid, signal.SIGKILL)
             foreign.wait(10)
         self.no_person("foreign_health")
 

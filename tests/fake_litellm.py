@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """A stand-in for the ``litellm`` proxy: same flags, same process shape, no 7 s start.
 
-Like uvicorn, the parent binds the port and, with ``--num_workers N`` > 1,
+Like uvicorn, the parent binds the port (or, under supervisord's
+``[fcgi-program]``, takes the listening socket it inherits on fd 0, as the
+sidecar's launcher does, and serves the private health socket
+``@$SIDECAR_HEALTH_SOCKET/<pid>`` beside it) and, with ``--num_workers N`` > 1,
 forks N workers that accept on the shared socket; the workers survive a
 SIGKILL of the parent, keep the port and keep answering (the failure the
 listener exists for). ``fake_mode.json`` beside the config (re-read at every
@@ -256,14 +259,46 @@ class Server(ThreadingHTTPServer):
                 State.inflight -= 1
 
 
-def serve(sock, hang_after, ready=None):
-    """Serve on ``sock`` until SIGTERM, then drain: in-flight requests finish, for up to the grace window."""
-    server = Server(sock.getsockname()[:2], Handler, bind_and_activate=False)
+def inherited_socket():
+    """Return the listening socket supervisord hands over as fd 0 (``[fcgi-program]``), or None.
+
+    Like the sidecar's launcher: it moves the socket off fd 0 and puts /dev/null there.
+    """
+    try:
+        sock = socket.socket(fileno=os.dup(0))
+    except OSError:
+        return None
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        sock.close()
+        return None
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    return sock
+
+
+def health_socket():
+    """The tree's private health socket ``@$SIDECAR_HEALTH_SOCKET/<pid>``, made as the launcher makes it."""
+    from sidecar_plugin.shell.litellm_launch.__main__ import health_socket as launchers
+
+    return launchers()
+
+
+def _server(sock):
+    server = Server(("127.0.0.1", 0), Handler, bind_and_activate=False)
     server.socket.close()
     # Workers share the socket: when another worker wins a connection, a blocking accept would
     # wait for the next one, and a SIGTERM would never end the loop (no drain, killed at the deadline).
     sock.setblocking(False)
     server.socket = sock
+    return server
+
+
+def serve(sock, hang_after, ready=None, health=None):
+    """Serve on ``sock`` until SIGTERM, then drain: in-flight requests finish, for up to the grace window."""
+    server = _server(sock)
+    if health is not None:  # the private health socket: served by the same process, hangs with it
+        threading.Thread(target=_server(health).serve_forever, args=(0.2,), daemon=True).start()
     if hang_after is not None:
         def hang():
             time.sleep(float(hang_after))
@@ -303,7 +338,8 @@ def validate(config_path):
 class Workers:
     """The parent of several workers, as uvicorn's multiprocess supervisor."""
 
-    def __init__(self, sock, config, count, hang_after, healthcheck):
+    def __init__(self, sock, config, count, hang_after, healthcheck, health=None):
+        self.health = health
         self.sock, self.config, self.hang_after, self.healthcheck = sock, config, hang_after, healthcheck
         self.signals = []
         self.exiting = False
@@ -328,7 +364,7 @@ class Workers:
                 if mode.get("worker_start_delay"):
                     time.sleep(float(mode["worker_start_delay"]))
                 print(f"fake litellm worker pid={os.getpid()} pgid={os.getpgid(0)}", flush=True)
-                serve(self.sock, self.hang_after, ready=w)
+                serve(self.sock, self.hang_after, ready=w, health=self.health)
             finally:
                 os._exit(0)
         os.close(w)
@@ -457,27 +493,37 @@ def main():
     if mode.get("start_stall"):
         while True:
             time.sleep(3600)
-    sock = socket.socket(socket.AF_INET6 if ":" in a.host else socket.AF_INET, socket.SOCK_STREAM)
+    inherited = inherited_socket()
+    if inherited is None and os.environ.get("SIDECAR_HEALTH_SOCKET"):
+        # rendered as [fcgi-program]: supervisord could not listen on the port, as the launcher says
+        sys.exit("sidecar launcher: fd 0 is not a listening socket: supervisord could not listen on the port")
+    sock = inherited or bind(a.host, a.port, mode.get("elsewhere_if_busy"))
+    health = health_socket()
+    print(f"fake litellm: listening on http://{a.host}:{a.port} workers={a.num_workers} pid={os.getpid()}"
+          f"{' (socket from supervisord)' if inherited else ''}", flush=True)
+    hang_after = mode.get("hang_after")
+    if a.num_workers <= 1:
+        serve(sock, hang_after, health=health)
+        return
+    Workers(sock, a.config, a.num_workers, hang_after, a.timeout_worker_healthcheck, health).run()
+
+
+def bind(host, port, elsewhere_if_busy=False):
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         try:
-            sock.bind((a.host, a.port))
+            sock.bind((host, port))
         except OSError:
-            if not mode.get("elsewhere_if_busy"):
+            if not elsewhere_if_busy:
                 raise
-            sock.bind((a.host, 0))
+            sock.bind((host, 0))  # as LiteLLM's CLI does on port 4000
     except OSError as exc:
         print(f"ERROR: [Errno {exc.errno}] error while attempting to bind on address "
-              f"('{a.host}', {a.port}): {exc.strerror.lower()}", file=sys.stderr, flush=True)
+              f"('{host}', {port}): {exc.strerror.lower()}", file=sys.stderr, flush=True)
         sys.exit(1)
     sock.listen(128)
-    print(f"fake litellm: listening on http://{a.host}:{a.port} workers={a.num_workers} pid={os.getpid()}",
-          flush=True)
-    hang_after = mode.get("hang_after")
-    if a.num_workers <= 1:
-        serve(sock, hang_after)
-        return
-    Workers(sock, a.config, a.num_workers, hang_after, a.timeout_worker_healthcheck).run()
+    return sock
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import xmlrpc.client
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Set
 
 import psutil
 
@@ -292,8 +292,25 @@ class Sidecar:
         return found
 
     def port_listeners(self) -> List[int]:
-        return sorted({c.pid for c in psutil.net_connections("tcp")
-                       if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == self.port and c.pid})
+        """The processes listening on the port, supervisord excepted (it owns the socket of an
+        ``[fcgi-program]``, which stays open by design: see ``supervisord_listens``)."""
+        return sorted(self._listeners() - {self.proc.pid if self.proc else None})
+
+    def supervisord_listens(self) -> bool:
+        return self.proc is not None and self.proc.pid in self._listeners()
+
+    def _listeners(self) -> Set[int]:
+        """Every process holding a listening socket on the port (psutil's system-wide table names only
+        one holder of a socket that several processes share, so each process is asked)."""
+        found = set()
+        for p in psutil.process_iter():
+            try:
+                if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == self.port
+                       for c in p.net_connections("tcp")):
+                    found.add(p.pid)
+            except (psutil.Error, OSError):
+                continue
+        return found
 
     def health_ok(self) -> bool:
         import requests

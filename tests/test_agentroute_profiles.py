@@ -80,7 +80,7 @@ def test_render_of_agentroute_profiles_cli(tmp_path):
     assert res.returncode == 0, res.stderr
     cp = configparser.RawConfigParser()
     cp.read(out / "sidecar.conf")
-    assert "--port 4100" in cp.get("program:agentroute-sidecar", "command")
+    assert "--port 4100" in cp.get("fcgi-program:agentroute-sidecar", "command")
     # without --port, "port": 0 gives the default, never port 0
     res = run_cli("render", "--profile", saved(tmp_path, MAPPED_PROFILE), "--out-dir", str(tmp_path / "o2"),
                   "--binary", binary, env=ENV)

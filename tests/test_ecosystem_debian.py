@@ -175,3 +175,29 @@ def test_debian_supervisord_runs_rpcinterface_ctlplugin_and_listener(debian_side
     res = run([sc.cli, "status", "-s", "unix://" + sc.sock], env=SERVICE_ENV)
     assert res.returncode == 0 and "RUNNING" in res.stdout, res.stdout + res.stderr
     assert third.pid == sc.info()["pid"]
+
+
+def test_debian_supervisord_keeps_the_port_open_through_every_event(debian_sidecar):
+    """Issue 23 under 4.2.5: the held [fcgi-program] socket refuses nothing (SIGKILL, restart, stop + start)."""
+    from traffic import Traffic
+
+    sc = debian_sidecar
+    sc.start_supervisord(wait_state=None)
+    first = sc.wait_state("running", 30)
+    assert sc.supervisord_listens()
+    traffic = Traffic(sc.port, KEYS["AGENTROUTE_MASTER_KEY"], "agentroute-fast", rate=10, streams=(3,)).start()
+    poll(lambda: traffic.short["ok"] >= 5, 15, what="traffic flowing")
+    os.kill(first.pid, signal.SIGKILL)
+    second = sc.wait_state("running", 30, pred=lambda s: s.pid not in (None, first.pid))
+    assert sc.ctl("restart", sc.program, timeout=120).returncode == 0
+    third = sc.wait_state("running", 30, pred=lambda s: s.pid not in (None, second.pid))
+    assert sc.ctl("sidecar", "stop", timeout=120).returncode == 0
+    assert sc.port_listeners() == [] and sc.supervisord_listens()
+    assert sc.ctl("sidecar", "start", timeout=120).returncode == 0
+    sc.wait_state("running", 30, pred=lambda s: s.pid not in (None, third.pid))
+    poll(lambda: traffic.short["ok"] >= 80, 30, what="more answers")
+    traffic.stop()
+    print(f"\nROW | Debian 4.2.5: SIGKILL + restart + stop/start | refused {traffic.short['refused']} | "
+          f"failed {traffic.short['failed']} | longest wait {traffic.longest:.2f} s")
+    assert traffic.short["refused"] == 0 and traffic.short["failed"] == 0, traffic.summary()
+    assert traffic.stream_outcomes == {3: "ok"}, traffic.summary()

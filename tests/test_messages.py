@@ -138,12 +138,13 @@ sys.stdin.read()
 
 @pytest.mark.integration
 def test_start_beside_another_program_on_the_port_names_it(make_sidecar):
+    # supervisord holds the sidecar's port from its start on ([fcgi-program]): the other program came first
     sc = make_sidecar(render_args=["--no-autostart", "--retry-delay", "60"])
-    sc.start_supervisord(wait_state="stopped")
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(sc.port)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, start_new_session=True)
     try:
         assert holder.stdout.readline().strip() == b"up"
+        sc.start_supervisord(wait_state="stopped")
         res = run_cli("start", "--state-file", sc.state_file, "-s", "unix://" + sc.sock, "--timeout", "60",
                       timeout=90)
         first = res.stderr.splitlines()[0] if res.stderr else ""

@@ -94,7 +94,7 @@ def test_sidecar_conf_program_and_listener(tmp_path):
     prof, out, binary = setup(tmp_path)
     assert render(prof, out, binary, "--workers", "2", "--stop-timeout", "7").returncode == 0
     cp = read_conf(out)
-    prog = cp["program:agentroute-sidecar"]
+    prog = cp["fcgi-program:agentroute-sidecar"]
     argv = shlex.split(prog["command"])
     assert argv[0] == binary and os.path.isabs(argv[0])
     assert argv[1:] == ["--config", os.path.join(out, "litellm.yaml"), "--host", "127.0.0.1",
@@ -114,12 +114,37 @@ def test_sidecar_conf_program_and_listener(tmp_path):
                      ("--log-file", os.path.join(out, "litellm.log"))):
         assert largv[largv.index(opt) + 1] == val
     assert set(lis["events"].split(",")) == {"PROCESS_STATE", "TICK_5", "REMOTE_COMMUNICATION"}
+    # supervisord owns the listening socket; the listener probes the tree's private health socket
+    assert prog["socket"] == "tcp://127.0.0.1:4100" and int(prog["socket_backlog"]) >= 1024
+    assert "SIDECAR_HEALTH_SOCKET=" in prog["environment"]
+    assert largv[largv.index("--port-owner") + 1] == "supervisord"
+
+
+def test_litellm_entry_point_runs_the_launcher_with_its_own_interpreter(tmp_path):
+    prof, out, _ = setup(tmp_path)
+    entry = tmp_path / "venv" / "bin" / "litellm"
+    entry.parent.mkdir(parents=True)
+    entry.write_text("#!/opt/ll/bin/python3.12\nimport sys\nfrom litellm import run_server\nsys.exit(run_server())\n")
+    entry.chmod(0o755)
+    assert render(prof, out, str(entry), "--workers", "2").returncode == 0
+    argv = shlex.split(read_conf(out)["fcgi-program:agentroute-sidecar"]["command"])
+    assert argv[0] == "/opt/ll/bin/python3.12" and argv[1].endswith(os.path.join("shell", "litellm_launch"))
+    assert os.path.isfile(os.path.join(argv[1], "__main__.py"))
+    assert argv[2:4] == ["--config", os.path.join(out, "litellm.yaml")] and "--num_workers" in argv
+
+
+def test_ipv6_host_keeps_litellm_owning_the_port(tmp_path):
+    prof, out, binary = setup(tmp_path)
+    assert render(prof, out, binary, "--host", "::1").returncode == 0
+    cp = read_conf(out)
+    assert "fcgi-program:agentroute-sidecar" not in cp and "program:agentroute-sidecar" in cp
+    assert "--port-owner" not in cp["eventlistener:agentroute-sidecar-health"]["command"]
 
 
 def test_defaults_are_two_workers_and_a_sixty_second_drain(tmp_path):
     prof, out, binary = setup(tmp_path)
     assert render(prof, out, binary).returncode == 0
-    prog = read_conf(out)["program:agentroute-sidecar"]
+    prog = read_conf(out)["fcgi-program:agentroute-sidecar"]
     argv = shlex.split(prog["command"])
     assert argv[argv.index("--num_workers") + 1] == "2"
     assert int(argv[argv.index("--timeout_worker_healthcheck") + 1]) > 14  # LiteLLM's start with 2 workers
@@ -129,7 +154,7 @@ def test_defaults_are_two_workers_and_a_sixty_second_drain(tmp_path):
 def test_one_worker_has_no_num_workers_flag_and_cli_port_wins(tmp_path):
     prof, out, binary = setup(tmp_path)
     assert render(prof, out, binary, "--port", "4555", "--workers", "1").returncode == 0
-    argv = shlex.split(read_conf(out)["program:agentroute-sidecar"]["command"])
+    argv = shlex.split(read_conf(out)["fcgi-program:agentroute-sidecar"]["command"])
     assert "--num_workers" not in argv and argv[argv.index("--port") + 1] == "4555"
 
 
@@ -207,7 +232,7 @@ def test_user_option_renders_user_and_gives_files_to_it(tmp_path):
     else:
         assert res.returncode == 0, res.stderr
         cp = read_conf(out)
-        assert cp["program:agentroute-sidecar"]["user"] == "nobody"
+        assert cp["fcgi-program:agentroute-sidecar"]["user"] == "nobody"
         assert cp["eventlistener:agentroute-sidecar-health"]["user"] == "nobody"
         assert os.stat(os.path.join(out, "sidecar.conf")).st_uid == 0
         assert stat.S_IMODE(os.stat(os.path.join(out, "litellm.yaml")).st_mode) == 0o640

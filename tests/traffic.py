@@ -81,10 +81,18 @@ class Traffic:
         self.stop_event = threading.Event()
         self.threads: List[threading.Thread] = []
         self.sent = 0
+        self.longest = 0.0  # the longest a short request took (waiting in the queue included)
+        self.timeout = 60.0
 
-    def _record(self, outcome: str) -> None:
+    def _record(self, outcome: str, took: float = 0.0) -> None:
         with self.lock:
             self.short[outcome] += 1
+            self.longest = max(self.longest, took)
+
+    def _timed(self) -> None:
+        t0 = time.monotonic()
+        out = one_request(self.port, self.key, self.model, timeout=self.timeout)
+        self._record(out, time.monotonic() - t0)
 
     def _stream(self, seconds: float) -> None:
         out = one_request(self.port, self.key, self.model, stream_seconds=seconds,
@@ -99,8 +107,7 @@ class Traffic:
         nxt = time.monotonic()
         workers: List[threading.Thread] = []
         while not self.stop_event.is_set() and self.sent < self.max_requests:
-            t = threading.Thread(target=lambda: self._record(one_request(self.port, self.key, self.model,
-                                                                         timeout=60)), daemon=True)
+            t = threading.Thread(target=self._timed, daemon=True)
             t.start()
             workers.append(t)
             self.sent += 1
@@ -135,7 +142,7 @@ class Traffic:
 
     def summary(self) -> str:
         streams = ", ".join(f"{s:g}s={o}" for s, o in sorted(self.stream_outcomes.items()))
-        return f"short {dict(self.short)}; streams {streams or 'none'}"
+        return f"short {dict(self.short)}, longest {self.longest:.2f} s; streams {streams or 'none'}"
 
 
 def wait_answering(port: int, key: str, model: str, timeout: float = 60.0) -> Optional[str]:

@@ -42,6 +42,8 @@ class Probe:
     # the sidecar's tree (None: not checked), and who it is when it is not.
     own: Optional[bool] = None
     holder: Optional[str] = None
+    # The pid listening on the tree's private health socket probed (supervisord owns the port).
+    peer: Optional[int] = None
 
 
 @dataclass(frozen=True)

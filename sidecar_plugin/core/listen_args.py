@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from sidecar_plugin.core.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER
-from sidecar_plugin.names import DEFAULT_HEALTH_TIMEOUT, DEFAULT_HOST, fleet_paths, process_name
+from sidecar_plugin.names import DEFAULT_HEALTH_TIMEOUT, DEFAULT_HOST, OWNER_SIDECAR, PORT_OWNERS, fleet_paths, process_name
 
 
 class ListenArgsError(ValueError):
@@ -47,11 +47,18 @@ class ListenerOptions:
     retry_delay: float = RETRY_DELAY
     retry_max_delay: float = RETRY_MAX_DELAY
     retry_reset_after: float = RETRY_RESET_AFTER
+    port_owner: str = OWNER_SIDECAR
 
     @property
     def rpc_name(self) -> str:
         """The name supervisord's XML-RPC knows the program by."""
         return process_name(self.program, self.group)
+
+
+def _owner(text: str) -> str:
+    if text not in PORT_OWNERS:
+        raise ValueError(f"must be one of {', '.join(PORT_OWNERS)} (got {text[:40]!r})")
+    return text
 
 
 def positive_number(text: str) -> float:
@@ -114,9 +121,12 @@ OPTIONS: Dict[str, Tuple[str, Optional[Callable[[str], object]], object, str]] =
     "--hang-window": ("hang_window", positive_number, 20.0,
                       "seconds without progress before a sidecar counts as hung (running: no answer; "
                       "starting: no CPU, no log line, no worker)"),
+    "--port-owner": ("port_owner", _owner, OWNER_SIDECAR,
+                     "who holds the listening socket: sidecar (LiteLLM binds it) or supervisord "
+                     "([fcgi-program]: health is probed on the tree's private socket)"),
 }
 _COMMON = ("host", "health_timeout", "probe_interval", "probe_timeout", "starting_probe_interval",
-           "failure_threshold", "retry_delay", "retry_max_delay", "retry_reset_after", "hang_window")
+           "failure_threshold", "retry_delay", "retry_max_delay", "retry_reset_after", "hang_window", "port_owner")
 
 
 @dataclass(frozen=True)
@@ -228,4 +238,6 @@ def listen_argv(prefix: Sequence[str], sidecars: Sequence[ListenerOptions], root
              "--retry-reset-after", number(first.retry_reset_after)]
     if first.hang_window != ListenerOptions.hang_window:  # the default stays implicit: older renders unchanged
         argv += ["--hang-window", number(first.hang_window)]
+    if first.port_owner != OWNER_SIDECAR:
+        argv += ["--port-owner", first.port_owner]
     return argv + (["--metrics-file", metrics_file] if metrics_file else [])

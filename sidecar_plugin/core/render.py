@@ -28,7 +28,9 @@ from sidecar_plugin.core.render_options import RenderedFile, RenderOptions
 from sidecar_plugin.core.sections import (
     comment, listener_section, program_section, sidecar_command,
 )
-from sidecar_plugin.names import LISTENER_SUFFIX, MASTER_KEY, RECORD_NAME, RUN_DIR, SCHEMA, SIDECAR_CONF
+from sidecar_plugin.names import (
+    LISTENER_SUFFIX, MASTER_KEY, OWNER_SIDECAR, OWNER_SUPERVISORD, RECORD_NAME, RUN_DIR, SCHEMA, SIDECAR_CONF,
+)
 
 __all__ = ["Plan", "master_key_file", "render_files", "render_record", "render_sidecar_conf", "watch_options"]
 
@@ -39,7 +41,8 @@ def watch_options(opts: RenderOptions) -> ListenerOptions:
                            log_file=opts.log_file, host=opts.host, group=opts.group or None,
                            config_path=opts.config_path, health_timeout=opts.health_timeout,
                            retry_delay=opts.retry_delay, retry_max_delay=opts.retry_max_delay,
-                           retry_reset_after=opts.retry_reset_after, hang_window=opts.hang_window)
+                           retry_reset_after=opts.retry_reset_after, hang_window=opts.hang_window,
+                           port_owner=OWNER_SUPERVISORD if opts.supervisord_socket else OWNER_SIDECAR)
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,9 @@ def render_record(plan: Plan, options: Optional[Mapping[str, Any]] = None) -> by
         "groups": plan.groups,
         "listener": plan.listener,
         "sidecars": {o.program: {"port": o.port, "group": o.group_name, "state_file": o.state_file,
-                                 "config": o.config_path, "command": sidecar_command(o)} for o in plan.options},
+                                 "config": o.config_path, "command": sidecar_command(o),
+                                 "port_owner": OWNER_SUPERVISORD if o.supervisord_socket else OWNER_SIDECAR}
+                     for o in plan.options},
     }
     if options:
         doc["options"] = dict(options)

@@ -15,7 +15,8 @@ from typing import Tuple
 
 from sidecar_plugin.core.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER
 from sidecar_plugin.names import (
-    DEFAULT_HEALTH_TIMEOUT, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PROGRAM, DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, LITELLM_YAML, process_name,
+    DEFAULT_HEALTH_TIMEOUT, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PROGRAM, DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS,
+    LITELLM_YAML, OWNER_SUPERVISORD, process_name,
 )
 
 PROGRAM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
@@ -53,10 +54,23 @@ class RenderOptions:
     retry_delay: float = RETRY_DELAY
     retry_max_delay: float = RETRY_MAX_DELAY
     retry_reset_after: float = RETRY_RESET_AFTER
+    # The interpreter of the --binary install and the launcher it runs (``shell.litellm_launch``),
+    # when --binary is LiteLLM's own entry point; empty: the binary itself serves the socket.
+    launcher: Tuple[str, ...] = ()
+    port_owner: str = OWNER_SUPERVISORD
 
     @property
     def config_path(self) -> str:
         return os.path.join(self.out_dir, LITELLM_YAML)
+
+    @property
+    def supervisord_socket(self) -> bool:
+        """Whether supervisord owns the listening socket (``[fcgi-program]``).
+
+        Not in a fleet (supervisord's ``[group:]`` runs its members as plain
+        programs) nor on an IPv6 address (its ``tcp://`` sockets are IPv4).
+        """
+        return self.port_owner == OWNER_SUPERVISORD and not self.group and ":" not in self.host
 
     @property
     def group_name(self) -> str:

@@ -149,6 +149,7 @@ def _reading(model: Any, opts: Any, now: float, listener_pid: int, error: Option
         "pid": model.pid,
         "port": opts.port,
         "host": opts.host,
+        "port_owner": opts.port_owner,  # "supervisord": the port stays open while LiteLLM is down
         "supervisor_state": model.supervisor_state,
         "health": {
             "ok": model.health_ok,

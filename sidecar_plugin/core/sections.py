@@ -13,7 +13,9 @@ from typing import Any, Callable, List, Sequence
 
 from sidecar_plugin.core import ini
 from sidecar_plugin.core.render_options import RenderError, RenderOptions
-from sidecar_plugin.names import EXIT_REFUSED, MARKER_ENV, STOP_MARGIN, WORKER_HEALTHCHECK, marker_value
+from sidecar_plugin.names import (
+    EXIT_REFUSED, HEALTH_SOCKET_ENV, MARKER_ENV, STOP_MARGIN, WORKER_HEALTHCHECK, health_socket_name, marker_value,
+)
 
 
 def _checked(write: Callable[..., str], *args: Any) -> str:
@@ -47,8 +49,14 @@ def comment(value: str, what: str) -> str:
 
 
 def sidecar_command(opts: RenderOptions) -> List[str]:
-    """Return the LiteLLM command line of the ``[program:]`` section."""
-    argv = [opts.binary, "--config", opts.config_path, "--host", opts.host, "--port", str(opts.port)]
+    """Return the LiteLLM command line of the program section.
+
+    When supervisord owns the socket and ``--binary`` is LiteLLM's own entry
+    point, its interpreter runs the launcher (``shell.litellm_launch``) with
+    the same flags: uvicorn serves the inherited socket, no CLI parent.
+    """
+    head = list(opts.launcher) if opts.supervisord_socket and opts.launcher else [opts.binary]
+    argv = head + ["--config", opts.config_path, "--host", opts.host, "--port", str(opts.port)]
     if opts.workers > 1:
         # uvicorn's rolling replacement (SIGHUP) waits this long for each new worker
         argv += ["--num_workers", str(opts.workers), "--timeout_worker_healthcheck", str(WORKER_HEALTHCHECK)]
@@ -65,11 +73,11 @@ def program_section(opts: RenderOptions) -> List[str]:
     """
     p = opts.program
     return [
-        f"[program:{p}]",
+        *_head(opts),
         f"command={_cmd(sidecar_command(opts))}",
         f"directory={_ini(opts.out_dir, '--out-dir')}",
         f'environment=LITELLM_LOCAL_MODEL_COST_MAP="True",GRACEFUL_SHUTDOWN_TIMEOUT="{opts.stop_timeout}",'
-        f'{MARKER_ENV}={_env(marker_value(p, opts.config_path), "--out-dir")}',
+        f'{MARKER_ENV}={_env(marker_value(p, opts.config_path), "--out-dir")}' + _health_env(opts),
         "umask=077",  # files LiteLLM itself creates are its own (the log is supervisord's: see shell.acl)
         f"autostart={'true' if opts.autostart else 'false'}",
         "autorestart=true",
@@ -89,6 +97,30 @@ def program_section(opts: RenderOptions) -> List[str]:
         "priority=900",
         "",
     ]
+
+
+# Connections that wait in the kernel's queue while no process accepts (a restart):
+# at 5 requests a second, a minute's worth and more.
+SOCKET_BACKLOG = 2048
+
+
+def _head(opts: RenderOptions) -> List[str]:
+    """The section's name, and supervisord's socket when it owns it (``[fcgi-program]``).
+
+    supervisord creates the socket and hands it to LiteLLM as fd 0; the
+    ``sidecar`` rpcinterface holds it open (``shell.held``), so connections
+    wait in its queue while LiteLLM restarts instead of being refused.
+    """
+    if not opts.supervisord_socket:
+        return [f"[program:{opts.program}]"]
+    return [f"[fcgi-program:{opts.program}]", f"socket=tcp://{_ini(opts.host, '--host')}:{opts.port}",
+            f"socket_backlog={SOCKET_BACKLOG}"]
+
+
+def _health_env(opts: RenderOptions) -> str:
+    if not opts.supervisord_socket:
+        return ""
+    return f",{HEALTH_SOCKET_ENV}={_env(health_socket_name(opts.program, opts.config_path), '--out-dir')}"
 
 
 def listener_section(name: str, argv: Sequence[str], opts: RenderOptions) -> List[str]:

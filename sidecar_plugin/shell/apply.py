@@ -41,7 +41,7 @@ from sidecar_plugin.errors import SidecarError, SidecarStartError
 from sidecar_plugin.names import LITELLM_YAML, LIVE_STATES, SIDECAR_CONF, State
 from sidecar_plugin.shell import control
 from sidecar_plugin.shell.build import Rendered, write
-from sidecar_plugin.shell.changes import drifted, our_groups, restart_reasons
+from sidecar_plugin.shell.changes import drifted, keeps_accepting, our_groups, restart_reasons
 from sidecar_plugin.shell.files import Snapshot, restore, snapshot
 from sidecar_plugin.shell.reload import reloadable, rolling_reload
 from sidecar_plugin.shell.settle import wait_settled
@@ -92,6 +92,7 @@ class Applier:
         self.updated: Set[str] = set()
         self.reloaded: List[str] = []
         self.why_restart = why_restart or {}
+        self.keeps_accepting: Set[str] = set()  # programs whose port stays open through a restart
 
     # -- supervisord --
     def _update(self, ours: Set[str]) -> Set[str]:
@@ -148,8 +149,9 @@ class Applier:
                 self.reloaded.append(s.program)
                 continue
             if s.group_name in fresh_groups and s.program in self.why_restart:
+                cost = "wait in the port's queue" if s.program in self.keeps_accepting else "are refused"
                 self.say(f"{s.program}: needs a restart ({self.why_restart[s.program]} changed): in-flight "
-                         f"requests drain for up to {s.stop_timeout} s, new connections are refused until it runs")
+                         f"requests drain for up to {s.stop_timeout} s, new connections {cost} until it runs")
             elif s.workers < 2 and s.group_name not in fresh_groups:
                 self.say(f"{s.program}: runs one worker, so the change needs a restart (with --workers 2 or "
                          "more, apply replaces workers without dropping a request)")
@@ -194,6 +196,7 @@ def apply(rendered: Rendered, rpc: Any, timeout: float, say: Callable[[str], Non
     changed_configs = new_configs | drifted(rendered)
     was_live = _safe_live(rpc)
     applier = Applier(rendered, rpc, timeout, say, reload_timeout, restart_reasons(rendered, snap))
+    applier.keeps_accepting = keeps_accepting(rendered, snap)
     outcome = Outcome(files=write(rendered))
     for path, changed in outcome.files:
         say(f"{'changed' if changed else 'unchanged':<9} {path}")

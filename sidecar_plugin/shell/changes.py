@@ -18,7 +18,8 @@ from typing import Dict, List, Optional, Set
 
 from sidecar_plugin.core.litellm_yaml import config_version
 from sidecar_plugin.core.sections import sidecar_command
-from sidecar_plugin.names import LITELLM_YAML, RECORD_NAME
+from sidecar_plugin.core.render_options import RenderOptions
+from sidecar_plugin.names import LITELLM_YAML, OWNER_SIDECAR, OWNER_SUPERVISORD, RECORD_NAME
 from sidecar_plugin.shell.build import Rendered
 from sidecar_plugin.shell.files import Snapshot
 from sidecar_plugin.shell.statefile import state_dict
@@ -56,22 +57,50 @@ def recorded_commands(record: Optional[bytes]) -> Dict[str, List[str]]:
             if isinstance(v, dict) and isinstance(v.get("command"), list)}
 
 
+def recorded_owners(record: Optional[bytes]) -> Dict[str, str]:
+    """Map program -> who held its port (``port_owner``; a record without it: LiteLLM itself)."""
+    try:
+        sidecars = json.loads(record or b"{}").get("sidecars") or {}
+    except (ValueError, AttributeError, RecursionError):
+        return {}
+    return {str(p): str(v.get("port_owner") or OWNER_SIDECAR) for p, v in sidecars.items() if isinstance(v, dict)}
+
+
 def restart_reasons(rendered: Rendered, snap: Snapshot) -> Dict[str, str]:
-    """Map program -> what in its command changed (port, host, workers, binary): those need a real restart."""
+    """Map program -> what in its command changed (port, host, workers, binary) or who owns its port:
+    those need a real restart."""
     old = snap.get(os.path.join(rendered.out_dir, RECORD_NAME))
     before = recorded_commands(old[0] if old else None)
+    owners = recorded_owners(old[0] if old else None)
     reasons = {}
     for s in rendered.sidecars:
         was, argv = before.get(s.program), sidecar_command(s)
-        if was is None or was == argv:
-            continue
-        words = ["binary"] if was[:1] != argv[:1] else []
-        flags = {a for a in was + argv if a.startswith("--")}
-        for flag in sorted(flags):
-            if _flag(was, flag) != _flag(argv, flag):
-                words.append(_FLAG_WORDS.get(flag, flag))
-        reasons[s.program] = ", ".join(words) or "command"
+        words = []
+        if was is not None and was != argv:
+            words = ["binary"] if was[:1] != argv[:1] else []
+            flags = {a for a in was + argv if a.startswith("--")}
+            words += [_FLAG_WORDS.get(f, f) for f in sorted(flags) if _flag(was, f) != _flag(argv, f)]
+            words = words or ["command"]
+        if s.program in owners and owners[s.program] != port_owner(s):
+            words.append("the port's owner")
+        if words:
+            reasons[s.program] = ", ".join(words)
     return reasons
+
+
+def port_owner(s: RenderOptions) -> str:
+    return OWNER_SUPERVISORD if s.supervisord_socket else OWNER_SIDECAR
+
+
+def keeps_accepting(rendered: Rendered, snap: Snapshot) -> Set[str]:
+    """The programs whose restart keeps the port accepting: supervisord held it before and holds it after,
+    at the same address (connections wait in its queue while LiteLLM restarts)."""
+    old = snap.get(os.path.join(rendered.out_dir, RECORD_NAME))
+    before = recorded_commands(old[0] if old else None)
+    owners = recorded_owners(old[0] if old else None)
+    return {s.program for s in rendered.sidecars if s.supervisord_socket
+            and owners.get(s.program) == OWNER_SUPERVISORD and s.program in before
+            and all(_flag(before[s.program], f) == _flag(sidecar_command(s), f) for f in ("--host", "--port"))}
 
 
 def _flag(argv: List[str], flag: str) -> Optional[str]:

@@ -52,3 +52,29 @@ def listener_entry_point() -> Tuple[str, ...]:
     if os.path.isfile(script) and os.access(script, os.X_OK):
         return (script,)
     return (os.path.abspath(sys.executable), "-m", "sidecar_plugin")
+
+
+def litellm_launcher(binary: str) -> Tuple[str, ...]:
+    """Return (LiteLLM's interpreter, the launcher folder) when ``binary`` is LiteLLM's own entry point.
+
+    The entry point pip or pipx writes is a Python script importing
+    ``litellm``; its first line names the interpreter of that install (or pip's
+    ``/bin/sh`` trick for long paths). Anything else (a wrapper, a stand-in)
+    gets the socket on fd 0 and runs as given: empty.
+    """
+    try:
+        with open(binary, "rb") as fh:
+            head = fh.read(4096).decode("utf-8", "replace")
+    except OSError:
+        return ()
+    lines = head.splitlines()
+    if not lines or not lines[0].startswith("#!") or "litellm" not in head:
+        return ()
+    interpreter = lines[0][2:].strip().split(" ")[0]
+    if os.path.basename(interpreter) == "sh" and len(lines) > 1 and lines[1].startswith("'''exec' "):
+        interpreter = lines[1].split(" ")[1].strip("'\"")
+    if not os.path.basename(interpreter).startswith("python") or not os.path.isabs(interpreter):
+        return ()
+    from sidecar_plugin.shell import litellm_launch
+
+    return (interpreter, os.path.dirname(os.path.abspath(litellm_launch.__file__)))

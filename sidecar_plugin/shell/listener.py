@@ -34,8 +34,8 @@ from sidecar_plugin.core.recovery import recover_input
 from sidecar_plugin.core.retry import Backoff
 from sidecar_plugin.core.listen_args import ListenerOptions
 from sidecar_plugin.core.schema import state_document
-from sidecar_plugin.names import HEARTBEAT_EVERY, MARKER_ENV, State, marker_value
-from sidecar_plugin.shell import identity
+from sidecar_plugin.names import HEARTBEAT_EVERY, MARKER_ENV, OWNER_SUPERVISORD, State, health_socket_name, marker_value
+from sidecar_plugin.shell import owned
 from sidecar_plugin.shell.files import file_version, keep_private
 from sidecar_plugin.shell.keyfile import KeyFileCache
 from sidecar_plugin.shell.link import SupervisorLink
@@ -86,8 +86,12 @@ class Listener:
         self.last_write = 0.0
         self.last_track = 0.0
         self.last_signs = 0.0
-        self.prober = Prober(health_url(opts.host, opts.port))
-        self.observer = TreeObserver(opts.config_path, opts.port, self.prober.recent_ports, opts.log_file, opts.host)
+        owner = opts.port_owner == OWNER_SUPERVISORD
+        self.prober = Prober(health_url(opts.host, opts.port), private=health_socket_name(
+            opts.program, opts.config_path) if owner else "")
+        self.drainer = owned.Drainer(self.log) if owner else None
+        self.observer = TreeObserver(opts.config_path, opts.port, self.prober.recent_ports, opts.log_file, opts.host,
+                                     shared_port=owner)
         self.link = SupervisorLink(rpc_factory, opts.rpc_name, self.log)
 
     # -- inputs from other threads --
@@ -164,6 +168,7 @@ class Listener:
                           f" ({self.redact(self.model.error)})" if self.model.error else "")
         if self.model.probing != before.probing:
             self.plan_changed.set()
+        owned.after_step(self.drainer, before, self.model)
         for action in actions:
             fed_back = self._do(action)
             if fed_back is not None:
@@ -181,11 +186,11 @@ class Listener:
             self._watch(action.pid)
             return m.ConfigLoaded(action.pid, file_version(self.opts.config_path))
         elif isinstance(action, m.Reap):
-            return reap(self.tracker, self.link, self.opts.port, action, self.log)
+            return reap(self.tracker, self.link, self.opts.port, action, self.log, self.drainer, self.model.stopping)
         elif isinstance(action, (m.Ask, m.Query)):
             return self._answer(action)
         elif isinstance(action, m.Identify):
-            own, holder = identity.owner(self.opts.port, self.opts.host, self.model.pid)
+            own, holder = owned.who_answers(self.opts, action.probe, self.model.pid)
             if not own:
                 self.log.warning("health answer on port %d is not the sidecar's: %s", self.opts.port, holder)
             return replace(action.probe, own=own, holder=holder)

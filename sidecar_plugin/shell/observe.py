@@ -28,12 +28,15 @@ class TreeObserver:
     """Turns samples of the tree and the config file into the inputs that changed."""
 
     def __init__(self, config_path: Optional[str], port: int, recent_ports: Callable[[], Any],
-                 log_path: Optional[str] = None, host: str = "127.0.0.1") -> None:
+                 log_path: Optional[str] = None, host: str = "127.0.0.1", shared_port: bool = False) -> None:
         self.config_path = config_path
         self.port = port
         self.log_path = log_path
         self.host = host
         self.foreign_looked = 0.0
+        # supervisord owns the listening socket ([fcgi-program]): it and an older tree's draining orphans
+        # share the port, and a foreign holder keeps supervisord itself from creating it (the spawn fails)
+        self.shared_port = shared_port
         self.recent_ports = recent_ports  # the prober's own client ports: its connections are not traffic
         self.config_mtime: Optional[float] = None
         self.sent_workers: Optional[tuple] = None
@@ -92,7 +95,7 @@ class TreeObserver:
         A listener whose pid is hidden (another user's, under ``hidepid``) is
         left out: it may be the sidecar's own, and a start is never failed on a guess.
         """
-        if now - self.foreign_looked < FOREIGN_EVERY:
+        if self.shared_port or now - self.foreign_looked < FOREIGN_EVERY:
             return None
         self.foreign_looked = now
         pids, _hidden = listeners(self.port, self.host)  # before the tree: a worker forked meanwhile is in it

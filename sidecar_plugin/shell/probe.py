@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import collections
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 LIVELINESS_PATH = "/health/liveliness"
 # LiteLLM's liveliness answer is a dozen bytes; anything past this is not a health answer.
@@ -30,6 +31,7 @@ class ProbeResult:
     started_at: float
     latency_ms: float
     detail: str
+    peer: Optional[int] = None  # the pid that listens on the private health socket probed
 
 
 def health_url(host: str, port: int) -> str:
@@ -62,8 +64,11 @@ def _split(url: str) -> Tuple[str, int, str]:
 class Prober:
     """Probes one URL; each call is independent, so several may run at once in different threads."""
 
-    def __init__(self, url: str, max_answer: int = MAX_ANSWER) -> None:
+    def __init__(self, url: str, max_answer: int = MAX_ANSWER, private: str = "") -> None:
         self.url = url
+        # "@PREFIX": probe the tree's private health socket @PREFIX/<pid> instead of the port
+        # (supervisord owns the port, which an older tree's draining worker may answer)
+        self.private = private
         self.host, self.port, self.path = _split(url)
         self.max_answer = max_answer
         # the local ports of recent probes: their connections are no sign that the sidecar serves others
@@ -75,12 +80,18 @@ class Prober:
         with self.lock:
             return frozenset(self.local_ports)
 
-    def probe(self, timeout: float) -> ProbeResult:
-        """Probe once; the whole exchange (connect, send, read the answer) ends within ``timeout`` seconds."""
+    def probe(self, timeout: float, pid: Optional[int] = None) -> ProbeResult:
+        """Probe once; the whole exchange (connect, send, read the answer) ends within ``timeout`` seconds.
+
+        With a private socket, ``pid`` is the tree's root (the one supervisord runs).
+        """
         started = time.time()
         t0 = time.monotonic()
+        peer: List[int] = []
         try:
-            ok, detail = self._exchange(t0 + timeout, timeout)
+            if self.private and not pid:
+                raise ConnectionRefusedError()
+            ok, detail = self._exchange(t0 + timeout, timeout, pid, peer)
         except socket.timeout:
             ok, detail = False, f"no complete answer within {timeout:g} s"
         except ConnectionRefusedError:
@@ -90,18 +101,36 @@ class Prober:
         except OSError as exc:
             ok, detail = False, f"connection failed ({exc.strerror or type(exc).__name__})"
         latency = (time.monotonic() - t0) * 1000.0
-        return ProbeResult(ok=ok, started_at=started, latency_ms=round(latency, 2), detail=detail)
+        return ProbeResult(ok=ok, started_at=started, latency_ms=round(latency, 2), detail=detail,
+                           peer=peer[0] if peer else None)
 
-    def _exchange(self, deadline: float, timeout: float) -> Tuple[bool, str]:
+    def _connect(self, timeout: float, pid: Optional[int], peer: List[int]) -> socket.socket:
+        """Connect to the port, or to the tree's private socket (then ``peer`` gets who listens on it)."""
+        if not self.private:
+            return socket.create_connection((self.host, self.port), timeout=timeout)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(f"\0{self.private}/{pid}")
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            peer.append(struct.unpack("3i", creds)[0])
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def _exchange(self, deadline: float, timeout: float, pid: Optional[int] = None,
+                  peer: Optional[List[int]] = None) -> Tuple[bool, str]:
         def left() -> float:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise socket.timeout()
             return remaining
 
-        with socket.create_connection((self.host, self.port), timeout=left()) as sock:
-            with self.lock:
-                self.local_ports.append(sock.getsockname()[1])
+        with self._connect(left(), pid, [] if peer is None else peer) as sock:
+            if not self.private:
+                with self.lock:
+                    self.local_ports.append(sock.getsockname()[1])
             host = f"[{self.host}]" if ":" in self.host else self.host
             request = (f"GET {self.path} HTTP/1.1\r\nHost: {host}:{self.port}\r\n"
                        "Connection: close\r\nAccept: */*\r\n\r\n").encode("ascii")

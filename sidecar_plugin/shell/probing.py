@@ -33,11 +33,11 @@ def probe_loop(prober: Prober, opts: ListenerOptions, model: Callable[[], m.Mode
     limit = max(2, int(deadline / min(opts.probe_interval, opts.starting_probe_interval * 10)) + 1)
     slots = threading.BoundedSemaphore(limit)
 
-    def one() -> None:
+    def one(pid: Any) -> None:
         try:
-            result = prober.probe(deadline)
+            result = prober.probe(deadline, pid)
             put(m.Probe(ok=result.ok, started_at=result.started_at, latency_ms=result.latency_ms,
-                        detail=result.detail))
+                        detail=result.detail, peer=result.peer))
         except Exception as exc:  # a probe must never kill the prober
             log.warning("probe failed oddly: %s", exc)
         finally:
@@ -53,7 +53,7 @@ def probe_loop(prober: Prober, opts: ListenerOptions, model: Callable[[], m.Mode
         interval = opts.starting_probe_interval if starting else opts.probe_interval
         t0 = time.monotonic()
         if slots.acquire(timeout=interval):
-            threading.Thread(target=one, name="probe", daemon=True).start()
+            threading.Thread(target=one, args=(now_model.pid,), name="probe", daemon=True).start()
         left = interval - (time.monotonic() - t0)
         if left > 0 and plan_changed.wait(left):
             plan_changed.clear()

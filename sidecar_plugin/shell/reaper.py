@@ -50,6 +50,13 @@ class ReapResult:
     port_free: bool = True  # nobody (of any user) listens on the port after the reap
 
 
+def port_free(port: int, keepers: Sequence[int] = ()) -> bool:
+    """Whether nobody listens on ``port`` but ``keepers`` (supervisord, when it owns the socket)."""
+    if not keepers:
+        return not port_listened(port)
+    return not port_holders(port) - set(keepers)
+
+
 class TreeTracker:
     """Remember every process ever seen in the sidecar's tree, until reaped."""
 
@@ -114,7 +121,8 @@ class TreeTracker:
 
     def reap(self, port: int, spare_roots: Sequence[int] = (), wait: float = 3.0,
              before: Optional[float] = None,
-             live: Optional[Callable[[], Optional[Sequence[int]]]] = None) -> ReapResult:
+             live: Optional[Callable[[], Optional[Sequence[int]]]] = None,
+             keepers: Sequence[int] = ()) -> ReapResult:
         """Kill every surviving member of the tree except what supervisord runs now.
 
         ``spare_roots`` are the sidecar supervisord runs now as the machine knows
@@ -123,7 +131,20 @@ class TreeTracker:
         just before the kill: a sidecar supervisord spawned while the scan ran
         is known by then. Its answer decides by parentage; without one, only
         processes surely born before ``before`` (the exit) are victims.
+        ``keepers`` may listen on the port (supervisord, when it owns the
+        socket): then the port is "free" when nobody else holds it.
         """
+        spare, victims = self.survivors(spare_roots, before, live)
+        left = self._kill(victims, wait)
+        killed = tuple(sorted(p for p in victims if p not in {q.pid for q in left}))
+        foreign = self.foreign_holders(port, spare | set(victims) | set(keepers))
+        return ReapResult(killed=killed, survivors=tuple(sorted(p.pid for p in left)), foreign_holders=foreign,
+                          port_free=port_free(port, keepers))
+
+    def survivors(self, spare_roots: Sequence[int] = (), before: Optional[float] = None,
+                  live: Optional[Callable[[], Optional[Sequence[int]]]] = None
+                  ) -> Tuple[Set[int], Dict[int, psutil.Process]]:
+        """Return (the pids spared, the survivors of the tree by pid): what ``reap`` kills."""
         before = time.time() if before is None else before
         spare = trees(spare_roots)
         victims = self._candidates(spare)
@@ -133,11 +154,14 @@ class TreeTracker:
         else:
             spare |= trees(running)
             victims = {pid: proc for pid, proc in victims.items() if pid not in spare}
-        left = self._kill(victims, wait)
-        killed = tuple(sorted(p for p in victims if p not in {q.pid for q in left}))
-        return ReapResult(killed=killed, survivors=tuple(sorted(p.pid for p in left)),
-                          foreign_holders=self._foreign_holders(port, spare | set(victims)),
-                          port_free=not port_listened(port))
+        return spare, victims
+
+    def forget(self, pids: Iterable[int]) -> None:
+        """Stop tracking ``pids`` (orphans handed to the drain) and the members that are gone."""
+        gone = set(pids)
+        self.procs = {k: p for k, p in self.procs.items() if k[0] not in gone and alive(p)}
+        if self.root is not None and not alive(self.root):
+            self.root = None
 
     def _candidates(self, spare: Set[int]) -> Dict[int, psutil.Process]:
         """The tree's live members and every marked process, by pid (``spare`` excepted)."""
@@ -162,7 +186,7 @@ class TreeTracker:
             self.root = None
         return left
 
-    def _foreign_holders(self, port: int, ours: Set[int]) -> Tuple[str, ...]:
+    def foreign_holders(self, port: int, ours: Set[int]) -> Tuple[str, ...]:
         """Name who else listens on ``port``: neither in ``ours`` nor marked (a sidecar just started again)."""
         foreign = []
         holders = port_holders(port)

@@ -1,0 +1,6 @@
+"""LiteLLM's launcher on a listening socket supervisord owns: run this folder, not this package.
+
+``python <this folder> --config C ...`` runs ``__main__.py`` with LiteLLM's own
+interpreter; the folder holds nothing else, so nothing in it shadows a module
+LiteLLM imports.
+"""

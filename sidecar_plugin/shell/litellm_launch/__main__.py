@@ -1,0 +1,158 @@
+"""Serve LiteLLM's proxy on the listening socket supervisord hands over as fd 0 (``[fcgi-program]``).
+
+Run with LiteLLM's own interpreter (the one of the ``--binary`` install), as
+``python <this folder> --config C --host H --port P [--num_workers N]
+[--timeout_worker_healthcheck S]``: the flags render would give LiteLLM's CLI.
+It imports nothing of sidecar_plugin (another interpreter may not have it).
+
+Why not LiteLLM's CLI: the CLI binds the port itself, so the socket dies with
+its process, and it imports all of LiteLLM in a parent that only supervises
+(about 270 MB). This launcher does what the CLI does before ``uvicorn.run``
+for a config-file proxy (``WORKER_CONFIG``, ``CONFIG_FILE_PATH``,
+``NUM_WORKERS``) and runs uvicorn on the inherited socket, whose lifetime is
+supervisord's, with the workers forked from a process that imported LiteLLM once
+(``preload``). It also serves a private unix socket,
+``@$SIDECAR_HEALTH_SOCKET/<its pid>`` (abstract), that only this tree answers:
+the listener's health probes go there, since the shared port may be answered
+by a worker of an older tree that is still draining. The CLI's database, KMS
+and Prometheus-multiprocess steps are not replicated (the profiles need none).
+"""
+
+import argparse
+import importlib
+import json
+import os
+import socket
+import sys
+
+
+def take_listening_socket():
+    """Move the listening socket off fd 0 (LiteLLM's subprocesses must not get it as stdin); return its fd."""
+    try:
+        fd = os.dup(0)
+        sock = socket.socket(fileno=os.dup(fd))
+        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        sock.close()
+    except OSError:
+        listening = 0
+    if not listening:
+        sys.exit("sidecar launcher: fd 0 is not a listening socket: supervisord could not listen on the port "
+                 "(another process holds it?), or this was not run as supervisord's [fcgi-program]")
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    return fd
+
+
+def health_socket():
+    """Return the tree's private health socket (listening, inheritable), or None when not asked for."""
+    prefix = os.environ.get("SIDECAR_HEALTH_SOCKET")
+    if not prefix:
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind("\0%s/%d" % (prefix, os.getpid()))
+    sock.listen(64)
+    sock.set_inheritable(True)
+    return sock
+
+
+def preload(app):
+    """Import the app here once and fork the workers from this process (copy-on-write).
+
+    uvicorn spawns each worker as a fresh interpreter that imports all of
+    LiteLLM again (about 300 MB each); forked from a process that imported it,
+    the workers share those pages: measured 404 MB PSS for the launcher and 2
+    workers instead of 603, and a faster start. LiteLLM's own gunicorn mode
+    preloads the same way. Each worker still reads the config at its startup,
+    so a rolling reload (SIGHUP) picks up a changed ``litellm.yaml``; new
+    LiteLLM code needs a restart (it does anyway: apply restarts for a new
+    binary).
+    """
+    import gc
+    import multiprocessing
+
+    import uvicorn._subprocess
+
+    if not hasattr(uvicorn._subprocess, "spawn"):  # another uvicorn: keep its own way
+        return
+    importlib.import_module(app.partition(":")[0])
+    gc.freeze()  # the imported objects stay out of the collector's way: fewer pages copied
+    uvicorn._subprocess.spawn = multiprocessing.get_context("fork")
+
+
+# Seconds a connection that has not sent its request yet gets, at a worker's shutdown, to send it.
+FRESH_GRACE = 1.0
+
+
+def answer_fresh_connections():
+    """Answer, on shutdown, the connections whose request has not arrived yet.
+
+    uvicorn's graceful shutdown closes every connection without a request in
+    progress, including one the kernel handed over a moment ago whose request
+    is still on its way (Kludex/uvicorn#2757): that client sees its connection
+    reset. Such a connection gets ``FRESH_GRACE`` seconds to send its request,
+    which is then answered before the connection closes.
+    """
+    protocols = []
+    for name in ("h11_impl.H11Protocol", "httptools_impl.HttpToolsProtocol"):
+        module, _, cls = name.partition(".")
+        try:
+            protocols.append(getattr(importlib.import_module("uvicorn.protocols.http." + module), cls))
+        except (ImportError, AttributeError):
+            continue
+    for cls in protocols:
+        def shutdown(self, _original=cls.shutdown):
+            if self.transport.is_closing():
+                return
+            if self.cycle is None and not getattr(self, "_sidecar_waited", False):
+                self._sidecar_waited = True
+                self.loop.call_later(FRESH_GRACE, self.shutdown)
+                return
+            _original(self)
+        cls.shutdown = shutdown
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(prog="sidecar launcher")
+    p.add_argument("--config", required=True)
+    p.add_argument("--host", default="127.0.0.1")  # supervisord bound it: only said for the logs
+    p.add_argument("--port", type=int, default=4000)
+    p.add_argument("--num_workers", type=int, default=1)
+    p.add_argument("--timeout_worker_healthcheck", type=int, default=60)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse(sys.argv[1:] if argv is None else argv)
+    config = os.path.abspath(args.config)
+    # what `litellm --config C --num_workers N` sets before uvicorn.run (proxy_cli.run_server)
+    os.environ["WORKER_CONFIG"] = json.dumps({"config": config, "drop_params": False, "debug": False,
+                                              "detailed_debug": False, "save": False, "use_queue": False})
+    os.environ["CONFIG_FILE_PATH"] = config
+    os.environ["NUM_WORKERS"] = str(args.num_workers)
+    fd = take_listening_socket()
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    extra = {"timeout_graceful_shutdown": int(os.environ["GRACEFUL_SHUTDOWN_TIMEOUT"])} \
+        if os.environ.get("GRACEFUL_SHUTDOWN_TIMEOUT", "").isdigit() else {}
+    config = uvicorn.Config(os.environ.get("SIDECAR_APP", "litellm.proxy.proxy_server:app"), fd=fd,
+                            workers=args.num_workers, server_header=False,
+                            timeout_worker_healthcheck=args.timeout_worker_healthcheck, **extra)
+    answer_fresh_connections()
+    if args.num_workers > 1:
+        preload(config.app)
+    sockets = [config.bind_socket()]
+    private = health_socket()
+    if private is not None:
+        sockets.append(private)
+    print("sidecar launcher: pid %d serves port %d (fd %d) with %d worker(s)"
+          % (os.getpid(), args.port, fd, args.num_workers), flush=True)
+    if args.num_workers > 1:
+        Multiprocess(config, sockets=sockets).run()
+    else:
+        uvicorn.Server(config).run(sockets=sockets)
+
+
+if __name__ == "__main__":  # uvicorn's workers are spawned ("spawn"): they must not run main again
+    main()
