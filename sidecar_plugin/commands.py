@@ -22,7 +22,8 @@ from sidecar_plugin.names import (
 
 
 def render_request(a: argparse.Namespace) -> Any:
-    """Return the RenderRequest of the options ``render`` and ``apply`` share, and the lines of those that change.
+    """Return the RenderRequest of the options ``render`` and ``apply`` share, the lines of those that change
+    and the warnings (a record that cannot be read).
 
     An option not given keeps the value the out-dir's record kept (``core.remember``).
     """
@@ -35,7 +36,8 @@ def _checked_request(a: argparse.Namespace) -> None:
     """Every check before the out-dir is locked: bad input writes nothing, not even the folder; warn once."""
     from sidecar_plugin.shell.build import build
 
-    for line in build(render_request(a)[0], os.environ).warnings:
+    asked = render_request(a)
+    for line in asked.warnings + list(build(asked.req, os.environ).warnings):
         print(f"sidecar-plugin: warning: {line}", file=sys.stderr)
 
 
@@ -45,7 +47,7 @@ def cmd_render(a: argparse.Namespace) -> int:
 
     _checked_request(a)
     with out_dir_lock(a.out_dir):  # then again under the lock: master.key may have just been written
-        req, lines = render_request(a)
+        req, lines, _ = render_request(a)
         rendered = build.build(req, os.environ)
         changes = build.write(rendered)
     for line in lines:
@@ -65,13 +67,11 @@ def cmd_apply(a: argparse.Namespace) -> int:
     url = a.server_url or default_server_url()
     try:
         with out_dir_lock(a.out_dir):  # one apply at a time: each rolls back to its own snapshot
-            req, lines = render_request(a)
+            req, lines, _ = render_request(a)
             rendered = build(req, os.environ)
-            for line in lines:
-                print(line, flush=True)
             timeout = a.timeout if a.timeout is not None else rendered.sidecars[0].health_timeout + 10.0
             outcome = apply(rendered, rpc_proxy(url), timeout, lambda line: print(line, flush=True), url,
-                            reload_timeout=a.timeout)
+                            reload_timeout=a.timeout, before_write=lines)  # said once something is written
     except ApplyError as exc:
         print(f"sidecar-plugin: apply failed: {exc}", file=sys.stderr)
         for line in exc.log_tail:

@@ -31,8 +31,6 @@ def test_merge(before, given, resets, after):
     ({}, {"health-timeout": 60.0, "workers": 2}, ["health-timeout: 20 -> 60"]),  # the default given: no change
     ({"state-file": "/a"}, {"no-autostart": True}, ["no-autostart: off -> on", "state-file: /a -> (default)"]),
     ({"user": "u"}, {}, ["user: u -> (none)"]),
-    (None, {"workers": 1}, ["workers: 1 (the previous render recorded no options)"]),
-    (None, {}, []),
 ])
 def test_change_lines_old_and_new(before, after, lines):
     assert changes(before, after, DEFAULTS) == lines
@@ -100,20 +98,23 @@ def test_an_option_is_kept_until_given_again_or_reset(area):
     assert res.returncode == 2 and "--reset workers: --workers is given too" in res.stderr
 
 
-def test_a_record_of_an_older_release_renders_byte_identical(area, tmp_path, monkeypatch):
-    """A render given no option records none: its record is an older release's, and re-renders unchanged."""
+def test_a_render_given_no_option_re_renders_byte_identical(area, tmp_path, monkeypatch):
+    """A render given no option records none (``options: {}``: not an older release's record), and re-renders
+    unchanged; an empty record is no older one: a later option's line has its old value (issue 22 review)."""
     folder = tmp_path / "bin"
     folder.mkdir()
     os.symlink(area.binary, folder / "litellm")
     monkeypatch.setenv("PATH", str(folder) + os.pathsep + os.environ["PATH"])  # the default binary: the stand-in
     assert area().returncode == 0
     before = {n: _read(area.out, n) for n in ("sidecar.conf", "sidecar.json", "litellm.yaml")}
-    assert b'"options"' not in before["sidecar.json"]
+    assert json.loads(before["sidecar.json"])["options"] == {}
     res = area()
     assert res.returncode == 0 and "\nchanged" not in "\n" + res.stdout and "->" not in res.stdout, res.stdout
     assert {n: _read(area.out, n) for n in before} == before
-    res = area("--hang-window", "30")  # the old values are not known: the new one is named
-    assert "hang-window: 30 (the previous render recorded no options)" in res.stdout.splitlines(), res.stdout
+    assert area("--workers", "1").returncode == 0
+    assert area("--reset", "workers").returncode == 0  # the last kept option gone: the record keeps none
+    res = area("--hang-window", "30")
+    assert "hang-window: 20 -> 30" in res.stdout.splitlines() and "recorded no options" not in res.stdout, res.stdout
 
 
 def test_a_bad_recorded_value_is_one_line_naming_the_record(area):

@@ -90,6 +90,7 @@ def _fleet(profiles: Sequence[Profile], base: RenderOptions,
 
 MAX_WORKERS = 64
 MAX_SECONDS = 3600  # a health timeout or drain window beyond an hour is a typo, not a plan
+MIN_HANG_WINDOW = 2  # progress is sampled about once a second: a shorter window would call every sidecar hung
 _HOSTNAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")
 
 
@@ -104,6 +105,9 @@ def check_options(opts: RenderOptions) -> None:
     if not math.isfinite(opts.health_timeout) or not 0 < opts.health_timeout <= MAX_SECONDS:
         raise RenderError(f"--health-timeout: must be a number of seconds above 0 and at most {MAX_SECONDS} "
                           f"(got {opts.health_timeout:g})")
+    if not math.isfinite(opts.hang_window) or not MIN_HANG_WINDOW <= opts.hang_window <= MAX_SECONDS:
+        raise RenderError(f"--hang-window: must be a number of seconds from {MIN_HANG_WINDOW} to {MAX_SECONDS} "
+                          f"(got {opts.hang_window:g}): the listener samples progress about once a second")
     for flag, value in (("--retry-delay", opts.retry_delay), ("--retry-max-delay", opts.retry_max_delay),
                         ("--retry-reset-after", opts.retry_reset_after)):
         if not math.isfinite(value) or not 0 < value <= 24 * MAX_SECONDS:

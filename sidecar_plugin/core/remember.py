@@ -7,6 +7,9 @@ records in its ``sidecar.json`` the options the operator *gave* (never the
 defaults: an option never given follows the package's default, also when a
 new release changes it), and the next render or apply takes every option it
 is not given from there. ``--reset OPTION`` forgets one (``all``: every one).
+Every render writes ``options`` (``{}`` when none is kept): a record without
+it is an older release's, whose options are read back from its include
+(``core.readback``).
 
 Pure: the record is read and the request built by ``shell.remembered``; the
 defaults are the request's own (``shell.build.RenderRequest``).
@@ -15,7 +18,7 @@ defaults are the request's own (``shell.build.RenderRequest``).
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 # option name (the flag without --) -> the kind of value the record must hold
 KINDS: Dict[str, str] = {
@@ -49,7 +52,7 @@ def problem(name: str, value: Any) -> Optional[str]:
 
 
 def recorded(record: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
-    """The options a record holds (unknown names dropped); None: a record from before options were kept."""
+    """The options a record holds (unknown names dropped); None: an older record, or options no mapping."""
     options = record.get("options")
     if not isinstance(options, dict):
         return None
@@ -75,17 +78,49 @@ def shown(value: Any) -> str:
     return str(value)
 
 
-def changes(before: Optional[Mapping[str, Any]], after: Mapping[str, Any], defaults: Mapping[str, Any]) -> List[str]:
-    """One line per option whose value changes, ``health-timeout: 60 -> 300``.
-
-    ``before`` None: the previous record kept no options (an older release),
-    so the old values are not known; each option given is named with its new value.
-    """
-    if before is None:
-        return [f"{k}: {shown(v)} (the previous render recorded no options)" for k, v in after.items()]
+def changes(before: Mapping[str, Any], after: Mapping[str, Any], defaults: Mapping[str, Any]) -> List[str]:
+    """One line per option whose value changes, ``health-timeout: 60 -> 300``."""
     lines = []
     for name in sorted(set(before) | set(after)):
         old, new = before.get(name, defaults[name]), after.get(name, defaults[name])
         if old != new:
             lines.append(f"{name}: {shown(old)} -> {shown(new)}")
     return lines
+
+
+def read_back_lines(read: Mapping[str, Any], after: Mapping[str, Any]) -> List[str]:
+    """One line per option read back from an older render's include and kept as it was."""
+    return [f"{k}: {shown(v)} (kept from the previous render's sidecar.conf)"
+            for k, v in sorted(read.items()) if after.get(k) == v]
+
+
+def profile_takes_port(profile_port: Optional[int], profile_port_then: Any) -> bool:
+    """Whether the profile's port replaces a kept (not given) ``--port``.
+
+    An operator who edits the profile's port expects it to take effect: the
+    profile wins when it gives a port and not the one it gave when the
+    ``--port`` was given (``profile_port_then``; None: it gave none, or the
+    render did not say). A ``--port`` given on the command line always wins.
+    """
+    return profile_port is not None and profile_port != profile_port_then
+
+
+def port_line(kept: Any, profile_port: int) -> str:
+    """The line saying that the profile's changed port takes over from a kept ``--port``."""
+    return (f"port: {shown(kept)} -> {profile_port} (the profile's port changed since --port {shown(kept)} was "
+            "given: the profile's wins and the kept --port is forgotten; give --port to override it)")
+
+
+def blamed(message: str, kept: Sequence[Tuple[str, Any, str]]) -> str:
+    """``message``, naming where a kept option it is about comes from and how to forget it.
+
+    ``kept``: (option, value, where it was kept) of each option not given now.
+    A message about an option (``--port: ...``, or the value itself, as in
+    ``MY_KEY is not set``) must not read as if the option was given.
+    """
+    for name, value, where in kept:
+        if message.startswith((f"--{name}:", f"--{name} ")) or (
+                isinstance(value, str) and len(value) > 1 and message.startswith(value + " ")):
+            return (f"{message}; --{name} {shown(value)} is kept from an earlier render ({where}): "
+                    f"--reset {name} forgets it (or give --{name})")
+    return message

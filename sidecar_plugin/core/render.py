@@ -29,7 +29,8 @@ from sidecar_plugin.core.sections import (
     comment, listener_section, program_section, sidecar_command,
 )
 from sidecar_plugin.names import (
-    LISTENER_SUFFIX, MASTER_KEY, OWNER_SIDECAR, OWNER_SUPERVISORD, RECORD_NAME, RUN_DIR, SCHEMA, SIDECAR_CONF,
+    LISTENER_SUFFIX, MASTER_KEY, OWNER_SIDECAR, OWNER_SUPERVISORD, PROFILE_PORT, RECORD_NAME, RUN_DIR, SCHEMA,
+    SIDECAR_CONF,
 )
 
 __all__ = ["Plan", "master_key_file", "render_files", "render_record", "render_sidecar_conf", "watch_options"]
@@ -110,8 +111,9 @@ def render_record(plan: Plan, options: Optional[Mapping[str, Any]] = None) -> by
     each sidecar has (a re-render keeps them) and its LiteLLM command (apply
     tells a change LiteLLM can reload from one that needs a restart), as data
     rather than read back from the ini. ``options``: those the operator gave
-    (``core.remember``), kept for the next render and apply; left out when
-    none, so a record of an older release re-renders byte-identical.
+    (``core.remember``), kept for the next render and apply; ``{}`` when none
+    (a record without them is an older release's). With a kept ``--port``,
+    the one profile's port then (``profile_port``: a later edit of it takes over).
     """
     doc: Dict[str, Any] = {
         "schema": SCHEMA,
@@ -122,8 +124,9 @@ def render_record(plan: Plan, options: Optional[Mapping[str, Any]] = None) -> by
                                  "port_owner": OWNER_SUPERVISORD if o.supervisord_socket else OWNER_SIDECAR}
                      for o in plan.options},
     }
-    if options:
-        doc["options"] = dict(options)
+    doc["options"] = dict(options or {})
+    if "port" in doc["options"] and plan.group is None:
+        doc[PROFILE_PORT] = plan.sidecars[0][0].port
     return (json.dumps(doc, sort_keys=True, indent=2) + "\n").encode("utf-8")
 
 

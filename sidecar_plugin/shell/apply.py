@@ -177,8 +177,11 @@ class Applier:
 
 
 def apply(rendered: Rendered, rpc: Any, timeout: float, say: Callable[[str], None], url: str = "",
-          reload_timeout: Optional[float] = None, validate: bool = True) -> Outcome:
-    """Validate, write, update supervisord, reload or restart what changed and wait; roll back when it fails."""
+          reload_timeout: Optional[float] = None, validate: bool = True, before_write: Sequence[str] = ()) -> Outcome:
+    """Validate, write, update supervisord, reload or restart what changed and wait; roll back when it fails.
+
+    ``before_write``: lines to say once the checks passed, just before the files are written.
+    """
     try:
         rpc.supervisor.getState()
     except (OSError, xmlrpc.client.Error) as exc:
@@ -197,6 +200,8 @@ def apply(rendered: Rendered, rpc: Any, timeout: float, say: Callable[[str], Non
     was_live = _safe_live(rpc)
     applier = Applier(rendered, rpc, timeout, say, reload_timeout, restart_reasons(rendered, snap))
     applier.keeps_accepting = keeps_accepting(rendered, snap)
+    for line in before_write:
+        say(line)
     outcome = Outcome(files=write(rendered))
     for path, changed in outcome.files:
         say(f"{'changed' if changed else 'unchanged':<9} {path}")

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from sidecar_plugin.core import ini
 from sidecar_plugin.core.layout import plan
 from sidecar_plugin.core.profile import ProfileError, load_profile
+from sidecar_plugin.core.remember import blamed
 from sidecar_plugin.core.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER
 from sidecar_plugin.core.render import Plan, render_files
 from sidecar_plugin.core.render_options import RenderError, RenderOptions, RenderedFile
@@ -58,6 +59,7 @@ class RenderRequest:
     retry_max_delay: float = RETRY_MAX_DELAY
     retry_reset_after: float = RETRY_RESET_AFTER
     remember: Tuple[Tuple[str, Any], ...] = ()  # the options to record in sidecar.json (core.remember)
+    kept: Tuple[Tuple[str, Any, str], ...] = ()  # (option, value, where) of those kept, not given now
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,19 @@ def common_options(req: RenderRequest, out_dir: str) -> RenderOptions:
 
 
 def build(req: RenderRequest, env: Mapping[str, str]) -> Rendered:
-    """Load, validate and render everything in memory; raise a one-line error on bad input."""
+    """Load, validate and render everything in memory; raise a one-line error on bad input.
+
+    An error about an option kept from an earlier render (not given now) says
+    so, and how to forget it (``core.remember.blamed``).
+    """
+    try:
+        return _build(req, env)
+    except RenderError as exc:
+        exc.args = (blamed(str(exc), req.kept),)
+        raise
+
+
+def _build(req: RenderRequest, env: Mapping[str, str]) -> Rendered:
     paths, grouped = expand_profiles(req.profiles)
     for path in paths:
         _check_text(path, "--profile")

@@ -18,7 +18,7 @@ from sidecar_plugin.core.litellm_yaml import new_master_key
 from sidecar_plugin.core.masterkey import master_key_problem
 from sidecar_plugin.core.remember import recorded
 from sidecar_plugin.core.render_options import RenderError
-from sidecar_plugin.names import MASTER_KEY, RECORD_NAME
+from sidecar_plugin.names import MASTER_KEY, RECORD_NAME, SIDECAR_CONF
 from sidecar_plugin.shell import safefs
 
 
@@ -34,13 +34,38 @@ def read_beside(folder: str, name: str, limit: int) -> bytes:
         os.close(dfd)
 
 
+def read_record(out_dir: str) -> Tuple[Dict[str, object], str]:
+    """Return the record the previous render left in ``out_dir`` and, when it cannot be used, why.
+
+    No record is no problem (a first render); one that is not JSON, or whose
+    ``options`` are no mapping, is: the caller says so in one warning line.
+    """
+    path = os.path.join(os.path.abspath(out_dir), RECORD_NAME)
+    try:
+        data = read_beside(out_dir, RECORD_NAME, 1 << 20)
+        doc = json.loads(data) if data else {}
+    except OSError as exc:
+        return {}, f"{path}: cannot be read ({exc.strerror or exc})"
+    except (ValueError, RecursionError):
+        return {}, f"{path}: not valid JSON"
+    if not isinstance(doc, dict):
+        return {}, f"{path}: not a JSON object"
+    if "options" in doc and not isinstance(doc["options"], dict):
+        return doc, f"{path}: its \"options\" are not a mapping"
+    return doc, ""
+
+
 def previous_record(out_dir: str) -> Dict[str, object]:
     """Return the record the previous render left in ``out_dir`` (empty when none or unreadable)."""
+    return read_record(out_dir)[0]
+
+
+def previous_include(out_dir: str) -> str:
+    """Return the supervisord include the previous render left in ``out_dir`` (empty when none or unreadable)."""
     try:
-        doc = json.loads(read_beside(out_dir, RECORD_NAME, 1 << 20) or b"{}")
-    except (OSError, ValueError, RecursionError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
+        return read_beside(out_dir, SIDECAR_CONF, 1 << 20).decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 def kept_options(out_dir: str) -> Dict[str, object]:
