@@ -262,19 +262,12 @@ class Server(ThreadingHTTPServer):
 def inherited_socket():
     """Return the listening socket supervisord hands over as fd 0 (``[fcgi-program]``), or None.
 
-    Like the sidecar's launcher: it moves the socket off fd 0 and puts /dev/null there.
+    Taken as the sidecar's launcher takes it: off fd 0, /dev/null there.
     """
-    try:
-        sock = socket.socket(fileno=os.dup(0))
-    except OSError:
-        return None
-    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
-        sock.close()
-        return None
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    return sock
+    from sidecar_plugin.shell.litellm_launch.__main__ import listening_fd0
+
+    fd = listening_fd0()
+    return None if fd is None else socket.socket(fileno=fd)
 
 
 def health_socket():
@@ -495,8 +488,9 @@ def main():
             time.sleep(3600)
     inherited = inherited_socket()
     if inherited is None and os.environ.get("SIDECAR_HEALTH_SOCKET"):
-        # rendered as [fcgi-program]: supervisord could not listen on the port, as the launcher says
-        sys.exit("sidecar launcher: fd 0 is not a listening socket: supervisord could not listen on the port")
+        from sidecar_plugin.shell.litellm_launch.__main__ import NO_SOCKET
+
+        sys.exit(NO_SOCKET)  # rendered as [fcgi-program]: supervisord could not listen on the port
     sock = inherited or bind(a.host, a.port, mode.get("elsewhere_if_busy"))
     health = health_socket()
     print(f"fake litellm: listening on http://{a.host}:{a.port} workers={a.num_workers} pid={os.getpid()}"

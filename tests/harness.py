@@ -99,6 +99,19 @@ class CpuHogs:
             p.wait(10)
 
 
+def write_state_doc(path: Any, **fields: Any) -> str:
+    """Write a fresh schema 1 state file of a crashed sidecar (``fields`` change it); return its path."""
+    now = time.time()
+    doc = {"schema": 1, "program": "agentroute-sidecar", "state": "crashed", "since": now, "updated_at": now,
+           "heartbeat_at": now, "pid": None, "port": 4000, "host": "127.0.0.1", "supervisor_state": "BACKOFF",
+           "health": {"ok": None, "checked_at": None, "latency_ms": None, "consecutive_failures": 0},
+           "error": None, "log_tail": [], "listener_pid": os.getpid()}
+    doc.update(fields)
+    with open(path, "w") as fh:
+        json.dump(doc, fh)
+    return str(path)
+
+
 class Sessions:
     """Processes a test starts in sessions of their own, each saying ``up`` when ready; killed by group after."""
 

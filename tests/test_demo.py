@@ -10,10 +10,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
-from harness import ROOT, poll
+from harness import ROOT, poll, write_state_doc
 
 from sidecar_plugin.core.profile import load_profile
 
@@ -82,15 +81,7 @@ def test_the_demo_profile_is_the_example_sent_to_the_stand_in(tmp_path):
 
 
 def _state(tmp_path, **fields):
-    now = time.time()
-    doc = {"schema": 1, "program": "agentroute-sidecar", "state": "crashed", "since": now, "updated_at": now,
-           "heartbeat_at": now, "pid": None, "port": 4000, "host": "127.0.0.1", "supervisor_state": "BACKOFF",
-           "health": {"ok": None, "checked_at": None, "latency_ms": None, "consecutive_failures": 0},
-           "error": None, "log_tail": ["ERROR: the last words"], "listener_pid": os.getpid()}
-    doc.update(fields)
-    path = tmp_path / "state.json"
-    path.write_text(json.dumps(doc))
-    return str(path)
+    return write_state_doc(tmp_path / "state.json", **{"log_tail": ["ERROR: the last words"], **fields})
 
 
 def test_a_failed_wait_says_why_where_and_what_to_change(tmp_path):

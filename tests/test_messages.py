@@ -5,7 +5,6 @@ supervisord" says how to point at it; log tails leave out LiteLLM's banner;
 a pager or ``head`` closing the output is no error.
 """
 
-import json
 import os
 import signal
 import socket
@@ -15,7 +14,7 @@ import time
 
 import pytest
 
-from harness import CLI, ROOT, poll, run_cli
+from harness import CLI, ROOT, poll, run_cli, write_state_doc
 
 from sidecar_plugin.core.text import banner_line
 from sidecar_plugin.shell.redact import tail_lines
@@ -64,15 +63,8 @@ def test_banner_lines_are_only_the_banners():
 
 
 def _state_doc(path, **fields):
-    now = time.time()
-    doc = {"schema": 1, "program": "agentroute-sidecar", "state": "crashed", "since": now, "updated_at": now,
-           "heartbeat_at": now, "pid": None, "port": 4000, "host": "127.0.0.1", "supervisor_state": "BACKOFF",
-           "health": {"ok": None, "checked_at": None, "latency_ms": None, "consecutive_failures": 0},
-           "error": "exited unexpectedly (pid 7)", "log_tail": [f"line {i} " + "x" * 300 for i in range(40)],
-           "listener_pid": os.getpid()}
-    doc.update(fields)
-    path.write_text(json.dumps(doc))
-    return str(path)
+    return write_state_doc(path, **{"error": "exited unexpectedly (pid 7)",
+                                    "log_tail": [f"line {i} " + "x" * 300 for i in range(40)], **fields})
 
 
 def _closed_pipe():

@@ -14,6 +14,7 @@ import math
 import time
 from typing import Any, Callable, Dict, List, Optional, TypeVar
 
+from sidecar_plugin.core.identity import holder_note
 from sidecar_plugin.errors import BinaryNotFoundError, SidecarError, SidecarStartError
 from sidecar_plugin.names import DEFAULT_HEALTH_TIMEOUT, GAVE_UP_STATES, STALE_AFTER, State
 
@@ -92,10 +93,7 @@ def start_error(doc: Dict[str, Any]) -> SidecarError:
 
 def with_holder(text: str, doc: Dict[str, Any]) -> str:
     """Return ``text`` naming the state's ``port_holder`` (another program on the port), once."""
-    holder = doc.get("port_holder")
-    if not holder or str(holder) in text:
-        return text
-    return f"{text}; the port is held by {holder}, not by the sidecar"
+    return holder_note(text, str(doc["port_holder"]) if doc.get("port_holder") else None) or text
 
 
 def reaped(doc: Dict[str, Any]) -> bool:

@@ -26,21 +26,39 @@ import socket
 import sys
 
 
-def take_listening_socket():
-    """Move the listening socket off fd 0 (LiteLLM's subprocesses must not get it as stdin); return its fd."""
+NO_SOCKET = ("sidecar launcher: fd 0 is not a listening socket: supervisord could not listen on the port "
+             "(another process holds it?), or this was not run as supervisord's [fcgi-program]")
+
+
+def listening_fd0():
+    """Move a listening socket on fd 0 off it (LiteLLM's subprocesses must not get it as stdin); return its fd.
+
+    None when fd 0 is no listening socket (it is left as it is).
+    """
     try:
         fd = os.dup(0)
+    except OSError:
+        return None
+    try:
         sock = socket.socket(fileno=os.dup(fd))
         listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
         sock.close()
     except OSError:
         listening = 0
     if not listening:
-        sys.exit("sidecar launcher: fd 0 is not a listening socket: supervisord could not listen on the port "
-                 "(another process holds it?), or this was not run as supervisord's [fcgi-program]")
+        os.close(fd)
+        return None
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
+    return fd
+
+
+def take_listening_socket():
+    """Return the fd of the listening socket supervisord handed over; exit saying why when there is none."""
+    fd = listening_fd0()
+    if fd is None:
+        sys.exit(NO_SOCKET)
     return fd
 
 
