@@ -12,8 +12,11 @@ no network. Peers run in the same process, against the same stand-in:
 
 Then the traffic section (benchmarks/traffic_bench.py): the real LiteLLM
 under traffic, side by side with plain supervisord: requests failed and
-streams cut during apply, stop, a worker SIGKILL and a parent SIGKILL, and
-false hang kills under overload.
+streams cut during apply and stop, and false hang kills under overload; and
+the port-never-closes section (benchmarks/port_bench.py): every supervision
+event (SIGKILL of the main process or a worker, restart, stop + start, a hang
+kill, apply of a worker count or of another LiteLLM install) with refused,
+failed, cut and the longest wait, and the memory of each setup.
 
 Writes benchmarks/RESULTS.md and benchmarks/latency.png.
 
@@ -444,8 +447,10 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="3 repetitions, 5 s idle: a smoke test")
     p.add_argument("--out", default=HERE)
     p.add_argument("--no-traffic", action="store_true", help="skip the traffic section (real LiteLLM)")
-    p.add_argument("--traffic", default="apply,stop,worker_kill,parent_kill,overload",
+    p.add_argument("--traffic", default="apply,stop,overload",
                    help="the traffic scenarios to run, comma-separated")
+    p.add_argument("--port-events", default="main_kill,worker_kill,restart,stop_start,hang_kill,workers_apply,"
+                   "binary_apply", help="the port-never-closes events to run (real LiteLLM), comma-separated")
     a = p.parse_args()
     if a.quick:
         a.reps, a.idle = 3, 5.0
@@ -478,11 +483,15 @@ def main() -> int:
 
         tb = TrafficBench(root, b.log)
         try:
-            tb.run(a.traffic.split(","))
+            tb.run([t for t in a.traffic.split(",") if t])
+            from port_bench import PortBench
+
+            pb = PortBench(tb)
+            pb.run([e for e in a.port_events.split(",") if e])
         finally:
             tb.close()
             tb.stop_upstream()
-        traffic = tb.table()
+        traffic = tb.table() + [""] + pb.table()
     text = report(b, idle, started, [os.path.relpath(sys.executable), "benchmarks/run.py"] + sys.argv[1:], traffic)
     with open(os.path.join(a.out, "RESULTS.md"), "w") as fh:
         fh.write(text)

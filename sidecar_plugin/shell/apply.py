@@ -12,7 +12,8 @@ and apply says so), and waits until each restarted sidecar is ``running``.
 A change LiteLLM reads from ``litellm.yaml`` under an unchanged command
 (supervisord cannot see inside it) is applied without dropping a request, by a
 rolling reload of the workers (``shell.reload``); a sidecar of one worker is
-restarted.
+restarted. A LiteLLM installed anew since a sidecar started (``pip install -U
+litellm``: no file or command changes) is restarted too (``shell.installed``).
 
 When a sidecar does not come up (or its new workers do not), the previous files
 are restored and the same steps run again, so the host is back on the
@@ -43,6 +44,7 @@ from sidecar_plugin.shell import control
 from sidecar_plugin.shell.build import Rendered, write
 from sidecar_plugin.shell.changes import drifted, keeps_accepting, our_groups, restart_reasons
 from sidecar_plugin.shell.files import Snapshot, restore, snapshot
+from sidecar_plugin.shell.installed import reinstalled
 from sidecar_plugin.shell.reload import reloadable, rolling_reload
 from sidecar_plugin.shell.settle import wait_settled
 from sidecar_plugin.shell.statefile import state_dict
@@ -93,6 +95,7 @@ class Applier:
         self.reloaded: List[str] = []
         self.why_restart = why_restart or {}
         self.keeps_accepting: Set[str] = set()  # programs whose port stays open through a restart
+        self.reinstalled: Dict[str, str] = {}  # program -> why its live LiteLLM is older than its install
 
     # -- supervisord --
     def _update(self, ours: Set[str]) -> Set[str]:
@@ -119,6 +122,18 @@ class Applier:
     def _stop_group(self, name: str) -> None:
         tolerate(lambda: self.rpc.supervisor.stopProcessGroup(name, True), (Faults.BAD_NAME,))
 
+    def _say_restart(self, s: RenderOptions, fresh_groups: Set[str]) -> None:
+        """Say, before it happens, why a sidecar restarts and what its clients see meanwhile."""
+        why = (f"{self.why_restart[s.program]} changed" if s.group_name in fresh_groups
+               and s.program in self.why_restart else self.reinstalled.get(s.program))
+        if why:
+            cost = "wait in the port's queue" if s.program in self.keeps_accepting else "are refused"
+            self.say(f"{s.program}: needs a restart ({why}): in-flight "
+                     f"requests drain for up to {s.stop_timeout} s, new connections {cost} until it runs")
+        elif s.workers < 2 and s.group_name not in fresh_groups:
+            self.say(f"{s.program}: runs one worker, so the change needs a restart (with --workers 2 or "
+                     "more, apply replaces workers without dropping a request)")
+
     def _restart(self, s: RenderOptions, fresh_groups: Set[str]) -> None:
         name = s.process_name
         if s.group_name not in fresh_groups:
@@ -141,20 +156,15 @@ class Applier:
                                f"{os.path.join(self.rendered.out_dir, SIDECAR_CONF)} to the files of its [include]")
         restarted = []
         for s in self.rendered.sidecars:
-            touched = s.group_name in fresh_groups or s.config_path in changed_configs
+            new_code = s.program in self.reinstalled
+            touched = s.group_name in fresh_groups or s.config_path in changed_configs or new_code
             if not (touched and (s.autostart or was_live.get(s.process_name) in WAS_LIVE)):
                 continue
-            if reloadable(self.rpc, s, fresh_groups):
+            if not new_code and reloadable(self.rpc, s, fresh_groups):
                 rolling_reload(self.rpc, s, self.reload_timeout, self.say)
                 self.reloaded.append(s.program)
                 continue
-            if s.group_name in fresh_groups and s.program in self.why_restart:
-                cost = "wait in the port's queue" if s.program in self.keeps_accepting else "are refused"
-                self.say(f"{s.program}: needs a restart ({self.why_restart[s.program]} changed): in-flight "
-                         f"requests drain for up to {s.stop_timeout} s, new connections {cost} until it runs")
-            elif s.workers < 2 and s.group_name not in fresh_groups:
-                self.say(f"{s.program}: runs one worker, so the change needs a restart (with --workers 2 or "
-                         "more, apply replaces workers without dropping a request)")
+            self._say_restart(s, fresh_groups)
             self._restart(s, fresh_groups)
             restarted.append(s.program)
         for s in self.rendered.sidecars:
@@ -200,6 +210,7 @@ def apply(rendered: Rendered, rpc: Any, timeout: float, say: Callable[[str], Non
     was_live = _safe_live(rpc)
     applier = Applier(rendered, rpc, timeout, say, reload_timeout, restart_reasons(rendered, snap))
     applier.keeps_accepting = keeps_accepting(rendered, snap)
+    applier.reinstalled = reinstalled(rendered.sidecars)
     for line in before_write:
         say(line)
     outcome = Outcome(files=write(rendered))

@@ -130,6 +130,16 @@ def answer_fresh_connections():
         cls.shutdown = shutdown
 
 
+def litellm_version():
+    """The version of the LiteLLM this interpreter imports (said in the log: apply restarts for a new one)."""
+    try:
+        import importlib.metadata
+
+        return importlib.metadata.version("litellm")
+    except Exception:  # noqa: BLE001 (only said)
+        return "(version unknown)"
+
+
 def parse(argv):
     p = argparse.ArgumentParser(prog="sidecar launcher")
     p.add_argument("--config", required=True)
@@ -164,8 +174,8 @@ def main(argv=None):
     private = health_socket()
     if private is not None:
         sockets.append(private)
-    print("sidecar launcher: pid %d serves port %d (fd %d) with %d worker(s)"
-          % (os.getpid(), args.port, fd, args.num_workers), flush=True)
+    print("sidecar launcher: pid %d serves port %d (fd %d) with %d worker(s), LiteLLM %s"
+          % (os.getpid(), args.port, fd, args.num_workers, litellm_version()), flush=True)
     if args.num_workers > 1:
         Multiprocess(config, sockets=sockets).run()
     else:
