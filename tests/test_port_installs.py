@@ -15,11 +15,13 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import time
 
 import psutil
 import pytest
 
 from harness import FAKE_LITELLM, poll
+from sidecar_plugin.shell.installed import SAME_START, started_at
 from test_port import assert_nothing_lost, running, under_traffic
 
 pytestmark = pytest.mark.integration
@@ -75,7 +77,8 @@ def test_a_new_litellm_in_place_or_elsewhere_is_applied_without_a_refused_connec
     assert unchanged.returncode == 0 and "needs a restart" not in unchanged.stdout, unchanged.stdout
     assert sc.state().pid == st.pid
 
-    # pip install -U litellm, in place: no file or command changes
+    # pip install -U litellm, in place: no file or command changes (later than an install at its start can be)
+    poll(lambda: time.time() > started_at(st.pid) + SAME_START, 10, what="the sidecar older than SAME_START")
     traffic = under_traffic(sc)
     first.set_version("1.0.1")
     res = sc.apply()

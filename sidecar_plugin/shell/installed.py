@@ -25,6 +25,10 @@ from sidecar_plugin.shell.statefile import state_dict
 PROBE = ("import importlib.metadata as m, importlib.util as u; s = u.find_spec('litellm'); "
          "print(m.version('litellm')); print(s.origin if s else '')")
 PROBE_TIMEOUT = 30.0
+# A process's start time comes from the kernel's boot time in whole seconds (psutil: up to 1 s early); an install
+# less than this after it cannot be told from one before it, and is what it loaded: LiteLLM imports itself
+# seconds after its process starts.
+SAME_START = 2.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,6 @@ def reinstalled(sidecars) -> Dict[str, str]:
         if head[0] not in asked:
             asked[head[0]] = install_of(head[0])
         now = asked[head[0]]
-        if now is not None and now.installed_at > since:
+        if now is not None and now.installed_at > since + SAME_START:
             out[s.program] = f"LiteLLM {now.version} installed since it started"
     return out
