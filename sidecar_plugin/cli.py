@@ -140,7 +140,17 @@ def _render_options(r: argparse.ArgumentParser) -> None:
                    "the rendered files and the folder are given to it)")
     r.add_argument("--metrics-file", help="the listener writes Prometheus text metrics here (node_exporter's "
                    "textfile collector)")
+    _budget_options(r)
     _reset_option(r)
+
+
+def _budget_options(r: argparse.ArgumentParser) -> None:  # a worker's memory, and LiteLLM's recycling by count
+    for flag, kind, text in (
+            ("--memory-budget", int, "MB (PSS) per LiteLLM worker: one over it is replaced gracefully (default off)"),
+            ("--memory-every", _checked(positive_number), "seconds between memory samples (default 10)"),
+            ("--max-requests", int, "LiteLLM's --max_requests_before_restart (default off)"),
+            ("--max-requests-jitter", int, "LiteLLM's --max_requests_before_restart_jitter")):
+        r.add_argument(flag, type=kind, help=text)
 
 
 def _reset_option(r: argparse.ArgumentParser) -> None:  # forget what an earlier render was given (core.remember)

@@ -58,10 +58,41 @@ def status_lines(doc: Dict[str, Any], program: str, now: Optional[float] = None,
                          "started again by the listener until stopped")
         else:
             lines.append(f"  retry: attempt {retry['attempt']} under way")
+    lines += memory_lines(doc, now)
     log_tail = doc.get("log_tail") or []
     if state == State.CRASHED and log_tail:
         lines.append("  last lines of its log:")
         lines.extend("    " + printable(str(line)) for line in log_tail[-tail:])
+    return lines
+
+
+def memory_lines(doc: Dict[str, Any], now: float) -> List[str]:
+    """Each process's memory against the budget, the replacements, a back-off (``core.budget``)."""
+    mem = doc.get("memory") if isinstance(doc.get("memory"), dict) else {}
+    procs = [p for p in mem.get("processes") or [] if isinstance(p, dict)]
+    if not procs and not mem.get("replacements") and not mem.get("backoffs"):
+        return []
+    budget = mem.get("budget_mb")
+    head = f"  memory ({str(mem.get('measure') or 'pss').upper()}): " + ", ".join(
+        f"{'main' if p.get('role') == 'main' else 'worker'} {p.get('pid')} {float(p.get('mb') or 0):.0f} MB"
+        for p in procs)
+    lines = [printable(head + (f"; budget {budget:g} MB per worker" if isinstance(budget, (int, float))
+                               else "; no budget (--memory-budget)"))]
+    last = mem.get("last") if isinstance(mem.get("last"), dict) else {}
+    if mem.get("replacements") or mem.get("failures"):
+        text = f"  replaced over budget: {mem.get('replacements') or 0}, failed: {mem.get('failures') or 0}"
+        if last.get("at"):
+            text += (f" (last: worker {last.get('pid')} at {last.get('mb')} MB, {last.get('result')}, "
+                     f"{_ago(now - float(last['at']))} ago)")
+        lines.append(printable(text))
+    replacing = mem.get("replacing")
+    if isinstance(replacing, dict) and replacing.get("asked_at"):
+        lines.append(printable(f"  replacing worker {replacing.get('pid')} ({replacing.get('mb')} MB) for "
+                               f"{_ago(now - float(replacing['asked_at']))}: its replacement serves first"))
+    backoff = mem.get("backoff") if isinstance(mem.get("backoff"), dict) else {}
+    if backoff.get("until") and float(backoff["until"]) > now:
+        lines.append(printable(f"  memory budget backing off for {_ago(float(backoff['until']) - now)} "
+                               f"(back-off {backoff.get('attempt')}): {backoff.get('reason')}"))
     return lines
 
 

@@ -21,7 +21,10 @@ LiteLLM's imports do: on a busy host a slow start that makes progress),
 ``start_stall`` (after that, it stops making progress: sleeps, never binds),
 ``stop_delay`` (seconds it takes to exit on a SIGTERM received before it serves),
 ``elsewhere_if_busy`` (as LiteLLM's CLI does on port 4000: when its port is
-taken it serves on another one, so it never answers on its own).
+taken it serves on another one, so it never answers on its own), ``grow_mb``
+(each ``/v1/messages`` keeps that many MB more, pages touched, at most
+``grow_cap_mb``, default 256: a leaking worker for the memory budget; the
+stand-in has no control socket, so a budget cannot replace its workers).
 It answers what the gateway sends: ``/v1/messages`` and
 ``/v1/messages/count_tokens`` behind the master key (``Authorization: Bearer``
 or ``x-api-key``), an alias it does not serve with LiteLLM's 400.
@@ -217,6 +220,7 @@ class Handler(BaseHTTPRequestHandler):
                 "type": "invalid_request_error",
                 "message": f"anthropic_messages: Invalid model name passed in model={model}. "
                            "Call `/v1/models` to view available models for your key."}})
+        grow(State.mode)
         if body.get("stream"):
             return self._stream(model, float(body.get("stream_seconds") or 0))
         if body.get("delay_seconds"):
@@ -224,6 +228,20 @@ class Handler(BaseHTTPRequestHandler):
         return self._send(200, {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
                                 "content": [{"type": "text", "text": "fake reply"}], "stop_reason": "end_turn",
                                 "usage": {"input_tokens": 1, "output_tokens": 2}})
+
+
+HELD = []  # what a worker keeps per request in the ``grow_mb`` mode, as a leak would (at most ``grow_cap_mb``)
+
+
+def grow(mode):
+    """Keep ``grow_mb`` MB more, every page written so it counts (PSS and RSS), bounded by ``grow_cap_mb`` (256)."""
+    held = sum(len(b) for b in HELD) / 1048576.0
+    mb = min(float(mode.get("grow_mb") or 0), float(mode.get("grow_cap_mb", 256)) - held)
+    if mb > 0:
+        block = bytearray(int(mb * 1048576))
+        block[::4096] = b"\x01" * len(range(0, len(block), 4096))
+        with State.lock:
+            HELD.append(block)
 
 
 def count_tokens(body):

@@ -20,6 +20,7 @@ ISSUE_ALERTS = {  # what operators asked for -> the alert that answers it
     "listener heartbeat stale": "AgentRouteSidecarListenerStale",
     "health latency high": "AgentRouteSidecarHealthLatencyHigh",
     "retries in progress": "AgentRouteSidecarRetrying",
+    "memory budget backing off (issue 24)": "AgentRouteSidecarMemoryBudgetBackoff",
 }
 
 

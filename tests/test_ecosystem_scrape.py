@@ -91,13 +91,14 @@ def node_exporter(tmp_path):
 
 def test_node_exporter_scrapes_the_listener_metrics(make_sidecar, node_exporter):
     metrics_file = os.path.join(node_exporter.dir, "agentroute.prom")
-    sc = make_sidecar(render_args=["--metrics-file", metrics_file])
+    sc = make_sidecar(render_args=["--metrics-file", metrics_file, "--memory-budget", "1024"])
     sc.start_supervisord()
     first = sc.wait_state("running", 30)
 
     # 1. running: the sidecar's series, as node_exporter serves them
     running = sidecar_says("running", up=1, starts_total=1)
-    s = poll(lambda: (lambda x: x if running(x) else None)(node_exporter.scrape()), 30,
+    sampled = lambda x: running(x) and any(name == "agentroute_sidecar_memory_bytes" for name, _ in x)  # noqa: E731
+    s = poll(lambda: (lambda x: x if sampled(x) else None)(node_exporter.scrape()), 30,
              interval=0.2, what="node_exporter serving the running sidecar's series")
     assert s[("node_textfile_scrape_error", ())] == 0
     assert [labels for name, labels in s if name == "node_textfile_mtime_seconds"

@@ -2,7 +2,7 @@
 
 Each LiteLLM install here is what pip leaves: a virtualenv whose ``litellm``
 entry point names its interpreter, a ``litellm`` package and its dist-info. Its
-app is tests/asgi_standin.py (``SIDECAR_APP``), so the sidecar's own launcher
+app is tests/light_app.py (``SIDECAR_APP``), so the sidecar's own launcher
 runs, uvicorn's workers on supervisord's socket included, without LiteLLM's
 start. ``pip install -U litellm`` changes no file render writes: apply must
 see it by itself, say that the sidecar needs a restart and that connections
@@ -65,7 +65,7 @@ def launched_by(pid):
 def test_a_new_litellm_in_place_or_elsewhere_is_applied_without_a_refused_connection(make_sidecar, tmp_path):
     first = FakeInstall(str(tmp_path / "venv-a"), "1.0.0")
     other = FakeInstall(str(tmp_path / "venv-b"), "2.0.0")
-    sc = make_sidecar(workers=2, binary=first.binary, env={"SIDECAR_APP": "asgi_standin:app"})
+    sc = make_sidecar(workers=2, binary=first.binary, env={"SIDECAR_APP": "light_app:app"})
     with open(os.path.join(sc.out, "sidecar.conf")) as fh:
         assert "litellm_launch" in fh.read()  # the launcher serves the app, not the stand-in's own server
     sc.start_supervisord()

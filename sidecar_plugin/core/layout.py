@@ -17,6 +17,7 @@ import re
 from dataclasses import replace
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from sidecar_plugin.core.budget import MAX_BUDGET_MB, MIN_BUDGET_MB
 from sidecar_plugin.core.naming import fleet_programs, program_name
 from sidecar_plugin.core.profile import Profile, ProfileError
 from sidecar_plugin.core.render import Plan, render_sidecar_conf
@@ -89,6 +90,7 @@ def _fleet(profiles: Sequence[Profile], base: RenderOptions,
 
 
 MAX_WORKERS = 64
+MAX_REQUESTS = 100_000_000  # LiteLLM's workers count requests in an int: far beyond any day's traffic
 MAX_SECONDS = 3600  # a health timeout or drain window beyond an hour is a typo, not a plan
 MIN_HANG_WINDOW = 2  # progress is sampled about once a second: a shorter window would call every sidecar hung
 _HOSTNAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")
@@ -108,6 +110,7 @@ def check_options(opts: RenderOptions) -> None:
     if not math.isfinite(opts.hang_window) or not MIN_HANG_WINDOW <= opts.hang_window <= MAX_SECONDS:
         raise RenderError(f"--hang-window: must be a number of seconds from {MIN_HANG_WINDOW} to {MAX_SECONDS} "
                           f"(got {opts.hang_window:g}): the listener samples progress about once a second")
+    check_recycling(opts)
     for flag, value in (("--retry-delay", opts.retry_delay), ("--retry-max-delay", opts.retry_max_delay),
                         ("--retry-reset-after", opts.retry_reset_after)):
         if not math.isfinite(value) or not 0 < value <= 24 * MAX_SECONDS:
@@ -136,3 +139,23 @@ def optional_port(profile: Profile, cli_port: Optional[int]) -> int:
     if cli_port is not None:
         return cli_port
     return profile.port if profile.port is not None else DEFAULT_PORT
+
+
+def check_recycling(opts: RenderOptions) -> None:
+    """Refuse a memory budget or a max-requests that cannot be what the files say, with one line."""
+    if opts.memory_budget is not None and not MIN_BUDGET_MB <= opts.memory_budget <= MAX_BUDGET_MB:
+        raise RenderError(f"--memory-budget: must be a number of MB from {MIN_BUDGET_MB} to {MAX_BUDGET_MB} "
+                          f"(got {opts.memory_budget}); a LiteLLM worker is about 130 MB PSS idle")
+    if not math.isfinite(opts.memory_every) or not 0.5 <= opts.memory_every <= 600:
+        raise RenderError(f"--memory-every: must be a number of seconds from 0.5 to 600 (got {opts.memory_every:g})")
+    if opts.max_requests is not None and not 1 <= opts.max_requests <= MAX_REQUESTS:
+        raise RenderError(f"--max-requests: must be from 1 to {MAX_REQUESTS} (got {opts.max_requests})")
+    if opts.max_requests_jitter is not None:
+        if not opts.max_requests:
+            raise RenderError("--max-requests-jitter: only with --max-requests")
+        if not 0 <= opts.max_requests_jitter <= opts.max_requests:
+            raise RenderError(f"--max-requests-jitter: must be from 0 to --max-requests ({opts.max_requests}) "
+                              f"(got {opts.max_requests_jitter})")
+    if opts.max_requests and opts.workers < 2 and not opts.supervisord_socket:
+        raise RenderError("--max-requests: with --workers 1 where LiteLLM binds the port (a fleet, an IPv6 "
+                          "--host), each recycle would close the port and refuse connections; give --workers 2")

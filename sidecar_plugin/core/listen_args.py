@@ -18,6 +18,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from sidecar_plugin.core.budget import DEFAULT_EVERY
 from sidecar_plugin.core.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER
 from sidecar_plugin.names import DEFAULT_HEALTH_TIMEOUT, DEFAULT_HOST, OWNER_SIDECAR, PORT_OWNERS, fleet_paths, process_name
 
@@ -48,6 +49,8 @@ class ListenerOptions:
     retry_max_delay: float = RETRY_MAX_DELAY
     retry_reset_after: float = RETRY_RESET_AFTER
     port_owner: str = OWNER_SIDECAR
+    memory_budget: Optional[float] = None  # MB per worker (core.budget); None: measured, never acted on
+    memory_every: float = DEFAULT_EVERY
 
     @property
     def rpc_name(self) -> str:
@@ -124,9 +127,13 @@ OPTIONS: Dict[str, Tuple[str, Optional[Callable[[str], object]], object, str]] =
     "--port-owner": ("port_owner", _owner, OWNER_SIDECAR,
                      "who holds the listening socket: sidecar (LiteLLM binds it) or supervisord "
                      "([fcgi-program]: health is probed on the tree's private socket)"),
+    "--memory-budget": ("memory_budget", positive_number, None,
+                        "MB of memory (PSS) per LiteLLM worker; a worker over it is replaced, gracefully"),
+    "--memory-every": ("memory_every", positive_number, DEFAULT_EVERY, "seconds between memory samples"),
 }
-_COMMON = ("host", "health_timeout", "probe_interval", "probe_timeout", "starting_probe_interval",
-           "failure_threshold", "retry_delay", "retry_max_delay", "retry_reset_after", "hang_window", "port_owner")
+_COMMON = ("host", "health_timeout", "probe_interval", "probe_timeout", "starting_probe_interval", "failure_threshold",
+           "retry_delay", "retry_max_delay", "retry_reset_after", "hang_window", "port_owner", "memory_budget",
+           "memory_every")
 
 
 @dataclass(frozen=True)
@@ -240,4 +247,6 @@ def listen_argv(prefix: Sequence[str], sidecars: Sequence[ListenerOptions], root
         argv += ["--hang-window", number(first.hang_window)]
     if first.port_owner != OWNER_SIDECAR:
         argv += ["--port-owner", first.port_owner]
+    if first.memory_budget is not None:
+        argv += ["--memory-budget", number(first.memory_budget), "--memory-every", number(first.memory_every)]
     return argv + (["--metrics-file", metrics_file] if metrics_file else [])

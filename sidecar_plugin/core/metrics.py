@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, List, Mapping
 
+from sidecar_plugin.core.budget import MEMORY_FAMILIES, memory_samples
 from sidecar_plugin.core.counters import CAUSES, Counters
 from sidecar_plugin.names import State
 
@@ -38,7 +39,7 @@ def render_metrics(docs: Iterable[Mapping[str, Any]], now: float) -> str:
         ("heartbeat_timestamp_seconds", "gauge", "unix time the listener last wrote this sidecar's state"),
         ("retry_attempt", "gauge", "number of the listener's current retry of a sidecar down for good, 0 when not retrying"),
         ("next_retry_timestamp_seconds", "gauge", "unix time of the listener's next try to start the sidecar, 0 when none is scheduled"),
-    ]
+    ] + list(MEMORY_FAMILIES)
     out: List[str] = []
     for name, kind, text in families:
         out.append(f"# HELP {PREFIX}{name} {text}")
@@ -77,7 +78,7 @@ def _samples(name: str, doc: Mapping[str, Any], now: float) -> List[str]:
         return [f"{PREFIX}{name}{{{lab}}} {value}"]
     if name == "heartbeat_timestamp_seconds":
         return [f"{PREFIX}heartbeat_timestamp_seconds{{{lab}}} {_num(doc.get('heartbeat_at') or now)}"]
-    return []
+    return memory_samples(name, doc, lab, PREFIX)
 
 
 def retry_of(doc: Mapping[str, Any]) -> "tuple[int, float]":

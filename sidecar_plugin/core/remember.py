@@ -26,7 +26,8 @@ KINDS: Dict[str, str] = {
     "api-key-env": "text", "master-key-env": "text", "health-timeout": "seconds", "stop-timeout": "int",
     "hang-window": "seconds", "retry-delay": "seconds", "retry-max-delay": "seconds",
     "retry-reset-after": "seconds", "state-file": "text", "log-file": "text", "no-autostart": "flag",
-    "user": "text", "metrics-file": "text",
+    "user": "text", "metrics-file": "text", "memory-budget": "int", "memory-every": "seconds",
+    "max-requests": "int", "max-requests-jitter": "int",
 }
 RESET_ALL = "all"
 

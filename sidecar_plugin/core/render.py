@@ -43,7 +43,8 @@ def watch_options(opts: RenderOptions) -> ListenerOptions:
                            config_path=opts.config_path, health_timeout=opts.health_timeout,
                            retry_delay=opts.retry_delay, retry_max_delay=opts.retry_max_delay,
                            retry_reset_after=opts.retry_reset_after, hang_window=opts.hang_window,
-                           port_owner=OWNER_SUPERVISORD if opts.supervisord_socket else OWNER_SIDECAR)
+                           port_owner=OWNER_SUPERVISORD if opts.supervisord_socket else OWNER_SIDECAR,
+                           memory_budget=opts.memory_budget, memory_every=opts.memory_every)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
+
+from sidecar_plugin.core.budget import DEFAULT_EVERY
 
 from sidecar_plugin.core.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER
 from sidecar_plugin.names import (
@@ -58,6 +60,10 @@ class RenderOptions:
     # when --binary is LiteLLM's own entry point; empty: the binary itself serves the socket.
     launcher: Tuple[str, ...] = ()
     port_owner: str = OWNER_SUPERVISORD
+    memory_budget: Optional[int] = None  # MB per worker, the listener's (core.budget); None: off
+    memory_every: float = DEFAULT_EVERY
+    max_requests: Optional[int] = None  # LiteLLM's --max_requests_before_restart (+ its jitter)
+    max_requests_jitter: Optional[int] = None
 
     @property
     def config_path(self) -> str:

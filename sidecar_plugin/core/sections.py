@@ -60,6 +60,12 @@ def sidecar_command(opts: RenderOptions) -> List[str]:
     if opts.workers > 1:
         # uvicorn's rolling replacement (SIGHUP) waits this long for each new worker
         argv += ["--num_workers", str(opts.workers), "--timeout_worker_healthcheck", str(WORKER_HEALTHCHECK)]
+    if opts.max_requests:
+        argv += ["--max_requests_before_restart", str(opts.max_requests)]
+        if opts.max_requests_jitter:
+            argv += ["--max_requests_before_restart_jitter", str(opts.max_requests_jitter)]
+    if opts.memory_budget and head != [opts.binary]:  # the launcher replaces a worker the listener names
+        argv += ["--worker_control"]
     return argv
 
 

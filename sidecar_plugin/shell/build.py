@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sidecar_plugin.core import ini
+from sidecar_plugin.core.budget import DEFAULT_EVERY
 from sidecar_plugin.core.layout import plan
 from sidecar_plugin.core.profile import ProfileError, load_profile
 from sidecar_plugin.core.remember import blamed
@@ -58,6 +59,10 @@ class RenderRequest:
     retry_delay: float = RETRY_DELAY
     retry_max_delay: float = RETRY_MAX_DELAY
     retry_reset_after: float = RETRY_RESET_AFTER
+    memory_budget: Optional[int] = None
+    memory_every: float = DEFAULT_EVERY
+    max_requests: Optional[int] = None
+    max_requests_jitter: Optional[int] = None
     remember: Tuple[Tuple[str, Any], ...] = ()  # the options to record in sidecar.json (core.remember)
     kept: Tuple[Tuple[str, Any, str], ...] = ()  # (option, value, where) of those kept, not given now
 
@@ -120,6 +125,8 @@ def common_options(req: RenderRequest, out_dir: str) -> RenderOptions:
         autostart=not req.no_autostart, user=req.user,
         metrics_file=os.path.abspath(req.metrics_file) if req.metrics_file else "",
         retry_delay=req.retry_delay, retry_max_delay=req.retry_max_delay, retry_reset_after=req.retry_reset_after,
+        memory_budget=req.memory_budget, memory_every=req.memory_every, max_requests=req.max_requests,
+        max_requests_jitter=req.max_requests_jitter,
     )
 
 

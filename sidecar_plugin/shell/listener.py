@@ -5,17 +5,15 @@ an event (superlance's ``httpok`` probes inside the event handler, on ticks):
 
 - the protocol loop (main thread) reads each event, queues it and acknowledges
   it at once, whatever its payload;
-- the prober (``shell.probing``) starts a probe of ``/health/liveliness`` on
-  its own schedule, each in its own thread with an overall deadline: a slow
-  answer never delays the next probe, so a busy sidecar's late answers still
-  arrive and count;
+- the prober (``shell.probing``) starts a probe on its own schedule, each in its own
+  thread with an overall deadline: a busy sidecar's late answers still arrive and count;
 - a pid watcher per sidecar pid wakes the moment that process exits (Linux
   pidfd), well before supervisord's one-second loop notices.
 
-One engine thread owns the model: it feeds every input to ``machine.step``
-and carries out the actions (state file, reaping: ``shell.reaping``, XML-RPC:
-``shell.link``), samples the tree (``shell.observe``) and refreshes the
-heartbeat. It decides nothing itself: every decision is the machine's.
+One engine thread owns the model: it feeds every input to ``machine.step`` and
+carries out the actions (state file, ``shell.reaping``, ``shell.link``), samples the
+tree (``shell.observe``; its memory: ``shell.memory``, deciding by ``core.budget``)
+and the heartbeat. It decides nothing itself: every decision is the core's.
 """
 
 from __future__ import annotations
@@ -29,6 +27,7 @@ from dataclasses import replace
 from typing import Any, Callable, Dict, Optional
 
 from sidecar_plugin.core import machine as m
+from sidecar_plugin.core.budget import BudgetConfig, restored
 from sidecar_plugin.core.events import command_input, event_input
 from sidecar_plugin.core.recovery import recover_input
 from sidecar_plugin.core.retry import Backoff
@@ -39,6 +38,7 @@ from sidecar_plugin.shell import owned
 from sidecar_plugin.shell.files import file_version, keep_private
 from sidecar_plugin.shell.keyfile import KeyFileCache
 from sidecar_plugin.shell.link import SupervisorLink
+from sidecar_plugin.shell.memory import MemoryKeeper
 from sidecar_plugin.shell.metrics import MetricsFile
 from sidecar_plugin.shell.observe import TreeObserver
 from sidecar_plugin.shell.probe import LIVELINESS_PATH, Prober, health_url
@@ -59,11 +59,7 @@ SIGNS_EVERY = 1.0
 
 
 class Listener:
-    """Owns the model; everything that touches the world happens here.
-
-    Collaborators are passed in (``rpc_factory``, streams) so tests can run the
-    loop against fakes, as with superlance's httpok.
-    """
+    """Owns the model; everything that touches the world happens here (collaborators passed in, as httpok's)."""
 
     def __init__(self, opts: ListenerOptions, rpc_factory: Callable[[], Any],
                  clock: Callable[[], float] = time.time, metrics: Optional[MetricsFile] = None) -> None:
@@ -93,6 +89,8 @@ class Listener:
         self.observer = TreeObserver(opts.config_path, opts.port, self.prober.recent_ports, opts.log_file, opts.host,
                                      shared_port=owner)
         self.link = SupervisorLink(rpc_factory, opts.rpc_name, self.log)
+        self.memory = MemoryKeeper(BudgetConfig(opts.memory_budget, opts.memory_every), self.prober.private,
+                                   opts.state_file, self.log)
 
     # -- inputs from other threads --
     def on_event(self, name: str, body: Dict[str, str]) -> None:
@@ -147,6 +145,7 @@ class Listener:
         if prior is not None:
             self.publisher.last_state = prior.state
             self.tracker.adopt(prior.raw.get("tree") or [])
+            self.memory.budget = restored(prior.raw)  # the replacements counted so far
         info = self.link.process_info(attempts=20)
         sup_state = info.get("statename") if info else None
         pid = info.get("pid") or None if info else None
@@ -224,7 +223,7 @@ class Listener:
         if now - self.last_signs >= SIGNS_EVERY:
             self.last_signs = now
             self._observe_tree()
-        if now - self.last_write >= HEARTBEAT_EVERY:
+        if self.memory.tick(self.model, now) or now - self.last_write >= HEARTBEAT_EVERY:
             self._write()
             keep_private(self.opts.log_file)
 
@@ -243,6 +242,7 @@ class Listener:
         error = self.redact(self.model.error) if self.model.error else None
         doc = state_document(self.model, self.opts, now, os.getpid(), self.tracker.identities(), error,
                              self.key_files.lookup(self.opts.config_path))
+        doc["memory"] = self.memory.document()
         self.publisher.publish(doc, self.model.state, now)
 
     # -- watching the pid --

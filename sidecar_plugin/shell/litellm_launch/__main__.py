@@ -147,7 +147,43 @@ def parse(argv):
     p.add_argument("--port", type=int, default=4000)
     p.add_argument("--num_workers", type=int, default=1)
     p.add_argument("--timeout_worker_healthcheck", type=int, default=60)
+    # LiteLLM's CLI flags, mapped to uvicorn's limit_max_requests (+ jitter): a worker retires after so many
+    p.add_argument("--max_requests_before_restart", type=int, default=None)
+    p.add_argument("--max_requests_before_restart_jitter", type=int, default=0)
+    # workers replaceable one by one on the listener's request (a memory budget): uvicorn's supervisor
+    # runs even with one worker, so a replacement serves before the old one drains
+    p.add_argument("--worker_control", action="store_true")
     return p.parse_args(argv)
+
+
+def uvicorn_options(args, uvicorn):
+    """The uvicorn settings LiteLLM's CLI would give: drain window, max requests (+ jitter)."""
+    extra = {"timeout_graceful_shutdown": int(os.environ["GRACEFUL_SHUTDOWN_TIMEOUT"])} \
+        if os.environ.get("GRACEFUL_SHUTDOWN_TIMEOUT", "").isdigit() else {}
+    if args.max_requests_before_restart:
+        from inspect import signature
+
+        extra["limit_max_requests"] = args.max_requests_before_restart
+        jitter = "limit_max_requests_jitter" in signature(uvicorn.Config).parameters  # uvicorn >= 0.41
+        if args.max_requests_before_restart_jitter and jitter:
+            extra["limit_max_requests_jitter"] = args.max_requests_before_restart_jitter
+    return extra
+
+
+def supervise(config, sockets, control):
+    """Run uvicorn's supervisor (with a worker replaceable on request when ``control``) until it exits."""
+    from uvicorn.supervisors import Multiprocess
+
+    if not control:
+        Multiprocess(config, sockets=sockets).run()
+        return
+    try:
+        import worker_replace  # run as `python <this folder>`: its modules are importable by name
+    except ImportError:
+        from sidecar_plugin.shell.litellm_launch import worker_replace
+    supervisor = worker_replace.replacing_multiprocess()(config, sockets=sockets)
+    worker_replace.serve_control(supervisor, os.environ.get("SIDECAR_HEALTH_SOCKET"))
+    supervisor.run()
 
 
 def main(argv=None):
@@ -160,15 +196,15 @@ def main(argv=None):
     os.environ["NUM_WORKERS"] = str(args.num_workers)
     fd = take_listening_socket()
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
 
-    extra = {"timeout_graceful_shutdown": int(os.environ["GRACEFUL_SHUTDOWN_TIMEOUT"])} \
-        if os.environ.get("GRACEFUL_SHUTDOWN_TIMEOUT", "").isdigit() else {}
     config = uvicorn.Config(os.environ.get("SIDECAR_APP", "litellm.proxy.proxy_server:app"), fd=fd,
                             workers=args.num_workers, server_header=False,
-                            timeout_worker_healthcheck=args.timeout_worker_healthcheck, **extra)
+                            timeout_worker_healthcheck=args.timeout_worker_healthcheck, **uvicorn_options(args, uvicorn))
+    # a worker recycled (max requests) or replaced is forked again by uvicorn's supervisor while the
+    # others (or the socket's queue) take the connections: with one worker too, never the launcher's exit
+    supervised = args.num_workers > 1 or bool(args.max_requests_before_restart) or args.worker_control
     answer_fresh_connections()
-    if args.num_workers > 1:
+    if supervised:
         preload(config.app)
     sockets = [config.bind_socket()]
     private = health_socket()
@@ -176,8 +212,8 @@ def main(argv=None):
         sockets.append(private)
     print("sidecar launcher: pid %d serves port %d (fd %d) with %d worker(s), LiteLLM %s"
           % (os.getpid(), args.port, fd, args.num_workers, litellm_version()), flush=True)
-    if args.num_workers > 1:
-        Multiprocess(config, sockets=sockets).run()
+    if supervised:
+        supervise(config, sockets, args.worker_control)
     else:
         uvicorn.Server(config).run(sockets=sockets)
 

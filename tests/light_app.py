@@ -1,0 +1,118 @@
+"""A light ASGI app the sidecar's real launcher serves in place of LiteLLM's (``SIDECAR_APP=light_app:app``).
+
+So the integration tests exercise the launcher itself (uvicorn's supervisor,
+the preload, the private health and control sockets, a worker replaced on the
+listener's request) without LiteLLM's 7 to 60 s start. It answers what the
+gateway sends (``/v1/messages``, plain and streamed over ``stream_seconds``,
+behind the master key of the config) and ``/health/liveliness``.
+
+Its memory misbehaves as ``fake_mode.json`` beside the config says:
+``grow_mb`` MB kept by each worker per request (pages touched, so PSS grows),
+at most ``grow_cap_mb`` in all (bounded); ``born_mb`` MB taken at startup by
+a worker born after the first ``NUM_WORKERS`` (a replacement born over budget).
+Births are counted in ``light_births`` beside the config (one byte each).
+"""
+
+import asyncio
+import json
+import os
+
+import yaml
+
+HELD = []  # what this worker keeps, as a leak would
+PAGE = 4096
+
+
+def _folder():
+    return os.path.dirname(os.path.abspath(os.environ.get("CONFIG_FILE_PATH", "litellm.yaml")))
+
+
+def _mode():
+    try:
+        with open(os.path.join(_folder(), "fake_mode.json")) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
+
+
+def _key():
+    try:
+        with open(os.environ.get("CONFIG_FILE_PATH", "")) as fh:
+            return ((yaml.safe_load(fh) or {}).get("general_settings") or {}).get("master_key", "")
+    except OSError:
+        return ""
+
+
+def take(mb):
+    """Keep ``mb`` MB more, every page written (untouched pages would not count in PSS)."""
+    cap = float(_mode().get("grow_cap_mb", 256))
+    mb = min(mb, cap - sum(len(b) for b in HELD) / 1048576.0)
+    if mb <= 0:
+        return
+    block = bytearray(int(mb * 1048576))
+    block[::PAGE] = b"\x01" * len(range(0, len(block), PAGE))
+    HELD.append(block)
+
+
+def born():
+    """Count this worker's birth; a replacement (born after the first NUM_WORKERS) may start big."""
+    fd = os.open(os.path.join(_folder(), "light_births"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, b".")
+        index = os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+    if index > int(os.environ.get("NUM_WORKERS", "1")) and _mode().get("born_mb"):
+        take(float(_mode()["born_mb"]))
+
+
+async def _body(receive):
+    data = b""
+    while True:
+        msg = await receive()
+        data += msg.get("body", b"")
+        if not msg.get("more_body"):
+            return data
+
+
+async def _send(send, status, body, ctype=b"application/json"):
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", ctype)]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _messages(scope, receive, send):
+    headers = dict(scope["headers"])
+    given = headers.get(b"x-api-key", b"") or headers.get(b"authorization", b"").replace(b"Bearer ", b"")
+    request = json.loads(await _body(receive) or b"{}")
+    if given.decode() != _key():
+        return await _send(send, 401, b'{"error": "bad key"}')
+    take(float(_mode().get("grow_mb", 0)))
+    if not request.get("stream"):
+        return await _send(send, 200, json.dumps({"type": "message", "content": [
+            {"type": "text", "text": "pong from %d" % os.getpid()}]}).encode())
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+    seconds, steps = float(request.get("stream_seconds") or 0.5), 10
+    for _ in range(steps):
+        await send({"type": "http.response.body", "body": b"event: content_block_delta\ndata: {}\n\n",
+                    "more_body": True})
+        await asyncio.sleep(seconds / steps)
+    await send({"type": "http.response.body", "body": b"event: message_stop\ndata: {}\n\n"})
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                born()
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/health/liveliness":
+        return await _send(send, 200, b'"I\'m alive!"')
+    if scope["path"] == "/v1/messages" and scope["method"] == "POST":
+        return await _messages(scope, receive, send)
+    await _send(send, 404, b'{"error": "not found"}')
