@@ -14,23 +14,16 @@ import sys
 from typing import Any, Callable, List, Optional, Tuple, Type
 
 from sidecar_plugin import __version__
-from sidecar_plugin.core.listen_args import OPTIONS as LISTEN_OPTIONS, positive_number
-from sidecar_plugin.core.remember import KINDS, RESET_ALL
-from sidecar_plugin.core.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER
+from sidecar_plugin.commands import COMMANDS, CliError
+from sidecar_plugin.core.options.listen_args import OPTIONS as LISTEN_OPTIONS, positive_number
+from sidecar_plugin.core.options.remember import KINDS, RESET_ALL
+from sidecar_plugin.core.listener.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER
 from sidecar_plugin.errors import BinaryNotFoundError, SidecarError, SidecarStartError
 from sidecar_plugin.names import (
     DEFAULT_HEALTH_TIMEOUT, DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, EXIT_FAIL, EXIT_NO_BINARY, EXIT_USAGE, STALE_AFTER, State,
 )
 
 SERVER_URL_HELP = "supervisord URL (default: $SUPERVISOR_SERVER_URL, else unix:///run/supervisor.sock)"
-
-
-class CliError(Exception):
-    """A failure to report as one line with an exit code."""
-
-    def __init__(self, message: str, code: int = EXIT_FAIL) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class _Parser(argparse.ArgumentParser):
@@ -153,7 +146,7 @@ def _budget_options(r: argparse.ArgumentParser) -> None:  # a worker's memory, a
         r.add_argument(flag, type=kind, help=text)
 
 
-def _reset_option(r: argparse.ArgumentParser) -> None:  # forget what an earlier render was given (core.remember)
+def _reset_option(r: argparse.ArgumentParser) -> None:  # forget what an earlier render was given (core.options.remember)
     r.add_argument("--reset", action="append", default=[], metavar="OPTION", choices=sorted(KINDS) + [RESET_ALL],
                    help="an option given to an earlier render or apply is kept (OUT_DIR/sidecar.json) until given "
                         f"again; this puts OPTION (without --; {RESET_ALL}: every one) back to its default")
@@ -161,11 +154,10 @@ def _reset_option(r: argparse.ArgumentParser) -> None:  # forget what an earlier
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run one command; every failure becomes one line on stderr and an exit code."""
-    from sidecar_plugin.commands import COMMANDS
-    from sidecar_plugin.core.profile import ProfileError
-    from sidecar_plugin.core.render_options import RenderError
+    from sidecar_plugin.core.profiles.profile import ProfileError
+    from sidecar_plugin.core.render.options import RenderError
     from sidecar_plugin.display import PipeGuard
-    from sidecar_plugin.shell.supervisor import BadServerUrl
+    from sidecar_plugin.shell.supervisord.supervisor import BadServerUrl
 
     args_list = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args_list
@@ -237,9 +229,9 @@ def _hide_secrets(args_list: List[str]) -> None:
     and master key variables (a profile's bad field may echo one back).
     """
     from sidecar_plugin.display import Redacting
-    from sidecar_plugin.shell.redact import MASK, encoded_forms
-    from sidecar_plugin.shell.previous import kept_options
-    from sidecar_plugin.shell.supervisor import credentials
+    from sidecar_plugin.shell.listener.redact import MASK, encoded_forms
+    from sidecar_plugin.shell.render.previous import kept_options
+    from sidecar_plugin.shell.supervisord.supervisor import credentials
 
     urls = [v.split("=", 1)[-1] if v.startswith("-") and "=" in v else v[2:] if v.startswith("-s") else v
             for v in args_list if "://" in v]

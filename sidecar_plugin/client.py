@@ -14,15 +14,15 @@ from typing import Any, Dict, Optional
 
 from supervisor.xmlrpc import Faults
 
-from sidecar_plugin.core.discovery import commands_from_config_info, sidecars
-from sidecar_plugin.core.endpoint import base_url, with_base_url
-from sidecar_plugin.core.schema import SidecarState, StateUnavailable
+from sidecar_plugin.core.state.discovery import commands_from_config_info, sidecars
+from sidecar_plugin.core.state.endpoint import base_url, with_base_url
+from sidecar_plugin.core.state.schema import SidecarState, StateUnavailable
 from sidecar_plugin.errors import BinaryNotFoundError, SidecarError, SidecarStartError
 from sidecar_plugin.names import DEFAULT_PROGRAM, OWNER_SUPERVISORD, STALE_AFTER, State, process_name
-from sidecar_plugin.shell import control
-from sidecar_plugin.shell.procs import alive, port_is_free, processes
-from sidecar_plugin.shell.statefile import effective_state, read_state, state_dict
-from sidecar_plugin.shell.supervisor import (
+from sidecar_plugin.shell.supervisord import control
+from sidecar_plugin.shell.processes.procs import alive, port_is_free, processes
+from sidecar_plugin.shell.files.statefile import effective_state, read_state, state_dict
+from sidecar_plugin.shell.supervisord.supervisor import (
     MISSING_BINARY, default_server_url, fault_words, public_url, rpc_proxy, stop_window, tell_stop, tolerate,
     unreachable,
 )
@@ -150,7 +150,7 @@ class Sidecar:
             config = self._discover().get("config") or ""
         except StateUnavailable:
             return None
-        from sidecar_plugin.shell.keyfile import find_key_file  # reads YAML: only when the state file cannot say
+        from sidecar_plugin.shell.files.keyfile import find_key_file  # reads YAML: only when the state file cannot say
 
         return find_key_file(config)
 

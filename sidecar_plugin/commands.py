@@ -1,9 +1,8 @@
 """What each ``sidecar-plugin`` command does: wiring the parsed options to the package.
 
-``cli`` parses and maps errors to exit codes; these functions call the
-shells and print what a person (or a configuration-management tool reading
-``changed:``) needs. Imports are local so ``status`` does not pay for
-rendering and ``render`` does not pay for XML-RPC.
+``cli`` parses and maps errors to exit codes (it imports this module, never the reverse); these functions call
+the shells and print what a person (or a tool reading ``changed:``) needs. Imports are local so ``status``
+does not pay for rendering and ``render`` does not pay for XML-RPC.
 """
 
 from __future__ import annotations
@@ -15,26 +14,31 @@ import os
 import sys
 from typing import Any, Callable, Dict, List, Optional
 
-from sidecar_plugin.cli import CliError
 from sidecar_plugin.names import (
     DEFAULT_PROGRAM, EXIT_DOWN, EXIT_FAIL, EXIT_NOT_RUNNING, EXIT_OK, EXIT_REFUSED, EXIT_UNKNOWN, EXIT_USAGE, State,
 )
 
 
+class CliError(Exception):
+    """A failure to report as one line with an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_FAIL) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def render_request(a: argparse.Namespace) -> Any:
     """Return the RenderRequest of the options ``render`` and ``apply`` share, the lines of those that change
-    and the warnings (a record that cannot be read).
-
-    An option not given keeps the value the out-dir's record kept (``core.remember``).
+    and the warnings; an option not given keeps the value the out-dir's record kept (``core.options.remember``).
     """
-    from sidecar_plugin.shell.remembered import given_options, request
+    from sidecar_plugin.shell.render.remembered import given_options, request
 
     return request(a.profiles, a.out_dir, given_options(vars(a)), a.reset)
 
 
 def _checked_request(a: argparse.Namespace) -> None:
     """Every check before the out-dir is locked: bad input writes nothing, not even the folder; warn once."""
-    from sidecar_plugin.shell.build import build
+    from sidecar_plugin.shell.render.build import build
 
     asked = render_request(a)
     for line in asked.warnings + list(build(asked.req, os.environ).warnings):
@@ -42,8 +46,8 @@ def _checked_request(a: argparse.Namespace) -> None:
 
 
 def cmd_render(a: argparse.Namespace) -> int:
-    from sidecar_plugin.shell import build
-    from sidecar_plugin.shell.outlock import out_dir_lock
+    from sidecar_plugin.shell.render import build
+    from sidecar_plugin.shell.files.outlock import out_dir_lock
 
     _checked_request(a)
     with out_dir_lock(a.out_dir):  # then again under the lock: master.key may have just been written
@@ -58,10 +62,10 @@ def cmd_render(a: argparse.Namespace) -> int:
 
 
 def cmd_apply(a: argparse.Namespace) -> int:
-    from sidecar_plugin.shell.apply import ApplyError, apply
-    from sidecar_plugin.shell.build import build
-    from sidecar_plugin.shell.outlock import out_dir_lock
-    from sidecar_plugin.shell.supervisor import default_server_url, rpc_proxy
+    from sidecar_plugin.shell.render.apply import ApplyError, apply
+    from sidecar_plugin.shell.render.build import build
+    from sidecar_plugin.shell.files.outlock import out_dir_lock
+    from sidecar_plugin.shell.supervisord.supervisor import default_server_url, rpc_proxy
 
     _checked_request(a)
     url = a.server_url or default_server_url()
@@ -103,11 +107,11 @@ def _report_apply(outcome: Any, timeout: float) -> int:
 
 
 def cmd_listen(a: argparse.Namespace) -> int:
-    from sidecar_plugin.core.listen_args import ListenArgsError, targets_of
-    from sidecar_plugin.shell import logs
-    from sidecar_plugin.shell.protocol import run
-    from sidecar_plugin.shell.redact import Redactor, secrets_from_config
-    from sidecar_plugin.shell.statefile import own_state_file
+    from sidecar_plugin.core.options.listen_args import ListenArgsError, targets_of
+    from sidecar_plugin.shell.listener import logs
+    from sidecar_plugin.shell.listener.protocol import run
+    from sidecar_plugin.shell.listener.redact import Redactor, secrets_from_config
+    from sidecar_plugin.shell.files.statefile import own_state_file
 
     # stdout is supervisord's protocol channel: keep it private, send fd 1 to stderr.
     proto_out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
@@ -136,8 +140,8 @@ def _programs(a: argparse.Namespace, several: bool = False) -> List[str]:
     all and the other commands ask for ``--program``.
     """
     from sidecar_plugin.client import configured_sidecars
-    from sidecar_plugin.core.schema import StateUnavailable
-    from sidecar_plugin.shell.statefile import read_state
+    from sidecar_plugin.core.state.schema import StateUnavailable
+    from sidecar_plugin.shell.files.statefile import read_state
 
     if a.program:
         return [a.program]
@@ -164,9 +168,9 @@ def _sidecar(a: argparse.Namespace, program: Optional[str] = None) -> Any:
 
 
 def cmd_status(a: argparse.Namespace) -> int:
-    from sidecar_plugin.core.schema import StateUnavailable
+    from sidecar_plugin.core.state.schema import StateUnavailable
     from sidecar_plugin.display import status_lines
-    from sidecar_plugin.shell.statefile import state_dict
+    from sidecar_plugin.shell.files.statefile import state_dict
 
     docs = []
     for program in _programs(a, several=True):
@@ -193,8 +197,8 @@ def cmd_status(a: argparse.Namespace) -> int:
 
 def cmd_wait(a: argparse.Namespace) -> int:
     from sidecar_plugin.display import Progress
-    from sidecar_plugin.shell import control
-    from sidecar_plugin.shell.statefile import state_dict
+    from sidecar_plugin.shell.supervisord import control
+    from sidecar_plugin.shell.files.statefile import state_dict
 
     sc = _sidecar(a)
     path = sc.state_file
@@ -229,7 +233,7 @@ def cmd_stop(a: argparse.Namespace) -> int:
 
 def cmd_endpoint(a: argparse.Namespace) -> int:
     """Print where the gateway sends its requests and where the key it sends is kept; never the key."""
-    from sidecar_plugin.core.schema import StateUnavailable
+    from sidecar_plugin.core.state.schema import StateUnavailable
 
     found = []
     for program in _programs(a, several=True):

@@ -21,12 +21,12 @@ from supervisor.supervisorctl import ControllerPluginBase, LSBStatusExitStatuses
 
 from supervisor.xmlrpc import Faults
 
-from sidecar_plugin.core.listen_args import positive_number
+from sidecar_plugin.core.options.listen_args import positive_number
 from sidecar_plugin.display import status_lines
 from sidecar_plugin.errors import SidecarError
 from sidecar_plugin.names import DEFAULT_PROGRAM, State, process_name
-from sidecar_plugin.shell import control
-from sidecar_plugin.shell.supervisor import fault_words, stop_window, tell_stop, tolerate, unreachable
+from sidecar_plugin.shell.supervisord import control
+from sidecar_plugin.shell.supervisord.supervisor import fault_words, stop_window, tell_stop, tolerate, unreachable
 
 USAGE = """sidecar status [program ...]       show each sidecar's state (all by default)
 sidecar wait [--state S] [--timeout T] [program]   wait until it reaches state S (running)

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import IO, Any, Callable, Dict, List, Optional
 
-from sidecar_plugin.core.text import printable
+from sidecar_plugin.core.state.text import printable
 from sidecar_plugin.names import State
 
 
@@ -67,7 +67,7 @@ def status_lines(doc: Dict[str, Any], program: str, now: Optional[float] = None,
 
 
 def memory_lines(doc: Dict[str, Any], now: float) -> List[str]:
-    """Each process's memory against the budget, the replacements, a back-off (``core.budget``)."""
+    """Each process's memory against the budget, the replacements, a back-off (``core.listener.budget``)."""
     mem = doc.get("memory") if isinstance(doc.get("memory"), dict) else {}
     procs = [p for p in mem.get("processes") or [] if isinstance(p, dict)]
     if not procs and not mem.get("replacements") and not mem.get("backoffs"):

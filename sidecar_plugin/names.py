@@ -28,7 +28,7 @@ DEFAULT_WORKERS = 2
 # finish on stop, restart or a retired worker; LiteLLM's GRACEFUL_SHUTDOWN_TIMEOUT
 # is rendered to it, supervisord's stopwaitsecs a margin above it.
 DEFAULT_STOP_TIMEOUT = 60
-# The outer bound of a start, in seconds: a start is judged by its progress (core.health), and this
+# The outer bound of a start, in seconds: a start is judged by its progress (core.listener.health), and this
 # stays far above LiteLLM's start on a busy host (7-16 s idle, a minute or more beside other work).
 DEFAULT_HEALTH_TIMEOUT = 300.0
 STOP_MARGIN = 5

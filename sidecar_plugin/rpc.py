@@ -17,12 +17,12 @@ from typing import Any, Dict, List
 
 from supervisor.xmlrpc import Faults, RPCError
 
-from sidecar_plugin.core.discovery import sidecars
-from sidecar_plugin.core.endpoint import base_url
-from sidecar_plugin.core.text import printable
+from sidecar_plugin.core.state.discovery import sidecars
+from sidecar_plugin.core.state.endpoint import base_url
+from sidecar_plugin.core.state.text import printable
 from sidecar_plugin.names import DEFAULT_PROGRAM
-from sidecar_plugin.shell import held
-from sidecar_plugin.shell.statefile import state_dict
+from sidecar_plugin.shell.supervisord import held
+from sidecar_plugin.shell.files.statefile import state_dict
 
 API_VERSION = "1.0"
 
@@ -106,7 +106,7 @@ def _int(text: Any) -> int:
 def make_rpcinterface(supervisord: Any, **config: Any) -> SidecarNamespaceRPCInterface:
     """supervisord's rpcinterface factory; takes no options of its own.
 
-    It also holds each sidecar's listening socket (``shell.held``) when
+    It also holds each sidecar's listening socket (``shell.supervisord.held``) when
     supervisord owns it (``[fcgi-program]``): no exit of LiteLLM closes the port.
     """
     interface = SidecarNamespaceRPCInterface(supervisord)

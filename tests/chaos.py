@@ -35,8 +35,8 @@ import requests
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import Sidecar, poll  # noqa: E402
-from sidecar_plugin.core.schema import StateMissing, StateUnavailable  # noqa: E402
-from sidecar_plugin.shell.statefile import read_history, read_state  # noqa: E402
+from sidecar_plugin.core.state.schema import StateMissing, StateUnavailable  # noqa: E402
+from sidecar_plugin.shell.files.statefile import read_history, read_state  # noqa: E402
 
 DETECTION_BOUND = 6.0  # hang detection (~4 s by default) plus slack
 SETTLE = 40.0

@@ -154,7 +154,7 @@ def demo_profile(run: str, base_url: str) -> str:
 
 def port_taken(port: int) -> Optional[str]:
     """Who listens on ``port`` (``pid N name``, or "another process" when it is not ours to see); None: free."""
-    from sidecar_plugin.shell.procs import describe, port_holders, port_is_free
+    from sidecar_plugin.shell.processes.procs import describe, port_holders, port_is_free
 
     if port_is_free("127.0.0.1", port):
         return None
@@ -162,7 +162,7 @@ def port_taken(port: int) -> Optional[str]:
 
 
 def profile_port(path: str) -> int:
-    from sidecar_plugin.core.profile import load_profile
+    from sidecar_plugin.core.profiles.profile import load_profile
 
     return load_profile(path).port or 4000
 
@@ -211,7 +211,7 @@ def ask(state_file: str, source: str, model: str = "agentroute-fast") -> bool:
 
 def explain(state_file: str, log_file: str) -> List[str]:
     """Say why the sidecar is not running, where its log is and what to change (lines to print)."""
-    from sidecar_plugin.shell.statefile import state_dict
+    from sidecar_plugin.shell.files.statefile import state_dict
 
     doc = state_dict(state_file, max_age=float("inf"))
     why = doc.get("error") or f"its state is {doc.get('state')}"

@@ -21,9 +21,9 @@ from typing import Any, Callable, Dict, List, Optional, Set
 import psutil
 
 from sidecar_plugin.names import MARKER_ENV
-from sidecar_plugin.core.schema import StateUnavailable
-from sidecar_plugin.shell.statefile import read_state
-from sidecar_plugin.shell.supervisor import rpc_proxy
+from sidecar_plugin.core.state.schema import StateUnavailable
+from sidecar_plugin.shell.files.statefile import read_state
+from sidecar_plugin.shell.supervisord.supervisor import rpc_proxy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -335,7 +335,7 @@ class Sidecar:
             return False
 
     def history(self) -> List[Dict[str, Any]]:
-        from sidecar_plugin.shell.statefile import read_history
+        from sidecar_plugin.shell.files.statefile import read_history
         return read_history(self.state_file)
 
     def states_until(self, last: str, timeout: float = 10) -> List[str]:

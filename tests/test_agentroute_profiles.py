@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from harness import KEYS, fake_binary, run_cli
-from sidecar_plugin.core.naming import fleet_programs, program_name, program_slug
-from sidecar_plugin.core.profile import Profile, ProfileError, load_profile, name_problem
-from sidecar_plugin.core.render_options import PROGRAM_RE
+from sidecar_plugin.core.render.naming import fleet_programs, program_name, program_slug
+from sidecar_plugin.core.profiles.profile import Profile, ProfileError, load_profile, name_problem
+from sidecar_plugin.core.render.options import PROGRAM_RE
 
 ENV = KEYS
 

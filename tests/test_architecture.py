@@ -7,6 +7,7 @@ rpcinterface) or per request in the gateway (the client) stays light.
 
 import ast
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -46,6 +47,111 @@ def module_name(path: pathlib.Path) -> str:
     return ".".join(rel.parts).replace(".__init__", "")
 
 
+def is_module(name: str) -> bool:
+    rel = pathlib.Path(*name.split("."))
+    return (PKG.parent / rel).with_suffix(".py").is_file() or (PKG.parent / rel / "__init__.py").is_file()
+
+
+def edges(path: pathlib.Path):
+    """Every module ``path`` imports, at the top or inside a function (ast.walk sees both).
+
+    ``from pkg import name`` is an import of the module ``pkg.name`` when there is one.
+    """
+    me = module_name(path)
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names if a.name.startswith("sidecar_plugin"))
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the importing module's package
+                package = me.split(".") if path.name == "__init__.py" else me.split(".")[:-1]
+                base = ".".join(package[:len(package) - node.level + 1] + ([base] if base else []))
+            if not base.startswith("sidecar_plugin"):
+                continue
+            for a in node.names:
+                yield f"{base}.{a.name}" if is_module(f"{base}.{a.name}") else base
+
+
+def cycles(graph):
+    """The strongly connected components of more than one module (Tarjan), and modules importing themselves."""
+    index, low, stack, on, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            part = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                part.append(w)
+                if w == v:
+                    break
+            if len(part) > 1 or v in graph.get(v, ()):
+                found.append(sorted(part))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def import_graph():
+    return {module_name(p): set(edges(p)) for p in PKG.rglob("*.py")}
+
+
+def test_no_import_circle_of_any_length_local_imports_included():
+    assert cycles(import_graph()) == []
+
+
+def test_the_circle_check_sees_local_imports_and_long_circles():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"d"}, "e": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"], ["d"]]
+    local = ("def f():\n    from sidecar_plugin.commands import COMMANDS\n"
+             "    if True:\n        import sidecar_plugin.cli\n")
+    tmp = PKG / "core" / "_probe_local.py"
+    tmp.write_text(local)
+    try:
+        assert set(edges(tmp)) == {"sidecar_plugin.commands", "sidecar_plugin.cli"}
+    finally:
+        tmp.unlink()
+
+
+# the subject folders of each layer; every module of core/ and shell/ lives in one (test_folders_say_what_lives_in_them)
+FOLDERS = {
+    "core": {"listener", "render", "options", "profiles", "state"},
+    "shell": {"listener", "processes", "supervisord", "files", "render", "litellm_launch"},
+}
+# run by path under LiteLLM's own interpreter by installed renders (core.options.readback.LAUNCHER_DIR): never moves
+UNMOVED = {"shell/litellm_launch"}
+
+
+def test_folders_say_what_lives_in_them():
+    """Each layer is folders by subject; each folder's docstring names every module in it."""
+    loose, unnamed, unknown = [], [], []
+    for layer, folders in FOLDERS.items():
+        for path in sorted((PKG / layer).glob("*.py")):
+            if path.name != "__init__.py":
+                loose.append(f"{layer}/{path.name}")
+        for folder in sorted(p for p in (PKG / layer).iterdir() if p.is_dir() and p.name != "__pycache__"):
+            if folder.name not in folders:
+                unknown.append(f"{layer}/{folder.name}")
+                continue
+            doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text())) or ""
+            for path in sorted(folder.glob("*.py")):
+                if path.stem not in ("__init__", "__main__") and not re.search(f"``{path.stem}[`.]", doc):
+                    unnamed.append(f"{layer}/{folder.name}/{path.name}")
+    assert loose == [] and unknown == [] and unnamed == []
+    assert all((PKG / p / "__main__.py").is_file() for p in UNMOVED)
+
+
 def test_imports_point_one_way():
     wrong = []
     for path in PKG.rglob("*.py"):
@@ -71,9 +177,9 @@ def test_the_core_does_no_io_of_processes_sockets_or_supervisord():
 
 def test_client_and_rpc_load_neither_cli_listener_render_apply_requests_nor_yaml():
     code = ("import sys, sidecar_plugin.client, sidecar_plugin.rpc\n"
-            "heavy = ['sidecar_plugin.cli', 'sidecar_plugin.commands', 'sidecar_plugin.shell.listener',\n"
-            "         'sidecar_plugin.core.render', 'sidecar_plugin.core.render_options', 'sidecar_plugin.core.sections',\n"
-            "         'sidecar_plugin.shell.apply', 'requests', 'yaml', 'argparse']\n"
+            "heavy = ['sidecar_plugin.cli', 'sidecar_plugin.commands', 'sidecar_plugin.shell.listener.engine',\n"
+            "         'sidecar_plugin.core.render.files', 'sidecar_plugin.core.render.options', 'sidecar_plugin.core.render.sections',\n"
+            "         'sidecar_plugin.shell.render.apply', 'requests', 'yaml', 'argparse']\n"
             "print(' '.join(m for m in heavy if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == ""
@@ -81,7 +187,7 @@ def test_client_and_rpc_load_neither_cli_listener_render_apply_requests_nor_yaml
 
 def test_get_state_path_builds_no_parser_and_opens_no_socket():
     # what sidecar.getState runs inside supervisord's loop: discovery of the state file
-    from sidecar_plugin.core.discovery import sidecars
+    from sidecar_plugin.core.state.discovery import sidecars
 
     command = ("/v/bin/sidecar-plugin listen --program p --host 127.0.0.1 --port 4000 "
                "--state-file /run/s/state.json --log-file /run/s/l.log --config /run/s/litellm.yaml "

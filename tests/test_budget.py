@@ -1,9 +1,9 @@
-"""The memory budget's decisions (core.budget), as data: which worker, when, and the back-off."""
+"""The memory budget's decisions (core.listener.budget), as data: which worker, when, and the back-off."""
 
 import pytest
 
-from sidecar_plugin.core import budget as bg
-from sidecar_plugin.core.metrics import render_metrics
+from sidecar_plugin.core.listener import budget as bg
+from sidecar_plugin.core.state.metrics import render_metrics
 
 CFG = bg.BudgetConfig(budget_mb=300, every=10, workers=2)  # settle 60 s, back-off 300 s doubling to 3600 s
 T0 = 1_000_000.0

@@ -9,7 +9,7 @@ from harness import poll, run_cli
 from sidecar_plugin.client import (
     BinaryNotFoundError, Sidecar, SidecarStartError, State, StateUnavailable, read_state,
 )
-from sidecar_plugin.shell.supervisor import rpc_proxy
+from sidecar_plugin.shell.supervisord.supervisor import rpc_proxy
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ import yaml
 
 from harness import API_KEY, MASTER_KEY, free_port, poll, run_cli
 from sidecar_plugin.client import Sidecar, state_dict
-from sidecar_plugin.core.endpoint import base_url
-from sidecar_plugin.shell.keyfile import KeyFileCache, find_key_file
-from sidecar_plugin.shell.statefile import write_state
+from sidecar_plugin.core.state.endpoint import base_url
+from sidecar_plugin.shell.files.keyfile import KeyFileCache, find_key_file
+from sidecar_plugin.shell.files.statefile import write_state
 
 GENERATE = {"OPENROUTER_API_KEY": API_KEY, "AGENTROUTE_MASTER_KEY": ""}
 

@@ -12,10 +12,10 @@ import threading
 import time
 
 from harness import free_port, poll
-from sidecar_plugin.core import machine as m
-from sidecar_plugin.core.listen_args import ListenerOptions
+from sidecar_plugin.core.listener import machine as m
+from sidecar_plugin.core.options.listen_args import ListenerOptions
 from sidecar_plugin.names import State
-from sidecar_plugin.shell.listener import Listener
+from sidecar_plugin.shell.listener.engine import Listener
 
 
 class _Supervisor:

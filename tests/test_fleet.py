@@ -9,9 +9,9 @@ import stat
 import pytest
 
 from harness import API_KEY, KEYS as ENV, MASTER_KEY, fake_binary, run_cli
-from sidecar_plugin.core.discovery import sidecars
-from sidecar_plugin.core.layout import assign_ports
-from sidecar_plugin.shell.build import expand_profiles
+from sidecar_plugin.core.state.discovery import sidecars
+from sidecar_plugin.core.render.layout import assign_ports
+from sidecar_plugin.shell.render.build import expand_profiles
 from sidecar_plugin.profile import Profile, ProfileError
 
 
@@ -118,8 +118,8 @@ def test_listener_log_lines_are_redacted_json():
     import io
     import logging
 
-    from sidecar_plugin.shell import logs
-    from sidecar_plugin.shell.redact import Redactor
+    from sidecar_plugin.shell.listener import logs
+    from sidecar_plugin.shell.listener.redact import Redactor
 
     stream = io.StringIO()
     logs.setup(stream, lambda: Redactor(["s3cretvalue"]))

@@ -341,7 +341,7 @@ def test_3_inline_comment_in_a_path_is_refused(area):
 # -- 4. apply's rollback restores owner and mode ---------------------------------------------------------
 
 def test_4_rollback_restores_owner_and_mode(area, user):
-    from sidecar_plugin.shell.files import restore, snapshot
+    from sidecar_plugin.shell.files.rendered import restore, snapshot
 
     name, uid, gid = user
     paths = [os.path.join(area, n) for n in ("litellm.yaml", "master.key")]
@@ -530,7 +530,7 @@ def test_7_redaction_covers_split_encoded_escaped_and_basic_auth():
     import base64
     from urllib.parse import quote
 
-    from sidecar_plugin.shell.redact import Redactor
+    from sidecar_plugin.shell.listener.redact import Redactor
 
     secret = "sk-or-v1-ab/cd+ef=gh_0123456789abcdefXYZ"
     r = Redactor([secret])
@@ -551,7 +551,7 @@ def test_7_redaction_covers_split_encoded_escaped_and_basic_auth():
 # -- 8. the listener's lock and history never follow a link ----------------------------------------------
 
 def test_8_state_lock_and_history_do_not_follow_links(area):
-    from sidecar_plugin.shell.statefile import append_history, lock_state_file
+    from sidecar_plugin.shell.files.statefile import append_history, lock_state_file
 
     victim = write(os.path.join(area, "root-file"), "precious\n")
     state = os.path.join(area, "state.json")
@@ -626,8 +626,8 @@ def test_1_user_layout_runs_under_a_real_supervisord(area, user, user_python):
     import psutil
 
     from harness import SUPERVISORD_CONF, free_port
-    from sidecar_plugin.shell.statefile import read_history, read_state
-    from sidecar_plugin.shell.supervisor import rpc_proxy
+    from sidecar_plugin.shell.files.statefile import read_history, read_state
+    from sidecar_plugin.shell.supervisord.supervisor import rpc_proxy
 
     name, uid, gid = user
     prof, out = write(os.path.join(area, "p.yaml"), PROFILE), os.path.join(area, "out")

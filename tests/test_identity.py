@@ -9,10 +9,10 @@ from dataclasses import replace
 import psutil
 import pytest
 
-from sidecar_plugin.core import machine as m
+from sidecar_plugin.core.listener import machine as m
 from sidecar_plugin.names import MARKER_ENV, State
-from sidecar_plugin.shell import identity
-from sidecar_plugin.shell.procs import born_at
+from sidecar_plugin.shell.processes import identity
+from sidecar_plugin.shell.processes.procs import born_at
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Sessions, free_port, poll  # noqa: E402
@@ -85,8 +85,8 @@ def test_a_reap_that_finds_another_holder_says_so_and_a_free_port_forgets_it():
 
 
 def test_the_state_document_names_the_holder():
-    from sidecar_plugin.core.listen_args import ListenerOptions
-    from sidecar_plugin.core.schema import state_document
+    from sidecar_plugin.core.options.listen_args import ListenerOptions
+    from sidecar_plugin.core.state.schema import state_document
 
     model = replace(starting(), port_holder="pid 5 nginx")
     opts = ListenerOptions(program="p", port=1234, state_file="/x/state.json", log_file="/x/l.log")
@@ -170,8 +170,8 @@ def test_nobody_listening_is_not_an_answer_of_the_sidecar():
 
 HIDEPID_CHECK = r"""
 import json, os, socket, subprocess, sys, time
-from sidecar_plugin.shell import identity
-from sidecar_plugin.shell.procs import tree_pids
+from sidecar_plugin.shell.processes import identity
+from sidecar_plugin.shell.processes.procs import tree_pids
 import psutil
 s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
 code = ("import os, socket, time\n"

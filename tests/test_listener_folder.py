@@ -5,7 +5,7 @@ import os
 import threading
 
 from harness import poll
-from sidecar_plugin.shell.statefile import own_state_file
+from sidecar_plugin.shell.files.statefile import own_state_file
 
 
 class _Log(logging.Handler):

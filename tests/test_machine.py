@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from sidecar_plugin.core import machine as m
+from sidecar_plugin.core.listener import machine as m
 from sidecar_plugin.names import State
 
 CFG = m.Config(health_timeout=20.0, failure_threshold=3)

@@ -3,7 +3,7 @@ what a reap spares, when supervisord is asked. Each used to live in the listener
 
 from dataclasses import replace
 
-from sidecar_plugin.core import machine as m
+from sidecar_plugin.core.listener import machine as m
 from sidecar_plugin.names import State
 
 CFG = m.Config(health_timeout=20.0, failure_threshold=3)

@@ -2,7 +2,7 @@
 
 from dataclasses import replace
 
-from sidecar_plugin.core import machine as m
+from sidecar_plugin.core.listener import machine as m
 from sidecar_plugin.names import State
 
 CFG = m.Config(health_timeout=20.0, failure_threshold=3, hang_window=20.0, stopped_grace=1.5, quiet_window=10.0)

@@ -5,8 +5,8 @@ from dataclasses import replace
 
 import pytest
 
-from sidecar_plugin.core import machine as m
-from sidecar_plugin.core.retry import Backoff, START_SEEN_WITHIN
+from sidecar_plugin.core.listener import machine as m
+from sidecar_plugin.core.listener.retry import Backoff, START_SEEN_WITHIN
 from sidecar_plugin.names import State
 
 BACKOFF = Backoff(first=10.0, cap=300.0, reset_after=600.0)
@@ -224,8 +224,8 @@ def test_a_new_listener_finding_fatal_schedules_a_retry():
 
 
 def test_the_state_document_carries_the_retry():
-    from sidecar_plugin.core.listen_args import ListenerOptions
-    from sidecar_plugin.core.schema import state_document
+    from sidecar_plugin.core.options.listen_args import ListenerOptions
+    from sidecar_plugin.core.state.schema import state_document
 
     model = timed_out(now=20.0)
     opts = ListenerOptions(program="p", port=1234, state_file="/x/state.json", log_file="/x/l.log")

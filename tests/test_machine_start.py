@@ -9,7 +9,7 @@ bound, 20 s without progress (the hang window) as the fast failure.
 
 import pytest
 
-from sidecar_plugin.core import machine as m
+from sidecar_plugin.core.listener import machine as m
 from sidecar_plugin.names import DEFAULT_HEALTH_TIMEOUT, State
 
 CFG = m.Config()  # the defaults a render ships

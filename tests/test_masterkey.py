@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from harness import API_KEY, fake_binary, run_cli
-from sidecar_plugin.core.masterkey import master_key_problem
-from sidecar_plugin.core.litellm_yaml import new_master_key
+from sidecar_plugin.core.render.masterkey import master_key_problem
+from sidecar_plugin.core.render.litellm_yaml import new_master_key
 
 GATEWAY_TOKEN = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"  # 64 hex, like AgentRoute's
 

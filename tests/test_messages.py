@@ -16,8 +16,8 @@ import pytest
 
 from harness import CLI, ROOT, poll, run_cli, write_state_doc
 
-from sidecar_plugin.core.text import banner_line
-from sidecar_plugin.shell.redact import tail_lines
+from sidecar_plugin.core.state.text import banner_line
+from sidecar_plugin.shell.listener.redact import tail_lines
 
 # LiteLLM 1.106.2's start, as its log holds it (escapes included), then the reason it stopped.
 BANNER = [
@@ -157,7 +157,7 @@ def _crash(**fields):
 
 def test_a_start_error_waits_for_the_reap_that_names_the_holder():
     from sidecar_plugin.errors import SidecarStartError
-    from sidecar_plugin.shell import control
+    from sidecar_plugin.shell.supervisord import control
 
     said = "; the port is held by another process (pid 9 nginx), so it cannot start"
     docs = iter([_crash(), _crash(), _crash(port_free=False, port_holder="pid 9 nginx",

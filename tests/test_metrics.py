@@ -2,8 +2,8 @@
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar_plugin.core.counters import Counters, crash_cause
-from sidecar_plugin.core.metrics import render_metrics
+from sidecar_plugin.core.listener.counters import Counters, crash_cause
+from sidecar_plugin.core.state.metrics import render_metrics
 
 
 def doc(program, state, **kw):

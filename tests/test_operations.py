@@ -10,7 +10,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness import KEYS, MASTER_KEY, PROFILE, free_port, poll, run_cli, write
-from sidecar_plugin.core.litellm_yaml import config_version
+from sidecar_plugin.core.render.litellm_yaml import config_version
 
 pytestmark = pytest.mark.integration
 

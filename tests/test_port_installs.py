@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from harness import FAKE_LITELLM, poll
-from sidecar_plugin.shell.installed import SAME_START, started_at
+from sidecar_plugin.shell.render.installed import SAME_START, started_at
 from test_port import assert_nothing_lost, running, under_traffic
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from sidecar_plugin.shell.probe import Prober, health_url
+from sidecar_plugin.shell.listener.probe import Prober, health_url
 
 
 class Server:

@@ -8,11 +8,11 @@ import tempfile
 import yaml
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
-from sidecar_plugin.core.events import event_input, parse_event, parse_headers
-from sidecar_plugin.shell.protocol import protocol_loop
+from sidecar_plugin.core.listener.events import event_input, parse_event, parse_headers
+from sidecar_plugin.shell.listener.protocol import protocol_loop
 from sidecar_plugin.profile import Profile, ProfileError, parse_profile
-from sidecar_plugin.core.schema import StateUnavailable
-from sidecar_plugin.shell.statefile import read_state
+from sidecar_plugin.core.state.schema import StateUnavailable
+from sidecar_plugin.shell.files.statefile import read_state
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -105,7 +105,7 @@ valid_profiles = st.fixed_dictionaries({
 @given(valid_profiles, st.sampled_from(["p.yaml", "p.json"]))
 def test_valid_profiles_always_load_and_render_every_tier(doc, name):
     from sidecar_plugin.profile import alias, openrouter_model
-    from sidecar_plugin.core.litellm_yaml import render_litellm_yaml
+    from sidecar_plugin.core.render.litellm_yaml import render_litellm_yaml
     raw = (json.dumps(doc) if name.endswith(".json") else yaml.safe_dump(doc)).encode()
     prof = parse_profile(raw, name)
     assert dict(prof.models) == doc["models"] and prof.name == doc["name"]
@@ -140,8 +140,8 @@ def _supervisord_reads(include):
 def _render_or_refuse(profiles, out, binary, **extra):
     import shlex
 
-    from sidecar_plugin.core.render_options import RenderError
-    from sidecar_plugin.shell import build
+    from sidecar_plugin.core.render.options import RenderError
+    from sidecar_plugin.shell.render import build
 
     req = build.RenderRequest(profiles=profiles, out_dir=out, binary=binary, **extra)
     try:

@@ -2,9 +2,9 @@
 
 import io
 
-from sidecar_plugin.core import machine as m
-from sidecar_plugin.core.events import event_input, parse_event, parse_headers
-from sidecar_plugin.shell.protocol import protocol_loop
+from sidecar_plugin.core.listener import machine as m
+from sidecar_plugin.core.listener.events import event_input, parse_event, parse_headers
+from sidecar_plugin.shell.listener.protocol import protocol_loop
 
 
 def frame(payload: bytes, eventname: str = "PROCESS_STATE_RUNNING") -> bytes:

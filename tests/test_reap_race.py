@@ -14,13 +14,13 @@ import time
 import psutil
 import pytest
 
-from sidecar_plugin.core import machine as m
-from sidecar_plugin.core.listen_args import ListenerOptions
+from sidecar_plugin.core.listener import machine as m
+from sidecar_plugin.core.options.listen_args import ListenerOptions
 from sidecar_plugin.names import MARKER_ENV, marker_value
-from sidecar_plugin.shell.listener import Listener
-from sidecar_plugin.shell.procs import born_at, tree_pids
-from sidecar_plugin.shell.reaper import TreeTracker
-from sidecar_plugin.shell.reaping import reap
+from sidecar_plugin.shell.listener.engine import Listener
+from sidecar_plugin.shell.processes.procs import born_at, tree_pids
+from sidecar_plugin.shell.processes.reaper import TreeTracker
+from sidecar_plugin.shell.processes.reaping import reap
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Sessions, free_port, poll  # noqa: E402

@@ -6,9 +6,9 @@ import os
 import pytest
 
 from harness import KEYS, fake_binary, run_main
-from sidecar_plugin.core.remember import KINDS, changes, merge, problem, recorded
+from sidecar_plugin.core.options.remember import KINDS, changes, merge, problem, recorded
 from sidecar_plugin.names import DEFAULT_HEALTH_TIMEOUT
-from sidecar_plugin.shell.build import RenderRequest
+from sidecar_plugin.shell.render.build import RenderRequest
 
 DEFAULTS = {"health-timeout": 20.0, "workers": 2, "no-autostart": False, "state-file": None, "user": ""}
 

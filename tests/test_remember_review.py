@@ -10,8 +10,8 @@ import os
 import pytest
 
 from harness import KEYS, fake_binary, run_main
-from sidecar_plugin.core.readback import read_back
-from sidecar_plugin.core.remember import blamed, profile_takes_port
+from sidecar_plugin.core.options.readback import read_back
+from sidecar_plugin.core.options.remember import blamed, profile_takes_port
 
 # what `render --port 4100 --workers 1 --health-timeout 60` wrote at 08d59be (before options were kept)
 OLD_CONF = """; Rendered by sidecar-plugin from {out}/../p.yaml; re-render instead of editing.

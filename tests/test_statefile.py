@@ -8,8 +8,8 @@ import time
 import pytest
 
 from sidecar_plugin.client import State, StateUnavailable, effective_state, read_state
-from sidecar_plugin.core.schema import StateMissing
-from sidecar_plugin.shell.statefile import (
+from sidecar_plugin.core.state.schema import StateMissing
+from sidecar_plugin.shell.files.statefile import (
     LockHeld, append_history, lock_state_file, read_history, write_state,
 )
 
@@ -84,7 +84,7 @@ def test_second_lock_is_refused(tmp_path):
 
 
 def test_log_tail_leaves_out_the_listeners_own_probes(tmp_path):
-    from sidecar_plugin.shell.redact import tail_lines
+    from sidecar_plugin.shell.listener.redact import tail_lines
 
     log = tmp_path / "litellm.log"
     lines = ["fatal: cannot load config"] + ['INFO: 127.0.0.1 - "GET /health/liveliness HTTP/1.1" 200 OK'] * 50

@@ -101,7 +101,7 @@ def test_a_wedged_supervisord_does_not_hang_a_client(tmp_path):
     """A socket that accepts and never answers: the call ends with an error, not never."""
     import socket
 
-    from sidecar_plugin.shell.supervisor import rpc_proxy
+    from sidecar_plugin.shell.supervisord.supervisor import rpc_proxy
 
     path = str(tmp_path / "wedged.sock")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -1,6 +1,7 @@
 """LiteLLM's launcher on a listening socket supervisord owns: run this folder, not this package.
 
 ``python <this folder> --config C ...`` runs ``__main__.py`` with LiteLLM's own
-interpreter; the folder holds nothing else, so nothing in it shadows a module
+interpreter; the folder holds nothing else (but ``worker_replace``, the
+replacement of one chosen worker on request), so nothing in it shadows a module
 LiteLLM imports.
 """

@@ -1,0 +1,158 @@
+"""Health: when a starting sidecar becomes ``running``, and when a running one is hung.
+
+Hung means no progress, never slowness: under overload a sidecar's health
+answers queue behind real requests and arrive late, and killing it then would
+cut every request in flight. So a slow answer still counts, a tree that
+accepts connections is serving, and only silence (or a main process that is
+stopped, or a tree that uses no CPU) ends a run.
+
+A start is judged the same way, by progress and not by the clock: on a busy
+host LiteLLM needs a minute or more to import and bind, and stopping it at a
+fixed 20 s stopped every start. A starting tree that uses CPU, writes its log
+or brings up a worker is working, however long it takes; a start fails fast
+only when it shows none (``start_failure``), and the health timeout stays as
+an outer bound far above any start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Optional
+
+from sidecar_plugin.core.listener.actions import CaptureLogTail, KillHung, Result, StopProgram, Write
+from sidecar_plugin.core.listener.inputs import Probe, TreeSigns, Workers
+from sidecar_plugin.core.listener.model import Config, Model
+from sidecar_plugin.core.listener.moves import crash, enter
+from sidecar_plugin.names import State
+
+# CPU seconds a tree must use over a window to count as working (an idle or blocked one uses none).
+IDLE_CPU = 0.005
+# A starting tree works when it uses at least this share of one core over the hang window (20 s:
+# 0.5 CPU-seconds). An import starved by CPU hogs still gets far more; an idle uvicorn parent that
+# only pings its workers twice a second uses about 0.0065 (measured: 130 ms in 20 s), so a start
+# stuck once its workers are forked is a stall, not progress.
+START_CPU_SHARE = 0.025
+# Two birth times closer than this are one worker (they are re-read each sample and drift by ms).
+SAME_BIRTH = 1.0
+# How long another process must hold the port while the sidecar starts before the start fails
+# (an orphan of the previous tree is reaped within this).
+FOREIGN_GRACE = 3.0
+
+
+def on_probe(m: Model, p: Probe, now: float, cfg: Config) -> Result:
+    """Count a probe of the current run: a healthy one makes a start ``running``; failures feed the hang rule."""
+    if p.started_at < m.since or not m.probing:
+        return m, []
+    if p.ok:
+        m = replace(m, health_ok=True, checked_at=now, latency_ms=p.latency_ms, failures=0, answered_at=now,
+                    cpu_base=(m.cpu, now) if m.cpu is not None else None)
+        if m.state is State.STARTING:
+            return enter(m, State.RUNNING, now, starting_since=None), [Write()]
+        return m, []
+    m = replace(m, health_ok=False, checked_at=now, latency_ms=p.latency_ms, failures=m.failures + 1,
+                probe_detail=p.detail)
+    return judge_hang(m, now, cfg)
+
+
+def on_signs(m: Model, s: TreeSigns, now: float, cfg: Config) -> Result:
+    """Record the tree's signs: since when its main process is stopped, its CPU and (starting) its progress."""
+    stopped_at = (m.stopped_at if m.stopped_at is not None else now) if s.stopped else None
+    cpu_base = m.cpu_base if m.cpu_base is not None or s.cpu is None else (s.cpu, now)
+    accepted_at = now if s.accepted else m.accepted_at
+    m = replace(m, stopped_at=stopped_at, cpu=s.cpu, cpu_base=cpu_base, accepted_at=accepted_at)
+    if m.state is State.STARTING:
+        return _start_progress(m, s, now, START_CPU_SHARE * cfg.hang_window), []
+    return judge_hang(m, now, cfg)
+
+
+def on_workers(m: Model, w: Workers, now: float) -> Model:
+    """A worker born or retired while it starts is progress (uvicorn brings them up one by one)."""
+    born = tuple(w.born)
+    changed = len(born) != len(m.workers) or any(all(abs(b - o) >= SAME_BIRTH for o in m.workers) for b in born)
+    if m.state is State.STARTING and m.progress_at is not None and changed:
+        return replace(m, progress_at=now)
+    return m
+
+
+def _start_progress(m: Model, s: TreeSigns, now: float, working: float) -> Model:
+    """Note whether a starting tree progressed: ``working`` CPU-seconds used, its log written, and who else
+    holds its port."""
+    changes = {}
+    if s.cpu is not None and (m.progress_cpu is None or s.cpu - m.progress_cpu >= working):
+        changes.update(progress_at=now, progress_cpu=s.cpu)
+    if s.log_size is not None:
+        if m.log_size is not None and s.log_size != m.log_size and m.progress_at is not None:
+            changes["progress_at"] = now
+        changes["log_size"] = s.log_size
+    if s.foreign:
+        changes.update(foreign_at=m.foreign_at if m.foreign_at is not None else now, port_holder=", ".join(s.foreign))
+    elif s.foreign is not None and m.foreign_at is not None:  # it went away
+        changes.update(foreign_at=None, port_holder=None)
+    return replace(m, **changes) if changes else m
+
+
+def on_timer(m: Model, now: float, cfg: Config) -> Result:
+    """A start that fails (``start_failure``) is stopped (the retry rule brings it back); a running one may be hung."""
+    if m.state is State.STARTING and m.halted is None and not m.stopping and m.starting_since is not None:
+        why = start_failure(m, now, cfg)
+        if why is None:
+            return m, []
+        return crash(m, now, why, halted="timeout"), [CaptureLogTail(), Write(), StopProgram()]
+    return judge_hang(m, now, cfg)
+
+
+def start_failure(m: Model, now: float, cfg: Config) -> Optional[str]:
+    """Why a start has failed, or None while it may still succeed: progress, not the clock, decides.
+
+    In this order: the health timeout, the outer bound (minutes by default);
+    its main process stopped (SIGSTOP, a debugger) for ``stopped_grace``;
+    another process holding its port for ``FOREIGN_GRACE`` (LiteLLM then
+    binds elsewhere, or not at all); no CPU used, no log line written and no
+    worker born for ``hang_window``. An exit is supervisord's event.
+    """
+    if now - m.starting_since >= cfg.health_timeout:
+        return f"did not become healthy within {cfg.health_timeout:g} s"
+    if m.stopped_at is not None and now - m.stopped_at >= cfg.stopped_grace:
+        return f"its main process is stopped (SIGSTOP or a debugger) while starting, for {now - m.stopped_at:.0f} s"
+    if m.foreign_at is not None and now - m.foreign_at >= FOREIGN_GRACE:
+        return f"cannot start: its port is held by {m.port_holder or 'another process'}, not by the sidecar"
+    if m.progress_at is not None and now - m.progress_at >= cfg.hang_window:
+        return (f"made no progress while starting for {now - m.progress_at:.0f} s "
+                "(no CPU used, no log line written, no worker born)")
+    return None
+
+
+def judge_hang(m: Model, now: float, cfg: Config) -> Result:
+    """Call a running sidecar hung only on absence of progress, never on slowness.
+
+    Probes do not wait on each other and each has an overall deadline, so a
+    busy sidecar's slow answers keep arriving and keep it alive; a tree that
+    accepts new connections is serving, even when its health answers are
+    later than the window. Hung is: no answer and no accepted connection for
+    ``hang_window``; or, sooner where it is certain, a main
+    process stopped (SIGSTOP, a debugger) with no answer since, or no answer
+    for ``quiet_window`` while the whole tree used no CPU.
+    """
+    if m.state is not State.RUNNING or not m.probing:
+        return m, []
+    why = _hang_reason(m, now, cfg)
+    if why is None:
+        return m, []
+    return crash(m, now, why + "; restarting it", halted="hung"), [CaptureLogTail(), Write(), KillHung()]
+
+
+def _hang_reason(m: Model, now: float, cfg: Config) -> Optional[str]:
+    """Why a running sidecar is hung, or None while it shows progress (see ``judge_hang``)."""
+    answered = m.answered_at if m.answered_at is not None else m.since
+    # Serving other requests is progress too: under overload the health answer queues behind them.
+    silent = now - max(answered, m.accepted_at or 0.0)
+    if m.stopped_at is not None and now - m.stopped_at >= cfg.stopped_grace and answered <= m.stopped_at:
+        return (f"stopped answering health checks: its main process is stopped (SIGSTOP or a debugger), "
+                f"no answer for {silent:.0f} s")
+    if silent >= cfg.hang_window and m.failures >= cfg.failure_threshold:
+        return (f"stopped answering health checks (no answer for {silent:.0f} s, "
+                f"{m.failures} failures in a row: {m.probe_detail})")
+    if (silent >= cfg.quiet_window and m.failures >= 1 and m.cpu is not None and m.cpu_base is not None
+            and now - m.cpu_base[1] >= cfg.quiet_window and m.cpu - m.cpu_base[0] < IDLE_CPU):
+        return f"stopped answering health checks (no answer and no CPU used for {silent:.0f} s: {m.probe_detail})"
+    return None

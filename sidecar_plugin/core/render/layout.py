@@ -1,0 +1,161 @@
+"""Where each sidecar of a render goes: its program name, port, folder and files.
+
+Pure: the profiles, the operator's common options and the ports of the
+previous render in, a ``Plan`` out. One profile keeps the contract's layout:
+``DIR/litellm.yaml``, a program named by ``--program`` and its own listener.
+Several profiles become a fleet: each profile ``NAME`` is the program
+``agentroute-NAME`` (``core.render.naming``: ``my work`` is ``agentroute-my-work``)
+with its files in ``DIR/agentroute-NAME/`` (config, state, log), all in one supervisord ``[group:agentroute]``, watched by one listener
+``agentroute-health``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from dataclasses import replace
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from sidecar_plugin.core.listener.budget import MAX_BUDGET_MB, MIN_BUDGET_MB
+from sidecar_plugin.core.render.naming import fleet_programs, program_name
+from sidecar_plugin.core.profiles.profile import Profile, ProfileError
+from sidecar_plugin.core.render.files import Plan, render_sidecar_conf
+from sidecar_plugin.core.render.options import PROGRAM_RE, RenderError, RenderOptions
+from sidecar_plugin.core.render.sections import check_representable
+from sidecar_plugin.names import DEFAULT_PORT, GROUP, LISTENER_SUFFIX, RUN_DIR, fleet_paths
+
+
+def plan(profiles: Sequence[Profile], common: RenderOptions, grouped: bool, cli_port: Optional[int],
+         previous: Mapping[str, int] = {}) -> Plan:
+    """Return the plan of one render; ``previous`` maps program -> the port it had last time."""
+    if grouped:
+        sidecars = _fleet(profiles, common, previous)
+        result = Plan(common.out_dir, tuple(sidecars), common, GROUP)
+    else:
+        one = replace(common, port=optional_port(profiles[0], cli_port))
+        result = Plan(common.out_dir, ((profiles[0], one),), common, None)
+    for opts in result.options:
+        check_options(opts)
+    render_sidecar_conf(result)  # raises RenderError for anything the include could not hold exactly
+    return result
+
+
+def assign_ports(profiles: Sequence[Profile], base: int, previous: Mapping[str, int] = {}) -> Dict[str, int]:
+    """Give each profile its own port: its ``port``, else the one it had, else the next free from ``base``.
+
+    "Free" means not claimed by another profile of the fleet, not "nobody
+    listens there now": the running sidecars hold their own ports, and the
+    same inputs must render the same files. A sidecar keeps the port of the
+    previous render (``previous``: program name -> port), so adding a profile
+    never moves the port of one the gateway already uses.
+    """
+    ports: Dict[str, int] = {}
+    owner: Dict[int, str] = {}
+    for p in profiles:
+        if p.port is not None:
+            if p.port in owner:
+                raise ProfileError(f"{p.source}: port: {p.port} is also the port of profile {owner[p.port]!r}")
+            owner[p.port] = p.name
+            ports[p.name] = p.port
+    for p in profiles:
+        kept = previous.get(program_name(p.name, GROUP))
+        if p.name not in ports and kept is not None and kept not in owner:
+            owner[kept] = p.name
+            ports[p.name] = kept
+    nxt = base
+    for p in profiles:
+        if p.name in ports:
+            continue
+        while nxt in owner:
+            nxt += 1
+        if nxt > 65535:
+            raise RenderError(f"--port: no port left from {base} for profile {p.name!r}")
+        owner[nxt] = p.name
+        ports[p.name] = nxt
+    return ports
+
+
+def _fleet(profiles: Sequence[Profile], base: RenderOptions,
+           previous: Mapping[str, int]) -> List[Tuple[Profile, RenderOptions]]:
+    programs = fleet_programs(profiles, GROUP, reserved={GROUP + LISTENER_SUFFIX})
+    ports = assign_ports(profiles, base.port, previous)
+    result = []
+    for p in sorted(profiles, key=lambda q: q.name):
+        program = programs[p.name]
+        paths = fleet_paths(base.out_dir, program, RUN_DIR if base.user else "")
+        result.append((p, replace(base, out_dir=paths["dir"], program=program, group=GROUP,
+                                  port=ports[p.name], state_file=paths["state-file"], log_file=paths["log-file"])))
+    return result
+
+
+MAX_WORKERS = 64
+MAX_REQUESTS = 100_000_000  # LiteLLM's workers count requests in an int: far beyond any day's traffic
+MAX_SECONDS = 3600  # a health timeout or drain window beyond an hour is a typo, not a plan
+MIN_HANG_WINDOW = 2  # progress is sampled about once a second: a shorter window would call every sidecar hung
+_HOSTNAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")
+
+
+def check_options(opts: RenderOptions) -> None:
+    """Refuse options supervisord or LiteLLM would choke on, with one line."""
+    if not PROGRAM_RE.match(opts.program):
+        raise RenderError(f"--program: must match [A-Za-z0-9][A-Za-z0-9._-]* (got {opts.program!r})")
+    if not 1 <= opts.port <= 65535:
+        raise RenderError(f"--port: must be from 1 to 65535 (got {opts.port})")
+    if not 1 <= opts.workers <= MAX_WORKERS:
+        raise RenderError(f"--workers: must be from 1 to {MAX_WORKERS} (got {opts.workers})")
+    if not math.isfinite(opts.health_timeout) or not 0 < opts.health_timeout <= MAX_SECONDS:
+        raise RenderError(f"--health-timeout: must be a number of seconds above 0 and at most {MAX_SECONDS} "
+                          f"(got {opts.health_timeout:g})")
+    if not math.isfinite(opts.hang_window) or not MIN_HANG_WINDOW <= opts.hang_window <= MAX_SECONDS:
+        raise RenderError(f"--hang-window: must be a number of seconds from {MIN_HANG_WINDOW} to {MAX_SECONDS} "
+                          f"(got {opts.hang_window:g}): the listener samples progress about once a second")
+    check_recycling(opts)
+    for flag, value in (("--retry-delay", opts.retry_delay), ("--retry-max-delay", opts.retry_max_delay),
+                        ("--retry-reset-after", opts.retry_reset_after)):
+        if not math.isfinite(value) or not 0 < value <= 24 * MAX_SECONDS:
+            raise RenderError(f"{flag}: must be a number of seconds above 0 and at most a day (got {value:g})")
+    if opts.retry_max_delay < opts.retry_delay:
+        raise RenderError(f"--retry-max-delay: must be at least --retry-delay ({opts.retry_max_delay:g} < "
+                          f"{opts.retry_delay:g})")
+    if not 1 <= opts.stop_timeout <= MAX_SECONDS:
+        raise RenderError(f"--stop-timeout: must be from 1 to {MAX_SECONDS} seconds (got {opts.stop_timeout})")
+    if not _is_host(opts.host):
+        raise RenderError(f"--host: must be an IP address or a host name to bind (got {opts.host[:80]!r})")
+    check_representable(opts)
+
+
+def _is_host(host: str) -> bool:
+    """An IPv4 or IPv6 literal, or a host name of letters, digits, hyphens and dots."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:  # digits and dots that are no IPv4 address are no host name either
+        return bool(_HOSTNAME.match(host)) and not re.fullmatch(r"[0-9.]+", host)
+
+
+def optional_port(profile: Profile, cli_port: Optional[int]) -> int:
+    """Return the sidecar port: the CLI wins, then the profile, then 4000."""
+    if cli_port is not None:
+        return cli_port
+    return profile.port if profile.port is not None else DEFAULT_PORT
+
+
+def check_recycling(opts: RenderOptions) -> None:
+    """Refuse a memory budget or a max-requests that cannot be what the files say, with one line."""
+    if opts.memory_budget is not None and not MIN_BUDGET_MB <= opts.memory_budget <= MAX_BUDGET_MB:
+        raise RenderError(f"--memory-budget: must be a number of MB from {MIN_BUDGET_MB} to {MAX_BUDGET_MB} "
+                          f"(got {opts.memory_budget}); a LiteLLM worker is about 130 MB PSS idle")
+    if not math.isfinite(opts.memory_every) or not 0.5 <= opts.memory_every <= 600:
+        raise RenderError(f"--memory-every: must be a number of seconds from 0.5 to 600 (got {opts.memory_every:g})")
+    if opts.max_requests is not None and not 1 <= opts.max_requests <= MAX_REQUESTS:
+        raise RenderError(f"--max-requests: must be from 1 to {MAX_REQUESTS} (got {opts.max_requests})")
+    if opts.max_requests_jitter is not None:
+        if not opts.max_requests:
+            raise RenderError("--max-requests-jitter: only with --max-requests")
+        if not 0 <= opts.max_requests_jitter <= opts.max_requests:
+            raise RenderError(f"--max-requests-jitter: must be from 0 to --max-requests ({opts.max_requests}) "
+                              f"(got {opts.max_requests_jitter})")
+    if opts.max_requests and opts.workers < 2 and not opts.supervisord_socket:
+        raise RenderError("--max-requests: with --workers 1 where LiteLLM binds the port (a fleet, an IPv6 "
+                          "--host), each recycle would close the port and refuse connections; give --workers 2")

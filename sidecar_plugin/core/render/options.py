@@ -1,0 +1,96 @@
+"""What one render is asked for, what it produces, and how it refuses: the types every render piece shares.
+
+Kept apart from the writers (``core.render.sections`` writes supervisord's sections,
+``core.render.files`` the plan's files) so both can name the options and the error
+without importing each other; ``core.render.files`` still offers every name here,
+since the shells import them from there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+from sidecar_plugin.core.listener.budget import DEFAULT_EVERY
+
+from sidecar_plugin.core.listener.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER
+from sidecar_plugin.names import (
+    DEFAULT_HEALTH_TIMEOUT, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PROGRAM, DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS,
+    LITELLM_YAML, OWNER_SUPERVISORD, process_name,
+)
+
+PROGRAM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+
+
+class RenderError(ValueError):
+    """Bad options or environment; ``str()`` is the one line for the operator."""
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Everything render needs besides the profile and the secrets.
+
+    Paths are absolute: supervisord runs with another working directory and
+    another PATH than the operator's shell.
+    """
+
+    out_dir: str
+    binary: str
+    listener_command: Tuple[str, ...]
+    port: int = DEFAULT_PORT
+    host: str = DEFAULT_HOST
+    program: str = DEFAULT_PROGRAM
+    workers: int = DEFAULT_WORKERS
+    health_timeout: float = DEFAULT_HEALTH_TIMEOUT
+    stop_timeout: int = DEFAULT_STOP_TIMEOUT
+    hang_window: float = 20.0
+    state_file: str = ""
+    log_file: str = ""
+    listener_log_file: str = ""
+    autostart: bool = True
+    user: str = ""
+    metrics_file: str = ""
+    group: str = ""
+    retry_delay: float = RETRY_DELAY
+    retry_max_delay: float = RETRY_MAX_DELAY
+    retry_reset_after: float = RETRY_RESET_AFTER
+    # The interpreter of the --binary install and the launcher it runs (``shell.litellm_launch``),
+    # when --binary is LiteLLM's own entry point; empty: the binary itself serves the socket.
+    launcher: Tuple[str, ...] = ()
+    port_owner: str = OWNER_SUPERVISORD
+    memory_budget: Optional[int] = None  # MB per worker, the listener's (core.listener.budget); None: off
+    memory_every: float = DEFAULT_EVERY
+    max_requests: Optional[int] = None  # LiteLLM's --max_requests_before_restart (+ its jitter)
+    max_requests_jitter: Optional[int] = None
+
+    @property
+    def config_path(self) -> str:
+        return os.path.join(self.out_dir, LITELLM_YAML)
+
+    @property
+    def supervisord_socket(self) -> bool:
+        """Whether supervisord owns the listening socket (``[fcgi-program]``).
+
+        Not in a fleet (supervisord's ``[group:]`` runs its members as plain
+        programs) nor on an IPv6 address (its ``tcp://`` sockets are IPv4).
+        """
+        return self.port_owner == OWNER_SUPERVISORD and not self.group and ":" not in self.host
+
+    @property
+    def group_name(self) -> str:
+        """The supervisord group: the fleet's, else the program's own."""
+        return self.group or self.program
+
+    @property
+    def process_name(self) -> str:
+        """The name supervisord's XML-RPC knows the program by."""
+        return process_name(self.program, self.group)
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    path: str
+    data: bytes
+    mode: int

@@ -1,0 +1,7 @@
+"""The sidecar's process tree, as the kernel tells it: who lives, who listens, who survives.
+
+``procs`` reads the facts (psutil, /proc), ``watch`` waits for an exit (pidfd),
+``signs`` reads what the tree says of itself (stopped, CPU, workers),
+``identity`` who answers on the port, ``reaper`` tracks the tree and
+``reaping`` carries out the machine's ``Reap``.
+"""

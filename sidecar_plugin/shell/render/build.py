@@ -1,0 +1,242 @@
+"""From the operator's render options to every file of one render, in memory.
+
+``render`` and ``apply`` share this: both need every file's bytes before
+anything is written (``apply`` compares them with what is on disk to decide
+whether anything changed, and keeps the old bytes to roll back to). This is
+the shell around ``core.render.layout`` and ``core.render.files``: it reads what they must
+not (profiles and folders, the environment, the LiteLLM binary on PATH, the
+saved master key, the previous render's record, the user database). What an
+earlier render left in the out-dir is read by ``shell.render.previous``; where
+LiteLLM and this package's CLI are installed is found by ``shell.render.executables``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, replace
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from sidecar_plugin.core.render import ini
+from sidecar_plugin.core.listener.budget import DEFAULT_EVERY
+from sidecar_plugin.core.render.layout import plan
+from sidecar_plugin.core.profiles.profile import ProfileError, load_profile
+from sidecar_plugin.core.options.remember import blamed
+from sidecar_plugin.core.listener.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER
+from sidecar_plugin.core.render.files import Plan, render_files
+from sidecar_plugin.core.render.options import RenderError, RenderOptions, RenderedFile
+from sidecar_plugin.names import (
+    DEFAULT_HEALTH_TIMEOUT, DEFAULT_PORT, DEFAULT_PROGRAM, DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, GROUP,
+    LISTENER_LOG_NAME, LITELLM_YAML, LOG_NAME, MASTER_KEY, PROFILE_EXTENSIONS, RECORD_NAME, RUN_DIR, SIDECAR_CONF, STATE_NAME,
+)
+from sidecar_plugin.shell.render.executables import listener_entry_point, litellm_launcher, resolve_binary
+from sidecar_plugin.shell.render.previous import choose_master_key, previous_ports, previous_record
+from sidecar_plugin.shell.files.statefile import history_path
+from sidecar_plugin.shell.render import filewrite, precheck
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    """What the operator asked ``render`` or ``apply`` for (their shared options)."""
+
+    profiles: Sequence[str]
+    out_dir: str
+    port: Optional[int] = None
+    host: str = "127.0.0.1"
+    program: Optional[str] = None
+    binary: str = "litellm"
+    workers: int = DEFAULT_WORKERS
+    api_key_env: str = "OPENROUTER_API_KEY"
+    master_key_env: str = "AGENTROUTE_MASTER_KEY"
+    health_timeout: float = DEFAULT_HEALTH_TIMEOUT
+    stop_timeout: int = DEFAULT_STOP_TIMEOUT
+    hang_window: float = 20.0
+    state_file: Optional[str] = None
+    log_file: Optional[str] = None
+    no_autostart: bool = False
+    user: str = ""
+    metrics_file: Optional[str] = None
+    retry_delay: float = RETRY_DELAY
+    retry_max_delay: float = RETRY_MAX_DELAY
+    retry_reset_after: float = RETRY_RESET_AFTER
+    memory_budget: Optional[int] = None
+    memory_every: float = DEFAULT_EVERY
+    max_requests: Optional[int] = None
+    max_requests_jitter: Optional[int] = None
+    remember: Tuple[Tuple[str, Any], ...] = ()  # the options to record in sidecar.json (core.options.remember)
+    kept: Tuple[Tuple[str, Any, str], ...] = ()  # (option, value, where) of those kept, not given now
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """Every file of one render, the plan they came from, and who must own them."""
+
+    plan: Plan
+    files: Tuple[RenderedFile, ...]
+    owner: Optional[Tuple[int, int]] = None
+
+    @property
+    def out_dir(self) -> str:
+        return self.plan.out_dir
+
+    @property
+    def sidecars(self) -> Tuple[RenderOptions, ...]:
+        return self.plan.options
+
+    @property
+    def listener(self) -> str:
+        return self.plan.listener
+
+    @property
+    def warnings(self) -> Tuple[str, ...]:
+        """The profiles' warning lines (a key that looks like a typo), for the face to print."""
+        return tuple(w for p, _ in self.plan.sidecars for w in p.warnings)
+
+
+def expand_profiles(paths: Sequence[str]) -> Tuple[List[str], bool]:
+    """Return the profile files named (folders opened, sorted) and whether they make a fleet."""
+    files: List[str] = []
+    grouped = len(paths) > 1
+    for path in paths:
+        path = os.path.abspath(path)
+        if os.path.isdir(path):
+            grouped = True
+            found = sorted(os.path.join(path, n) for n in os.listdir(path)
+                           if n.endswith(PROFILE_EXTENSIONS) and not n.startswith("."))
+            if not found:
+                raise ProfileError(f"{path}: no profile in this folder (*.yaml, *.yml or *.json)")
+            files.extend(found)
+        else:
+            files.append(path)
+    return files, grouped
+
+
+def common_options(req: RenderRequest, out_dir: str) -> RenderOptions:
+    """Return the options every sidecar of the render shares (a single one takes them as they are)."""
+    return RenderOptions(
+        out_dir=out_dir, binary="", listener_command=listener_entry_point(),
+        port=req.port if req.port is not None else DEFAULT_PORT, host=req.host,
+        program=req.program or DEFAULT_PROGRAM, workers=req.workers,
+        health_timeout=req.health_timeout, stop_timeout=req.stop_timeout, hang_window=req.hang_window,
+        state_file=os.path.abspath(req.state_file or (os.path.join(out_dir, RUN_DIR, STATE_NAME) if req.user
+                                                      else os.path.join(out_dir, STATE_NAME))),
+        log_file=os.path.abspath(req.log_file or os.path.join(out_dir, LOG_NAME)),
+        listener_log_file=os.path.join(out_dir, LISTENER_LOG_NAME),
+        autostart=not req.no_autostart, user=req.user,
+        metrics_file=os.path.abspath(req.metrics_file) if req.metrics_file else "",
+        retry_delay=req.retry_delay, retry_max_delay=req.retry_max_delay, retry_reset_after=req.retry_reset_after,
+        memory_budget=req.memory_budget, memory_every=req.memory_every, max_requests=req.max_requests,
+        max_requests_jitter=req.max_requests_jitter,
+    )
+
+
+def build(req: RenderRequest, env: Mapping[str, str]) -> Rendered:
+    """Load, validate and render everything in memory; raise a one-line error on bad input.
+
+    An error about an option kept from an earlier render (not given now) says
+    so, and how to forget it (``core.options.remember.blamed``).
+    """
+    try:
+        return _build(req, env)
+    except RenderError as exc:
+        exc.args = (blamed(str(exc), req.kept),)
+        raise
+
+
+def _build(req: RenderRequest, env: Mapping[str, str]) -> Rendered:
+    paths, grouped = expand_profiles(req.profiles)
+    for path in paths:
+        _check_text(path, "--profile")
+    profiles = [load_profile(f) for f in paths]
+    out_dir = os.path.abspath(req.out_dir)
+    if grouped:
+        for flag, value in (("--program", req.program), ("--state-file", req.state_file), ("--log-file", req.log_file)):
+            if value:
+                raise RenderError(f"{flag}: names one sidecar; with several profiles each is {GROUP}-NAME "
+                                  f"with its files in OUT_DIR/{GROUP}-NAME/")
+    common = common_options(req, out_dir)
+    ports = previous_ports(previous_record(out_dir))
+    checked = plan(profiles, common, grouped, req.port, ports)  # every option, before the environment
+    owner = lookup_user(req.user) if req.user else None
+    if owner is not None and os.geteuid() != 0 and owner[0] != os.geteuid():
+        raise RenderError(f"--user {req.user}: render as root (or as {req.user}) so the files can be given to it")
+    _check_places(req, checked.options, owner)
+    api_key = env.get(req.api_key_env, "")
+    if not api_key:
+        raise RenderError(f"{req.api_key_env} is not set: export the OpenRouter API key in it "
+                          "(or name another variable with --api-key-env)")
+    binary = resolve_binary(req.binary, extra_dirs=[os.path.dirname(os.path.abspath(sys.executable))])
+    _check_text(binary, "--binary")
+    the_plan = plan(profiles, replace(common, binary=binary, launcher=litellm_launcher(binary)), grouped, req.port, ports)
+    master_key, keep_file = choose_master_key(env, req.master_key_env, out_dir)
+    files = render_files(the_plan, api_key, master_key, keep_file, dict(req.remember))
+    return Rendered(the_plan, tuple(files), owner)
+
+
+def lookup_user(name: str) -> Tuple[int, int]:
+    """Return (uid, gid) of ``name``, or raise RenderError."""
+    import pwd
+
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        raise RenderError(f"--user: no such user {name!r}") from None
+    return pw.pw_uid, pw.pw_gid
+
+
+def write(rendered: Rendered) -> List[Tuple[str, bool]]:
+    """Write what changed (atomically, never through a link), create the folders and the owner-only logs."""
+    try:
+        return filewrite.write(rendered)
+    except OSError as exc:
+        raise RenderError(f"{exc.filename or rendered.out_dir}: {exc.strerror or exc}") from None
+
+
+def _check_text(value: str, flag: str) -> None:
+    try:
+        ini.check_text(value, flag)
+    except ini.IniError as exc:
+        raise RenderError(str(exc)) from None
+
+
+def _check_places(req: RenderRequest, sidecars: Sequence[RenderOptions], owner: Optional[Tuple[int, int]]) -> None:
+    """Check every place a file goes before anything is written (folders exist, the user can write its own)."""
+    if owner is not None:
+        precheck.check_user(req.user, *owner)
+        if owner[0] != os.geteuid():  # rendering as the user itself crosses no privilege boundary
+            precheck.check_out_dir(req.out_dir, owner[0], req.user, owner[1])
+    uid, gid = owner if owner is not None else (None, None)
+    for s in sidecars:
+        if req.log_file:
+            precheck.check_folder("--log-file", s.log_file)
+        if req.state_file:
+            precheck.check_folder("--state-file", s.state_file, uid, gid, req.user)
+    if req.metrics_file:
+        precheck.check_folder("--metrics-file", req.metrics_file, uid, gid, req.user)
+    _check_distinct(req, sidecars)
+    places = [req.out_dir] + [s.out_dir for s in sidecars] + [s.log_file for s in sidecars]
+    places += [s.listener_log_file for s in sidecars[:1]]
+    if owner is not None:
+        places += [os.path.join(s.out_dir, RUN_DIR) for s in sidecars]
+    for path in places:
+        precheck.check_no_link(path)
+
+
+def _check_distinct(req: RenderRequest, sidecars: Sequence[RenderOptions]) -> None:
+    """Refuse a state, log or metrics file that is another file of the render (or of another sidecar).
+
+    ``--state-file OUT/sidecar.conf`` would have the listener replace
+    supervisord's include with JSON, and supervisord would not start again.
+    """
+    out_dir = os.path.abspath(req.out_dir)
+    taken: Dict[str, str] = {os.path.join(out_dir, n): n for n in (SIDECAR_CONF, RECORD_NAME, MASTER_KEY)}
+    taken.update({s.config_path: LITELLM_YAML for s in sidecars})
+    wanted = [("--state-file", s.state_file) for s in sidecars] + [("--log-file", s.log_file) for s in sidecars]
+    wanted += [("--state-file", history_path(s.state_file)) for s in sidecars]
+    wanted += [("--out-dir", s.listener_log_file) for s in sidecars[:1]]
+    wanted += [("--metrics-file", os.path.abspath(req.metrics_file))] if req.metrics_file else []
+    for flag, path in wanted:
+        path = os.path.abspath(path)
+        if path in taken:
+            raise RenderError(f"{flag}: {path} is also {taken[path]}; give each file a place of its own")
+        taken[path] = f"the {flag[2:]}"

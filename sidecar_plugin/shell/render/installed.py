@@ -1,0 +1,86 @@
+"""Which LiteLLM an install holds, and whether it was installed after a sidecar started.
+
+``pip install -U litellm`` in the sidecar's environment changes no file render
+writes and no command line, so neither supervisord nor apply's comparison of
+files sees it, and the live sidecar runs the old code until it restarts. Apply
+asks the install itself: LiteLLM's interpreter (the one ``--binary``'s entry
+point names) says which ``litellm`` it imports and where; a package file newer
+than the sidecar's main process means that process runs an older install.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import psutil
+
+from sidecar_plugin.shell.render.executables import litellm_launcher
+from sidecar_plugin.shell.files.statefile import state_dict
+
+# Asked of LiteLLM's interpreter: the version and the package's __init__ (found, not imported: LiteLLM's import
+# takes seconds). -E: the interpreter reads no PYTHON* variable of the operator's shell, as under supervisord.
+PROBE = ("import importlib.metadata as m, importlib.util as u; s = u.find_spec('litellm'); "
+         "print(m.version('litellm')); print(s.origin if s else '')")
+PROBE_TIMEOUT = 30.0
+# A process's start time comes from the kernel's boot time in whole seconds (psutil: up to 1 s early); an install
+# less than this after it cannot be told from one before it, and is what it loaded: LiteLLM imports itself
+# seconds after its process starts.
+SAME_START = 2.0
+
+
+@dataclass(frozen=True)
+class Install:
+    version: str
+    origin: str  # litellm/__init__.py
+    installed_at: float  # its ctime: when pip wrote it
+
+
+def install_of(interpreter: str) -> Optional[Install]:
+    """The LiteLLM ``interpreter`` imports, or None when it has none (or cannot say)."""
+    try:
+        res = subprocess.run([interpreter, "-E", "-c", PROBE], capture_output=True, text=True,
+                             timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = res.stdout.splitlines()
+    if res.returncode != 0 or len(lines) < 2 or not lines[1]:
+        return None
+    try:
+        return Install(lines[0].strip(), lines[1], os.stat(lines[1]).st_ctime)
+    except OSError:
+        return None
+
+
+def started_at(pid: object) -> Optional[float]:
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.Error, OSError):
+        return None
+
+
+def reinstalled(sidecars) -> Dict[str, str]:
+    """Map program -> why its live sidecar runs an older LiteLLM than its install now holds.
+
+    Only sidecars whose ``--binary`` is LiteLLM's entry point (an interpreter
+    to ask) and whose state names a live main process are judged.
+    """
+    asked: Dict[str, Optional[Install]] = {}
+    out = {}
+    for s in sidecars:
+        head = litellm_launcher(s.binary)
+        if not head:
+            continue
+        since = started_at(state_dict(s.state_file).get("pid"))
+        if since is None:
+            continue
+        if head[0] not in asked:
+            asked[head[0]] = install_of(head[0])
+        now = asked[head[0]]
+        if now is not None and now.installed_at > since + SAME_START:
+            out[s.program] = f"LiteLLM {now.version} installed since it started"
+    return out
