@@ -15,13 +15,11 @@ from typing import Any, Callable, List, Optional, Tuple, Type
 
 from sidecar_plugin import __version__
 from sidecar_plugin.commands import COMMANDS, CliError
-from sidecar_plugin.core.options.listen_args import OPTIONS as LISTEN_OPTIONS, positive_number
+from sidecar_plugin.core.options.declared import APPLY, BY_FLAG, LISTEN, RENDER, of
+from sidecar_plugin.core.options.values import positive_number, switch
 from sidecar_plugin.core.options.remember import KINDS, RESET_ALL
-from sidecar_plugin.core.listener.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER
 from sidecar_plugin.errors import BinaryNotFoundError, SidecarError, SidecarStartError
-from sidecar_plugin.names import (
-    DEFAULT_HEALTH_TIMEOUT, DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, EXIT_FAIL, EXIT_NO_BINARY, EXIT_USAGE, STALE_AFTER, State,
-)
+from sidecar_plugin.names import EXIT_FAIL, EXIT_NO_BINARY, EXIT_USAGE, STALE_AFTER, State
 
 SERVER_URL_HELP = "supervisord URL (default: $SUPERVISOR_SERVER_URL, else unix:///run/supervisor.sock)"
 
@@ -55,16 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "roll back when the new sidecar does not become healthy")
     _render_options(ap)
     ap.add_argument("-s", "--server-url", default=None, help=SERVER_URL_HELP)
-    ap.add_argument("--timeout", type=_checked(positive_number), default=None,
-                    help="seconds to wait for running (default: the health timeout plus 10; a rolling "
-                         "reload: per worker, the health timeout plus the drain window); then as long again "
-                         "for every sidecar to run (exit 5 when one does not)")
-
-    li = sub.add_parser("listen", help="the supervisord event listener (run by supervisord)")
-    for flag, (attr, parse, default, text) in LISTEN_OPTIONS.items():
-        li.add_argument(flag, dest=attr, type=_checked(parse) if parse is not str else str,
-                        action="append" if attr == "sidecar" else "store",
-                        default=[] if attr == "sidecar" else default, help=text)
+    _declared(ap, APPLY)
+    _declared(sub.add_parser("listen", help="the supervisord event listener (run by supervisord)"), LISTEN)
     _state_commands(sub)
     return p
 
@@ -99,51 +89,25 @@ def _render_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("--profile", dest="profiles", action="append", required=True,
                    help="AgentRoute profile (YAML or JSON) or a folder of them; repeat for several sidecars")
     r.add_argument("--out-dir", required=True, help="folder for the rendered files")
-    r.add_argument("--port", type=int, default=None,
-                   help="sidecar port (default: the profile's, else 4000; several profiles: the first to give out)")
-    r.add_argument("--host", help="address LiteLLM binds (default 127.0.0.1)")
-    r.add_argument("--program", default=None, help="supervisord program name (default agentroute-sidecar)")
-    r.add_argument("--binary", help="LiteLLM executable (default litellm), resolved now to an absolute path")
-    r.add_argument("--workers", type=int,
-                   help=f"LiteLLM --num_workers (default {DEFAULT_WORKERS}: apply replaces workers one at a time, "
-                        "dropping no request; 1 saves about 600 MB but apply must then restart)")
-    r.add_argument("--api-key-env", help="variable holding the OpenRouter key (default OPENROUTER_API_KEY)")
-    r.add_argument("--master-key-env", help="variable holding the master key (default AGENTROUTE_MASTER_KEY; "
-                   "unset: generate one into master.key)")
-    r.add_argument("--health-timeout", type=_checked(positive_number),
-                   help=f"the outer bound of a start, in seconds (default {DEFAULT_HEALTH_TIMEOUT:g}); a start "
-                        "that makes no progress (no CPU, no log line, no worker for the hang window) fails sooner")
-    r.add_argument("--stop-timeout", type=int,
-                   help=f"the drain window in seconds (default {DEFAULT_STOP_TIMEOUT}): in-flight requests may "
-                        "finish on stop; LiteLLM's GRACEFUL_SHUTDOWN_TIMEOUT, supervisord's stopwaitsecs a bit above")
-    r.add_argument("--hang-window", type=_checked(positive_number),
-                   help="seconds without progress before a sidecar counts as hung: running, no health answer; "
-                        "starting, no CPU used, no log line, no worker born (default 20)")
-    r.add_argument("--retry-delay", type=_checked(positive_number),
-                   help=f"seconds before the listener starts again a sidecar that is down for good (FATAL, or not "
-                   f"healthy in time), doubling at each try (default {RETRY_DELAY:g})")
-    r.add_argument("--retry-max-delay", type=_checked(positive_number),
-                   help=f"the longest delay between tries (default {RETRY_MAX_DELAY:g})")
-    r.add_argument("--retry-reset-after", type=_checked(positive_number),
-                   help=f"healthy this many seconds: the try count starts again (default {RETRY_RESET_AFTER:g})")
-    r.add_argument("--state-file", help="default: OUT_DIR/state.json")
-    r.add_argument("--log-file", help="default: OUT_DIR/litellm.log")
-    r.add_argument("--no-autostart", action="store_true", default=None, help="do not start it with supervisord")
-    r.add_argument("--user", help="run LiteLLM and the listener as this user (render as root: "
-                   "the rendered files and the folder are given to it)")
-    r.add_argument("--metrics-file", help="the listener writes Prometheus text metrics here (node_exporter's "
-                   "textfile collector)")
-    _budget_options(r)
+    _declared(r, RENDER)
     _reset_option(r)
 
 
-def _budget_options(r: argparse.ArgumentParser) -> None:  # a worker's memory, and LiteLLM's recycling by count
-    for flag, kind, text in (
-            ("--memory-budget", int, "MB (PSS) per LiteLLM worker: one over it is replaced gracefully (default off)"),
-            ("--memory-every", _checked(positive_number), "seconds between memory samples (default 10)"),
-            ("--max-requests", int, "LiteLLM's --max_requests_before_restart (default off)"),
-            ("--max-requests-jitter", int, "LiteLLM's --max_requests_before_restart_jitter")):
-        r.add_argument(flag, type=kind, help=text)
+def _declared(r: argparse.ArgumentParser, layer: str) -> None:
+    """Add the options of ``layer`` as ``core.options.declared`` says them.
+
+    render's and apply's default is None, "not given": an option not given
+    keeps what an earlier render was given (``core.options.remember``).
+    """
+    for o in of(layer):
+        default = o.default if layer == LISTEN else None
+        if o.parse is switch:
+            r.add_argument(o.flag, action="store_true", default=default, help=o.help_text())
+        elif o.attr == "sidecar":
+            r.add_argument(o.flag, action="append", default=[], help=o.help_text())
+        else:  # int and str: argparse's own words ("invalid int value")
+            r.add_argument(o.flag, dest=o.attr, type=o.parse if o.parse in (int, str) else _checked(o.parse),
+                           default=default, help=o.help_text())
 
 
 def _reset_option(r: argparse.ArgumentParser) -> None:  # forget what an earlier render was given (core.options.remember)
@@ -237,8 +201,8 @@ def _hide_secrets(args_list: List[str]) -> None:
             for v in args_list if "://" in v]
     found = [c for url in urls or [None] for c in credentials(url)]
     kept = kept_options((_given(args_list, "--out-dir") or [""])[-1])  # the key variables an earlier render kept
-    for flag, default in (("--api-key-env", "OPENROUTER_API_KEY"), ("--master-key-env", "AGENTROUTE_MASTER_KEY")):
-        names = [default] + _given(args_list, flag) + [str(kept.get(flag[2:], ""))]
+    for option in (BY_FLAG["--api-key-env"], BY_FLAG["--master-key-env"]):
+        names = [option.default] + _given(args_list, option.flag) + [str(kept.get(option.name, ""))]
         found += [os.environ.get(n, "") for n in names if n]
     found = [c for c in found if len(c) >= 4]
     if found:

@@ -21,7 +21,7 @@ from supervisor.supervisorctl import ControllerPluginBase, LSBStatusExitStatuses
 
 from supervisor.xmlrpc import Faults
 
-from sidecar_plugin.core.options.listen_args import positive_number
+from sidecar_plugin.core.options.values import positive_number
 from sidecar_plugin.display import status_lines
 from sidecar_plugin.errors import SidecarError
 from sidecar_plugin.names import DEFAULT_PROGRAM, State, process_name

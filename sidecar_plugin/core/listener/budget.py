@@ -24,9 +24,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Tuple
 
-# Sampling every 10 s costs ~1 ms of the listener's CPU per process (smaps_rollup); the rest follows from it.
-DEFAULT_EVERY = 10.0
-MIN_BUDGET_MB, MAX_BUDGET_MB = 32, 1 << 20
+from sidecar_plugin.core.options.declared import DEFAULTS
+
+# --memory-every's default (core.options.declared); the settle time and back-off follow from it.
+DEFAULT_EVERY = DEFAULTS["memory_every"]
 
 
 @dataclass(frozen=True)

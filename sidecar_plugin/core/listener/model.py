@@ -8,33 +8,38 @@ actions (``core.listener.actions``) the shell carries out.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 from sidecar_plugin.core.listener.counters import Counters
+from sidecar_plugin.core.options.declared import MACHINE, copied, with_options
 from sidecar_plugin.core.listener.retry import Backoff
-from sidecar_plugin.names import DEFAULT_HEALTH_TIMEOUT, LIVE_STATES, State
+from sidecar_plugin.names import LIVE_STATES, State
 
 
 @dataclass(frozen=True)
+@with_options(MACHINE)  # and the listener's options the decisions read: health_timeout, hang_window, ...
 class Config:
-    """The knobs of the machine (the listener's command-line options)."""
+    """The knobs of the machine: the listener's options (``core.options.declared``) and the machine's own."""
 
-    # The outer bound of a start: far above LiteLLM's start on a busy host (a minute or more).
-    # A start is judged by progress first (``core.listener.health``): one that makes none fails sooner.
-    health_timeout: float = DEFAULT_HEALTH_TIMEOUT
-    failure_threshold: int = 3
+    # The health timeout is the outer bound of a start: a start is judged by progress first
+    # (``core.listener.health``): one that makes none fails sooner.
     backoff: Backoff = Backoff()  # when the listener starts again a sidecar that is down for good
     identify_every: float = 5.0  # while running, how often a healthy answer's holder is checked
     # Hung means no progress, never slow: a starting sidecar is failed when its tree shows
     # no progress (no CPU, no log line, no new worker) for ``hang_window`` seconds; a running sidecar is hung only when no probe
     # got an answer for ``hang_window`` seconds (probes do not wait on each other and
     # each has its own deadline, so a slow answer still arrives and counts) ...
-    hang_window: float = 20.0
     # ... or, sooner where it is certain: its main process has been stopped (SIGSTOP,
     # a debugger) for ``stopped_grace`` seconds with no answer meanwhile, or nothing
     # answered for ``quiet_window`` seconds while its whole tree used no CPU at all.
     stopped_grace: float = 1.5
     quiet_window: float = 10.0
+
+
+def config_of(opts: Any) -> Config:
+    """The machine's Config of a sidecar's ListenerOptions: its options of the machine, its retry schedule."""
+    return Config(backoff=Backoff(opts.retry_delay, opts.retry_max_delay, opts.retry_reset_after),
+                  **copied(opts, MACHINE))
 
 
 @dataclass(frozen=True)

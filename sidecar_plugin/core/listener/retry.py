@@ -20,12 +20,12 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, List, Optional, Tuple
 
+from sidecar_plugin.core.options.declared import DEFAULTS
 from sidecar_plugin.names import State
 
-# Kubernetes' CrashLoopBackOff numbers: 10 s doubling to 5 min, reset after 10 min of healthy running.
-RETRY_DELAY = 10.0
-RETRY_MAX_DELAY = 300.0
-RETRY_RESET_AFTER = 600.0
+# The options' defaults (core.options.declared: Kubernetes' CrashLoopBackOff numbers).
+RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER = (DEFAULTS[k] for k in ("retry_delay", "retry_max_delay",
+                                                                         "retry_reset_after"))
 # A start the listener asked for must show up (supervisord's STARTING) within this, else it asks again later.
 START_SEEN_WITHIN = 30.0
 

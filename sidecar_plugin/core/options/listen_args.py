@@ -4,23 +4,21 @@ The ``[eventlistener:]`` command rendered into ``sidecar.conf`` is the one
 place that says which programs a listener watches and where their state files
 are. Render builds it here, the listener parses it here, and clients (the
 helper module, ``sidecar.getState`` inside supervisord) find a program's state
-file by parsing supervisord's copy of it here: one table of options, so the
-three cannot drift. Pure and cheap (no argparse): ``getState`` calls it inside
+file by parsing supervisord's copy of it here, all from the one table of options
+(``core.options.declared``), so the three cannot drift. Pure and cheap (no argparse): ``getState`` calls it inside
 supervisord's single loop, and ``supervisorctl sidecar wait`` calls
 ``getState`` every 50 ms.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import shlex
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from sidecar_plugin.core.listener.budget import DEFAULT_EVERY
-from sidecar_plugin.core.listener.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER
-from sidecar_plugin.names import DEFAULT_HEALTH_TIMEOUT, DEFAULT_HOST, OWNER_SIDECAR, PORT_OWNERS, fleet_paths, process_name
+from sidecar_plugin.core.options.declared import BY_FLAG, DEFAULTS, LISTEN, WATCH, Option, of, with_options
+from sidecar_plugin.names import fleet_paths, process_name
 
 
 class ListenArgsError(ValueError):
@@ -28,6 +26,7 @@ class ListenArgsError(ValueError):
 
 
 @dataclass(frozen=True)
+@with_options(WATCH)  # and every option each watched sidecar shares: host, timeouts, retries, memory budget
 class ListenerOptions:
     """What the listener watches for one sidecar, and how."""
 
@@ -35,105 +34,14 @@ class ListenerOptions:
     port: int
     state_file: str
     log_file: str
-    host: str = DEFAULT_HOST
     group: Optional[str] = None
     config_path: str = ""
-    health_timeout: float = DEFAULT_HEALTH_TIMEOUT
-    probe_interval: float = 1.0
-    probe_timeout: float = 20.0
-    starting_probe_interval: float = 0.1
-    failure_threshold: int = 3
-    hang_window: float = 20.0
     tail_lines: int = 40
-    retry_delay: float = RETRY_DELAY
-    retry_max_delay: float = RETRY_MAX_DELAY
-    retry_reset_after: float = RETRY_RESET_AFTER
-    port_owner: str = OWNER_SIDECAR
-    memory_budget: Optional[float] = None  # MB per worker (core.listener.budget); None: measured, never acted on
-    memory_every: float = DEFAULT_EVERY
 
     @property
     def rpc_name(self) -> str:
         """The name supervisord's XML-RPC knows the program by."""
         return process_name(self.program, self.group)
-
-
-def _owner(text: str) -> str:
-    if text not in PORT_OWNERS:
-        raise ValueError(f"must be one of {', '.join(PORT_OWNERS)} (got {text[:40]!r})")
-    return text
-
-
-def positive_number(text: str) -> float:
-    """Parse a finite number above 0: a timeout of nan, inf, 0 or less would never (or always) fire."""
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise ValueError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"must be a finite number of seconds above 0 (got {text})")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """Parse a whole number above 0."""
-    try:
-        value = int(text)
-    except (TypeError, ValueError):
-        raise ValueError(f"not a whole number: {text!r}") from None
-    if value <= 0:
-        raise ValueError(f"must be more than 0 (got {text})")
-    return value
-
-
-def _port(text: str) -> int:
-    value = positive_int(text)
-    if value > 65535:
-        raise ValueError(f"must be from 1 to 65535 (got {text})")
-    return value
-
-
-# flag -> (attribute, parser, default, help); "--sidecar" repeats. The CLI builds its
-# argparse help from this same table.
-OPTIONS: Dict[str, Tuple[str, Optional[Callable[[str], object]], object, str]] = {
-    "--program": ("program", str, None, "the sidecar program (a fleet: --root and --sidecar instead)"),
-    "--group": ("group", str, None, "supervisord group (default: the program name)"),
-    "--host": ("host", str, DEFAULT_HOST, "address the sidecar binds"),
-    "--port": ("port", _port, None, "the sidecar's port"),
-    "--state-file": ("state_file", str, None, "where to write the state"),
-    "--log-file": ("log_file", str, None, "the sidecar's log (its tail is recorded on a crash)"),
-    "--config": ("config", str, "", "LiteLLM config, read only to redact its secrets"),
-    "--root": ("root", str, None, "a fleet's folder: each sidecar's files in ROOT/PROGRAM/"),
-    "--sidecar": ("sidecar", str, None, "PROGRAM=PORT, one sidecar of a fleet (repeat for each)"),
-    "--state-subdir": ("state_subdir", str, "", "a fleet under --user: each state file in ROOT/PROGRAM/NAME/"),
-    "--metrics-file": ("metrics_file", str, None, "write Prometheus text metrics here"),
-    "--health-timeout": ("health_timeout", positive_number, DEFAULT_HEALTH_TIMEOUT,
-                         "the outer bound of a start in seconds (progress judges it first)"),
-    "--probe-interval": ("probe_interval", positive_number, 1.0, "seconds between probes while running"),
-    "--probe-timeout": ("probe_timeout", positive_number, 20.0,
-                        "overall deadline of one probe (probes do not wait on each other)"),
-    "--starting-probe-interval": ("starting_probe_interval", positive_number, 0.1,
-                                  "seconds between probes while starting"),
-    "--failure-threshold": ("failure_threshold", positive_int, 3, "failed probes in a row that count"),
-    "--retry-delay": ("retry_delay", positive_number, RETRY_DELAY,
-                      "seconds before the listener starts again a sidecar that is down for good "
-                      "(FATAL, or not healthy in time); doubles at each try"),
-    "--retry-max-delay": ("retry_max_delay", positive_number, RETRY_MAX_DELAY, "the longest delay between tries"),
-    "--retry-reset-after": ("retry_reset_after", positive_number, RETRY_RESET_AFTER,
-                            "seconds of healthy running after which the try count starts again from 1"),
-    "--hang-window": ("hang_window", positive_number, 20.0,
-                      "seconds without progress before a sidecar counts as hung (running: no answer; "
-                      "starting: no CPU, no log line, no worker)"),
-    "--port-owner": ("port_owner", _owner, OWNER_SIDECAR,
-                     "who holds the listening socket: sidecar (LiteLLM binds it) or supervisord "
-                     "([fcgi-program]: health is probed on the tree's private socket)"),
-    "--memory-budget": ("memory_budget", positive_number, None,
-                        "MB of memory (PSS) per LiteLLM worker; a worker over it is replaced, gracefully"),
-    "--memory-every": ("memory_every", positive_number, DEFAULT_EVERY, "seconds between memory samples"),
-}
-_COMMON = ("host", "health_timeout", "probe_interval", "probe_timeout", "starting_probe_interval", "failure_threshold",
-           "retry_delay", "retry_max_delay", "retry_reset_after", "hang_window", "port_owner", "memory_budget",
-           "memory_every")
 
 
 @dataclass(frozen=True)
@@ -145,13 +53,14 @@ class ListenCommand:
 
 
 def parse_values(args: Sequence[str]) -> Dict[str, object]:
-    """Parse ``--flag value`` / ``--flag=value`` pairs of ``OPTIONS`` into attribute -> value."""
-    values: Dict[str, object] = {attr: default for attr, _, default, _ in OPTIONS.values()}
+    """Parse ``--flag value`` / ``--flag=value`` pairs of the ``listen`` options into attribute -> value."""
+    values: Dict[str, object] = {o.attr: o.default for o in of(LISTEN)}
     values["sidecar"] = []
     i = 0
     while i < len(args):
         flag, eq, inline = args[i].partition("=")
-        if flag not in OPTIONS:
+        option = BY_FLAG.get(flag)
+        if option is None or LISTEN not in option.layers:
             raise ListenArgsError(f"unknown option {args[i]!r}")
         if eq:
             text, i = inline, i + 1
@@ -159,21 +68,20 @@ def parse_values(args: Sequence[str]) -> Dict[str, object]:
             text, i = args[i + 1], i + 2
         else:
             raise ListenArgsError(f"{flag} needs a value")
-        attr, parse, _, _ = OPTIONS[flag]
         try:
-            value = parse(text) if parse else text
+            value = option.parse(text)
         except ValueError as exc:
             raise ListenArgsError(f"{flag}: {exc}") from None
-        if attr == "sidecar":
+        if option.attr == "sidecar":
             values["sidecar"].append(value)  # type: ignore[union-attr]
         else:
-            values[attr] = value
+            values[option.attr] = value
     return values
 
 
 def targets_of(values: Dict[str, object]) -> ListenCommand:
     """Return the sidecars of parsed values: one (``--program``) or a fleet (``--root`` + ``--sidecar``)."""
-    common = {k: values[k] for k in _COMMON}
+    common = {o.attr: values[o.attr] for o in of(WATCH)}
     group = values["group"]
     metrics = values["metrics_file"] or None
     if values["sidecar"]:
@@ -190,7 +98,7 @@ def targets_of(values: Dict[str, object]) -> ListenCommand:
                                            config_path=paths["config"], **common))  # type: ignore[arg-type]
         return ListenCommand(tuple(targets), metrics)  # type: ignore[arg-type]
     missing = [flag for flag in ("--program", "--port", "--state-file", "--log-file")
-               if values[OPTIONS[flag][0]] is None]
+               if values[BY_FLAG[flag].attr] is None]
     if missing:
         raise ListenArgsError(f"listen needs {', '.join(missing)} (or --root and --sidecar for a fleet)")
     one = ListenerOptions(program=str(values["program"]), group=group, port=values["port"],  # type: ignore[arg-type]
@@ -240,13 +148,18 @@ def listen_argv(prefix: Sequence[str], sidecars: Sequence[ListenerOptions], root
             argv += ["--state-subdir", state_subdir]
         for s in sidecars:
             argv += ["--sidecar", f"{s.program}={s.port}"]
-    argv += ["--health-timeout", number(first.health_timeout), "--retry-delay", number(first.retry_delay),
-             "--retry-max-delay", number(first.retry_max_delay),
-             "--retry-reset-after", number(first.retry_reset_after)]
-    if first.hang_window != ListenerOptions.hang_window:  # the default stays implicit: older renders unchanged
-        argv += ["--hang-window", number(first.hang_window)]
-    if first.port_owner != OWNER_SIDECAR:
-        argv += ["--port-owner", first.port_owner]
-    if first.memory_budget is not None:
-        argv += ["--memory-budget", number(first.memory_budget), "--memory-every", number(first.memory_every)]
+    for o in of(WATCH):  # the knobs, each as its declaration says
+        if _written(o, first):
+            value = getattr(first, o.attr)
+            argv += [o.flag, number(value) if isinstance(value, (int, float)) else str(value)]
     return argv + (["--metrics-file", metrics_file] if metrics_file else [])
+
+
+def _written(o: Option, s: ListenerOptions) -> bool:
+    """Whether ``o`` goes on the line: always, when not its default (older renders' lines stay unchanged), or
+    with the option it belongs to."""
+    if o.written == "always":
+        return True
+    if o.written == "changed":
+        return bool(getattr(s, o.attr) != o.default)
+    return bool(o.written) and getattr(s, o.written) != DEFAULTS[o.written]

@@ -12,7 +12,7 @@ it is an older release's, whose options are read back from its include
 (``core.options.readback``).
 
 Pure: the record is read and the request built by ``shell.render.remembered``; the
-defaults are the request's own (``shell.render.build.RenderRequest``).
+options and their defaults are declared in ``core.options.declared``.
 """
 
 from __future__ import annotations
@@ -20,15 +20,10 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-# option name (the flag without --) -> the kind of value the record must hold
-KINDS: Dict[str, str] = {
-    "port": "int", "host": "text", "program": "text", "binary": "text", "workers": "int",
-    "api-key-env": "text", "master-key-env": "text", "health-timeout": "seconds", "stop-timeout": "int",
-    "hang-window": "seconds", "retry-delay": "seconds", "retry-max-delay": "seconds",
-    "retry-reset-after": "seconds", "state-file": "text", "log-file": "text", "no-autostart": "flag",
-    "user": "text", "metrics-file": "text", "memory-budget": "int", "memory-every": "seconds",
-    "max-requests": "int", "max-requests-jitter": "int",
-}
+from sidecar_plugin.core.options.declared import RENDER, of
+
+# option name (the flag without --) -> the kind of value the record must hold: every option of render
+KINDS: Dict[str, str] = {o.name: o.kept for o in of(RENDER)}
 RESET_ALL = "all"
 
 

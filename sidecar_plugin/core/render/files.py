@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from sidecar_plugin.core.options.declared import PLAN, WATCH, copied
 from sidecar_plugin.core.options.listen_args import ListenerOptions, listen_argv
 from sidecar_plugin.core.render.litellm_yaml import render_litellm_yaml
 from sidecar_plugin.core.profiles.profile import Profile, alias
@@ -39,12 +40,9 @@ __all__ = ["Plan", "master_key_file", "render_files", "render_record", "render_s
 def watch_options(opts: RenderOptions) -> ListenerOptions:
     """Return what the listener watches of one sidecar, as its command line will say it."""
     return ListenerOptions(program=opts.program, port=opts.port, state_file=opts.state_file,
-                           log_file=opts.log_file, host=opts.host, group=opts.group or None,
-                           config_path=opts.config_path, health_timeout=opts.health_timeout,
-                           retry_delay=opts.retry_delay, retry_max_delay=opts.retry_max_delay,
-                           retry_reset_after=opts.retry_reset_after, hang_window=opts.hang_window,
-                           port_owner=OWNER_SUPERVISORD if opts.supervisord_socket else OWNER_SIDECAR,
-                           memory_budget=opts.memory_budget, memory_every=opts.memory_every)
+                           log_file=opts.log_file, group=opts.group or None, config_path=opts.config_path,
+                           **copied(opts, PLAN, also=WATCH),
+                           port_owner=OWNER_SUPERVISORD if opts.supervisord_socket else OWNER_SIDECAR)
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,11 @@ with its files in ``DIR/agentroute-NAME/`` (config, state, log), all in one supe
 from __future__ import annotations
 
 import ipaddress
-import math
 import re
 from dataclasses import replace
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from sidecar_plugin.core.listener.budget import MAX_BUDGET_MB, MIN_BUDGET_MB
+from sidecar_plugin.core.options.declared import OPTIONS, out_of_bounds
 from sidecar_plugin.core.render.naming import fleet_programs, program_name
 from sidecar_plugin.core.profiles.profile import Profile, ProfileError
 from sidecar_plugin.core.render.files import Plan, render_sidecar_conf
@@ -89,37 +88,24 @@ def _fleet(profiles: Sequence[Profile], base: RenderOptions,
     return result
 
 
-MAX_WORKERS = 64
-MAX_REQUESTS = 100_000_000  # LiteLLM's workers count requests in an int: far beyond any day's traffic
-MAX_SECONDS = 3600  # a health timeout or drain window beyond an hour is a typo, not a plan
-MIN_HANG_WINDOW = 2  # progress is sampled about once a second: a shorter window would call every sidecar hung
 _HOSTNAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")
 
 
 def check_options(opts: RenderOptions) -> None:
-    """Refuse options supervisord or LiteLLM would choke on, with one line."""
+    """Refuse options supervisord or LiteLLM would choke on, with one line.
+
+    Every value is checked against its declared bounds (``core.options.declared``):
+    a value kept in a record was never parsed.
+    """
     if not PROGRAM_RE.match(opts.program):
         raise RenderError(f"--program: must match [A-Za-z0-9][A-Za-z0-9._-]* (got {opts.program!r})")
-    if not 1 <= opts.port <= 65535:
-        raise RenderError(f"--port: must be from 1 to 65535 (got {opts.port})")
-    if not 1 <= opts.workers <= MAX_WORKERS:
-        raise RenderError(f"--workers: must be from 1 to {MAX_WORKERS} (got {opts.workers})")
-    if not math.isfinite(opts.health_timeout) or not 0 < opts.health_timeout <= MAX_SECONDS:
-        raise RenderError(f"--health-timeout: must be a number of seconds above 0 and at most {MAX_SECONDS} "
-                          f"(got {opts.health_timeout:g})")
-    if not math.isfinite(opts.hang_window) or not MIN_HANG_WINDOW <= opts.hang_window <= MAX_SECONDS:
-        raise RenderError(f"--hang-window: must be a number of seconds from {MIN_HANG_WINDOW} to {MAX_SECONDS} "
-                          f"(got {opts.hang_window:g}): the listener samples progress about once a second")
+    why = out_of_bounds({o.attr: getattr(opts, o.attr) for o in OPTIONS if hasattr(opts, o.attr)})
+    if why:
+        raise RenderError(why)
     check_recycling(opts)
-    for flag, value in (("--retry-delay", opts.retry_delay), ("--retry-max-delay", opts.retry_max_delay),
-                        ("--retry-reset-after", opts.retry_reset_after)):
-        if not math.isfinite(value) or not 0 < value <= 24 * MAX_SECONDS:
-            raise RenderError(f"{flag}: must be a number of seconds above 0 and at most a day (got {value:g})")
     if opts.retry_max_delay < opts.retry_delay:
         raise RenderError(f"--retry-max-delay: must be at least --retry-delay ({opts.retry_max_delay:g} < "
                           f"{opts.retry_delay:g})")
-    if not 1 <= opts.stop_timeout <= MAX_SECONDS:
-        raise RenderError(f"--stop-timeout: must be from 1 to {MAX_SECONDS} seconds (got {opts.stop_timeout})")
     if not _is_host(opts.host):
         raise RenderError(f"--host: must be an IP address or a host name to bind (got {opts.host[:80]!r})")
     check_representable(opts)
@@ -142,14 +128,7 @@ def optional_port(profile: Profile, cli_port: Optional[int]) -> int:
 
 
 def check_recycling(opts: RenderOptions) -> None:
-    """Refuse a memory budget or a max-requests that cannot be what the files say, with one line."""
-    if opts.memory_budget is not None and not MIN_BUDGET_MB <= opts.memory_budget <= MAX_BUDGET_MB:
-        raise RenderError(f"--memory-budget: must be a number of MB from {MIN_BUDGET_MB} to {MAX_BUDGET_MB} "
-                          f"(got {opts.memory_budget}); a LiteLLM worker is about 130 MB PSS idle")
-    if not math.isfinite(opts.memory_every) or not 0.5 <= opts.memory_every <= 600:
-        raise RenderError(f"--memory-every: must be a number of seconds from 0.5 to 600 (got {opts.memory_every:g})")
-    if opts.max_requests is not None and not 1 <= opts.max_requests <= MAX_REQUESTS:
-        raise RenderError(f"--max-requests: must be from 1 to {MAX_REQUESTS} (got {opts.max_requests})")
+    """Refuse a max-requests jitter or a recycling that cannot be what the files say, with one line."""
     if opts.max_requests_jitter is not None:
         if not opts.max_requests:
             raise RenderError("--max-requests-jitter: only with --max-requests")

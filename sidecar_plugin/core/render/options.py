@@ -11,15 +11,10 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Tuple
 
-from sidecar_plugin.core.listener.budget import DEFAULT_EVERY
-
-from sidecar_plugin.core.listener.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER
-from sidecar_plugin.names import (
-    DEFAULT_HEALTH_TIMEOUT, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PROGRAM, DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS,
-    LITELLM_YAML, OWNER_SUPERVISORD, process_name,
-)
+from sidecar_plugin.core.options.declared import PLAN, with_options
+from sidecar_plugin.names import DEFAULT_PORT, DEFAULT_PROGRAM, LITELLM_YAML, OWNER_SUPERVISORD, process_name
 
 PROGRAM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 
@@ -29,6 +24,7 @@ class RenderError(ValueError):
 
 
 @dataclass(frozen=True)
+@with_options(PLAN)  # and every option render is given for the files: workers, timeouts, retries, memory, user
 class RenderOptions:
     """Everything render needs besides the profile and the secrets.
 
@@ -40,30 +36,17 @@ class RenderOptions:
     binary: str
     listener_command: Tuple[str, ...]
     port: int = DEFAULT_PORT
-    host: str = DEFAULT_HOST
     program: str = DEFAULT_PROGRAM
-    workers: int = DEFAULT_WORKERS
-    health_timeout: float = DEFAULT_HEALTH_TIMEOUT
-    stop_timeout: int = DEFAULT_STOP_TIMEOUT
-    hang_window: float = 20.0
     state_file: str = ""
     log_file: str = ""
     listener_log_file: str = ""
     autostart: bool = True
-    user: str = ""
     metrics_file: str = ""
     group: str = ""
-    retry_delay: float = RETRY_DELAY
-    retry_max_delay: float = RETRY_MAX_DELAY
-    retry_reset_after: float = RETRY_RESET_AFTER
     # The interpreter of the --binary install and the launcher it runs (``shell.litellm_launch``),
     # when --binary is LiteLLM's own entry point; empty: the binary itself serves the socket.
     launcher: Tuple[str, ...] = ()
     port_owner: str = OWNER_SUPERVISORD
-    memory_budget: Optional[int] = None  # MB per worker, the listener's (core.listener.budget); None: off
-    memory_every: float = DEFAULT_EVERY
-    max_requests: Optional[int] = None  # LiteLLM's --max_requests_before_restart (+ its jitter)
-    max_requests_jitter: Optional[int] = None
 
     @property
     def config_path(self) -> str:

@@ -29,8 +29,8 @@ from typing import Any, Callable, Dict, Optional
 from sidecar_plugin.core.listener import machine as m
 from sidecar_plugin.core.listener.budget import BudgetConfig, restored
 from sidecar_plugin.core.listener.events import command_input, event_input
+from sidecar_plugin.core.listener.model import config_of
 from sidecar_plugin.core.listener.recovery import recover_input
-from sidecar_plugin.core.listener.retry import Backoff
 from sidecar_plugin.core.options.listen_args import ListenerOptions
 from sidecar_plugin.core.state.schema import state_document
 from sidecar_plugin.names import HEARTBEAT_EVERY, MARKER_ENV, OWNER_SUPERVISORD, State, health_socket_name, marker_value
@@ -66,9 +66,7 @@ class Listener:
         self.opts = opts
         self.log = logging.LoggerAdapter(log, {"program": opts.program})
         self.clock = clock
-        self.cfg = m.Config(health_timeout=opts.health_timeout, failure_threshold=opts.failure_threshold,
-                            backoff=Backoff(opts.retry_delay, opts.retry_max_delay, opts.retry_reset_after),
-                            hang_window=opts.hang_window)
+        self.cfg = config_of(opts)
         self.model = m.Model(since=clock())
         self.inbox: "queue.Queue[Any]" = queue.Queue()
         self.tracker = TreeTracker(MARKER_ENV, marker_value(opts.program, opts.config_path))

@@ -17,16 +17,15 @@ import sys
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from sidecar_plugin.core.render import ini
-from sidecar_plugin.core.listener.budget import DEFAULT_EVERY
-from sidecar_plugin.core.render.layout import plan
-from sidecar_plugin.core.profiles.profile import ProfileError, load_profile
+from sidecar_plugin.core.options.declared import PLAN, RENDER, copied, with_options
 from sidecar_plugin.core.options.remember import blamed
-from sidecar_plugin.core.listener.retry import RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER
+from sidecar_plugin.core.profiles.profile import ProfileError, load_profile
+from sidecar_plugin.core.render import ini
+from sidecar_plugin.core.render.layout import plan
 from sidecar_plugin.core.render.files import Plan, render_files
 from sidecar_plugin.core.render.options import RenderError, RenderOptions, RenderedFile
 from sidecar_plugin.names import (
-    DEFAULT_HEALTH_TIMEOUT, DEFAULT_PORT, DEFAULT_PROGRAM, DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, GROUP,
+    DEFAULT_PORT, DEFAULT_PROGRAM, GROUP,
     LISTENER_LOG_NAME, LITELLM_YAML, LOG_NAME, MASTER_KEY, PROFILE_EXTENSIONS, RECORD_NAME, RUN_DIR, SIDECAR_CONF, STATE_NAME,
 )
 from sidecar_plugin.shell.render.executables import listener_entry_point, litellm_launcher, resolve_binary
@@ -36,33 +35,12 @@ from sidecar_plugin.shell.render import filewrite, precheck
 
 
 @dataclass(frozen=True)
+@with_options(RENDER)  # and every option of render and apply, with its declared default
 class RenderRequest:
     """What the operator asked ``render`` or ``apply`` for (their shared options)."""
 
     profiles: Sequence[str]
     out_dir: str
-    port: Optional[int] = None
-    host: str = "127.0.0.1"
-    program: Optional[str] = None
-    binary: str = "litellm"
-    workers: int = DEFAULT_WORKERS
-    api_key_env: str = "OPENROUTER_API_KEY"
-    master_key_env: str = "AGENTROUTE_MASTER_KEY"
-    health_timeout: float = DEFAULT_HEALTH_TIMEOUT
-    stop_timeout: int = DEFAULT_STOP_TIMEOUT
-    hang_window: float = 20.0
-    state_file: Optional[str] = None
-    log_file: Optional[str] = None
-    no_autostart: bool = False
-    user: str = ""
-    metrics_file: Optional[str] = None
-    retry_delay: float = RETRY_DELAY
-    retry_max_delay: float = RETRY_MAX_DELAY
-    retry_reset_after: float = RETRY_RESET_AFTER
-    memory_budget: Optional[int] = None
-    memory_every: float = DEFAULT_EVERY
-    max_requests: Optional[int] = None
-    max_requests_jitter: Optional[int] = None
     remember: Tuple[Tuple[str, Any], ...] = ()  # the options to record in sidecar.json (core.options.remember)
     kept: Tuple[Tuple[str, Any, str], ...] = ()  # (option, value, where) of those kept, not given now
 
@@ -115,18 +93,12 @@ def common_options(req: RenderRequest, out_dir: str) -> RenderOptions:
     """Return the options every sidecar of the render shares (a single one takes them as they are)."""
     return RenderOptions(
         out_dir=out_dir, binary="", listener_command=listener_entry_point(),
-        port=req.port if req.port is not None else DEFAULT_PORT, host=req.host,
-        program=req.program or DEFAULT_PROGRAM, workers=req.workers,
-        health_timeout=req.health_timeout, stop_timeout=req.stop_timeout, hang_window=req.hang_window,
+        port=req.port if req.port is not None else DEFAULT_PORT, program=req.program or DEFAULT_PROGRAM,
         state_file=os.path.abspath(req.state_file or (os.path.join(out_dir, RUN_DIR, STATE_NAME) if req.user
                                                       else os.path.join(out_dir, STATE_NAME))),
         log_file=os.path.abspath(req.log_file or os.path.join(out_dir, LOG_NAME)),
-        listener_log_file=os.path.join(out_dir, LISTENER_LOG_NAME),
-        autostart=not req.no_autostart, user=req.user,
-        metrics_file=os.path.abspath(req.metrics_file) if req.metrics_file else "",
-        retry_delay=req.retry_delay, retry_max_delay=req.retry_max_delay, retry_reset_after=req.retry_reset_after,
-        memory_budget=req.memory_budget, memory_every=req.memory_every, max_requests=req.max_requests,
-        max_requests_jitter=req.max_requests_jitter,
+        listener_log_file=os.path.join(out_dir, LISTENER_LOG_NAME), autostart=not req.no_autostart,
+        metrics_file=os.path.abspath(req.metrics_file) if req.metrics_file else "", **copied(req, PLAN),
     )
 
 
