@@ -46,16 +46,16 @@ class FakeInstall:
         os.chmod(self.binary, 0o755)
         self.set_version(version)
 
-    def set_version(self, version: str, broken: bool = False) -> None:
+    def set_version(self, version: str, broken: bool = False, app: bool = True) -> None:
         """Install ``version`` as pip does: the old package files go, new ones are written (``broken``: its
-        import fails, as an upgrade that lacks a dependency)."""
+        import fails, as an upgrade that lacks a dependency; not ``app``: it imports, but serves nothing)."""
         for old in glob.glob(os.path.join(self.site, "litellm*")):
             shutil.rmtree(old)
         os.makedirs(os.path.join(self.site, "litellm"))
         self.init = os.path.join(self.site, "litellm", "__init__.py")
         with open(self.init, "w") as fh:
             fh.write(f"raise ImportError('litellm {version}: no module named backoff')\n" if broken else
-                     f"__version__ = {version!r}\nfrom light_app import app\n")
+                     f"__version__ = {version!r}\n" + ("from light_app import app\n" if app else ""))
         meta = self.meta = os.path.join(self.site, f"litellm-{version}.dist-info")
         os.makedirs(meta)
         with open(os.path.join(meta, "METADATA"), "w") as fh:
@@ -198,3 +198,23 @@ def test_a_broken_upgrade_is_refused_while_the_old_litellm_serves(make_sidecar, 
     assert fixed.returncode == 0 and "needs a restart (LiteLLM 1.0.2 installed since it started)" in fixed.stdout, \
         fixed.stdout + fixed.stderr
     assert running(sc, timeout=60, other_than=st.pid)
+
+
+def test_a_new_install_that_passes_the_check_but_does_not_start_is_said_not_restarted_twice(make_sidecar, tmp_path):
+    """The new LiteLLM passes --validate_config but its app does not start: apply rolls the files back without
+    restarting the sidecar on that install again, and says it cannot be rolled back (the install is not apply's)."""
+    first = FakeInstall(str(tmp_path / "venv"), "1.0.0")
+    sc = make_sidecar(workers=2, binary=first.binary, env=APP)
+    sc.start_supervisord()
+    st = running(sc, timeout=60)
+    older_than_same_start(st)
+    first.set_version("1.0.1", app=False)
+    res = sc.apply()
+    assert res.returncode == 1, res.stdout + res.stderr
+    out = " ".join((res.stdout + res.stderr).split())
+    assert out.count("needs a restart (LiteLLM 1.0.1 installed since it started)") == 1, out
+    assert "the files are rolled back, but agentroute-sidecar cannot be: it runs the LiteLLM 1.0.1 installed " \
+        "since it started, which does not come up (put the previous LiteLLM back, then run apply again)" in out, out
+    first.set_version("1.0.2")  # the operator puts a working LiteLLM in place: the sidecar comes up
+    assert sc.apply().returncode == 0
+    assert running(sc, timeout=90, other_than=st.pid)
