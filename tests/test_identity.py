@@ -202,6 +202,8 @@ def test_on_a_host_hiding_other_users_processes_the_sidecars_own_answer_is_its_o
     import shutil
     import tempfile
 
+    import sidecar_plugin
+
     if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("setpriv"):
         pytest.skip("needs root, unshare and setpriv to mount a hidepid /proc in a namespace of its own")
     python = "/usr/bin/python3"
@@ -210,7 +212,7 @@ def test_on_a_host_hiding_other_users_processes_the_sidecars_own_answer_is_its_o
     area = tempfile.mkdtemp(prefix="sidecar-hidepid-")
     try:
         os.chmod(area, 0o755)
-        shutil.copytree(os.path.join(os.path.dirname(identity.__file__), os.pardir), os.path.join(area, "sidecar_plugin"),
+        shutil.copytree(os.path.dirname(sidecar_plugin.__file__), os.path.join(area, "sidecar_plugin"),
                         ignore=shutil.ignore_patterns("__pycache__"))
         script = os.path.join(area, "check.py")
         with open(script, "w") as fh:

@@ -189,7 +189,10 @@ def test_a_stand_in_without_control_socket_is_measured_and_backs_off_untouched(m
     assert backoff["reason"] == "replace_failed" and "no control socket" in backoff["message"], backoff
     assert traffic.short["refused"] == 0 and traffic.short["failed"] == 0, traffic.summary()
     assert {c.pid for c in psutil.Process(st.pid).children()} == workers  # nothing killed on a guess
-    assert memory(sc)["failures"] == 1 and memory(sc)["last"]["result"] == "failed"
+    # the history line is appended before the state file is written: wait for the write, not on a guess
+    poll(lambda: memory(sc)["failures"], 10, what="the failure in the state file")
+    doc = memory(sc)
+    assert doc["failures"] == 1 and doc["last"]["result"] == "failed"
 
 
 @pytest.mark.parametrize("workers", [1, 2])
