@@ -211,10 +211,7 @@ def apply(rendered: Rendered, rpc: Any, timeout: float, say: Callable[[str], Non
                    if f.path.endswith(LITELLM_YAML) and (snap[f.path] is None or snap[f.path][0] != f.data)}
     new_code = reinstalled(rendered.sidecars)
     if validate:
-        try:
-            validate_configs(rendered, new_configs, say, new_code)
-        except ValidationError as exc:
-            raise ApplyError(str(exc), exc.output, rolled_back=True) from None  # nothing changed
+        _validate(rendered, new_configs, say, new_code)
     changed_configs = new_configs | drifted(rendered)
     was_live = _safe_live(rpc)
     applier = Applier(rendered, rpc, timeout, say, reload_timeout, restart_reasons(rendered, snap))
@@ -235,6 +232,14 @@ def apply(rendered: Rendered, rpc: Any, timeout: float, say: Callable[[str], Non
     outcome.running = [state_dict(s.state_file) for s in rendered.sidecars if s.program in done]
     outcome.states = wait_settled(rendered, rpc, timeout)  # converged is not up: say what each sidecar does
     return outcome
+
+
+def _validate(rendered: Rendered, new_configs: Set[str], say: Callable[[str], None], new_code: Dict[str, str]) -> None:
+    """LiteLLM's check of each new config, and of each config under a LiteLLM installed since its sidecar started."""
+    try:
+        validate_configs(rendered, new_configs, say, new_code)
+    except ValidationError as exc:
+        raise ApplyError(str(exc), exc.output, rolled_back=True) from None  # nothing changed
 
 
 def _safe_live(rpc: Any) -> Dict[str, str]:
