@@ -14,10 +14,12 @@ and the longest a short request waited. Then the memory of each setup.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import xmlrpc.client
 from typing import Callable, List, Tuple
 
 import psutil
@@ -103,6 +105,8 @@ class PortBench:
 
     def record(self, event: str, setup: str, t: Traffic, note: str = "") -> None:
         cut = sum(1 for o in t.stream_outcomes.values() if o != "ok")
+        if t.short["pending"]:  # unanswered when the count closed: their wait so far is in the longest
+            note = "; ".join(x for x in (note, f"{t.short['pending']} still waiting when the count closed") if x)
         row = (TITLES[event], setup, str(t.short["refused"]), str(t.short["failed"]),
                f"{cut}/{len(t.stream_outcomes)}", f"{t.longest:.1f} s", note)
         self.rows.append(row)
@@ -193,8 +197,18 @@ class PortBench:
         procs = tree(main)
         pss = sum(p.memory_full_info().pss for p in procs) / 2**20
         rss = ", ".join(f"{p.memory_info().rss / 2**20:.0f}" for p in procs)
-        self.memory.append(f"| {setup} | {len(procs)} | {pss:.0f} MB | {rss} MB |")
-        self.tb.log(f"  memory {setup}: PSS {pss:.0f} MB; RSS {rss} MB")
+        listener = self.listener_memory(sc)
+        self.memory.append(f"| {setup} | {len(procs)} | {pss:.0f} MB | {rss} MB | {listener} |")
+        self.tb.log(f"  memory {setup}: PSS {pss:.0f} MB; RSS {rss} MB; listener {listener}")
+
+    def listener_memory(self, sc: Sidecar) -> str:
+        """The health listener's PSS / RSS (supervisord's pid for it), or "none" (plain supervisord has none)."""
+        try:
+            pid = sc.listener_info()["pid"]
+            mem = psutil.Process(pid).memory_full_info()
+        except (OSError, xmlrpc.client.Error, psutil.Error, ValueError):
+            return "none"
+        return f"{mem.pss / 2**20:.0f} MB / {mem.rss / 2**20:.0f} MB"
 
     def run(self, events: List[str]) -> None:
         for event in events:
@@ -210,8 +224,8 @@ class PortBench:
                  "| event | setup | refused | failed | streams cut | longest wait | note |",
                  "| --- | --- | --- | --- | --- | --- | --- |"]
         lines += ["| " + " | ".join(r) + " |" for r in self.rows]
-        lines += ["", "| memory after one request | processes | PSS (tree) | RSS per process |",
-                  "| --- | --- | --- | --- |"] + self.memory
+        lines += ["", "| memory after one request | processes | PSS (tree) | RSS per process | listener PSS / RSS |",
+                  "| --- | --- | --- | --- | --- |"] + self.memory
         lines += ["", "Notes:", "",
                   "- Traffic: 5 short `/v1/messages` requests per second (each on its own connection, waiting up "
                   "to 240 s: AgentRoute's gateway sets no timeout and never retries) and one 10 s stream; "
@@ -240,6 +254,7 @@ def main() -> int:
     finally:
         tb.close()
         tb.stop_upstream()
+        shutil.rmtree(root, ignore_errors=True)
     print("\n".join(pb.table()))
     return 0
 

@@ -67,10 +67,14 @@ def fake_binary(folder: str) -> str:
     return path
 
 
-def run_cli(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 60,
+            cwd: Optional[str] = None) -> subprocess.CompletedProcess:
     full_env = dict(os.environ)
     full_env.update(env or {})
-    return subprocess.run(CLI + list(args), capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT)
+    # from another folder, the console script an operator types (``python -m`` would put that folder on the path)
+    cli = [os.path.join(os.path.dirname(sys.executable), "sidecar-plugin")] if cwd else CLI
+    return subprocess.run(cli + list(args), capture_output=True, text=True, env=full_env, timeout=timeout,
+                          cwd=cwd or ROOT)
 
 
 def write(path: str, text: str) -> str:
@@ -246,10 +250,10 @@ class Sidecar:
         except FileNotFoundError:
             pass
 
-    def apply(self, *extra: str) -> subprocess.CompletedProcess:
-        """Run ``sidecar-plugin apply`` with the options this sidecar was rendered with."""
+    def apply(self, *extra: str, cwd: Optional[str] = None) -> subprocess.CompletedProcess:
+        """Run ``sidecar-plugin apply`` (from ``cwd``) with the options this sidecar was rendered with."""
         return run_cli("apply", *self.render_args, "-s", "unix://" + self.sock, *extra, env=self.render_env,
-                       timeout=120)
+                       timeout=120, cwd=cwd)
 
     # -- supervisord --
     def start_supervisord(self, wait_state: Optional[str] = "running", timeout: float = 30) -> None:

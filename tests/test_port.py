@@ -35,6 +35,7 @@ def row(event, traffic):
 def assert_nothing_lost(traffic, event):
     row(event, traffic)
     assert traffic.short["refused"] == 0 and traffic.short["failed"] == 0, traffic.summary()
+    assert traffic.short["pending"] == 0, traffic.summary()  # unanswered when the traffic stopped
     assert traffic.short["ok"] > 10, traffic.summary()
 
 

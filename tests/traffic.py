@@ -82,6 +82,7 @@ class Traffic:
         self.threads: List[threading.Thread] = []
         self.sent = 0
         self.longest = 0.0  # the longest a short request took (waiting in the queue included)
+        self.inflight: Dict[int, float] = {}  # thread -> when its short request was sent
         self.timeout = 60.0
 
     def _record(self, outcome: str, took: float = 0.0) -> None:
@@ -90,8 +91,13 @@ class Traffic:
             self.longest = max(self.longest, took)
 
     def _timed(self) -> None:
-        t0 = time.monotonic()
+        t0, me = time.monotonic(), threading.get_ident()
+        with self.lock:
+            self.inflight[me] = t0
         out = one_request(self.port, self.key, self.model, timeout=self.timeout)
+        with self.lock:
+            if self.inflight.pop(me, None) is None:
+                return  # counted as pending when the traffic stopped
         self._record(out, time.monotonic() - t0)
 
     def _stream(self, seconds: float) -> None:
@@ -132,12 +138,18 @@ class Traffic:
         deadline = time.monotonic() + wait_streams
         for t in self.threads:
             t.join(timeout=max(0.1, deadline - time.monotonic()))
+        with self.lock:  # still unanswered: pending (a loss), and its wait so far counts in the longest
+            now = time.monotonic()
+            for t0 in self.inflight.values():
+                self.short["pending"] += 1
+                self.longest = max(self.longest, now - t0)
+            self.inflight.clear()
         return self
 
     @property
     def lost(self) -> int:
-        """Short requests refused or failed plus streams cut or failed."""
-        return (self.short["refused"] + self.short["failed"]
+        """Short requests refused, failed or unanswered when the traffic stopped, plus streams cut or failed."""
+        return (self.short["refused"] + self.short["failed"] + self.short["pending"]
                 + sum(1 for o in self.stream_outcomes.values() if o != "ok"))
 
     def summary(self) -> str:

@@ -179,10 +179,18 @@ class Applier:
         reason = getattr(exc, "reason", None) or str(exc).splitlines()[0]
         self.say(f"the new configuration did not come up ({reason}): rolling back")
         restore(snap)
+        # a LiteLLM installed anew is not apply's to put back: restarting on it again would fail again
+        new_code, self.reinstalled = self.reinstalled, {}
         try:
             self.converge(changed_configs, was_live, ours)
         except (SidecarError, xmlrpc.client.Error, OSError) as again:
             raise ApplyError(f"{reason}; the rollback failed too: {str(again).splitlines()[0]}", tail) from None
+        stuck = [s.program for s in self.rendered.sidecars if s.program in new_code
+                 and state_dict(s.state_file).get("state") != State.RUNNING]
+        if stuck:
+            raise ApplyError(f"{reason}; the files are rolled back, but {', '.join(stuck)} cannot be: it runs the "
+                             f"{new_code[stuck[0]]}, which does not come up (put the previous LiteLLM back, "
+                             "then run apply again)", tail) from None
         raise ApplyError(f"{reason}; rolled back to the previous configuration", tail, rolled_back=True) from None
 
 
@@ -201,16 +209,17 @@ def apply(rendered: Rendered, rpc: Any, timeout: float, say: Callable[[str], Non
     ours = our_groups(rendered, snap)
     new_configs = {f.path for f in rendered.files
                    if f.path.endswith(LITELLM_YAML) and (snap[f.path] is None or snap[f.path][0] != f.data)}
+    new_code = reinstalled(rendered.sidecars)
     if validate:
         try:
-            validate_configs(rendered, new_configs, say)
+            validate_configs(rendered, new_configs, say, new_code)
         except ValidationError as exc:
             raise ApplyError(str(exc), exc.output, rolled_back=True) from None  # nothing changed
     changed_configs = new_configs | drifted(rendered)
     was_live = _safe_live(rpc)
     applier = Applier(rendered, rpc, timeout, say, reload_timeout, restart_reasons(rendered, snap))
     applier.keeps_accepting = keeps_accepting(rendered, snap)
-    applier.reinstalled = reinstalled(rendered.sidecars)
+    applier.reinstalled = new_code
     for line in before_write:
         say(line)
     outcome = Outcome(files=write(rendered))

@@ -4,8 +4,18 @@
 writes and no command line, so neither supervisord nor apply's comparison of
 files sees it, and the live sidecar runs the old code until it restarts. Apply
 asks the install itself: LiteLLM's interpreter (the one ``--binary``'s entry
-point names) says which ``litellm`` it imports and where; a package file newer
-than the sidecar's main process means that process runs an older install.
+point names) says which ``litellm`` it imports and where its metadata lies; a
+metadata folder written after the sidecar's main process started means that
+process runs an older install.
+
+The folder's mtime is the install's time: pip and uv create it anew (a new
+version, or ``--force-reinstall`` of the same one) and write its files last,
+while ``chmod``/``chown``/hard links (which move a file's ctime) and edits of a
+file inside it leave it alone, so apply stays idempotent on a host whose
+configuration tool fixes permissions on every pass. The probe runs from ``/``
+without the current folder on its path: an operator's folder holding a
+``litellm`` checkout or a module named like the standard library's is neither
+believed nor run.
 """
 
 from __future__ import annotations
@@ -20,10 +30,12 @@ import psutil
 from sidecar_plugin.shell.executables import litellm_launcher
 from sidecar_plugin.shell.statefile import state_dict
 
-# Asked of LiteLLM's interpreter: the version and the package's __init__ (found, not imported: LiteLLM's import
-# takes seconds). -E: the interpreter reads no PYTHON* variable of the operator's shell, as under supervisord.
-PROBE = ("import importlib.metadata as m, importlib.util as u; s = u.find_spec('litellm'); "
-         "print(m.version('litellm')); print(s.origin if s else '')")
+# Asked of LiteLLM's interpreter: the version, the dist-info folder and the package's __init__ (found, not
+# imported: LiteLLM's import takes seconds). -E: no PYTHON* variable of the operator's shell, as under
+# supervisord; `del sys.path[0]`: not the current folder (`-c` puts it first), before anything is imported.
+PROBE = ("import sys; del sys.path[0]; import importlib.metadata as m, importlib.util as u; "
+         "d = m.distribution('litellm'); s = u.find_spec('litellm'); "
+         "print(d.version); print(s.origin if s else ''); print(getattr(d, '_path', '') or '')")
 PROBE_TIMEOUT = 30.0
 # A process's start time comes from the kernel's boot time in whole seconds (psutil: up to 1 s early); an install
 # less than this after it cannot be told from one before it, and is what it loaded: LiteLLM imports itself
@@ -35,23 +47,25 @@ SAME_START = 2.0
 class Install:
     version: str
     origin: str  # litellm/__init__.py
-    installed_at: float  # its ctime: when pip wrote it
+    installed_at: float  # when pip (or uv) wrote it: its dist-info folder's mtime, else the package's ctime
 
 
 def install_of(interpreter: str) -> Optional[Install]:
     """The LiteLLM ``interpreter`` imports, or None when it has none (or cannot say)."""
     try:
         res = subprocess.run([interpreter, "-E", "-c", PROBE], capture_output=True, text=True,
-                             timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL)
+                             timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL, cwd="/")
     except (OSError, subprocess.SubprocessError):
         return None
     lines = res.stdout.splitlines()
     if res.returncode != 0 or len(lines) < 2 or not lines[1]:
         return None
+    meta = lines[2] if len(lines) > 2 and os.path.isabs(lines[2]) else ""
     try:
-        return Install(lines[0].strip(), lines[1], os.stat(lines[1]).st_ctime)
+        when = os.stat(meta).st_mtime if meta else os.stat(lines[1]).st_ctime
     except OSError:
         return None
+    return Install(lines[0].strip(), lines[1], when)
 
 
 def started_at(pid: object) -> Optional[float]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-from typing import Callable, Dict, Sequence, Set, Tuple
+from typing import Callable, Dict, Mapping, Sequence, Set, Tuple
 
 from sidecar_plugin.core.render_options import RenderOptions
 from sidecar_plugin.errors import SidecarError
@@ -31,27 +31,36 @@ class ValidationError(SidecarError):
         self.output = tuple(output)
 
 
-def validate_configs(rendered: Rendered, paths: Set[str], say: Callable[[str], None]) -> None:
+def validate_configs(rendered: Rendered, paths: Set[str], say: Callable[[str], None],
+                     new_installs: Mapping[str, str] = {}) -> None:
     """Check each new ``litellm.yaml`` with LiteLLM's ``--validate_config``, from a private temp copy.
 
     Offline (the model cost map is local) and without binding a port; a
-    refusal stops apply before anything is written.
+    refusal stops apply before anything is written. ``new_installs`` (program
+    -> which LiteLLM was installed since it started) are checked too, config
+    changed or not: ``--validate_config`` imports LiteLLM's proxy, so a broken
+    upgrade is refused while the old process still serves, not after a restart.
     """
     data: Dict[str, bytes] = {f.path: f.data for f in rendered.files}
     for s in rendered.sidecars:
-        if s.config_path not in paths:
+        if s.config_path not in paths and s.program not in new_installs:
             continue
         res, redact = _run_on_copy(s, data[s.config_path], rendered.out_dir)
+        what = f"the new {LITELLM_YAML}" if s.config_path in paths else LITELLM_YAML
+        if s.program in new_installs:
+            what += f" under the {new_installs[s.program]}"
         if res.returncode == 0:
-            say(f"{s.program}: the new {LITELLM_YAML} passes litellm --validate_config")
+            say(f"{s.program}: {what} passes litellm --validate_config")
             continue
         lines = [redact(line).strip() for line in (res.stderr + res.stdout).splitlines() if line.strip()]
         if any("No such option" in line and "validate_config" in line for line in lines):
             say(f"{s.program}: this LiteLLM has no --validate_config; the change is checked when it starts")
             continue
         why = next((line for line in lines if "validation failed" in line), lines[-1] if lines else "no output")
-        raise ValidationError(f"{s.program}: litellm --validate_config refused the new {LITELLM_YAML} "
-                              f"({why[:300]}); nothing was written", lines[-10:])
+        keeps = (f"; it keeps running the LiteLLM it started with: put the previous one back, or fix this one"
+                 if s.program in new_installs else "")
+        raise ValidationError(f"{s.program}: litellm --validate_config refused {what} "
+                              f"({why[:300]}); nothing was written{keeps}", lines[-10:])
 
 
 def _run_on_copy(s: RenderOptions, data: bytes, out_dir: str) -> Tuple["subprocess.CompletedProcess[str]", Redactor]:
