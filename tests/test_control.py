@@ -83,7 +83,7 @@ def test_ctl_stop_start_wait(make_sidecar):
     assert res.returncode == 0 and "running" in res.stdout, res.stdout
     res = sc.ctl("sidecar", "wait", "--timeout", "5")
     assert res.returncode == 0
-    # the README's order: options, then the program
+    # docs/reference.md's order: options, then the program
     res = sc.ctl("sidecar", "stop", "--timeout", "20", sc.program)
     assert res.returncode == 0 and "stopped" in res.stdout, res.stdout
     res = sc.ctl("sidecar", "start", "--timeout", "20", sc.program)

@@ -1,7 +1,7 @@
 """The distribution's supervisord: Debian's `supervisor` package (4.2.5, /usr/bin/python3)
 runs the plugin's rpcinterface, ctlplugin and listener.
 
-The plugin is made importable exactly as the README says ("Debian's supervisor
+The plugin is made importable exactly as docs/deploying.md says ("Debian's supervisor
 package"): the dependencies come from Debian (python3-yaml, python3-psutil,
 python3-requests), the wheel goes into a venv created by /usr/bin/python3 with
 --system-site-packages and --without-pip, installed by Debian's pip with
@@ -41,18 +41,18 @@ WHERE = ("import json, sys, importlib.metadata as md, supervisor, sidecar_plugin
 
 
 def system_site_dir():
-    """Return the system Python's folder for the administrator's packages (the README's .pth goes there)."""
+    """Return the system Python's folder for the administrator's packages (docs/deploying.md's .pth goes there)."""
     res = run([SYSTEM_PYTHON, "-c", "import site, sys; print(site.getsitepackages()[0]); print(sys.version_info[1])"],
               env=SERVICE_ENV)
     site_dir, minor = res.stdout.split()
-    if site_dir != f"/usr/local/lib/python3.{minor}/dist-packages":  # where the README puts the .pth
+    if site_dir != f"/usr/local/lib/python3.{minor}/dist-packages":  # where docs/deploying.md puts the .pth
         missing(f"{SYSTEM_PYTHON} is not Debian's (its site folder is {site_dir})", False)
     return site_dir
 
 
 @pytest.fixture(scope="module")
 def plugin_venv(tmp_path_factory):
-    """The wheel installed for Debian's Python as the README says; yields the venv's folder."""
+    """The wheel installed for Debian's Python as docs/deploying.md says; yields the venv's folder."""
     if not os.access(SUPERVISORD, os.X_OK):
         missing(f"{SUPERVISORD} not found; {apt_hint('supervisor')}", apt_installs())
     deps = run([SYSTEM_PYTHON, "-c", "import supervisor, yaml, psutil, requests, pip, venv"], env=SERVICE_ENV)
@@ -62,7 +62,7 @@ def plugin_venv(tmp_path_factory):
                 apt_installs())
     site_dir = system_site_dir()
     if not (os.path.isdir(site_dir) and os.access(site_dir, os.W_OK)):
-        missing(f"writing the .pth into {site_dir} (as the README says) needs root", apt_installs())
+        missing(f"writing the .pth into {site_dir} (as docs/deploying.md says) needs root", apt_installs())
     wheel = built_dist(tmp_path_factory)["wheel"]
     venv = str(tmp_path_factory.mktemp("debian") / "agentroute")
     pth = os.path.join(site_dir, f"agentroute-sidecar-test-{uuid.uuid4().hex[:8]}.pth")

@@ -57,7 +57,7 @@ def test_wheel_holds_every_module_and_the_entry_point(dist):
 def test_sdist_carries_the_example_configurations(dist):
     with tarfile.open(dist["sdist"]) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
-    for path in ("setup.cfg", "pyproject.toml", "README.md", "conf/supervisord.conf",
+    for path in ("setup.cfg", "pyproject.toml", "README.md", "docs/deploying.md", "conf/supervisord.conf",
                  "conf/prometheus/agentroute-sidecar.rules.yml", "conf/prometheus/agentroute-sidecar.rules.test.yml",
                  "conf/grafana/agentroute-sidecar.json", "conf/ansible/sidecar.yml", "sidecar_plugin/cli.py",
                  "tests/demo.py", "tests/fake_openrouter.py", "Makefile"):

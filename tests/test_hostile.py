@@ -641,7 +641,7 @@ def test_1_user_layout_runs_under_a_real_supervisord(area, user, user_python):
     assert res.returncode == 0, res.stderr
     sock, conf = os.path.join(area, "s.sock"), os.path.join(area, "supervisord.conf")
     text = SUPERVISORD_CONF.format(sock=sock, dir=area, inet="", include=os.path.join(out, "sidecar.conf"))
-    # the README's --user deployment: the listener (the user) may use supervisord's socket
+    # docs/deploying.md's --user deployment: the listener (the user) may use supervisord's socket
     write(conf, text.replace(f"file={sock}\n", f"file={sock}\nchown=root:{gid}\nchmod=0770\n", 1))
     proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", conf], cwd=area,
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

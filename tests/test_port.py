@@ -26,7 +26,7 @@ FAST = "agentroute-fast"
 
 
 def row(event, traffic):
-    """One line of the table the README gives (run with -s to see them)."""
+    """One line of the table docs/how-it-works.md gives ("The port never closes"; run with -s to see them)."""
     cut = sum(1 for o in traffic.stream_outcomes.values() if o == "cut")
     print(f"\nROW | {event} | refused {traffic.short['refused']} | failed {traffic.short['failed']} | "
           f"cut {cut} | longest wait {traffic.longest:.2f} s | ok {traffic.short['ok']}")
