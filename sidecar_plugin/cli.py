@@ -65,7 +65,8 @@ def _state_commands(sub: Any) -> None:
                        ("endpoint", "print the sidecar's base URL and the file holding its master key (never the key)"),
                        ("wait", "wait until the sidecar reaches a state"),
                        ("start", "start the sidecar and wait until it is running"),
-                       ("stop", "stop the sidecar; returns when its tree is gone and the port free")):
+                       ("stop", "stop the sidecar; returns when its tree is gone (and its port free, unless supervisord "
+                                 "keeps it: connections then wait in its queue until a start)")):
         c = sub.add_parser(name, help=text)
         c.add_argument("--state-file", default=os.environ.get("SIDECAR_STATE_FILE"),
                        help="default: $SIDECAR_STATE_FILE, else asked from supervisord")
@@ -101,13 +102,14 @@ def _declared(r: argparse.ArgumentParser, layer: str) -> None:
     """
     for o in of(layer):
         default = o.default if layer == LISTEN else None
-        if o.parse is switch:
-            r.add_argument(o.flag, action="store_true", default=default, help=o.help_text())
+        parse, words = o.parser(layer), o.help_text(layer)
+        if parse is switch:
+            r.add_argument(o.flag, action="store_true", default=default, help=words)
         elif o.attr == "sidecar":
-            r.add_argument(o.flag, action="append", default=[], help=o.help_text())
+            r.add_argument(o.flag, action="append", default=[], help=words)
         else:  # int and str: argparse's own words ("invalid int value")
-            r.add_argument(o.flag, dest=o.attr, type=o.parse if o.parse in (int, str) else _checked(o.parse),
-                           default=default, help=o.help_text())
+            r.add_argument(o.flag, dest=o.attr, type=parse if parse in (int, str) else _checked(parse),
+                           default=default, help=words)
 
 
 def _reset_option(r: argparse.ArgumentParser) -> None:  # forget what an earlier render was given (core.options.remember)

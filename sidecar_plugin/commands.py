@@ -200,9 +200,7 @@ def cmd_wait(a: argparse.Namespace) -> int:
     from sidecar_plugin.shell.supervisord import control
     from sidecar_plugin.shell.files.statefile import state_dict
 
-    sc = _sidecar(a)
-    path = sc.state_file
-    progress = Progress(a.program, a.state)
+    path, progress = _sidecar(a).state_file, Progress(a.program, a.state)
 
     def get() -> Dict[str, Any]:
         doc = state_dict(path, a.stale_after)
@@ -226,8 +224,10 @@ def cmd_start(a: argparse.Namespace) -> int:
 
 
 def cmd_stop(a: argparse.Namespace) -> int:
-    _sidecar(a).stop(timeout=a.timeout)
-    print(f"{a.program}: stopped (no process left, port free)")
+    from sidecar_plugin.display import stopped_line
+
+    (sc := _sidecar(a)).stop(timeout=a.timeout)
+    print(stopped_line(a.program, sc._doc().get("port_owner")))
     return EXIT_OK
 
 

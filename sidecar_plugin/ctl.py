@@ -22,7 +22,7 @@ from supervisor.supervisorctl import ControllerPluginBase, LSBStatusExitStatuses
 from supervisor.xmlrpc import Faults
 
 from sidecar_plugin.core.options.values import positive_number
-from sidecar_plugin.display import status_lines
+from sidecar_plugin.display import status_lines, stopped_line
 from sidecar_plugin.errors import SidecarError
 from sidecar_plugin.names import DEFAULT_PROGRAM, State, process_name
 from sidecar_plugin.shell.supervisord import control
@@ -31,7 +31,7 @@ from sidecar_plugin.shell.supervisord.supervisor import fault_words, stop_window
 USAGE = """sidecar status [program ...]       show each sidecar's state (all by default)
 sidecar wait [--state S] [--timeout T] [program]   wait until it reaches state S (running)
 sidecar start [--timeout T] [program]  start it and wait until it answers healthy
-sidecar stop [--timeout T] [program]   stop it; returns when its tree is gone and the port free"""
+sidecar stop [--timeout T] [program]   stop it; returns when its tree is gone (connections then wait where supervisord keeps the port)"""
 
 
 class _ArgError(Exception):
@@ -157,7 +157,7 @@ class SidecarControllerPlugin(ControllerPluginBase):
         tolerate(lambda: self._supervisor().stopProcess(name, False), (Faults.NOT_RUNNING,))
         timeout = args.timeout if args.timeout is not None else stop_window(self.ctl.get_server_proxy(), name)
         control.wait_stopped(get, timeout)
-        self.ctl.output(f"{program}: stopped (no process left, port free)")
+        self.ctl.output(stopped_line(program, get().get("port_owner")))
 
     def help_sidecar(self) -> None:
         self.ctl.output(USAGE)

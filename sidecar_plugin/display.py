@@ -14,7 +14,15 @@ import time
 from typing import IO, Any, Callable, Dict, List, Optional
 
 from sidecar_plugin.core.state.text import printable
-from sidecar_plugin.names import State
+from sidecar_plugin.names import OWNER_SUPERVISORD, State
+
+
+def stopped_line(program: str, port_owner: Any) -> str:
+    """What a finished stop says: the port is free, or supervisord keeps it (connections wait for a start)."""
+    if port_owner == OWNER_SUPERVISORD:
+        return (f"{program}: stopped (no process left; supervisord keeps the port: new connections wait in "
+                "its queue until the sidecar starts)")
+    return f"{program}: stopped (no process left, port free)"
 
 
 def _ago(seconds: float) -> str:

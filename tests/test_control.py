@@ -78,6 +78,7 @@ def test_ctl_stop_start_wait(make_sidecar):
     sc.wait_state("running", 20)
     res = sc.ctl("sidecar", "stop")
     assert res.returncode == 0 and "stopped" in res.stdout, res.stdout
+    assert "supervisord keeps the port: new connections wait in its queue" in res.stdout, res.stdout  # not "free"
     assert sc.marked() == [] and sc.port_listeners() == []
     res = sc.ctl("sidecar", "start", "--timeout", "20")
     assert res.returncode == 0 and "running" in res.stdout, res.stdout

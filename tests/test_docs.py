@@ -208,11 +208,17 @@ def ident(cmd: Command) -> str:
 # -- every command is covered --
 
 def runs_in_clone(cmd: Command) -> bool:
-    """Not checked, and one of what the temp clone runs: the venv's tools, their bare names, curl, make,
-    or a variable set from one of them. Anything else (a new tool, rm, ...) is never run."""
-    head = words(cmd.text)[0]
+    """Not checked, and one of what the temp clone runs: the venv's tools (after VAR=value), their bare names,
+    curl, make, a variable set from one of them, or cp and sed -i on the clone's run/ folder (a copy of the
+    demo's profile, edited). Anything else (a new tool, rm, ...) is never run."""
+    ws = words(cmd.text)
+    while len(ws) > 1 and re.match(r"^[A-Z_]+=[^$`]*$", ws[0]):  # a variable given to the command
+        ws = ws[1:]
+    head = ws[0]
+    on_run = (head == "cp" and all(w.startswith("run/") for w in ws[1:])) or \
+        (head == "sed" and ws[1:2] == ["-i"] and len(ws) == 4 and ws[-1].startswith("run/"))
     return checked_rule(cmd) is None and (head.startswith(".venv/bin/") or head in BARE or head in ("curl", "make")
-                                          or bool(re.match(r"^[a-z_]+=\$$", head)))
+                                          or on_run or bool(re.match(r"^[a-z_]+=\$$", head)))
 
 
 def test_the_pages_have_commands_and_every_one_is_covered():
@@ -305,7 +311,10 @@ class Clone(Sidecar):
                 fh.write(f"#!/bin/sh\nexec {shlex.quote(real)} \"$@\"\n")
             os.chmod(path, 0o755)
         self.env = self.command_env()
-        res = subprocess.run([".venv/bin/sidecar-plugin", "render", "--profile", "conf/profile.example.yaml",
+        from demo import demo_profile  # run/profile.demo.yaml, as make demo writes it (operations.md copies it)
+
+        demo_profile(self.out, "http://127.0.0.1:9/v1")  # the stand-in LiteLLM calls no upstream
+        res = subprocess.run([".venv/bin/sidecar-plugin", "render", "--profile", "run/profile.demo.yaml",
                               "--out-dir", "run", "--port", str(self.port), "--binary", fake_binary(folder)],
                              cwd=folder, env=self.env, capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, res.stderr

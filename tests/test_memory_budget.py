@@ -154,6 +154,11 @@ def test_max_requests_recycles_a_worker_without_refusing(make_sidecar, tmp_path)
     assert traffic.short["refused"] == 0 and traffic.short["failed"] == 0, traffic.summary()
     assert sc.state().pid == st.pid
 
+    # turning the budget on changes the launcher's command line: apply says why in the operator's words
+    res = sc.apply("--memory-budget", "500")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "needs a restart (memory budget on or off changed)" in res.stdout, res.stdout
+
 
 @pytest.mark.parametrize("args, words", [
     (["--memory-budget", "8"], "--memory-budget: must be a number of MB from 32"),

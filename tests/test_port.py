@@ -119,6 +119,7 @@ def test_stop_then_start_refuses_nothing(make_sidecar):
     traffic = under_traffic(sc)
     res = run_cli("stop", "--state-file", sc.state_file, "-s", "unix://" + sc.sock, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
+    assert "stopped (no process left; supervisord keeps the port: new connections wait" in res.stdout, res.stdout
     assert sc.port_listeners() == [] and not sc.marked()  # nothing of LiteLLM left...
     assert sc.supervisord_listens()  # ...but the port still accepts: connections wait
     with socket.create_connection(("127.0.0.1", sc.port), timeout=5):

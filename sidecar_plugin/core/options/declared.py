@@ -50,7 +50,9 @@ class Option:
     kept: str = ""  # how a render's record keeps it (core.options.remember): int, seconds, text or flag
     bounds: Optional[Bounds] = None
     written: str = ""  # on the listener's line: "always", "changed" (not the default), or the option it goes with
-    default_text: str = ""  # what the help says the default is, when it is not the value itself
+    default_text: str = ""  # what render's help says the default is, when it is not the value itself
+    listen_help: str = ""  # the listener's help, where render's does not fit it
+    listen_parse: Optional[Callable[[str], Any]] = None  # the listener's parser, where it reads more than render
 
     @property
     def name(self) -> str:
@@ -66,11 +68,16 @@ class Option:
         kind = {float: "float", int: "int", str: "str", bool: "bool"}.get(type(self.default), "Any")
         return f"Optional[{_KIND.get(self.kept, 'Any')}]" if self.default is None else kind
 
-    def help_text(self) -> str:
-        """The help line, saying the default."""
-        if self.default_text:
-            return f"{self.help} (default {self.default_text})"
-        return self.help if self.default in (None, "", False) else f"{self.help} (default {shown(self.default)})"
+    def help_text(self, layer: str = RENDER) -> str:
+        """The help line of ``layer``'s parser, saying the default (render's defaults are not the listener's)."""
+        text = (self.listen_help or self.help) if layer == LISTEN else self.help
+        if self.default_text and layer != LISTEN:
+            return f"{text} (default {self.default_text})"
+        return text if self.default in (None, "", False) else f"{text} (default {shown(self.default)})"
+
+    def parser(self, layer: str = RENDER) -> Callable[[str], Any]:
+        """The parser of ``layer``: the listener reads what earlier releases wrote on its line."""
+        return self.listen_parse or self.parse if layer == LISTEN else self.parse
 
 
 _KIND = {"int": "int", "seconds": "float", "text": "str", "flag": "bool"}
@@ -84,8 +91,8 @@ OPTIONS: Tuple[Option, ...] = tuple(Option(*o[:4], frozenset(o[4]), **o[5] if le
      dict(kept="int", bounds=Bounds(1, 65535), default_text=f"the profile's, else {DEFAULT_PORT}; several "
           "profiles: the first to give out")),
     ("--host", str, DEFAULT_HOST, "address LiteLLM binds", RPW, dict(kept="text")),
-    ("--program", str, None, "supervisord program name (listen: the one it watches, or --root and --sidecar)",
-     R | {LISTEN}, dict(kept="text", default_text=DEFAULT_PROGRAM)),
+    ("--program", str, None, "supervisord program name", R | {LISTEN},
+     dict(kept="text", default_text=DEFAULT_PROGRAM, listen_help="the program it watches (or --root and --sidecar)")),
     ("--binary", str, "litellm", "LiteLLM executable, resolved now to an absolute path", R, dict(kept="text")),
     # Two workers: apply replaces them one at a time (sidecar_plugin.names.DEFAULT_WORKERS: why, and the cost).
     ("--workers", int, DEFAULT_WORKERS, "LiteLLM --num_workers: apply replaces workers one at a time, dropping "
@@ -115,8 +122,9 @@ OPTIONS: Tuple[Option, ...] = tuple(Option(*o[:4], frozenset(o[4]), **o[5] if le
     ("--port-owner", port_owner, OWNER_SIDECAR, "who holds the listening socket: sidecar (LiteLLM binds it) or "
      "supervisord ([fcgi-program]: health is probed on the tree's private socket)", {LISTEN, WATCH},
      dict(written="changed")),
+    # The listener reads any positive number of MB, as before this table (a hand-written include may say 512.0).
     ("--memory-budget", int, None, "MB (PSS) per LiteLLM worker: one over it is replaced gracefully", RPW,
-     dict(kept="int", written="changed", default_text="off", bounds=Bounds(
+     dict(kept="int", written="changed", default_text="off", listen_parse=positive_number, bounds=Bounds(
          MIN_BUDGET_MB, MAX_BUDGET_MB, "MB", why="; a LiteLLM worker is about 130 MB PSS idle"))),
     # Sampling every 10 s costs ~1 ms of the listener's CPU per process (smaps_rollup).
     ("--memory-every", positive_number, 10.0, "seconds between memory samples", RPW,

@@ -69,7 +69,7 @@ def parse_values(args: Sequence[str]) -> Dict[str, object]:
         else:
             raise ListenArgsError(f"{flag} needs a value")
         try:
-            value = option.parse(text)
+            value = option.parser(LISTEN)(text)
         except ValueError as exc:
             raise ListenArgsError(f"{flag}: {exc}") from None
         if option.attr == "sidecar":

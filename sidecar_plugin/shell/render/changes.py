@@ -26,7 +26,10 @@ from sidecar_plugin.shell.files.statefile import state_dict
 
 # The flags of LiteLLM's command line, as an operator names them when a restart is needed.
 _FLAG_WORDS = {"--port": "port", "--host": "host", "--num_workers": "workers", "--config": "config path",
-               "--timeout_worker_healthcheck": "worker health-check timeout"}
+               "--timeout_worker_healthcheck": "worker health-check timeout",
+               # the launcher's flags, in the operator's words (the options that set them)
+               "--worker_control": "memory budget on or off", "--max_requests_before_restart": "max requests",
+               "--max_requests_before_restart_jitter": "max requests jitter"}
 
 
 def our_groups(rendered: Rendered, snap: Snapshot) -> Set[str]:
