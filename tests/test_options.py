@@ -159,3 +159,30 @@ def test_help_says_each_declared_default():
     hang = BY_FLAG["--hang-window"]
     assert hang.help_text().endswith(f"(default {shown(hang.default)})") and hang.help_text() in listen
     assert all(o.flag in listen for o in of(LISTEN))
+
+
+def test_the_listener_reads_what_earlier_releases_wrote_and_refuses_a_budget_of_zero(tmp_path):
+    """Its parsers are the listener's, not render's: a budget of 512.0 (as an earlier listener took it) parses,
+    0 is refused with one line, before anything starts."""
+    from harness import run_cli
+    from sidecar_plugin.core.options.listen_args import parse_values
+
+    assert parse_values(["--memory-budget", "512.0"])["memory_budget"] == 512.0
+    base = ["listen", "--program", "p", "--port", "4000", "--state-file", str(tmp_path / "s.json"),
+            "--log-file", str(tmp_path / "l.log")]
+    for bad in ("0", "-5"):
+        res = run_cli(*base, "--memory-budget", bad)
+        assert res.returncode == 2 and "--memory-budget: must be a finite number" in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr and not os.path.exists(tmp_path / "s.json")
+
+
+def test_each_parser_says_its_own_defaults():
+    """listen has no default for --port, --program, --state-file, --log-file (render's come from the out-dir)."""
+    from harness import run_cli
+
+    listen = " ".join(run_cli("listen", "--help").stdout.split())
+    for render_only in ("OUT_DIR/state.json", "OUT_DIR/litellm.log", "the profile's, else", "(default agentroute-sidecar)"):
+        assert render_only not in listen, render_only
+    assert "the program it watches (or --root and --sidecar)" in listen
+    render = " ".join(run_cli("render", "--help").stdout.split())
+    assert "supervisord program name (default agentroute-sidecar)" in render and "--root and --sidecar" not in render
