@@ -22,6 +22,8 @@ import psutil
 import pytest
 
 from harness import FAKE_LITELLM, poll
+from sidecar_plugin.shell.render import installed
+from sidecar_plugin.shell.render.executables import litellm_launcher
 from sidecar_plugin.shell.render.installed import SAME_START, started_at
 from test_port import assert_nothing_lost, running, under_traffic
 
@@ -133,6 +135,17 @@ def test_a_new_litellm_in_place_or_elsewhere_is_applied_without_a_refused_connec
         assert sc.state().pid == st.pid
     assert not os.path.exists(marker), "the probe imported the operator's csv.py"
 
+    # an install that cannot be judged is said, and restarts nothing: metadata dated in the future (a clock
+    # ahead would read "installed since it started" on every apply)
+    dated = os.stat(first.meta).st_mtime
+    os.utime(first.meta, (time.time() + 600, time.time() + 600))
+    future = sc.apply()
+    assert future.returncode == 0 and "needs a restart" not in future.stdout, future.stdout
+    assert f"cannot tell which LiteLLM {first.python} holds (its {os.path.basename(first.meta)} is dated in " \
+        "the future): a LiteLLM upgraded in place is not seen by this apply" in future.stdout, future.stdout
+    os.utime(first.meta, (dated, dated))
+    assert sc.state().pid == st.pid
+
     # pip install -U litellm, in place: no file or command changes (later than an install at its start can be)
     traffic = under_traffic(sc)
     try:
@@ -200,21 +213,45 @@ def test_a_broken_upgrade_is_refused_while_the_old_litellm_serves(make_sidecar, 
     assert running(sc, timeout=60, other_than=st.pid)
 
 
-def test_a_new_install_that_passes_the_check_but_does_not_start_is_said_not_restarted_twice(make_sidecar, tmp_path):
+@pytest.mark.parametrize("also", [(), ("--max-requests", "5000")], ids=["alone", "with-a-command-change"])
+def test_a_new_install_that_passes_the_check_but_does_not_start_is_said_not_restarted_twice(make_sidecar, tmp_path,
+                                                                                            also):
     """The new LiteLLM passes --validate_config but its app does not start: apply rolls the files back without
-    restarting the sidecar on that install again, and says it cannot be rolled back (the install is not apply's)."""
+    restarting the sidecar on that install again, whatever else changed with it, and says it cannot be rolled
+    back (the install is not apply's)."""
     first = FakeInstall(str(tmp_path / "venv"), "1.0.0")
     sc = make_sidecar(workers=2, binary=first.binary, env=APP)
     sc.start_supervisord()
     st = running(sc, timeout=60)
     older_than_same_start(st)
     first.set_version("1.0.1", app=False)
-    res = sc.apply()
+    res = sc.apply(*also)
     assert res.returncode == 1, res.stdout + res.stderr
     out = " ".join((res.stdout + res.stderr).split())
-    assert out.count("needs a restart (LiteLLM 1.0.1 installed since it started)") == 1, out
+    assert out.count("needs a restart (") == 1, out
     assert "the files are rolled back, but agentroute-sidecar cannot be: it runs the LiteLLM 1.0.1 installed " \
         "since it started, which does not come up (put the previous LiteLLM back, then run apply again)" in out, out
     first.set_version("1.0.2")  # the operator puts a working LiteLLM in place: the sidecar comes up
-    assert sc.apply().returncode == 0
+    assert sc.apply(*also).returncode == 0
     assert running(sc, timeout=90, other_than=st.pid)
+
+
+@pytest.mark.parametrize("second, interpreter", [
+    ("'''exec' /srv/a/very/long/path/bin/python3 \"$0\" \"$@\"", "/srv/a/very/long/path/bin/python3"),
+    ("'''exec' \"/srv/my venv/bin/python3\" \"$0\" \"$@\"", "/srv/my venv/bin/python3"),  # a path with a space
+], ids=["long", "spaced"])
+def test_pips_sh_entry_point_names_its_interpreter(tmp_path, second, interpreter):
+    """pip writes ``#!/bin/sh`` and an exec line where the interpreter's path is too long or has a space."""
+    path = tmp_path / "litellm"
+    path.write_text(f"#!/bin/sh\n{second}\n' '''\n# -*- coding: utf-8 -*-\nimport re\nimport sys\n"
+                    "from litellm import run_server\n")
+    assert litellm_launcher(str(path))[0] == interpreter
+
+
+def test_a_probe_that_hangs_or_cannot_run_is_given_up_with_the_reason(tmp_path, monkeypatch):
+    hang = tmp_path / "python3"
+    hang.write_text("#!/bin/sh\nexec sleep 30\n")
+    hang.chmod(0o755)
+    monkeypatch.setattr(installed, "PROBE_TIMEOUT", 0.5)
+    assert installed.install_of(str(hang)) == "it did not answer within 0.5 s"
+    assert installed.install_of(str(tmp_path / "none")) == "it cannot run (FileNotFoundError)"

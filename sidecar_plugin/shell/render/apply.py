@@ -96,6 +96,7 @@ class Applier:
         self.why_restart = why_restart or {}
         self.keeps_accepting: Set[str] = set()  # programs whose port stays open through a restart
         self.reinstalled: Dict[str, str] = {}  # program -> why its live LiteLLM is older than its install
+        self.skip: Set[str] = set()  # a rollback's: down on a LiteLLM installed since it started, not apply's to undo
 
     # -- supervisord --
     def _update(self, ours: Set[str]) -> Set[str]:
@@ -156,6 +157,8 @@ class Applier:
                                f"{os.path.join(self.rendered.out_dir, SIDECAR_CONF)} to the files of its [include]")
         restarted = []
         for s in self.rendered.sidecars:
+            if s.program in self.skip:
+                continue
             new_code = s.program in self.reinstalled
             touched = s.group_name in fresh_groups or s.config_path in changed_configs or new_code
             if not (touched and (s.autostart or was_live.get(s.process_name) in WAS_LIVE)):
@@ -179,14 +182,16 @@ class Applier:
         reason = getattr(exc, "reason", None) or str(exc).splitlines()[0]
         self.say(f"the new configuration did not come up ({reason}): rolling back")
         restore(snap)
-        # a LiteLLM installed anew is not apply's to put back: restarting on it again would fail again
+        # a LiteLLM installed anew is not apply's to put back: a sidecar down on it would fail again, whatever
+        # else the rollback restores (the listener's retries start it on the restored files)
         new_code, self.reinstalled = self.reinstalled, {}
+        stuck = [s.program for s in self.rendered.sidecars if s.program in new_code
+                 and state_dict(s.state_file).get("state") != State.RUNNING]
+        self.skip = set(stuck)
         try:
             self.converge(changed_configs, was_live, ours)
         except (SidecarError, xmlrpc.client.Error, OSError) as again:
             raise ApplyError(f"{reason}; the rollback failed too: {str(again).splitlines()[0]}", tail) from None
-        stuck = [s.program for s in self.rendered.sidecars if s.program in new_code
-                 and state_dict(s.state_file).get("state") != State.RUNNING]
         if stuck:
             raise ApplyError(f"{reason}; the files are rolled back, but {', '.join(stuck)} cannot be: it runs the "
                              f"{new_code[stuck[0]]}, which does not come up (put the previous LiteLLM back, "
@@ -209,7 +214,7 @@ def apply(rendered: Rendered, rpc: Any, timeout: float, say: Callable[[str], Non
     ours = our_groups(rendered, snap)
     new_configs = {f.path for f in rendered.files
                    if f.path.endswith(LITELLM_YAML) and (snap[f.path] is None or snap[f.path][0] != f.data)}
-    new_code = reinstalled(rendered.sidecars)
+    new_code = reinstalled(rendered.sidecars, say)
     if validate:
         _validate(rendered, new_configs, say, new_code)
     changed_configs = new_configs | drifted(rendered)

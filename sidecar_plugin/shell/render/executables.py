@@ -8,6 +8,7 @@ virtualenv.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 from typing import Sequence, Tuple
@@ -72,7 +73,10 @@ def litellm_launcher(binary: str) -> Tuple[str, ...]:
         return ()
     interpreter = lines[0][2:].strip().split(" ")[0]
     if os.path.basename(interpreter) == "sh" and len(lines) > 1 and lines[1].startswith("'''exec' "):
-        interpreter = lines[1].split(" ")[1].strip("'\"")
+        try:  # '''exec' "/srv/my venv/bin/python" "$0" "$@": quoted where the path has a space
+            interpreter = shlex.split(lines[1])[1]
+        except (ValueError, IndexError):
+            return ()
     if not os.path.basename(interpreter).startswith("python") or not os.path.isabs(interpreter):
         return ()
     from sidecar_plugin.shell import litellm_launch

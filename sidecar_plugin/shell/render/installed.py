@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional, Union
 
 import psutil
 
@@ -36,7 +37,9 @@ from sidecar_plugin.shell.files.statefile import state_dict
 PROBE = ("import sys; del sys.path[0]; import importlib.metadata as m, importlib.util as u; "
          "d = m.distribution('litellm'); s = u.find_spec('litellm'); "
          "print(d.version); print(s.origin if s else ''); print(getattr(d, '_path', '') or '')")
-PROBE_TIMEOUT = 30.0
+# It finds, not imports: well under a second here, seconds on a loaded host. Beyond this it is not waited for
+# (it is asked once per install, each apply).
+PROBE_TIMEOUT = 10.0
 # A process's start time comes from the kernel's boot time in whole seconds (psutil: up to 1 s early); an install
 # less than this after it cannot be told from one before it, and is what it loaded: LiteLLM imports itself
 # seconds after its process starts.
@@ -50,21 +53,25 @@ class Install:
     installed_at: float  # when pip (or uv) wrote it: its dist-info folder's mtime, else the package's ctime
 
 
-def install_of(interpreter: str) -> Optional[Install]:
-    """The LiteLLM ``interpreter`` imports, or None when it has none (or cannot say)."""
+def install_of(interpreter: str) -> Union[Install, str]:
+    """The LiteLLM ``interpreter`` imports, or why that cannot be told."""
     try:
         res = subprocess.run([interpreter, "-E", "-c", PROBE], capture_output=True, text=True,
                              timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL, cwd="/")
-    except (OSError, subprocess.SubprocessError):
-        return None
+    except subprocess.TimeoutExpired:
+        return f"it did not answer within {PROBE_TIMEOUT:g} s"
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"it cannot run ({type(exc).__name__})"
     lines = res.stdout.splitlines()
     if res.returncode != 0 or len(lines) < 2 or not lines[1]:
-        return None
+        return "it finds no litellm package with its metadata"
     meta = lines[2] if len(lines) > 2 and os.path.isabs(lines[2]) else ""
     try:
         when = os.stat(meta).st_mtime if meta else os.stat(lines[1]).st_ctime
-    except OSError:
-        return None
+    except OSError as exc:
+        return f"its files cannot be read ({exc.strerror})"
+    if when > time.time() + SAME_START:  # written by a clock ahead of this one: "since it started" every time
+        return f"its {os.path.basename(meta or lines[1])} is dated in the future"
     return Install(lines[0].strip(), lines[1], when)
 
 
@@ -77,13 +84,15 @@ def started_at(pid: object) -> Optional[float]:
         return None
 
 
-def reinstalled(sidecars) -> Dict[str, str]:
+def reinstalled(sidecars, say: Callable[[str], None] = lambda line: None) -> Dict[str, str]:
     """Map program -> why its live sidecar runs an older LiteLLM than its install now holds.
 
     Only sidecars whose ``--binary`` is LiteLLM's entry point (an interpreter
-    to ask) and whose state names a live main process are judged.
+    to ask) and whose state names a live main process are judged. An install
+    that cannot be judged is said (an upgrade in place goes unseen this time),
+    once per interpreter.
     """
-    asked: Dict[str, Optional[Install]] = {}
+    asked: Dict[str, Union[Install, str]] = {}
     out = {}
     for s in sidecars:
         head = litellm_launcher(s.binary)
@@ -94,7 +103,10 @@ def reinstalled(sidecars) -> Dict[str, str]:
             continue
         if head[0] not in asked:
             asked[head[0]] = install_of(head[0])
+            if isinstance(asked[head[0]], str):
+                say(f"{s.program}: cannot tell which LiteLLM {head[0]} holds ({asked[head[0]]}): a LiteLLM "
+                    "upgraded in place is not seen by this apply")
         now = asked[head[0]]
-        if now is not None and now.installed_at > since + SAME_START:
+        if isinstance(now, Install) and now.installed_at > since + SAME_START:
             out[s.program] = f"LiteLLM {now.version} installed since it started"
     return out
