@@ -225,9 +225,10 @@ def cmd_start(a: argparse.Namespace) -> int:
 
 def cmd_stop(a: argparse.Namespace) -> int:
     from sidecar_plugin.display import stopped_line
+    from sidecar_plugin.shell.files.statefile import state_dict
 
     (sc := _sidecar(a)).stop(timeout=a.timeout)
-    print(stopped_line(a.program, sc._doc().get("port_owner")))
+    print(stopped_line(a.program, state_dict(sc.state_file).get("port_owner")))
     return EXIT_OK
 
 

@@ -57,7 +57,7 @@ def validate_configs(rendered: Rendered, paths: Set[str], say: Callable[[str], N
             say(f"{s.program}: this LiteLLM has no --validate_config; the change is checked when it starts")
             continue
         why = next((line for line in lines if "validation failed" in line), lines[-1] if lines else "no output")
-        keeps = (f"; it keeps running the LiteLLM it started with: put the previous one back, or fix this one"
+        keeps = ("; it keeps running the LiteLLM it started with: put the previous one back, or fix this one"
                  if s.program in new_installs else "")
         raise ValidationError(f"{s.program}: litellm --validate_config refused {what} "
                               f"({why[:300]}); nothing was written{keeps}", lines[-10:])
