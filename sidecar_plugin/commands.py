@@ -64,6 +64,7 @@ def cmd_render(a: argparse.Namespace) -> int:
 def cmd_apply(a: argparse.Namespace) -> int:
     from sidecar_plugin.shell.render.apply import ApplyError, apply
     from sidecar_plugin.shell.render.build import build
+    from sidecar_plugin.shell.render.plugin_host import for_running
     from sidecar_plugin.shell.files.outlock import out_dir_lock
     from sidecar_plugin.shell.supervisord.supervisor import default_server_url, rpc_proxy
 
@@ -72,7 +73,7 @@ def cmd_apply(a: argparse.Namespace) -> int:
     try:
         with out_dir_lock(a.out_dir):  # one apply at a time: each rolls back to its own snapshot
             req, lines, _ = render_request(a)
-            rendered = build(req, os.environ)
+            rendered = for_running(build, req, os.environ, rpc_proxy(url))
             timeout = a.timeout if a.timeout is not None else rendered.sidecars[0].health_timeout + 10.0
             outcome = apply(rendered, rpc_proxy(url), timeout, lambda line: print(line, flush=True), url,
                             reload_timeout=a.timeout, before_write=lines)  # said once something is written
@@ -226,9 +227,8 @@ def cmd_start(a: argparse.Namespace) -> int:
 def cmd_stop(a: argparse.Namespace) -> int:
     from sidecar_plugin.display import stopped_line
     from sidecar_plugin.shell.files.statefile import state_dict
-
     (sc := _sidecar(a)).stop(timeout=a.timeout)
-    print(stopped_line(a.program, state_dict(sc.state_file).get("port_owner")))
+    print(stopped_line(a.program, state_dict(sc.state_file)))
     return EXIT_OK
 
 

@@ -157,7 +157,7 @@ class SidecarControllerPlugin(ControllerPluginBase):
         tolerate(lambda: self._supervisor().stopProcess(name, False), (Faults.NOT_RUNNING,))
         timeout = args.timeout if args.timeout is not None else stop_window(self.ctl.get_server_proxy(), name)
         control.wait_stopped(get, timeout)
-        self.ctl.output(stopped_line(program, get().get("port_owner")))
+        self.ctl.output(stopped_line(program, get()))
 
     def help_sidecar(self) -> None:
         self.ctl.output(USAGE)

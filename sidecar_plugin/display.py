@@ -17,9 +17,9 @@ from sidecar_plugin.core.state.text import printable
 from sidecar_plugin.names import OWNER_SUPERVISORD, State
 
 
-def stopped_line(program: str, port_owner: Any) -> str:
+def stopped_line(program: str, doc: Dict[str, Any]) -> str:
     """What a finished stop says: the port is free, or supervisord keeps it (connections wait for a start)."""
-    if port_owner == OWNER_SUPERVISORD:
+    if doc.get("port_owner") == OWNER_SUPERVISORD and doc.get("port_held") is not False:
         return (f"{program}: stopped (no process left; supervisord keeps the port: new connections wait in "
                 "its queue until the sidecar starts)")
     return f"{program}: stopped (no process left, port free)"
@@ -55,8 +55,7 @@ def status_lines(doc: Dict[str, Any], program: str, now: Optional[float] = None,
     lines = [printable("  ".join(parts))]
     if doc.get("error"):
         lines.append(printable(f"  error: {doc['error']}"))
-    if doc.get("port_holder"):
-        lines.append(printable(f"  port held by: {doc['port_holder']}"))
+    lines += port_lines(doc)
     retry = doc.get("retry") if isinstance(doc.get("retry"), dict) else {}
     if retry.get("attempt"):
         if retry.get("next_at"):
@@ -71,6 +70,15 @@ def status_lines(doc: Dict[str, Any], program: str, now: Optional[float] = None,
     if state == State.CRASHED and log_tail:
         lines.append("  last lines of its log:")
         lines.extend("    " + printable(str(line)) for line in log_tail[-tail:])
+    return lines
+
+
+def port_lines(doc: Dict[str, Any]) -> List[str]:
+    """Who else holds the port; that supervisord does not hold it open while LiteLLM is down, and why."""
+    lines = [printable(f"  port held by: {doc['port_holder']}")] if doc.get("port_holder") else []
+    if doc.get("port_held") is False:
+        lines.append(printable(f"  port not held by supervisord (connections are refused while LiteLLM restarts): "
+                               f"{doc.get('port_note') or 'LiteLLM binds it itself'}"))
     return lines
 
 

@@ -58,6 +58,9 @@ LOG_NAME = "litellm.log"
 LISTENER_LOG_NAME = "listener.log"
 HISTORY_NAME = "history.jsonl"
 PROFILE_EXTENSIONS = (".yaml", ".yml", ".json")
+# A comment line of a --binary that serves supervisord's listening socket on fd 0 itself (not LiteLLM's entry
+# point: the tests' stand-in, a site's own server): ``# sidecar-plugin: fd 0``.
+FD0_MARKER = "sidecar-plugin: fd 0"
 
 # ---- the process tree marker ---------------------------------------------------
 

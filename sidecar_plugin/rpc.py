@@ -88,6 +88,14 @@ class SidecarNamespaceRPCInterface:
             doc["base_url"] = base_url(str(doc.get("host") or args.get("host") or "127.0.0.1"), int(port))
         return xmlrpc_safe(doc)
 
+    def getPortHold(self, url: str) -> Dict[str, Any]:
+        """Return whether this plugin holds the listening socket ``url`` (``tcp://HOST:PORT``) open, and why not.
+
+        @param string url  the socket's url, as the [fcgi-program] section says it
+        @return struct {held: bool, problem: string}
+        """
+        return held.hold_of(str(url))
+
     def getAllStates(self) -> List[Dict[str, Any]]:
         """Return getState of every sidecar program.
 

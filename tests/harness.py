@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Set
 
 import psutil
 
-from sidecar_plugin.names import MARKER_ENV
+from sidecar_plugin.names import FD0_MARKER, MARKER_ENV
 from sidecar_plugin.core.state.schema import StateUnavailable
 from sidecar_plugin.shell.files.statefile import read_state
 from sidecar_plugin.shell.supervisord.supervisor import rpc_proxy
@@ -62,7 +62,7 @@ def fake_binary(folder: str) -> str:
     """Write an executable that runs the stand-in LiteLLM with this interpreter."""
     path = os.path.join(folder, "fake-litellm")
     with open(path, "w") as fh:
-        fh.write(f"#!/bin/sh\nexec {sys.executable} -u {FAKE_LITELLM} \"$@\"\n")
+        fh.write(f"#!/bin/sh\n# {FD0_MARKER}\nexec {sys.executable} -u {FAKE_LITELLM} \"$@\"\n")
     os.chmod(path, 0o755)
     return path
 
@@ -181,10 +181,7 @@ loglevel=info
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 
-[rpcinterface:sidecar]
-supervisor.rpcinterface_factory = sidecar_plugin.rpc:make_rpcinterface
-
-[supervisorctl]
+{plugin}[supervisorctl]
 serverurl=unix://{sock}
 
 [ctlplugin:sidecar]
@@ -195,8 +192,20 @@ files = {include}
 """
 
 
+PLUGIN_SECTION = """[rpcinterface:sidecar]
+supervisor.rpcinterface_factory = sidecar_plugin.rpc:make_rpcinterface
+
+"""
+
+
 class Sidecar:
-    """One rendered sidecar under one real supervisord, owned by one test."""
+    """One rendered sidecar under one real supervisord, owned by one test.
+
+    ``plugin_in_main``: supervisord's own file names the plugin too (the include carries it where render
+    found supervisord can import it); False: the include alone.
+    """
+
+    plugin_in_main = True
 
     def __init__(self, folder: str, workers: int = 1, mode: Optional[Dict[str, Any]] = None,
                  render_args: Optional[List[str]] = None, inet: Optional[Dict[str, Any]] = None,
@@ -239,7 +248,8 @@ class Sidecar:
                             "password={password}\n").format(**self.inet)
         with open(self.conf, "w") as fh:
             fh.write(SUPERVISORD_CONF.format(sock=self.sock, dir=self.dir, inet=inet_section,
-                                             include=os.path.join(self.out, "sidecar.conf")))
+                                             include=os.path.join(self.out, "sidecar.conf"),
+                                             plugin=PLUGIN_SECTION if self.plugin_in_main else ""))
 
     def set_mode(self, mode: Dict[str, Any]) -> None:
         """Tell the stand-in how to behave at its next start (its start count begins again)."""

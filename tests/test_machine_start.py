@@ -22,7 +22,7 @@ def started():
     return model
 
 
-def run(until, cpu=None, log=None, workers=None, foreign=None, stopped=None):
+def run(until, cpu=None, log=None, workers=None, foreign=None, stopped=None, elsewhere=None):
     """Feed one second at a time until ``until``: signs, a refused probe, a tick; stop at a crash.
 
     Each of ``cpu``, ``log``, ``foreign``, ``stopped`` maps a second to the sign of that second
@@ -32,7 +32,8 @@ def run(until, cpu=None, log=None, workers=None, foreign=None, stopped=None):
     t = T0 + 1
     while t <= until and model.state is State.STARTING:
         sign = m.TreeSigns(stopped=bool(stopped and stopped(t)), cpu=cpu(t) if cpu else None,
-                           log_size=log(t) if log else None, foreign=foreign(t) if foreign else None)
+                           log_size=log(t) if log else None, foreign=foreign(t) if foreign else None,
+                           elsewhere=elsewhere(t) if elsewhere else None)
         inputs = [sign, m.Probe(ok=False, started_at=t - 0.05, detail="connection refused"), m.Tick()]
         if workers:
             inputs.insert(0, m.Workers(workers(t)))
@@ -111,3 +112,19 @@ def test_the_port_holder_is_named_in_the_state_and_forgotten_with_the_next_start
     model, _ = m.step(model, m.ProcEvent("STOPPED"), T0 + 11, CFG)
     model, _ = m.step(model, m.ProcEvent("STARTING", pid=11, asked=True), T0 + 30, CFG)
     assert model.state is State.STARTING and model.foreign_at is None and model.port_holder is None
+
+
+def test_a_tree_that_binds_its_own_port_instead_of_supervisords_fails_within_seconds():
+    """LiteLLM's CLI behind a wrapper, handed supervisord's socket: it binds a port of its own and would stay
+    starting (busy, never healthy) until the outer bound; its listening elsewhere fails it in seconds."""
+    model, actions, at = run(T0 + 200, cpu=busy, elsewhere=lambda t: (43117,) if t >= T0 + 12 else ())
+    assert model.state is State.CRASHED
+    assert at - (T0 + 12) <= 4
+    assert "listens on port 43117 instead of the socket supervisord hands it" in model.error
+    assert any(isinstance(a, m.StopProgram) for a in actions)
+
+
+def test_listening_elsewhere_only_for_a_moment_fails_nothing():
+    model, _, _ = run(T0 + 40, cpu=busy, elsewhere=lambda t: (43117,) if t == T0 + 12 else ())
+    assert model.state is State.STARTING
+    assert model.elsewhere_at is None

@@ -141,7 +141,7 @@ def test_the_listeners_line_reads_back_every_knob_it_writes():
 
     changed = {"host": "::1", "health_timeout": 61.5, "retry_delay": 3.0, "retry_max_delay": 30.0,
                "retry_reset_after": 90.0, "hang_window": 4.5, "port_owner": "supervisord", "memory_budget": 300,
-               "memory_every": 2.5}
+               "memory_every": 2.5, "port_note": "--binary /x is a wrapper: it binds the port itself"}
     assert set(changed) == {o.attr for o in of(WATCH) if o.written or o.attr == "host"}
     s = ListenerOptions(program="p", port=4001, state_file="/s/state.json", log_file="/s/l.log", **changed)
     argv = listen_argv(["sidecar-plugin"], [s], None)
@@ -149,7 +149,7 @@ def test_the_listeners_line_reads_back_every_knob_it_writes():
     assert {k: getattr(back, k) for k in changed} == changed
     plain = listen_argv(["sidecar-plugin"], [ListenerOptions(program="p", port=4001, state_file="/s/state.json",
                                                               log_file="/s/l.log")], None)
-    assert not {"--hang-window", "--port-owner", "--memory-budget", "--memory-every"} & set(plain)
+    assert not {"--hang-window", "--port-owner", "--memory-budget", "--memory-every", "--port-note"} & set(plain)
 
 
 def test_help_says_each_declared_default():

@@ -88,6 +88,10 @@ def _start_progress(m: Model, s: TreeSigns, now: float, working: float) -> Model
         changes.update(foreign_at=m.foreign_at if m.foreign_at is not None else now, port_holder=", ".join(s.foreign))
     elif s.foreign is not None and m.foreign_at is not None:  # it went away
         changes.update(foreign_at=None, port_holder=None)
+    if s.elsewhere:
+        changes.update(elsewhere_at=m.elsewhere_at if m.elsewhere_at is not None else now, elsewhere=s.elsewhere)
+    elif s.elsewhere is not None and m.elsewhere_at is not None:
+        changes.update(elsewhere_at=None, elsewhere=())
     return replace(m, **changes) if changes else m
 
 
@@ -107,7 +111,8 @@ def start_failure(m: Model, now: float, cfg: Config) -> Optional[str]:
     In this order: the health timeout, the outer bound (minutes by default);
     its main process stopped (SIGSTOP, a debugger) for ``stopped_grace``;
     another process holding its port for ``FOREIGN_GRACE`` (LiteLLM then
-    binds elsewhere, or not at all); no CPU used, no log line written and no
+    binds elsewhere, or not at all); its tree listening on another port than
+    supervisord's socket for as long (it binds its own and never serves that one); no CPU used, no log line written and no
     worker born for ``hang_window``. An exit is supervisord's event.
     """
     if now - m.starting_since >= cfg.health_timeout:
@@ -116,6 +121,10 @@ def start_failure(m: Model, now: float, cfg: Config) -> Optional[str]:
         return f"its main process is stopped (SIGSTOP or a debugger) while starting, for {now - m.stopped_at:.0f} s"
     if m.foreign_at is not None and now - m.foreign_at >= FOREIGN_GRACE:
         return f"cannot start: its port is held by {m.port_holder or 'another process'}, not by the sidecar"
+    if m.elsewhere_at is not None and now - m.elsewhere_at >= FOREIGN_GRACE:
+        return (f"cannot serve: it listens on port {', '.join(map(str, m.elsewhere))} instead of the socket "
+                "supervisord hands it on fd 0 (--binary binds its own port: render with LiteLLM's own entry "
+                "point, or a --binary that takes the socket on fd 0)")
     if m.progress_at is not None and now - m.progress_at >= cfg.hang_window:
         return (f"made no progress while starting for {now - m.progress_at:.0f} s "
                 "(no CPU used, no log line written, no worker born)")

@@ -94,6 +94,9 @@ class TreeSigns:
     log_size: Optional[int] = None
     # while it starts: who else listens on its port, outside its tree (None: not looked; (): nobody)
     foreign: Optional[Tuple[str, ...]] = None
+    # while it starts on supervisord's socket: the other TCP ports its tree listens on (None: not looked):
+    # a program that binds its own port (LiteLLM's CLI behind a wrapper) never serves supervisord's
+    elsewhere: Optional[Tuple[int, ...]] = None
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ def _on_starting(m: Model, ev: ProcEvent, now: float) -> Result:
               failures=0, health_ok=None, error=None, log_tail=(), stopping=False, halted=None,
               port_free=None, answered_at=None, stopped_at=None, cpu=None, cpu_base=None, workers=(),
               accepted_at=None, progress_at=None, progress_cpu=None, log_size=None, foreign_at=None,
-              port_holder=None)
+              port_holder=None, elsewhere_at=None, elsewhere=())
     return m, ([Watch(ev.pid)] if ev.pid is not None else []) + [Write()]
 
 

@@ -103,6 +103,9 @@ class Model:
     progress_cpu: Optional[float] = None
     log_size: Optional[int] = None
     foreign_at: Optional[float] = None
+    # since when the starting tree has listened on other ports than supervisord's socket, and which
+    elsewhere_at: Optional[float] = None
+    elsewhere: Tuple[int, ...] = ()
 
     @property
     def probing(self) -> bool:

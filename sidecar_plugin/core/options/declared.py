@@ -94,6 +94,9 @@ OPTIONS: Tuple[Option, ...] = tuple(Option(*o[:4], frozenset(o[4]), **o[5] if le
     ("--program", str, None, "supervisord program name", R | {LISTEN},
      dict(kept="text", default_text=DEFAULT_PROGRAM, listen_help="the program it watches (or --root and --sidecar)")),
     ("--binary", str, "litellm", "LiteLLM executable, resolved now to an absolute path", R, dict(kept="text")),
+    ("--supervisord", str, None, "the supervisord that reads the include: render asks its interpreter whether it "
+     "loads the plugin that holds the port", R, dict(kept="text", default_text="the one beside sidecar-plugin, "
+                                                   "else on PATH")),
     # Two workers: apply replaces them one at a time (sidecar_plugin.names.DEFAULT_WORKERS: why, and the cost).
     ("--workers", int, DEFAULT_WORKERS, "LiteLLM --num_workers: apply replaces workers one at a time, dropping "
      "no request; 1 saves about 600 MB but apply must then restart", RP, dict(kept="int", bounds=Bounds(1, 64))),
@@ -142,6 +145,8 @@ OPTIONS: Tuple[Option, ...] = tuple(Option(*o[:4], frozenset(o[4]), **o[5] if le
     ("--metrics-file", str, None, "the listener writes Prometheus text metrics here (node_exporter's textfile "
      "collector)", R | {LISTEN}, dict(kept="text")),
     ("--group", str, None, "supervisord group", {LISTEN}, dict(default_text="the program name")),
+    ("--port-note", str, "", "why supervisord does not hold the port, said in the state", {LISTEN, WATCH},
+     dict(written="changed")),
     ("--config", str, "", "LiteLLM config, read only to redact its secrets", {LISTEN}),
     ("--root", str, None, "a fleet's folder: each sidecar's files in ROOT/PROGRAM/", {LISTEN}),
     ("--sidecar", str, None, "PROGRAM=PORT, one sidecar of a fleet (repeat for each)", {LISTEN}),

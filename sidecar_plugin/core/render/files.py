@@ -27,7 +27,7 @@ from sidecar_plugin.core.render.litellm_yaml import render_litellm_yaml
 from sidecar_plugin.core.profiles.profile import Profile, alias
 from sidecar_plugin.core.render.options import RenderedFile, RenderOptions
 from sidecar_plugin.core.render.sections import (
-    comment, listener_section, program_section, sidecar_command,
+    comment, listener_section, plugin_section, program_section, sidecar_command,
 )
 from sidecar_plugin.names import (
     LISTENER_SUFFIX, MASTER_KEY, OWNER_SIDECAR, OWNER_SUPERVISORD, PROFILE_PORT, RECORD_NAME, RUN_DIR, SCHEMA,
@@ -42,7 +42,8 @@ def watch_options(opts: RenderOptions) -> ListenerOptions:
     return ListenerOptions(program=opts.program, port=opts.port, state_file=opts.state_file,
                            log_file=opts.log_file, group=opts.group or None, config_path=opts.config_path,
                            **copied(opts, PLAN, also=WATCH),
-                           port_owner=OWNER_SUPERVISORD if opts.supervisord_socket else OWNER_SIDECAR)
+                           port_owner=OWNER_SUPERVISORD if opts.supervisord_socket else OWNER_SIDECAR,
+                           port_note=opts.not_held)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ def render_sidecar_conf(plan: Plan) -> bytes:
     if plan.group:
         lines += [f"[group:{plan.group}]", "programs=" + ",".join(o.program for o in plan.options),
                   "priority=900", ""]
+    if plan.common.plugin:
+        lines += plugin_section()
     for opts in plan.options:
         lines += program_section(opts)
     lines += listener_section(plan.listener, plan.listener_argv(), plan.common)

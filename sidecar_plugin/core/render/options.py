@@ -47,6 +47,11 @@ class RenderOptions:
     # when --binary is LiteLLM's own entry point; empty: the binary itself serves the socket.
     launcher: Tuple[str, ...] = ()
     port_owner: str = OWNER_SUPERVISORD
+    # Why the port cannot be held for this render (the binary binds it itself; the supervisord that reads the
+    # include cannot load the plugin), with the one thing that would have it held; empty: nothing against it.
+    port_note: str = ""
+    # The include loads the ``sidecar`` rpcinterface: the supervisord that reads it can import the plugin.
+    plugin: bool = False
 
     @property
     def config_path(self) -> str:
@@ -59,7 +64,20 @@ class RenderOptions:
         Not in a fleet (supervisord's ``[group:]`` runs its members as plain
         programs) nor on an IPv6 address (its ``tcp://`` sockets are IPv4).
         """
-        return self.port_owner == OWNER_SUPERVISORD and not self.group and ":" not in self.host
+        return self.port_owner == OWNER_SUPERVISORD and not self.group and ":" not in self.host \
+            and not self.port_note
+
+    @property
+    def not_held(self) -> str:
+        """Why supervisord does not hold this sidecar's port, in one line; empty when it does."""
+        if self.supervisord_socket:
+            return ""
+        if self.group:
+            return "supervisord runs a fleet's members ([group:]) as plain programs: LiteLLM binds each port"
+        if ":" in self.host:
+            return (f"supervisord's tcp:// sockets are IPv4 and --host is {self.host}: LiteLLM binds the port "
+                    "(--host 127.0.0.1 has it held)")
+        return self.port_note or "LiteLLM binds the port itself (--port-owner sidecar)"
 
     @property
     def group_name(self) -> str:

@@ -129,6 +129,19 @@ def _health_env(opts: RenderOptions) -> str:
     return f",{HEALTH_SOCKET_ENV}={_env(health_socket_name(opts.program, opts.config_path), '--out-dir')}"
 
 
+def plugin_section() -> List[str]:
+    """Return the ``[rpcinterface:sidecar]`` section: the plugin that holds the port, loaded by the include alone.
+
+    supervisord reads an included file into the same parser before it collects its rpcinterfaces, so the
+    include needs no section of the operator's (the same section there is merged with this one). Rendered
+    only when render asked supervisord's interpreter and it imports the plugin (``shell.render.plugin_host``):
+    a factory supervisord cannot import would keep it from starting. Without the plugin an
+    ``[fcgi-program]`` would end supervisord (``shell.supervisord.held`` says why), so none is rendered then.
+    """
+    return ["; The sidecar.* XML-RPC namespace, and what holds each sidecar's port open while supervisord runs.",
+            "[rpcinterface:sidecar]", "supervisor.rpcinterface_factory = sidecar_plugin.rpc:make_rpcinterface", ""]
+
+
 def listener_section(name: str, argv: Sequence[str], opts: RenderOptions) -> List[str]:
     """Return the ``[eventlistener:]`` section running the health listener ``argv``."""
     return [

@@ -89,6 +89,7 @@ class Listener:
         self.link = SupervisorLink(rpc_factory, opts.rpc_name, self.log)
         self.memory = MemoryKeeper(BudgetConfig(opts.memory_budget, opts.memory_every), self.prober.private,
                                    opts.state_file, self.log)
+        self.hold = owned.PortHold(opts, self.link, self.log)
 
     # -- inputs from other threads --
     def on_event(self, name: str, body: Dict[str, str]) -> None:
@@ -240,7 +241,7 @@ class Listener:
         error = self.redact(self.model.error) if self.model.error else None
         doc = state_document(self.model, self.opts, now, os.getpid(), self.tracker.identities(), error,
                              self.key_files.lookup(self.opts.config_path))
-        doc["memory"] = self.memory.document()
+        doc.update(memory=self.memory.document(), **self.hold.fields())
         self.publisher.publish(doc, self.model.state, now)
 
     # -- watching the pid --
@@ -248,6 +249,7 @@ class Listener:
         self.tracker.track(pid)
         if self.watched == pid:
             return
+        self.hold.ask()  # each start: the plugin holds its port, or the state says why not
         self.watched = pid
         self.watch_started = self.last_track = self.clock()
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, List, Optional, Tuple
 
+import psutil
+
 from sidecar_plugin.core.listener import machine as m
 from sidecar_plugin.names import State
 from sidecar_plugin.shell.processes import signs
@@ -81,13 +83,28 @@ class TreeObserver:
         starting = model.state is State.STARTING
         return inputs + [m.TreeSigns(stopped=seen.stopped, cpu=seen.cpu, accepted=accepted,
                                      log_size=self._log_size() if starting else None,
-                                     foreign=self._foreign(pid, now) if starting and not model.health_ok else None)]
+                                     foreign=self._foreign(pid, now) if starting and not model.health_ok else None,
+                                     elsewhere=self._elsewhere(pid, now) if starting and not model.health_ok
+                                     else None)]
 
     def _log_size(self) -> Optional[int]:
         try:
             return os.stat(self.log_path).st_size if self.log_path else None
         except OSError:
             return None
+
+    def _elsewhere(self, pid: int, now: float) -> Optional[Tuple[int, ...]]:
+        """The TCP ports the tree listens on besides supervisord's socket (None: not looked, or not owned)."""
+        if not self.shared_port or now - self.foreign_looked < FOREIGN_EVERY:
+            return None
+        self.foreign_looked = now
+        tree = tree_pids(pid)
+        try:
+            found = psutil.net_connections(kind="tcp")
+        except (psutil.Error, OSError):
+            return None
+        return tuple(sorted({c.laddr.port for c in found if c.status == psutil.CONN_LISTEN and c.pid in tree
+                             and c.laddr and c.laddr.port != self.port}))
 
     def _foreign(self, pid: int, now: float) -> Optional[Tuple[str, ...]]:
         """Who else listens on the port, outside the tree (None: not looked now; it costs a scan of /proc).

@@ -133,3 +133,32 @@ def after_step(drainer: Optional[Drainer], before: Any, after: Any) -> None:
     """Drain the orphans once the new tree serves (``running``), or once the sidecar is stopped."""
     if drainer is not None and after.state is not before.state and after.state in (State.RUNNING, State.STOPPED):
         drainer.drain()
+
+
+class PortHold:
+    """Whether supervisord holds the port open while LiteLLM is down, and why not, for the state file.
+
+    Where supervisord owns the socket, the plugin inside it is asked (at the listener's start and each start
+    of the sidecar: a supervisord started before its include carried the plugin has none); where LiteLLM
+    binds the port, render said why (``--port-note``).
+    """
+
+    def __init__(self, opts: Any, link: Any, log: Any) -> None:
+        self.opts, self.link, self.log = opts, link, log
+        self.owned = opts.port_owner == OWNER_SUPERVISORD
+        self.held: Optional[bool] = None if self.owned else False
+        self.note: Optional[str] = None if self.owned else (opts.port_note or "LiteLLM binds the port itself")
+
+    def ask(self) -> None:
+        if not self.owned:
+            return
+        answer = self.link.port_hold(f"tcp://{self.opts.host}:{self.opts.port}")
+        if answer is None:  # supervisord did not answer: asked again at the next start
+            return
+        held, note = answer
+        if not held and held != self.held:
+            self.log.warning("port %d is not held by supervisord: %s", self.opts.port, note)
+        self.held, self.note = held, None if held else (note or None)
+
+    def fields(self) -> Dict[str, Any]:
+        return {"port_held": self.held, "port_note": self.note}

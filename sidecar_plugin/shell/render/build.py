@@ -28,7 +28,10 @@ from sidecar_plugin.names import (
     DEFAULT_PORT, DEFAULT_PROGRAM, GROUP,
     LISTENER_LOG_NAME, LITELLM_YAML, LOG_NAME, MASTER_KEY, PROFILE_EXTENSIONS, RECORD_NAME, RUN_DIR, SIDECAR_CONF, STATE_NAME,
 )
-from sidecar_plugin.shell.render.executables import listener_entry_point, litellm_launcher, resolve_binary
+from sidecar_plugin.shell.render.executables import (
+    listener_entry_point, litellm_launcher, resolve_binary, shim_target, takes_fd0,
+)
+from sidecar_plugin.shell.render.plugin_host import PluginHost, check as check_plugin_host
 from sidecar_plugin.shell.render.previous import choose_master_key, previous_ports, previous_record
 from sidecar_plugin.shell.files.statefile import history_path
 from sidecar_plugin.shell.render import filewrite, precheck
@@ -67,8 +70,17 @@ class Rendered:
 
     @property
     def warnings(self) -> Tuple[str, ...]:
-        """The profiles' warning lines (a key that looks like a typo), for the face to print."""
-        return tuple(w for p, _ in self.plan.sidecars for w in p.warnings)
+        """The profiles' warning lines (a key that looks like a typo), and the ports supervisord will not hold
+        (one line a reason), for the face to print."""
+        lines = [w for p, _ in self.plan.sidecars for w in p.warnings]
+        reasons: Dict[str, List[str]] = {}
+        for s in self.sidecars:
+            if s.not_held:
+                reasons.setdefault(s.not_held, []).append(str(s.port))
+        for why, ports in reasons.items():
+            lines.append(f"{'ports' if len(ports) > 1 else 'port'} {', '.join(ports)} not held by supervisord "
+                         f"(connections are refused while LiteLLM restarts): {why}")
+        return tuple(lines)
 
 
 def expand_profiles(paths: Sequence[str]) -> Tuple[List[str], bool]:
@@ -102,20 +114,21 @@ def common_options(req: RenderRequest, out_dir: str) -> RenderOptions:
     )
 
 
-def build(req: RenderRequest, env: Mapping[str, str]) -> Rendered:
+def build(req: RenderRequest, env: Mapping[str, str], live_note: str = "") -> Rendered:
     """Load, validate and render everything in memory; raise a one-line error on bad input.
 
     An error about an option kept from an earlier render (not given now) says
-    so, and how to forget it (``core.options.remember.blamed``).
+    so, and how to forget it (``core.options.remember.blamed``). ``live_note``:
+    why the running supervisord cannot hold the port now (apply asks it).
     """
     try:
-        return _build(req, env)
+        return _build(req, env, live_note)
     except RenderError as exc:
         exc.args = (blamed(str(exc), req.kept),)
         raise
 
 
-def _build(req: RenderRequest, env: Mapping[str, str]) -> Rendered:
+def _build(req: RenderRequest, env: Mapping[str, str], live_note: str = "") -> Rendered:
     paths, grouped = expand_profiles(req.profiles)
     for path in paths:
         _check_text(path, "--profile")
@@ -139,10 +152,43 @@ def _build(req: RenderRequest, env: Mapping[str, str]) -> Rendered:
                           "(or name another variable with --api-key-env)")
     binary = resolve_binary(req.binary, extra_dirs=[os.path.dirname(os.path.abspath(sys.executable))])
     _check_text(binary, "--binary")
-    the_plan = plan(profiles, replace(common, binary=binary, launcher=litellm_launcher(binary)), grouped, req.port, ports)
+    binary = shim_target(binary) or binary  # a pyenv or asdf shim: the entry point it runs
+    _check_text(binary, "--binary")
+    launcher = litellm_launcher(binary)
+    host = plugin_host(req.supervisord)
+    note = binary_note(binary, launcher) or host_note(host) or live_note
+    held = replace(common, binary=binary, launcher=launcher, port_note=note, plugin=host.loads)
+    the_plan = plan(profiles, held, grouped, req.port, ports)
     master_key, keep_file = choose_master_key(env, req.master_key_env, out_dir)
     files = render_files(the_plan, api_key, master_key, keep_file, dict(req.remember))
     return Rendered(the_plan, tuple(files), owner)
+
+
+_hosts: Dict[Optional[str], PluginHost] = {}
+
+
+def plugin_host(given: Optional[str]) -> PluginHost:
+    """Whether the supervisord that reads the include loads the plugin (asked once per process: render builds
+    twice, before and under the out-dir's lock)."""
+    if given not in _hosts:
+        _hosts[given] = check_plugin_host(given)
+    return _hosts[given]
+
+
+def binary_note(binary: str, launcher: Sequence[str]) -> str:
+    """Why supervisord cannot hold the port for ``binary``, and how it could; empty when it can."""
+    if launcher or takes_fd0(binary):
+        return ""
+    return (f"--binary {binary} is not LiteLLM's own Python entry point (a wrapper): LiteLLM's CLI binds the port "
+            "itself; --binary naming the litellm it runs has supervisord hold the port")
+
+
+def host_note(host: PluginHost) -> str:
+    if host.loads:
+        return ""
+    return (f"{host.supervisord} cannot load the plugin that holds the port: {host.problem}; make sidecar_plugin "
+            "importable by its Python (docs/deploying.md) or name the supervisord that reads the include with "
+            "--supervisord, then render again")
 
 
 def lookup_user(name: str) -> Tuple[int, int]:

@@ -10,11 +10,17 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import subprocess
 import sys
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 from sidecar_plugin.core.render.options import RenderError
 from sidecar_plugin.errors import BinaryNotFoundError
+from sidecar_plugin.names import FD0_MARKER
+
+# Version managers whose shims are shell scripts that ask them which executable to run: ``X which NAME`` answers.
+SHIM_MANAGERS = ("pyenv", "asdf")
+SHIM_TIMEOUT = 10.0
 
 
 class BinaryNotFound(RenderError, BinaryNotFoundError):
@@ -60,14 +66,9 @@ def litellm_launcher(binary: str) -> Tuple[str, ...]:
 
     The entry point pip or pipx writes is a Python script importing
     ``litellm``; its first line names the interpreter of that install (or pip's
-    ``/bin/sh`` trick for long paths). Anything else (a wrapper, a stand-in)
-    gets the socket on fd 0 and runs as given: empty.
+    ``/bin/sh`` trick for long paths). Anything else (a wrapper, a stand-in): empty.
     """
-    try:
-        with open(binary, "rb") as fh:
-            head = fh.read(4096).decode("utf-8", "replace")
-    except OSError:
-        return ()
+    head = _head(binary)
     lines = head.splitlines()
     if not lines or not lines[0].startswith("#!") or "litellm" not in head:
         return ()
@@ -82,3 +83,53 @@ def litellm_launcher(binary: str) -> Tuple[str, ...]:
     from sidecar_plugin.shell import litellm_launch
 
     return (interpreter, os.path.dirname(os.path.abspath(litellm_launch.__file__)))
+
+
+def _head(binary: str) -> str:
+    try:
+        with open(binary, "rb") as fh:
+            return fh.read(4096).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def takes_fd0(binary: str) -> bool:
+    """Whether ``binary`` says it serves supervisord's socket on fd 0 (the line ``# sidecar-plugin: fd 0``).
+
+    A server other than LiteLLM's entry point (the tests' stand-in, a site's own) opts in this way; any other
+    wrapper execs LiteLLM's CLI, which binds the port itself and would never serve supervisord's socket.
+    """
+    return any(line.strip().lstrip("#").strip() == FD0_MARKER for line in _head(binary).splitlines())
+
+
+def shim_target(binary: str) -> Optional[str]:
+    """Return what a pyenv or asdf shim runs (asked of the version manager, as the shim would), or None.
+
+    Such a shim is a shell script ending in ``exec MANAGER exec NAME "$@"``; resolved now, as PATH is, so
+    supervisord runs LiteLLM's own entry point and the port can be held for it.
+    """
+    for line in reversed(_head(binary).splitlines()):
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError:
+            continue
+        if len(words) < 3 or words[0] != "exec" or os.path.basename(words[1]) not in SHIM_MANAGERS \
+                or words[2] != "exec":
+            continue
+        manager = words[1] if os.path.isabs(words[1]) else shutil.which(words[1])
+        env = dict(os.environ)
+        for other in _head(binary).splitlines():  # export PYENV_ROOT="..." in pyenv's shims
+            if other.startswith("export ") and "=" in other:
+                key, _, value = other[7:].partition("=")
+                env[key.strip()] = value.strip().strip('"')
+        name = os.path.basename(binary)
+        try:
+            res = subprocess.run([manager or words[1], "which", name], capture_output=True, text=True, env=env,
+                                 timeout=SHIM_TIMEOUT, stdin=subprocess.DEVNULL, cwd="/")
+        except (OSError, subprocess.SubprocessError):
+            return None
+        found = res.stdout.strip().splitlines()[-1:] if res.returncode == 0 else []
+        if found and os.path.isabs(found[0]) and os.access(found[0], os.X_OK):
+            return found[0]
+        return None
+    return None

@@ -137,6 +137,14 @@ def hold(supervisord: Any, programs: Iterable[str]) -> Dict[str, str]:
     return {url: group.config.name for url, group in groups.items()}
 
 
+def hold_of(url: str) -> Dict[str, Any]:
+    """Whether ``url``'s socket is held (for ``sidecar.getPortHold``), and why not."""
+    if _usable(url) is not None:
+        return {"held": True, "problem": ""}
+    return {"held": False, "problem": "the plugin holds no listening socket at this address (the program is not "
+                                       "an [fcgi-program] there, or its address was busy when it was bound)"}
+
+
 def sweep(now: float, grace: float = GRACE) -> Set[str]:
     """Close the held sockets parked for longer than ``grace``; return their urls."""
     closed = {url for url, since in _parked.items() if now - since >= grace}

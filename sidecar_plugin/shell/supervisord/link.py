@@ -11,8 +11,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 from xmlrpc.client import Fault
+
+from supervisor.xmlrpc import Faults
+
+NO_PLUGIN = ("supervisord has not loaded the sidecar plugin ([rpcinterface:sidecar], which the include carries "
+             "where supervisord can import it): it loads at supervisord's next start or `supervisorctl reload`")
 
 
 class SupervisorLink:
@@ -44,6 +49,25 @@ class SupervisorLink:
             self.log.warning("supervisor.%s failed: %s", method, exc)
             self._rpc = None
         return None
+
+    def port_hold(self, url: str) -> Optional[Tuple[bool, str]]:
+        """Return whether the ``sidecar`` plugin inside supervisord holds the socket ``url``, and why not;
+        None when supervisord does not answer."""
+        try:
+            if self._rpc is None:
+                self._rpc = self.rpc_factory()
+            answer = self._rpc.sidecar.getPortHold(url)
+        except Fault as exc:
+            if exc.faultCode == Faults.UNKNOWN_METHOD:
+                return False, NO_PLUGIN
+            self.log.info("sidecar.getPortHold: %s", exc.faultString)
+            return None
+        except Exception:  # said by call() where it matters; the next start asks again
+            self._rpc = None
+            return None
+        if not isinstance(answer, dict):
+            return None
+        return bool(answer.get("held")), str(answer.get("problem") or "")
 
     def process_info(self, attempts: int = 1) -> Optional[dict]:
         """Return the program's ``getProcessInfo``, trying ``attempts`` times 0.25 s apart (a starting supervisord)."""

@@ -1,0 +1,201 @@
+"""Safe anywhere (issue 30): supervisord never falls with the sidecar, whatever its configuration holds.
+
+Stock supervisord binds an ``[fcgi-program]``'s socket again at every spawn
+without catching "Address already in use", and while it reads its
+configuration: with orphaned workers on the port, or another server there at
+boot, supervisord itself exits. So the include carries the plugin that holds
+the port (``[rpcinterface:sidecar]``) where render finds supervisord can import
+it, and renders a plain ``[program]`` (LiteLLM binds the port) where it cannot.
+Each layout goes through every event of the issue with a real supervisord and
+the stand-in: supervisord stays up and the sidecar is ``running`` again.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from harness import poll, run_cli
+from sidecar_plugin.names import FD0_MARKER
+
+pytestmark = pytest.mark.integration
+
+
+def include_alone(sc):
+    """supervisord's own file without the plugin section: the include alone, as an operator may have it."""
+    sc.plugin_in_main = False
+    sc.write_supervisord_conf()
+    with open(sc.conf) as fh:
+        assert "rpcinterface:sidecar" not in fh.read()
+
+
+def no_plugin_supervisord(folder):
+    """A supervisord whose interpreter cannot import sidecar_plugin (a system supervisord, another venv)."""
+    venv = os.path.join(folder, "other-venv")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True, timeout=120)
+    script = os.path.join(folder, "supervisord")
+    with open(script, "w") as fh:
+        fh.write(f"#!{venv}/bin/python\nfrom supervisor.supervisord import main\nmain()\n")
+    os.chmod(script, 0o755)
+    return script
+
+
+def up(sc):
+    """supervisord is still running and answering."""
+    return sc.proc is not None and sc.proc.poll() is None and sc._rpc_up()
+
+
+def running_again(sc, old_pid, timeout=60):
+    st = sc.wait_state("running", timeout, pred=lambda s: s.pid is not None and s.pid != old_pid)
+    assert up(sc), "supervisord exited"
+    return st
+
+
+def doc(sc):
+    with open(sc.state_file) as fh:
+        return json.load(fh)
+
+
+def workers(pid, count):
+    return poll(lambda: [c for c in psutil.Process(pid).children() if c.status() != psutil.STATUS_ZOMBIE]
+                if len([c for c in psutil.Process(pid).children() if c.status() != psutil.STATUS_ZOMBIE]) == count
+                else None, 15, what=f"{count} workers")
+
+
+def every_event(sc):
+    """SIGKILL of the main process, of a worker, restart, update (unchanged, changed), reload."""
+    st = sc.wait_state("running", 30)
+    workers(st.pid, 2)
+
+    os.kill(st.pid, signal.SIGKILL)  # an OOM kill: the orphaned workers still hold the socket
+    st = running_again(sc, st.pid)
+
+    victim = workers(st.pid, 2)[0]
+    victim.kill()
+    poll(lambda: up(sc) and victim.pid not in [c.pid for c in workers(st.pid, 2)], 20, what="a worker respawned")
+    assert sc.wait_state("running", 5).pid == st.pid
+
+    res = sc.ctl("restart", sc.program, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    st = running_again(sc, st.pid)
+
+    for args in (("reread",), ("update",)):  # nothing changed
+        res = sc.ctl(*args, timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+    assert up(sc)
+    assert sc.wait_state("running", 5).pid == st.pid
+
+    res = run_cli("render", *sc.render_args, "--workers", "3", env=sc.render_env)  # a changed group
+    assert res.returncode == 0, res.stderr
+    for args in (("reread",), ("update",)):
+        res = sc.ctl(*args, timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+    st = running_again(sc, st.pid)
+    workers(st.pid, 3)
+
+    res = sc.ctl("reload", timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    poll(lambda: up(sc), 30, what="supervisord back after reload")
+    running_again(sc, st.pid)
+
+
+def test_include_alone_carries_the_plugin_and_supervisord_survives_every_event(make_sidecar):
+    sc = make_sidecar(workers=2)
+    with open(os.path.join(sc.out, "sidecar.conf")) as fh:
+        conf = fh.read()
+    assert "[rpcinterface:sidecar]" in conf
+    assert f"[fcgi-program:{sc.program}]" in conf
+    include_alone(sc)
+    sc.start_supervisord()
+    every_event(sc)
+    assert sc.supervisord_listens()  # the port is supervisord's, held through all of it
+    state = doc(sc)
+    assert state["port_held"] is True
+    assert state["port_note"] is None
+
+
+def test_include_alone_where_supervisord_cannot_import_the_plugin(make_sidecar, tmp_path):
+    other = no_plugin_supervisord(str(tmp_path))
+    sc = make_sidecar(workers=2, render_args=["--supervisord", other])
+    res = run_cli("render", *sc.render_args, env=sc.render_env)
+    assert res.returncode == 0, res.stderr
+    warnings = [line for line in res.stderr.splitlines() if "not held by supervisord" in line]
+    assert len(warnings) == 1, res.stderr
+    assert "cannot import sidecar_plugin" in warnings[0]
+    assert "--supervisord" in warnings[0]
+    with open(os.path.join(sc.out, "sidecar.conf")) as fh:
+        conf = fh.read()
+    assert "rpcinterface:sidecar" not in conf  # it would keep that supervisord from starting
+    assert f"[program:{sc.program}]" in conf  # an [fcgi-program] without the plugin could end supervisord
+    include_alone(sc)
+    sc.start_supervisord()
+    every_event(sc)
+    state = doc(sc)
+    assert state["port_held"] is False
+    assert "cannot import sidecar_plugin" in state["port_note"]
+    status = run_cli("status", "--state-file", sc.state_file)
+    assert "port not held by supervisord" in status.stdout, status.stdout
+
+
+def foreign(port):
+    """Another server on the port (bound and listening), owned by the test."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port))
+    s.listen(8)
+    return s
+
+
+@pytest.mark.parametrize("layout", ["plugin", "no-plugin"])
+def test_a_foreign_holder_at_boot_never_stops_supervisord(make_sidecar, tmp_path, layout):
+    extra = ["--retry-delay", "1"] + (["--supervisord", no_plugin_supervisord(str(tmp_path))]
+                                      if layout == "no-plugin" else [])
+    sc = make_sidecar(workers=2, render_args=extra)
+    include_alone(sc)
+    holder = foreign(sc.port)
+    try:
+        sc.start_supervisord(wait_state=None)
+        st = sc.wait_state("crashed", 60, pred=lambda s: bool(s.raw.get("port_holder")))
+        assert up(sc)
+        assert str(os.getpid()) in st.raw["port_holder"]
+    finally:
+        holder.close()
+    running_again(sc, None, timeout=90)  # the listener's retries start it once the address is free
+
+
+def test_a_foreign_holder_after_a_stop_without_the_plugin(make_sidecar, tmp_path):
+    sc = make_sidecar(workers=2, render_args=["--retry-delay", "1", "--supervisord",
+                                              no_plugin_supervisord(str(tmp_path))])
+    include_alone(sc)
+    sc.start_supervisord()
+    st = sc.wait_state("running", 30)
+    res = sc.ctl("stop", sc.program, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    poll(lambda: not sc.port_listeners(), 30, what="the port free")
+    holder = foreign(sc.port)
+    try:
+        res = sc.ctl("start", sc.program, timeout=120)
+        sc.wait_state("crashed", 60, pred=lambda s: bool(s.raw.get("port_holder")))
+        assert up(sc)
+    finally:
+        holder.close()
+    running_again(sc, st.pid, timeout=90)
+
+
+def test_a_program_that_binds_its_own_port_instead_of_supervisords_is_said_within_seconds(make_sidecar, tmp_path):
+    """Handed supervisord's socket, a --binary that binds a port of its own (LiteLLM's CLI behind a wrapper
+    that claims fd 0) never serves: crashed in seconds with the reason, never an endless starting."""
+    binary = tmp_path / "binds-its-own"
+    binary.write_text(f"#!/bin/sh\n# {FD0_MARKER}\nexec {sys.executable} -c 'import socket, time\n"
+                      "s = socket.socket(); s.bind((\"127.0.0.1\", 0)); s.listen(1); time.sleep(600)'\n")
+    binary.chmod(0o755)
+    sc = make_sidecar(workers=1, binary=str(binary), render_args=["--retry-delay", "300"])
+    sc.start_supervisord(wait_state=None)
+    st = sc.wait_state("crashed", 30, pred=lambda s: s.error is not None and "listens on port" in s.error)
+    assert "instead of the socket supervisord hands it" in st.error
+    assert up(sc)
