@@ -83,7 +83,12 @@ def plugin_venv(tmp_path_factory):
 
 
 class DebianSidecar(Sidecar):
-    """The harness's sidecar, rendered by the venv's CLI and run by Debian's supervisord."""
+    """The harness's sidecar, rendered by the venv's CLI and run by Debian's supervisord.
+
+    With the include alone: it carries the plugin, since Debian's Python imports it (the .pth).
+    """
+
+    plugin_in_main = False
 
     def __init__(self, folder, venv):
         self._places(folder, os.path.join(folder, "out"))
