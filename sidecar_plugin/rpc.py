@@ -118,5 +118,12 @@ def make_rpcinterface(supervisord: Any, **config: Any) -> SidecarNamespaceRPCInt
     supervisord owns it (``[fcgi-program]``): no exit of LiteLLM closes the port.
     """
     interface = SidecarNamespaceRPCInterface(supervisord)
-    held.install(supervisord, lambda: interface.listPrograms())
+    if getattr(supervisord, "sidecar_holds", False):  # a second section naming this factory: once is enough
+        return interface
+    supervisord.sidecar_holds = True
+    try:
+        held.install(supervisord, lambda: interface.listPrograms())
+    except Exception as exc:  # the include carries this factory: nothing in it may keep supervisord from starting
+        supervisord.options.logger.warn(f"sidecar: cannot hold the sidecars' listening sockets ({exc!r}); "
+                                        "their ports close while LiteLLM restarts")
     return interface

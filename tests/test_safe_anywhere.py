@@ -199,3 +199,19 @@ def test_a_program_that_binds_its_own_port_instead_of_supervisords_is_said_withi
     st = sc.wait_state("crashed", 30, pred=lambda s: s.error is not None and "listens on port" in s.error)
     assert "instead of the socket supervisord hands it" in st.error
     assert up(sc)
+
+
+def test_the_plugin_named_twice_holds_once(make_sidecar):
+    """An operator's own section naming the same factory under another name, beside the include's: supervisord
+    starts, both namespaces answer, and the port is held once (a SIGKILL is served again)."""
+    sc = make_sidecar(workers=2)
+    include_alone(sc)
+    with open(sc.conf, "a") as fh:
+        fh.write("\n[rpcinterface:agentroute]\nsupervisor.rpcinterface_factory = sidecar_plugin.rpc:make_rpcinterface\n")
+    sc.start_supervisord()
+    st = sc.wait_state("running", 30)
+    assert sc.rpc().agentroute.listPrograms() == [sc.program]
+    assert sc.rpc().sidecar.getPortHold(f"tcp://127.0.0.1:{sc.port}")["held"] is True
+    os.kill(st.pid, signal.SIGKILL)
+    running_again(sc, st.pid)
+    assert sc.supervisord_listens()
