@@ -625,22 +625,26 @@ def test_1_user_layout_runs_under_a_real_supervisord(area, user, user_python):
 
     import psutil
 
-    from harness import SUPERVISORD_CONF, free_port
+    from harness import PLUGIN_SECTION, SUPERVISORD_CONF, free_port
+    from sidecar_plugin.names import FD0_MARKER
     from sidecar_plugin.shell.files.statefile import read_history, read_state
     from sidecar_plugin.shell.supervisord.supervisor import rpc_proxy
 
     name, uid, gid = user
     prof, out = write(os.path.join(area, "p.yaml"), PROFILE), os.path.join(area, "out")
     binary = write(os.path.join(area, "fake-litellm"),
-                   f"#!/bin/sh\nexec {user_python} -u {os.path.join(ROOT, 'tests', 'fake_litellm.py')} \"$@\"\n")
+                   f"#!/bin/sh\n# {FD0_MARKER}\nexec {user_python} -u {os.path.join(ROOT, 'tests', 'fake_litellm.py')} "
+                   "\"$@\"\n")
     os.chmod(binary, 0o755)
     port = free_port()
     res = subprocess.run([user_python, "-m", "sidecar_plugin", "render", "--profile", prof, "--out-dir", out,
-                          "--binary", binary, "--port", str(port), "--user", name],
+                          "--binary", binary, "--port", str(port), "--user", name,
+                          "--supervisord", os.path.join(os.path.dirname(sys.executable), "supervisord")],
                          capture_output=True, text=True, env=dict(os.environ, **GEN_KEY_ENV), cwd=ROOT, timeout=60)
     assert res.returncode == 0, res.stderr
     sock, conf = os.path.join(area, "s.sock"), os.path.join(area, "supervisord.conf")
-    text = SUPERVISORD_CONF.format(sock=sock, dir=area, inet="", include=os.path.join(out, "sidecar.conf"))
+    text = SUPERVISORD_CONF.format(sock=sock, dir=area, inet="", include=os.path.join(out, "sidecar.conf"),
+                                   plugin=PLUGIN_SECTION)
     # docs/deploying.md's --user deployment: the listener (the user) may use supervisord's socket
     write(conf, text.replace(f"file={sock}\n", f"file={sock}\nchown=root:{gid}\nchmod=0770\n", 1))
     proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", conf], cwd=area,
