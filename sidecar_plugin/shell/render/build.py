@@ -29,6 +29,7 @@ from sidecar_plugin.names import (
     LISTENER_LOG_NAME, LITELLM_YAML, LOG_NAME, MASTER_KEY, PROFILE_EXTENSIONS, RECORD_NAME, RUN_DIR, SIDECAR_CONF, STATE_NAME,
 )
 from sidecar_plugin.shell.render.executables import listener_entry_point, litellm_launcher, resolve_binary
+from sidecar_plugin.shell.render.installed import finds
 from sidecar_plugin.shell.render.previous import choose_master_key, previous_ports, previous_record
 from sidecar_plugin.shell.files.statefile import history_path
 from sidecar_plugin.shell.render import filewrite, precheck
@@ -52,6 +53,7 @@ class Rendered:
     plan: Plan
     files: Tuple[RenderedFile, ...]
     owner: Optional[Tuple[int, int]] = None
+    notes: Tuple[str, ...] = ()  # render's own lines for the operator (traffic metrics left off)
 
     @property
     def out_dir(self) -> str:
@@ -67,8 +69,8 @@ class Rendered:
 
     @property
     def warnings(self) -> Tuple[str, ...]:
-        """The profiles' warning lines (a key that looks like a typo), for the face to print."""
-        return tuple(w for p, _ in self.plan.sidecars for w in p.warnings)
+        """The profiles' warning lines (a key that looks like a typo) and render's notes, for the face to print."""
+        return tuple(w for p, _ in self.plan.sidecars for w in p.warnings) + self.notes
 
 
 def expand_profiles(paths: Sequence[str]) -> Tuple[List[str], bool]:
@@ -139,10 +141,28 @@ def _build(req: RenderRequest, env: Mapping[str, str]) -> Rendered:
                           "(or name another variable with --api-key-env)")
     binary = resolve_binary(req.binary, extra_dirs=[os.path.dirname(os.path.abspath(sys.executable))])
     _check_text(binary, "--binary")
-    the_plan = plan(profiles, replace(common, binary=binary, launcher=litellm_launcher(binary)), grouped, req.port, ports)
+    launcher = litellm_launcher(binary)
+    notes = _without_prometheus(launcher) if common.traffic_metrics else ()
+    common = replace(common, binary=binary, launcher=launcher, no_traffic_metrics=common.no_traffic_metrics or bool(notes))
+    the_plan = plan(profiles, common, grouped, req.port, ports)
     master_key, keep_file = choose_master_key(env, req.master_key_env, out_dir)
     files = render_files(the_plan, api_key, master_key, keep_file, dict(req.remember))
-    return Rendered(the_plan, tuple(files), owner)
+    return Rendered(the_plan, tuple(files), owner, notes)
+
+
+def _without_prometheus(launcher: Tuple[str, ...]) -> Tuple[str, ...]:
+    """The line saying traffic metrics stay off, when LiteLLM's install lacks prometheus_client; else none.
+
+    LiteLLM's Prometheus callback imports it, and a LiteLLM that cannot does
+    not start: the sidecar must start without its metrics rather than not at
+    all. Only an install whose interpreter is known (``--binary`` is LiteLLM's
+    own entry point) is asked; a wrapper is taken to hold it (the install
+    paths of this package put it beside LiteLLM).
+    """
+    if not launcher or finds(launcher[0], "prometheus_client") is not False:
+        return ()
+    return (f"traffic metrics: off, LiteLLM's install ({launcher[0]}) lacks prometheus_client: "
+            f"{os.path.join(os.path.dirname(launcher[0]), 'pip')} install prometheus_client, then apply again",)
 
 
 def lookup_user(name: str) -> Tuple[int, int]:
