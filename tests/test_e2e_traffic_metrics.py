@@ -3,11 +3,12 @@
 The real LiteLLM (2 workers, the launcher on supervisord's socket) and the
 loopback upstream, which answers 500 for a model it cannot serve. Known numbers
 of plain and streamed requests per tier, sent concurrently (each on its own
-connection, so both workers take them), then a scrape of ``/metrics/`` with the
+connection: either worker may take it), then a scrape of ``/metrics/`` with the
 master key: exactly those counts per alias, the failures by status, latency and
 tokens. An ``apply`` of a model change in between replaces every worker (a
-rolling reload): the counts of the workers that left stay, and the next batch
-adds to them. The litellm_* names the shipped alert and dashboard use are in
+rolling reload): the scrape that follows still counts the first batch, which
+only the workers that left served, and the next batch, served by the new
+workers, adds to it. The litellm_* names the shipped alert and dashboard use are in
 the scrape.
 """
 
@@ -90,7 +91,8 @@ def expected(batches):
 
 
 def counted(text):
-    return {"requests": per_alias(text, "litellm_proxy_total_requests_metric_total", ("requested_model", "status_code")),
+    return {"requests": per_alias(text, "litellm_proxy_total_requests_metric_total",
+                                  ("requested_model", "status_code")),
             "failed": per_alias(text, "litellm_proxy_failed_requests_metric_total",
                                 ("requested_model", "exception_status")),
             "latency": per_alias(text, "litellm_request_total_latency_metric_count", ("model_group",)),

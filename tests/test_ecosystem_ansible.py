@@ -58,7 +58,8 @@ def playbook(host, tmp_path, profile_text):
              "sidecar_profile_src": host.profile_src, "sidecar_out_dir": host.out,
              "sidecar_server_url": "unix://" + host.sock,
              "sidecar_apply_args": ["--port", str(host.port), "--binary", host.binary, "--workers", "1"],
-             "sidecar_prometheus_key_file": host.prometheus_key, "sidecar_prometheus_group": grp.getgrgid(os.getgid())[0],
+             "sidecar_prometheus_key_file": host.prometheus_key,
+             "sidecar_prometheus_group": grp.getgrgid(os.getgid())[0],
              "openrouter_api_key": API_KEY}  # no agentroute_master_key: generated once on the host
     vars_file = tmp_path / "vars.json"
     vars_file.write_text(json.dumps(extra))

@@ -14,7 +14,8 @@ from typing import Any, Callable, List, Sequence
 from sidecar_plugin.core.render import ini
 from sidecar_plugin.core.render.options import RenderError, RenderOptions
 from sidecar_plugin.names import (
-    EXIT_REFUSED, HEALTH_SOCKET_ENV, MARKER_ENV, MULTIPROC_ENV, STOP_MARGIN, WORKER_HEALTHCHECK, health_socket_name, marker_value,
+    EXIT_REFUSED, HEALTH_SOCKET_ENV, MARKER_ENV, MULTIPROC_ENV, STOP_MARGIN, WORKER_HEALTHCHECK, health_socket_name,
+    marker_value,
 )
 
 

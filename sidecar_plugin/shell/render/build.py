@@ -143,7 +143,8 @@ def _build(req: RenderRequest, env: Mapping[str, str]) -> Rendered:
     _check_text(binary, "--binary")
     launcher = litellm_launcher(binary)
     notes = _without_prometheus(launcher) if common.traffic_metrics else ()
-    common = replace(common, binary=binary, launcher=launcher, no_traffic_metrics=common.no_traffic_metrics or bool(notes))
+    common = replace(common, binary=binary, launcher=launcher,
+                     no_traffic_metrics=common.no_traffic_metrics or bool(notes))
     the_plan = plan(profiles, common, grouped, req.port, ports)
     master_key, keep_file = choose_master_key(env, req.master_key_env, out_dir)
     files = render_files(the_plan, api_key, master_key, keep_file, dict(req.remember))
