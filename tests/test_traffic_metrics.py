@@ -55,6 +55,8 @@ def test_on_by_default_the_callback_and_a_folder_per_sidecar(tmp_path):
     folder = os.path.join(out, "run", "prometheus")
     assert f'{MULTIPROC_ENV}="{folder}"' in env
     assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700 and entry["traffic_metrics"] is True
+    # the way there is open to the sidecar's user (the out-dir's default ACL is for files: no x)
+    assert stat.S_IMODE(os.stat(os.path.dirname(folder)).st_mode) == 0o755
 
 
 def test_no_traffic_metrics_renders_neither_and_is_kept_until_reset(tmp_path):

@@ -203,10 +203,11 @@ def _metrics_dir(folders: Folders, s: RenderOptions, owner: Owner) -> None:
     with one worker uses the folder without making it.
     """
     parent = os.path.abspath(s.out_dir)
-    for name in (RUN_DIR, TRAFFIC_METRICS_DIR):  # new folders lose the out-dir's default ACL (logs only)
+    for name, mode in ((RUN_DIR, 0o755), (TRAFFIC_METRICS_DIR, 0o700)):
         existed = safefs.entry(folders.root(parent), name) is not None
         fd = folders.sub(parent, name, create=True)
-        if not existed:
+        if not existed:  # made in the out-dir, it got the logs' default ACL: rw for files, no way through
             acl.drop_acls(fd)
+            os.fchmod(fd, mode)
         parent = os.path.join(parent, name)
     safefs.set_owner_mode(fd, owner, 0o700)
