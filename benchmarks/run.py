@@ -493,11 +493,32 @@ def main() -> int:
             tb.stop_upstream()
         traffic = tb.table() + [""] + pb.table()
     text = report(b, idle, started, [os.path.relpath(sys.executable), "benchmarks/run.py"] + sys.argv[1:], traffic)
+    text += kept_sections(os.path.join(a.out, "RESULTS.md"))
     with open(os.path.join(a.out, "RESULTS.md"), "w") as fh:
         fh.write(text)
     plot(b, os.path.join(a.out, "latency.png"))
     print(text)
     return 0
+
+
+# Sections other scripts write into RESULTS.md, run on their own (not by make bench): kept as they are.
+KEPT_SECTIONS = ("## Traffic metrics: what the callback costs",)  # benchmarks/metrics_cost.py
+
+
+def kept_sections(path: str) -> str:
+    """The sections of the previous RESULTS.md that this run does not measure, each to its next heading."""
+    try:
+        with open(path) as fh:
+            old = fh.read()
+    except OSError:
+        return ""
+    kept = []
+    for heading in KEPT_SECTIONS:
+        start = old.find("\n" + heading + "\n")
+        if start >= 0:
+            end = old.find("\n## ", start + 1)
+            kept.append(old[start:end if end >= 0 else len(old)].rstrip("\n") + "\n")
+    return "".join(kept)
 
 
 if __name__ == "__main__":

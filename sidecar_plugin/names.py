@@ -141,6 +141,10 @@ EXIT_REFUSED = 78
 
 
 RUN_DIR = "run"  # under --user: the folder the sidecar's user owns, for its state and history
+# LiteLLM's traffic metrics (issue 33): prometheus_client's multiprocess folder, one per sidecar, in RUN_DIR
+# (the sidecar's user may write there), named to each tree in this variable of the program's environment
+TRAFFIC_METRICS_DIR = "prometheus"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def fleet_paths(root: str, program: str, state_subdir: str = "") -> "dict[str, str]":

@@ -8,6 +8,10 @@ LiteLLM actually sent (the key as bearer, the model id without ``openrouter/``).
 ``seconds_per_token``: a streamed answer sends ``max_tokens`` content chunks,
 one every that many seconds, so a load test keeps streams in flight for as
 long as it asks (LiteLLM forwards ``max_tokens``; it drops unknown fields).
+
+A model it cannot serve (any id under ``unavailable/``, as an OpenRouter model
+with no provider up) is answered ``500`` with OpenAI's error shape, streamed
+or not: an upstream failure, for the traffic metrics' failure counts.
 """
 
 import json
@@ -18,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Optional
 
 CHAT_PATHS = ("/api/v1/chat/completions", "/v1/chat/completions", "/chat/completions")
+UNAVAILABLE = "unavailable/"  # a model id under this answers 500
 
 
 def reasoning_asked(body: Dict[str, Any]) -> bool:
@@ -74,6 +79,9 @@ class FakeOpenRouter:
                 stream = bool(body.get("stream"))
                 owner.record({"path": path, "authorization": self.headers.get("Authorization", ""),
                               "model": model, "stream": stream, "body": body})
+                if model.startswith(UNAVAILABLE):
+                    return self._json(500, {"error": {"message": f"no endpoints found for {model}",
+                                                      "type": "server_error", "code": 500}})
                 thinks = reasoning_asked(body)
                 if stream:
                     return self._stream(model, thinks,

@@ -21,6 +21,7 @@ ISSUE_ALERTS = {  # what operators asked for -> the alert that answers it
     "health latency high": "AgentRouteSidecarHealthLatencyHigh",
     "retries in progress": "AgentRouteSidecarRetrying",
     "memory budget backing off (issue 24)": "AgentRouteSidecarMemoryBudgetBackoff",
+    "a tier's upstream failure ratio (issue 33)": "AgentRouteSidecarTierFailing",
 }
 
 
@@ -74,7 +75,7 @@ def test_a_broken_rule_fails_its_unit_test(promtool, tmp_path):
 
 
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h",
-                     "$instance": ".*", "$program": ".*"}
+                     "$instance": ".*", "$program": ".*", "$tier": "agentroute-.+"}
 
 
 def dashboard_queries(dash):
@@ -130,4 +131,22 @@ def test_dashboard_state_panel_maps_each_state_to_its_value(promtool, tmp_path):
             "exp_samples": [{"labels": f'{{instance="gw1:9100",program="{p}"}}', "value": v}
                             for p, v in (("a", 0), ("b", 1), ("c", 2), ("d", 3))]}]}]}))
     res = run([promtool, "test", "rules", "test.yml"], cwd=str(tmp_path))
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_docs_scrape_config_of_the_traffic_metrics_passes_promtool(promtool, tmp_path):
+    """The scrape configuration docs/operations.md gives for the sidecar's own port (issue 33) is one Prometheus
+    loads: LiteLLM's /metrics/ route, the master key read from a file, the labels the dashboard filters on."""
+    with open(os.path.join(os.path.dirname(RULES), "..", "..", "docs", "operations.md")) as fh:
+        blocks = [b for b in re.findall(r"^```yaml\n(.*?)^```", fh.read(), flags=re.M | re.S) if "scrape_configs" in b]
+    assert len(blocks) == 1
+    doc = yaml.safe_load(blocks[0])
+    job = doc["scrape_configs"][0]
+    assert job["metrics_path"] == "/metrics/" and set(job["authorization"]) == {"credentials_file"}
+    assert "program" in job["static_configs"][0]["labels"]
+    key = tmp_path / "agentroute-sidecar.key"
+    key.write_text("sk-test\n")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(blocks[0].replace(job["authorization"]["credentials_file"], str(key)))
+    res = run([promtool, "check", "config", str(config)])
     assert res.returncode == 0, res.stdout + res.stderr

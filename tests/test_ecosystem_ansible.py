@@ -9,9 +9,11 @@ changed and restarts it; then ok again; a broken profile fails the play and
 leaves the running sidecar alone.
 """
 
+import grp
 import json
 import os
 import re
+import stat
 
 import pytest
 
@@ -22,6 +24,8 @@ pytestmark = [pytest.mark.ecosystem, pytest.mark.integration]
 
 APPLY_TASK = "Render and apply the profile (sidecar-plugin apply)"
 COPY_TASK = "Install the profile"
+PIP_TASK = "Install prometheus_client beside LiteLLM (traffic metrics)"  # already in the test venv: ok
+KEY_TASK = "Give Prometheus the master key (traffic metrics)"
 
 
 class FreshHost(Sidecar):
@@ -32,6 +36,7 @@ class FreshHost(Sidecar):
         self.profile = os.path.join(folder, "etc", "profile.yaml")  # where the play installs it
         self.profile_src = os.path.join(folder, "controller-profile.yaml")
         self.binary = fake_binary(folder)
+        self.prometheus_key = os.path.join(folder, "prometheus-sidecar.key")  # the key a scrape reads
         self.write_supervisord_conf()
         os.makedirs(os.path.dirname(self.profile))
 
@@ -53,6 +58,8 @@ def playbook(host, tmp_path, profile_text):
              "sidecar_profile_src": host.profile_src, "sidecar_out_dir": host.out,
              "sidecar_server_url": "unix://" + host.sock,
              "sidecar_apply_args": ["--port", str(host.port), "--binary", host.binary, "--workers", "1"],
+             "sidecar_prometheus_key_file": host.prometheus_key,
+             "sidecar_prometheus_group": grp.getgrgid(os.getgid())[0],
              "openrouter_api_key": API_KEY}  # no agentroute_master_key: generated once on the host
     vars_file = tmp_path / "vars.json"
     vars_file.write_text(json.dumps(extra))
@@ -91,18 +98,21 @@ def test_playbook_applies_a_profile_idempotently(fresh_host, tmp_path):
     # 1. fresh host: the profile is installed, apply renders it and adds the sidecar
     rc, tasks, recap, out = playbook(host, tmp_path, PROFILE)
     assert rc == 0, out
-    assert tasks == {COPY_TASK: "changed", APPLY_TASK: "changed"}, out
-    assert recap["changed"] == 2 and recap["failed"] == 0, out
+    assert tasks == {PIP_TASK: "ok", COPY_TASK: "changed", APPLY_TASK: "changed", KEY_TASK: "changed"}, out
+    assert recap["changed"] == 3 and recap["failed"] == 0, out
     first = host.wait_state("running", 30)
     with open(os.path.join(host.out, "master.key")) as fh:
         master_key = fh.read()
     assert master_key.startswith("sk-")
+    with open(host.prometheus_key) as fh:  # Prometheus' copy, for its scrape of the sidecar's /metrics/
+        assert fh.read() == master_key
+    assert stat.S_IMODE(os.stat(host.prometheus_key).st_mode) == 0o640
     assert host.info()["pid"] == first.pid and host.health_ok()
 
     # 2. same profile: ok, nothing restarted
     rc, tasks, recap, out = playbook(host, tmp_path, PROFILE)
     assert rc == 0, out
-    assert tasks == {COPY_TASK: "ok", APPLY_TASK: "ok"}, out
+    assert tasks == {PIP_TASK: "ok", COPY_TASK: "ok", APPLY_TASK: "ok", KEY_TASK: "ok"}, out
     assert recap["changed"] == 0 and recap["failed"] == 0, out
     assert host.state().pid == first.pid and host.info()["pid"] == first.pid
     with open(os.path.join(host.out, "master.key")) as fh:
@@ -112,7 +122,7 @@ def test_playbook_applies_a_profile_idempotently(fresh_host, tmp_path):
     changed_profile = PROFILE.replace("deepseek/deepseek-v4-flash", "qwen/qwen3-coder")
     rc, tasks, recap, out = playbook(host, tmp_path, changed_profile)
     assert rc == 0, out
-    assert tasks == {COPY_TASK: "changed", APPLY_TASK: "changed"}, out
+    assert tasks == {PIP_TASK: "ok", COPY_TASK: "changed", APPLY_TASK: "changed", KEY_TASK: "ok"}, out
     second = host.state()
     assert second.state.value == "running" and second.pid != first.pid
     with open(os.path.join(host.out, "litellm.yaml")) as fh:

@@ -150,11 +150,14 @@ def test_1_user_reads_its_files_and_owns_nothing_supervisord_reads(area, user):
         "read_log": f"open({os.path.join(out, 'litellm.log')!r}).read()",
         "write_state": f"open({state_file!r}, 'w').write('{{}}')",
         "write_history": f"open({os.path.join(out, 'run', 'history.jsonl')!r}, 'a')",
+        # LiteLLM's traffic metrics: the launcher, as the user, writes the workers' samples there (issue 33)
+        "write_metrics": f"open({os.path.join(out, 'run', 'prometheus', 'counter_1.db')!r}, 'w')",
     })
     assert got == {"append_conf": "PermissionError", "rename_conf": "PermissionError",
                    "new_in_out": "PermissionError", "swap_log": "PermissionError",
                    "write_config": "PermissionError", "read_config": "ok", "read_key": "ok", "read_log": "ok",
-                   "write_state": "ok", "write_history": "ok"}
+                   "write_state": "ok", "write_history": "ok", "write_metrics": "ok"}
+    assert owner_mode(os.path.join(out, "run", "prometheus")) == (uid, gid, 0o700)
     # readers keep the documented path
     assert os.path.realpath(os.path.join(out, "state.json")) == state_file
 

@@ -62,15 +62,21 @@ def test_api_base_is_passed_when_set(tmp_path):
     assert {e["litellm_params"]["api_base"] for e in doc["model_list"]} == {"http://127.0.0.1:9/api/v1"}
 
 
+def files_in(folder):
+    """{path under folder: bytes} of every file below it (the folders are not compared, only what they hold)."""
+    return {os.path.relpath(os.path.join(d, n), folder): open(os.path.join(d, n), "rb").read()
+            for d, _, names in os.walk(folder) for n in names}
+
+
 def test_rerender_is_byte_identical_and_reports_unchanged(tmp_path):
     prof, out, binary = setup(tmp_path)
     env = {"OPENROUTER_API_KEY": API_KEY, "AGENTROUTE_MASTER_KEY": ""}
     first = render(prof, out, binary, env=env)
     assert first.returncode == 0, first.stderr
-    snap = {n: open(os.path.join(out, n), "rb").read() for n in os.listdir(out)}
+    snap = files_in(out)
     second = render(prof, out, binary, env=env)
     assert second.returncode == 0
-    assert {n: open(os.path.join(out, n), "rb").read() for n in os.listdir(out)} == snap
+    assert files_in(out) == snap
     assert "changed" in first.stdout and "unchanged" in second.stdout
     assert all(line.startswith("unchanged") for line in second.stdout.splitlines())
 

@@ -288,6 +288,20 @@ def test_fake_openrouter_records_stream_and_non_stream(tmp_path):
         fake.stop()
 
 
+def test_fake_openrouter_answers_500_for_a_model_it_cannot_serve(tmp_path):
+    fake = FakeOpenRouter(str(tmp_path / "upstream.jsonl")).start()
+    try:
+        for stream in (False, True):
+            status, ctype, raw = post_chat(fake.base_url, "unavailable/some-model", stream=stream)
+            assert status == 500 and ctype == "application/json", (status, ctype, raw)
+            assert json.loads(raw)["error"]["message"] == "no endpoints found for unavailable/some-model"
+        assert post_chat(fake.base_url, "deepseek/deepseek-v4-flash", stream=False)[0] == 200
+        assert [(r["model"], r["stream"]) for r in fake.requests()] == [
+            ("unavailable/some-model", False), ("unavailable/some-model", True), ("deepseek/deepseek-v4-flash", False)]
+    finally:
+        fake.stop()
+
+
 def test_fake_openrouter_cli_prints_its_port(tmp_path):
     record = tmp_path / "cli.jsonl"
     owned = Owned([sys.executable, FAKE_OPENROUTER, "--port", "0", "--record", str(record)], tmp_path, "openrouter")

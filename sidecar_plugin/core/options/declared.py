@@ -140,6 +140,9 @@ OPTIONS: Tuple[Option, ...] = tuple(Option(*o[:4], frozenset(o[4]), **o[5] if le
     ("--log-file", str, None, "the sidecar's log (its tail is recorded on a crash)", R | {LISTEN},
      dict(kept="text", default_text="OUT_DIR/litellm.log")),
     ("--no-autostart", switch, False, "do not start it with supervisord", R, dict(kept="flag")),
+    # On by default: the sidecar exists for its traffic (issue 33); off saves its cost (benchmarks/RESULTS.md).
+    ("--no-traffic-metrics", switch, False, "do not serve LiteLLM's Prometheus metrics (requests, failures, "
+     "latency, tokens, cost per tier) on the sidecar's port", RP, dict(kept="flag")),
     ("--user", str, "", "run LiteLLM and the listener as this user (render as root: the rendered files and the "
      "folder are given to it)", RP, dict(kept="text")),
     ("--metrics-file", str, None, "the listener writes Prometheus text metrics here (node_exporter's textfile "

@@ -123,7 +123,8 @@ def render_record(plan: Plan, options: Optional[Mapping[str, Any]] = None) -> by
         "listener": plan.listener,
         "sidecars": {o.program: {"port": o.port, "group": o.group_name, "state_file": o.state_file,
                                  "config": o.config_path, "command": sidecar_command(o),
-                                 "port_owner": OWNER_SUPERVISORD if o.supervisord_socket else OWNER_SIDECAR}
+                                 "port_owner": OWNER_SUPERVISORD if o.supervisord_socket else OWNER_SIDECAR,
+                                 "traffic_metrics": o.traffic_metrics}
                      for o in plan.options},
     }
     doc["options"] = dict(options or {})
@@ -135,7 +136,7 @@ def render_record(plan: Plan, options: Optional[Mapping[str, Any]] = None) -> by
 def render_files(plan: Plan, api_key: str, master_key: str, write_master_key: bool,
                  options: Optional[Mapping[str, Any]] = None) -> List[RenderedFile]:
     """Return every file render writes, in the order it writes them."""
-    files = [RenderedFile(o.config_path, render_litellm_yaml(p, api_key, master_key), 0o600)
+    files = [RenderedFile(o.config_path, render_litellm_yaml(p, api_key, master_key, o.traffic_metrics), 0o600)
              for p, o in plan.sidecars]
     if write_master_key:
         files.append(master_key_file(plan.out_dir, master_key))

@@ -35,8 +35,13 @@ def new_master_key() -> str:
     return "sk-" + secrets.token_urlsafe(32)
 
 
-def render_litellm_yaml(profile: Profile, api_key: str, master_key: str) -> bytes:
-    """Return LiteLLM's proxy config: one entry per tier, sorted by alias."""
+def render_litellm_yaml(profile: Profile, api_key: str, master_key: str, traffic_metrics: bool = False) -> bytes:
+    """Return LiteLLM's proxy config: one entry per tier, sorted by alias.
+
+    ``traffic_metrics``: LiteLLM's own Prometheus callback, which serves
+    ``/metrics`` behind the master key, each series labelled with the tier's
+    alias (``requested_model``, ``model_group``).
+    """
     entries = []
     for tier in sorted(profile.models, key=alias):
         params: Dict[str, object] = {
@@ -47,6 +52,8 @@ def render_litellm_yaml(profile: Profile, api_key: str, master_key: str) -> byte
         if profile.api_base:
             params["api_base"] = profile.api_base
         entries.append({"model_name": alias(tier), "litellm_params": params})
-    doc = {"model_list": entries, "general_settings": {"master_key": master_key}}
+    doc: Dict[str, object] = {"model_list": entries, "general_settings": {"master_key": master_key}}
+    if traffic_metrics:
+        doc["litellm_settings"] = {"callbacks": ["prometheus"]}
     header = f"# Rendered by sidecar-plugin from {profile.source}; holds secrets (mode 0600).\n"
     return (header + yaml.safe_dump(doc, sort_keys=True, default_flow_style=False)).encode("utf-8")

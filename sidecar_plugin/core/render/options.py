@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Tuple
 
 from sidecar_plugin.core.options.declared import PLAN, with_options
-from sidecar_plugin.names import DEFAULT_PORT, DEFAULT_PROGRAM, LITELLM_YAML, OWNER_SUPERVISORD, process_name
+from sidecar_plugin.names import (
+    DEFAULT_PORT, DEFAULT_PROGRAM, LITELLM_YAML, OWNER_SUPERVISORD, RUN_DIR, TRAFFIC_METRICS_DIR, process_name,
+)
 
 PROGRAM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 
@@ -56,6 +58,17 @@ class RenderOptions:
     @property
     def config_path(self) -> str:
         return os.path.join(self.out_dir, LITELLM_YAML)
+
+    @property
+    def traffic_metrics(self) -> bool:
+        """Whether LiteLLM serves its Prometheus metrics (``--no-traffic-metrics``, or an install without
+        prometheus_client: not)."""
+        return not self.no_traffic_metrics
+
+    @property
+    def traffic_metrics_dir(self) -> str:
+        """prometheus_client's multiprocess folder of this sidecar: every worker's samples, summed by /metrics."""
+        return os.path.join(self.out_dir, RUN_DIR, TRAFFIC_METRICS_DIR)
 
     @property
     def supervisord_socket(self) -> bool:

@@ -14,7 +14,8 @@ from typing import Any, Callable, List, Sequence
 from sidecar_plugin.core.render import ini
 from sidecar_plugin.core.render.options import RenderError, RenderOptions
 from sidecar_plugin.names import (
-    EXIT_REFUSED, HEALTH_SOCKET_ENV, MARKER_ENV, STOP_MARGIN, WORKER_HEALTHCHECK, health_socket_name, marker_value,
+    EXIT_REFUSED, HEALTH_SOCKET_ENV, MARKER_ENV, MULTIPROC_ENV, STOP_MARGIN, WORKER_HEALTHCHECK, health_socket_name,
+    marker_value,
 )
 
 
@@ -83,7 +84,8 @@ def program_section(opts: RenderOptions) -> List[str]:
         f"command={_cmd(sidecar_command(opts))}",
         f"directory={_ini(opts.out_dir, '--out-dir')}",
         f'environment=LITELLM_LOCAL_MODEL_COST_MAP="True",GRACEFUL_SHUTDOWN_TIMEOUT="{opts.stop_timeout}",'
-        f'{MARKER_ENV}={_env(marker_value(p, opts.config_path), "--out-dir")}' + _health_env(opts),
+        f'{MARKER_ENV}={_env(marker_value(p, opts.config_path), "--out-dir")}' + _health_env(opts)
+        + _metrics_env(opts),
         "umask=077",  # files LiteLLM itself creates are its own (the log is supervisord's: see shell.files.acl)
         f"autostart={'true' if opts.autostart else 'false'}",
         "autorestart=true",
@@ -142,6 +144,14 @@ def plugin_section() -> List[str]:
             "[rpcinterface:sidecar]", "supervisor.rpcinterface_factory = sidecar_plugin.rpc:make_rpcinterface", ""]
 
 
+def _metrics_env(opts: RenderOptions) -> str:
+    """prometheus_client's multiprocess folder: the launcher empties it at the tree's start (LiteLLM's CLI, in
+    a fleet, does the same), each worker writes its samples there and LiteLLM's /metrics sums them."""
+    if not opts.traffic_metrics:
+        return ""
+    return f",{MULTIPROC_ENV}={_env(opts.traffic_metrics_dir, '--out-dir')}"
+
+
 def listener_section(name: str, argv: Sequence[str], opts: RenderOptions) -> List[str]:
     """Return the ``[eventlistener:]`` section running the health listener ``argv``."""
     return [
@@ -178,6 +188,7 @@ def check_representable(opts: RenderOptions) -> None:
         if value:
             _ini(value, flag)
     _env(marker_value(opts.program, opts.config_path), "--out-dir")
+    _metrics_env(opts)
     for arg in opts.listener_command:
         _ini(arg, "the path this package is installed at")
     _cmd(sidecar_command(opts))

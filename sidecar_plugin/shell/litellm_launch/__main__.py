@@ -14,8 +14,9 @@ supervisord's, with the workers forked from a process that imported LiteLLM once
 (``preload``). It also serves a private unix socket,
 ``@$SIDECAR_HEALTH_SOCKET/<its pid>`` (abstract), that only this tree answers:
 the listener's health probes go there, since the shared port may be answered
-by a worker of an older tree that is still draining. The CLI's database, KMS
-and Prometheus-multiprocess steps are not replicated (the profiles need none).
+by a worker of an older tree that is still draining. The CLI's database and
+KMS steps are not replicated (the profiles need none); its Prometheus
+multiprocess step is (``multiproc_metrics``).
 """
 
 import argparse
@@ -24,6 +25,11 @@ import json
 import os
 import socket
 import sys
+
+try:
+    import multiproc_metrics  # run as `python <this folder>`: its modules are importable by name
+except ImportError:
+    from sidecar_plugin.shell.litellm_launch import multiproc_metrics
 
 
 NO_SOCKET = ("sidecar launcher: fd 0 is not a listening socket: supervisord could not listen on the port "
@@ -195,6 +201,7 @@ def main(argv=None):
     os.environ["CONFIG_FILE_PATH"] = config
     os.environ["NUM_WORKERS"] = str(args.num_workers)
     fd = take_listening_socket()
+    multiproc_metrics.fresh_folder()  # before LiteLLM (and prometheus_client) is imported, here or in a worker
     import uvicorn
 
     config = uvicorn.Config(os.environ.get("SIDECAR_APP", "litellm.proxy.proxy_server:app"), fd=fd,
@@ -213,6 +220,7 @@ def main(argv=None):
     print("sidecar launcher: pid %d serves port %d (fd %d) with %d worker(s), LiteLLM %s"
           % (os.getpid(), args.port, fd, args.num_workers, litellm_version()), flush=True)
     if supervised:
+        multiproc_metrics.counted_over_workers()
         supervise(config, sockets, args.worker_control)
     else:
         uvicorn.Server(config).run(sockets=sockets)

@@ -29,9 +29,10 @@ from sidecar_plugin.names import (
     LISTENER_LOG_NAME, LITELLM_YAML, LOG_NAME, MASTER_KEY, PROFILE_EXTENSIONS, RECORD_NAME, RUN_DIR, SIDECAR_CONF, STATE_NAME,
 )
 from sidecar_plugin.shell.render.executables import (
-    listener_entry_point, litellm_launcher, resolve_binary, shim_target, takes_fd0,
+    listener_entry_point, litellm_launcher, resolve_binary, shim_target,
 )
-from sidecar_plugin.shell.render.plugin_host import PluginHost, check as check_plugin_host
+from sidecar_plugin.shell.render.plugin_host import binary_note, plugin_host
+from sidecar_plugin.shell.render.installed import finds
 from sidecar_plugin.shell.render.previous import choose_master_key, previous_ports, previous_record
 from sidecar_plugin.shell.files.statefile import history_path
 from sidecar_plugin.shell.render import filewrite, precheck
@@ -55,6 +56,7 @@ class Rendered:
     plan: Plan
     files: Tuple[RenderedFile, ...]
     owner: Optional[Tuple[int, int]] = None
+    notes: Tuple[str, ...] = ()  # render's own lines for the operator (traffic metrics left off)
 
     @property
     def out_dir(self) -> str:
@@ -70,9 +72,9 @@ class Rendered:
 
     @property
     def warnings(self) -> Tuple[str, ...]:
-        """The profiles' warning lines (a key that looks like a typo), and the ports supervisord will not hold
-        (one line a reason), for the face to print."""
-        lines = [w for p, _ in self.plan.sidecars for w in p.warnings]
+        """The profiles' warning lines (a key that looks like a typo), render's notes, and the ports supervisord
+        will not hold (one line a reason), for the face to print."""
+        lines = [w for p, _ in self.plan.sidecars for w in p.warnings] + list(self.notes)
         reasons: Dict[str, List[str]] = {}
         for s in self.sidecars:
             if s.not_held:
@@ -156,39 +158,29 @@ def _build(req: RenderRequest, env: Mapping[str, str], live_note: str = "") -> R
     _check_text(binary, "--binary")
     launcher = litellm_launcher(binary)
     host = plugin_host(req.supervisord)
-    note = binary_note(binary, launcher) or host_note(host) or live_note
-    held = replace(common, binary=binary, launcher=launcher, port_note=note, plugin=host.loads)
-    the_plan = plan(profiles, held, grouped, req.port, ports)
+    notes = _without_prometheus(launcher) if common.traffic_metrics else ()
+    common = replace(common, binary=binary, launcher=launcher, plugin=host.loads,
+                     port_note=binary_note(binary, launcher) or host.note or live_note,
+                     no_traffic_metrics=common.no_traffic_metrics or bool(notes))
+    the_plan = plan(profiles, common, grouped, req.port, ports)
     master_key, keep_file = choose_master_key(env, req.master_key_env, out_dir)
     files = render_files(the_plan, api_key, master_key, keep_file, dict(req.remember))
-    return Rendered(the_plan, tuple(files), owner)
+    return Rendered(the_plan, tuple(files), owner, notes)
 
 
-_hosts: Dict[Optional[str], PluginHost] = {}
+def _without_prometheus(launcher: Tuple[str, ...]) -> Tuple[str, ...]:
+    """The line saying traffic metrics stay off, when LiteLLM's install lacks prometheus_client; else none.
 
-
-def plugin_host(given: Optional[str]) -> PluginHost:
-    """Whether the supervisord that reads the include loads the plugin (asked once per process: render builds
-    twice, before and under the out-dir's lock)."""
-    if given not in _hosts:
-        _hosts[given] = check_plugin_host(given)
-    return _hosts[given]
-
-
-def binary_note(binary: str, launcher: Sequence[str]) -> str:
-    """Why supervisord cannot hold the port for ``binary``, and how it could; empty when it can."""
-    if launcher or takes_fd0(binary):
-        return ""
-    return (f"--binary {binary} is not LiteLLM's own Python entry point (a wrapper): LiteLLM's CLI binds the port "
-            "itself; --binary naming the litellm it runs has supervisord hold the port")
-
-
-def host_note(host: PluginHost) -> str:
-    if host.loads:
-        return ""
-    return (f"{host.supervisord} cannot load the plugin that holds the port: {host.problem}; make sidecar_plugin "
-            "importable by its Python (docs/deploying.md) or name the supervisord that reads the include with "
-            "--supervisord, then render again")
+    LiteLLM's Prometheus callback imports it, and a LiteLLM that cannot does
+    not start: the sidecar must start without its metrics rather than not at
+    all. Only an install whose interpreter is known (``--binary`` is LiteLLM's
+    own entry point) is asked; a wrapper is taken to hold it (the install
+    paths of this package put it beside LiteLLM).
+    """
+    if not launcher or finds(launcher[0], "prometheus_client") is not False:
+        return ()
+    return (f"traffic metrics: off, LiteLLM's install ({launcher[0]}) lacks prometheus_client: "
+            f"{os.path.join(os.path.dirname(launcher[0]), 'pip')} install prometheus_client, then apply again",)
 
 
 def lookup_user(name: str) -> Tuple[int, int]:

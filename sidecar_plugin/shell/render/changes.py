@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, List, Optional, Set
+from typing import Any, Dict, List, Optional, Set
 
 from sidecar_plugin.core.render.litellm_yaml import config_version
 from sidecar_plugin.core.render.sections import sidecar_command
@@ -50,31 +50,39 @@ def our_groups(rendered: Rendered, snap: Snapshot) -> Set[str]:
     return names
 
 
-def recorded_commands(record: Optional[bytes]) -> Dict[str, List[str]]:
-    """Map program -> LiteLLM argv, as the previous render's ``sidecar.json`` recorded them."""
+def _recorded(record: Optional[bytes]) -> Dict[str, Dict[str, Any]]:
+    """Map program -> its entry in the previous render's ``sidecar.json`` (none when it cannot be read)."""
     try:
         sidecars = json.loads(record or b"{}").get("sidecars") or {}
     except (ValueError, AttributeError, RecursionError):
         return {}
-    return {str(p): [str(a) for a in v["command"]] for p, v in sidecars.items()
-            if isinstance(v, dict) and isinstance(v.get("command"), list)}
+    return {str(p): v for p, v in sidecars.items() if isinstance(v, dict)} if isinstance(sidecars, dict) else {}
+
+
+def recorded_commands(record: Optional[bytes]) -> Dict[str, List[str]]:
+    """Map program -> LiteLLM argv, as the previous render's ``sidecar.json`` recorded them."""
+    return {p: [str(a) for a in v["command"]] for p, v in _recorded(record).items()
+            if isinstance(v.get("command"), list)}
 
 
 def recorded_owners(record: Optional[bytes]) -> Dict[str, str]:
     """Map program -> who held its port (``port_owner``; a record without it: LiteLLM itself)."""
-    try:
-        sidecars = json.loads(record or b"{}").get("sidecars") or {}
-    except (ValueError, AttributeError, RecursionError):
-        return {}
-    return {str(p): str(v.get("port_owner") or OWNER_SIDECAR) for p, v in sidecars.items() if isinstance(v, dict)}
+    return {p: str(v.get("port_owner") or OWNER_SIDECAR) for p, v in _recorded(record).items()}
+
+
+def recorded_metrics(record: Optional[bytes]) -> Dict[str, bool]:
+    """Map program -> whether it served its traffic metrics (a record without the field: no, an older release)."""
+    return {p: v.get("traffic_metrics") is True for p, v in _recorded(record).items()}
 
 
 def restart_reasons(rendered: Rendered, snap: Snapshot) -> Dict[str, str]:
-    """Map program -> what in its command changed (port, host, workers, binary) or who owns its port:
-    those need a real restart."""
+    """Map program -> what in its command changed (port, host, workers, binary), who owns its port, or
+    whether it serves traffic metrics: those need a real restart (the metrics' folder is the launcher's
+    environment, read once, before LiteLLM is imported; a rolling reload forks from the same launcher)."""
     old = snap.get(os.path.join(rendered.out_dir, RECORD_NAME))
     before = recorded_commands(old[0] if old else None)
     owners = recorded_owners(old[0] if old else None)
+    metrics = recorded_metrics(old[0] if old else None)
     reasons = {}
     for s in rendered.sidecars:
         was, argv = before.get(s.program), sidecar_command(s)
@@ -86,6 +94,8 @@ def restart_reasons(rendered: Rendered, snap: Snapshot) -> Dict[str, str]:
             words = words or ["command"]
         if s.program in owners and owners[s.program] != port_owner(s):
             words.append("the port's owner")
+        if s.program in metrics and metrics[s.program] != s.traffic_metrics:
+            words.append("traffic metrics on or off")
         if words:
             reasons[s.program] = ", ".join(words)
     return reasons

@@ -28,6 +28,7 @@ import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from sidecar_plugin.core.render.options import RenderOptions, RenderedFile
+from sidecar_plugin.names import TRAFFIC_METRICS_DIR
 from sidecar_plugin.shell.files import acl, safefs
 
 __all__ = ["Folders", "RUN_DIR", "STATE_NAME", "Owner", "wanted", "write"]
@@ -108,6 +109,8 @@ def write(rendered: Any,
             _prepare_logs(folders, s, managed, owner, root_owner, warn)
             if owner is not None:
                 _runtime_dir(folders, s, owner)
+            if s.traffic_metrics:
+                _metrics_dir(folders, s, owner)
     return changes
 
 
@@ -191,3 +194,20 @@ def _runtime_dir(folders: Folders, s: RenderOptions, owner: Tuple[int, int]) -> 
     safefs.set_owner_mode(fd, owner, 0o755)
     if os.path.basename(s.state_file) == STATE_NAME:
         safefs.symlink(folders.root(folder), STATE_NAME, os.path.join(RUN_DIR, STATE_NAME))
+
+
+def _metrics_dir(folders: Folders, s: RenderOptions, owner: Owner) -> None:
+    """Make the sidecar's prometheus_client folder, its user's alone (the launcher empties it at each start).
+
+    Made here, not only by the launcher: LiteLLM's CLI (a fleet, an IPv6 host)
+    with one worker uses the folder without making it.
+    """
+    parent = os.path.abspath(s.out_dir)
+    for name, mode in ((RUN_DIR, 0o755), (TRAFFIC_METRICS_DIR, 0o700)):
+        existed = safefs.entry(folders.root(parent), name) is not None
+        fd = folders.sub(parent, name, create=True)
+        if not existed:  # made in the out-dir, it got the logs' default ACL: rw for files, no way through
+            acl.drop_acls(fd)
+            os.fchmod(fd, mode)
+        parent = os.path.join(parent, name)
+    safefs.set_owner_mode(fd, owner, 0o700)

@@ -53,15 +53,22 @@ class Install:
     installed_at: float  # when pip (or uv) wrote it: its dist-info folder's mtime, else the package's ctime
 
 
-def install_of(interpreter: str) -> Union[Install, str]:
-    """The LiteLLM ``interpreter`` imports, or why that cannot be told."""
+def _ask(interpreter: str, code: str) -> Union["subprocess.CompletedProcess[str]", str]:
+    """Run ``code`` in ``interpreter`` as the probes run (from ``/``, ``-E``); its result, or why it did not run."""
     try:
-        res = subprocess.run([interpreter, "-E", "-c", PROBE], capture_output=True, text=True,
-                             timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL, cwd="/")
+        return subprocess.run([interpreter, "-E", "-c", code], capture_output=True, text=True,
+                              timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL, cwd="/")
     except subprocess.TimeoutExpired:
         return f"it did not answer within {PROBE_TIMEOUT:g} s"
     except (OSError, subprocess.SubprocessError) as exc:
         return f"it cannot run ({type(exc).__name__})"
+
+
+def install_of(interpreter: str) -> Union[Install, str]:
+    """The LiteLLM ``interpreter`` imports, or why that cannot be told."""
+    res = _ask(interpreter, PROBE)
+    if isinstance(res, str):
+        return res
     lines = res.stdout.splitlines()
     if res.returncode != 0 or len(lines) < 2 or not lines[1]:
         return "it finds no litellm package with its metadata"
@@ -73,6 +80,15 @@ def install_of(interpreter: str) -> Union[Install, str]:
     if when > time.time() + SAME_START:  # written by a clock ahead of this one: "since it started" every time
         return f"its {os.path.basename(meta or lines[1])} is dated in the future"
     return Install(lines[0].strip(), lines[1], when)
+
+
+def finds(interpreter: str, module: str) -> Optional[bool]:
+    """Whether ``interpreter`` finds ``module`` (found, not imported); None when it cannot be told."""
+    res = _ask(interpreter, f"import sys; del sys.path[0]; import importlib.util as u; "
+                            f"print(u.find_spec({module!r}) is not None)")
+    if isinstance(res, str) or res.returncode != 0:
+        return None
+    return {"True": True, "False": False}.get(res.stdout.strip())
 
 
 def started_at(pid: object) -> Optional[float]:

@@ -23,7 +23,9 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence
+
+from sidecar_plugin.shell.render.executables import takes_fd0
 
 # Asked of supervisord's interpreter, from / without the current folder on its path and without the operator's
 # PYTHON* variables (supervisord runs without them): can it import the factory, and does supervisor still have
@@ -45,6 +47,15 @@ class PluginHost:
     @property
     def loads(self) -> bool:
         return not self.problem
+
+    @property
+    def note(self) -> str:
+        """Why the port cannot be held under this supervisord, and how it could; empty when it can."""
+        if self.loads:
+            return ""
+        return (f"{self.supervisord} cannot load the plugin that holds the port: {self.problem}; make "
+                "sidecar_plugin importable by its Python (docs/deploying.md) or name the supervisord that reads "
+                "the include with --supervisord, then render again")
 
 
 def find_supervisord(given: Optional[str]) -> Optional[str]:
@@ -77,6 +88,24 @@ def interpreter_of(script: str) -> Optional[str]:
         found = shutil.which(words[0]) if words else None
         return found
     return words[0] if words and os.path.isabs(words[0]) else None
+
+
+_hosts: Dict[Optional[str], PluginHost] = {}
+
+
+def plugin_host(given: Optional[str]) -> PluginHost:
+    """``check(given)``, asked once per process: render builds twice, before and under the out-dir's lock."""
+    if given not in _hosts:
+        _hosts[given] = check(given)
+    return _hosts[given]
+
+
+def binary_note(binary: str, launcher: Sequence[str]) -> str:
+    """Why supervisord cannot hold the port for ``binary``, and how it could; empty when it can."""
+    if launcher or takes_fd0(binary):
+        return ""
+    return (f"--binary {binary} is not LiteLLM's own Python entry point (a wrapper): LiteLLM's CLI binds the port "
+            "itself; --binary naming the litellm it runs has supervisord hold the port")
 
 
 def check(given: Optional[str]) -> PluginHost:
