@@ -414,7 +414,7 @@ class Fleet(Sidecar):
         res = run_cli("render", *self.render_args, env=self.render_env)
         assert res.returncode == 0, res.stderr
         with open(self.conf, "w") as fh:
-            fh.write(SUPERVISORD_CONF.format(sock=self.sock, dir=folder, inet="",
+            fh.write(SUPERVISORD_CONF.format(sock=self.sock, dir=folder, inet="", plugin=PLUGIN_SECTION,
                                              include=os.path.join(self.out, "sidecar.conf")))
 
     def write_profile(self, name: str, doc: Dict[str, Any]) -> None:
