@@ -88,6 +88,19 @@ class SidecarNamespaceRPCInterface:
             doc["base_url"] = base_url(str(doc.get("host") or args.get("host") or "127.0.0.1"), int(port))
         return xmlrpc_safe(doc)
 
+    def getPortHold(self, program: str = DEFAULT_PROGRAM) -> Dict[str, Any]:
+        """Return whether supervisord holds the listening socket of ``program`` now (no LiteLLM
+        exit closes the port), and if not, why and what to do (empty when held).
+
+        @param string program  the sidecar's program name
+        @return struct {"port_held": bool, "port_note": string}
+        """
+        args = self._listeners().get(program)
+        if args is None:
+            raise RPCError(Faults.BAD_NAME, f"no sidecar listener configured for {program}")
+        ok, note = held.port_state(self.supervisord, args.get("group") or program)
+        return {"port_held": ok, "port_note": printable(note or "")}
+
     def getAllStates(self) -> List[Dict[str, Any]]:
         """Return getState of every sidecar program.
 

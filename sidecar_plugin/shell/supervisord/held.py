@@ -15,17 +15,29 @@ held socket of their address. A held socket whose sidecar went away (removed,
 or moved to another port) is closed after a short grace, so nothing is left
 listening for nobody; within the grace the group re-created at the same
 address (remove then add) adopts it.
+
+All of this replaces private code of supervisor (``SocketManager._prepare_socket``,
+``process.SocketManager``, ``ServerOptions.cleanup_fds``), known as it is in
+4.2.5 and 4.3.0: ``shape_problem`` checks at load that it still has that shape,
+and a supervisor where it differs gets supervisor's plain behaviour (nothing
+replaced, the port closes while LiteLLM restarts), said in one line of
+supervisord's log and in ``port_state``, never a broken supervisord.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import socket
 import time
-from typing import Any, Callable, Dict, Iterable, Optional, Set
+from typing import Any, Callable, Dict, Iterable, Optional, Set, Tuple
 
-from supervisor import events, process
-from supervisor.socket_manager import SocketManager
+from supervisor import datatypes, events, options as supervisor_options, process, socket_manager
+
+# supervisor's own socket manager, or a stand-in where it has none (then nothing is replaced)
+SocketManager: Any = getattr(socket_manager, "SocketManager", None)
+if not isinstance(SocketManager, type):
+    SocketManager = object
 
 # Seconds a held socket outlives its group before it is closed: ``update`` and
 # ``apply`` remove a group and add it again within milliseconds.
@@ -73,11 +85,67 @@ class HeldSocketManager(SocketManager):
             _keep(url, self.socket)
 
 
+# What each replaced or called method of supervisor must accept, and the names its code must
+# use: the attributes ``HeldSocketManager`` reads and sets, what ``cleanup_fds`` reads.
+_METHODS: Tuple[Tuple[str, str, Tuple[Any, ...], Tuple[str, ...]], ...] = (
+    ("SocketManager", "__init__", (None, None), ("logger", "socket", "prepared", "socket_config")),
+    ("SocketManager", "_prepare_socket", (None,), ("prepared", "socket", "socket_config")),
+    ("SocketManager", "get_socket", (None,), ()),
+    ("SocketManager", "_close", (None,), ("socket", "prepared")),
+    ("ServerOptions", "cleanup_fds", (None,), ("minfds",)),
+)
+
+
+def shape_problem() -> Optional[str]:
+    """Return what of supervisor's private code this module replaces differs from the shape it
+    expects (one line), or None when all of it is as in the versions tested.
+
+    Pure: it only reads the loaded supervisor modules, so any interpreter (supervisord's own, or
+    render asking whether the port can be held there) gets the same answer without side effects.
+    """
+    version = getattr(supervisor_options, "VERSION", "?")
+    classes = {"SocketManager": getattr(socket_manager, "SocketManager", None),
+               "ServerOptions": getattr(supervisor_options, "ServerOptions", None)}
+    for name, cls in classes.items():
+        if not isinstance(cls, type):
+            return f"supervisor {version} has no class {name}"
+    for owner, name, args, names in _METHODS:
+        method = getattr(classes[owner], name, None)
+        if getattr(method, "keeps_held", False):  # ours, from a load before (a reload)
+            continue
+        code = getattr(method, "__code__", None)
+        if code is None:
+            return f"supervisor {version}'s {owner} has no method {name}"
+        try:
+            inspect.signature(method).bind(*args, **({"logger": None} if name == "__init__" else {}))
+        except (TypeError, ValueError):
+            return f"supervisor {version}'s {owner}.{name} takes other arguments"
+        missing = [n for n in names if n not in code.co_names]
+        if missing:
+            return f"supervisor {version}'s {owner}.{name} no longer uses {', '.join(missing)}"
+    if process.SocketManager not in (classes["SocketManager"], HeldSocketManager):
+        return f"supervisor {version}'s process.SocketManager is not its SocketManager (replaced by another plugin?)"
+    group = getattr(process, "FastCGIProcessGroup", None)
+    made = getattr(getattr(group, "__init__", None), "__code__", None)
+    if made is None or not {"SocketManager", "socket_manager"} <= set(made.co_names):
+        return f"supervisor {version}'s FastCGIProcessGroup no longer makes its socket_manager from process.SocketManager"
+    config = getattr(getattr(datatypes, "InetStreamSocketConfig", None), "__init__", None)
+    if not hasattr(datatypes, "SocketConfig") or not hasattr(datatypes.SocketConfig, "get_backlog") or \
+            "url" not in getattr(getattr(config, "__code__", None), "co_names", ()):
+        return f"supervisor {version}'s socket configurations have no url or get_backlog"
+    for event in ("subscribe", "ProcessGroupAddedEvent", "ProcessGroupRemovedEvent", "Tick5Event"):
+        if not hasattr(events, event):
+            return f"supervisor {version}'s events have no {event}"
+    return None
+
+
 # supervisord imports the rpcinterface factories (hence this module) while it reads its
 # configuration, before it makes the groups: from then on every [fcgi-program] group is
 # made with this manager, so a socket held from before (a reload) is adopted and a busy
-# address never ends supervisord.
-process.SocketManager = HeldSocketManager
+# address never ends supervisord. Checked once, when loaded: what was replaced stays so.
+PROBLEM = shape_problem()
+if PROBLEM is None:
+    process.SocketManager = HeldSocketManager
 
 
 def _keep(url: str, sock: Any) -> None:
@@ -173,10 +241,14 @@ def install(supervisord: Any, programs: Callable[[], Iterable[str]]) -> None:
     """Hold the sidecars' sockets now and whenever a group is added; close what is parked too long.
 
     ``programs`` names the sidecar programs (asked again at every change: an
-    ``update`` may add one).
+    ``update`` may add one). On a supervisor whose private code differs
+    (``PROBLEM``) it holds nothing and says so once per load.
     """
-    _keep_through_reload(supervisord.options)
     logger = supervisord.options.logger
+    if PROBLEM is not None:
+        logger.warn(f"sidecar: not holding the listening sockets ({PROBLEM}): {NOT_HELD}")
+        return
+    _keep_through_reload(supervisord.options)
 
     def refresh(event: Any) -> None:
         try:
@@ -193,3 +265,20 @@ def install(supervisord: Any, programs: Callable[[], Iterable[str]]) -> None:
     events.subscribe(events.ProcessGroupRemovedEvent, refresh)
     events.subscribe(events.Tick5Event, expire)
     refresh(None)
+
+
+# What a sidecar loses where its socket is not held, and the one thing that gets it held.
+NOT_HELD = "the port closes while LiteLLM restarts; supervisor 4.2.5 to 4.3 hold it"
+
+
+def port_state(supervisord: Any, group: str) -> Tuple[bool, Optional[str]]:
+    """Return (whether the listening socket of ``group`` is held now, why not and what to do)."""
+    if PROBLEM is not None:
+        return False, f"{PROBLEM}: {NOT_HELD}"
+    found = supervisord.process_groups.get(group)
+    if found is None or not hasattr(found, "socket_manager"):
+        return False, f"{group} is not an [fcgi-program] of this supervisord: render and apply it again"
+    url = found.config.socket_config.url
+    if _usable(url) is None:
+        return False, f"{url} is not listening (another process holds the address?): the sidecar starts once it is free"
+    return True, None
