@@ -29,6 +29,8 @@ from traffic import one_request
 
 from sidecar_plugin.shell.supervisord import held
 
+pytestmark = pytest.mark.oldest
+
 FAST = "agentroute-fast"
 
 
@@ -68,7 +70,6 @@ def workers(pid):
 
 
 @pytest.mark.integration
-@pytest.mark.oldest
 def test_health_answers_later_than_the_window_while_it_serves_is_busy_not_hung(make_sidecar):
     # each health answer takes 9 s, past the 6 s hang window: only the connections it keeps
     # accepting (psutil's scan of the tree) tell it is busy; under psutil 5.9.4 that scan failed
@@ -101,7 +102,6 @@ def test_health_answers_later_than_the_window_while_it_serves_is_busy_not_hung(m
 
 
 @pytest.mark.integration
-@pytest.mark.oldest
 def test_stopped_workers_are_hung_and_replaced_with_no_error_line(make_sidecar):
     sc = make_sidecar(workers=2, render_args=["--hang-window", "6"])
     sc.start_supervisord()
@@ -155,7 +155,6 @@ socket_manager.SocketManager.__init__.__code__ = socket_manager.SocketManager.__
 
 
 @pytest.mark.integration
-@pytest.mark.oldest
 def test_a_supervisor_of_another_shape_runs_the_sidecar_unheld_and_says_so(make_sidecar, tmp_path):
     site = tmp_path / "site"
     site.mkdir()
@@ -177,7 +176,6 @@ def test_a_supervisor_of_another_shape_runs_the_sidecar_unheld_and_says_so(make_
 
 
 @pytest.mark.integration
-@pytest.mark.oldest
 def test_the_plugin_says_the_port_is_held(make_sidecar):
     sc = make_sidecar()
     sc.start_supervisord()

@@ -18,7 +18,7 @@ address (remove then add) adopts it.
 
 All of this replaces private code of supervisor (``SocketManager._prepare_socket``,
 ``process.SocketManager``, ``ServerOptions.cleanup_fds``), known as it is in
-4.2.5 and 4.3.0: ``shape_problem`` checks at load that it still has that shape,
+4.2.5 and 4.3.0: ``shape_problem`` (``shape``) checks at load that it still has that shape,
 and a supervisor where it differs gets supervisor's plain behaviour (nothing
 replaced, the port closes while LiteLLM restarts), said in one line of
 supervisord's log and in ``port_state``, never a broken supervisord.
@@ -26,13 +26,14 @@ supervisord's log and in ``port_state``, never a broken supervisord.
 
 from __future__ import annotations
 
-import inspect
 import os
 import socket
 import time
 from typing import Any, Callable, Dict, Iterable, Optional, Set, Tuple
 
-from supervisor import datatypes, events, options as supervisor_options, process, socket_manager
+from supervisor import events, process, socket_manager
+
+from sidecar_plugin.shell.supervisord import shape
 
 # supervisor's own socket manager, or a stand-in where it has none (then nothing is replaced)
 SocketManager: Any = getattr(socket_manager, "SocketManager", None)
@@ -85,58 +86,10 @@ class HeldSocketManager(SocketManager):
             _keep(url, self.socket)
 
 
-# What each replaced or called method of supervisor must accept, and the names its code must
-# use: the attributes ``HeldSocketManager`` reads and sets, what ``cleanup_fds`` reads.
-_METHODS: Tuple[Tuple[str, str, Tuple[Any, ...], Tuple[str, ...]], ...] = (
-    ("SocketManager", "__init__", (None, None), ("logger", "socket", "prepared", "socket_config")),
-    ("SocketManager", "_prepare_socket", (None,), ("prepared", "socket", "socket_config")),
-    ("SocketManager", "get_socket", (None,), ()),
-    ("SocketManager", "_close", (None,), ("socket", "prepared")),
-    ("ServerOptions", "cleanup_fds", (None,), ("minfds",)),
-)
-
-
 def shape_problem() -> Optional[str]:
     """Return what of supervisor's private code this module replaces differs from the shape it
-    expects (one line), or None when all of it is as in the versions tested.
-
-    Pure: it only reads the loaded supervisor modules, so any interpreter (supervisord's own, or
-    render asking whether the port can be held there) gets the same answer without side effects.
-    """
-    version = getattr(supervisor_options, "VERSION", "?")
-    classes = {"SocketManager": getattr(socket_manager, "SocketManager", None),
-               "ServerOptions": getattr(supervisor_options, "ServerOptions", None)}
-    for name, cls in classes.items():
-        if not isinstance(cls, type):
-            return f"supervisor {version} has no class {name}"
-    for owner, name, args, names in _METHODS:
-        method = getattr(classes[owner], name, None)
-        if getattr(method, "keeps_held", False):  # ours, from a load before (a reload)
-            continue
-        code = getattr(method, "__code__", None)
-        if code is None:
-            return f"supervisor {version}'s {owner} has no method {name}"
-        try:
-            inspect.signature(method).bind(*args, **({"logger": None} if name == "__init__" else {}))
-        except (TypeError, ValueError):
-            return f"supervisor {version}'s {owner}.{name} takes other arguments"
-        missing = [n for n in names if n not in code.co_names]
-        if missing:
-            return f"supervisor {version}'s {owner}.{name} no longer uses {', '.join(missing)}"
-    if process.SocketManager not in (classes["SocketManager"], HeldSocketManager):
-        return f"supervisor {version}'s process.SocketManager is not its SocketManager (replaced by another plugin?)"
-    group = getattr(process, "FastCGIProcessGroup", None)
-    made = getattr(getattr(group, "__init__", None), "__code__", None)
-    if made is None or not {"SocketManager", "socket_manager"} <= set(made.co_names):
-        return f"supervisor {version}'s FastCGIProcessGroup no longer makes its socket_manager from process.SocketManager"
-    config = getattr(getattr(datatypes, "InetStreamSocketConfig", None), "__init__", None)
-    if not hasattr(datatypes, "SocketConfig") or not hasattr(datatypes.SocketConfig, "get_backlog") or \
-            "url" not in getattr(getattr(config, "__code__", None), "co_names", ()):
-        return f"supervisor {version}'s socket configurations have no url or get_backlog"
-    for event in ("subscribe", "ProcessGroupAddedEvent", "ProcessGroupRemovedEvent", "Tick5Event"):
-        if not hasattr(events, event):
-            return f"supervisor {version}'s events have no {event}"
-    return None
+    expects (one line), or None: ``shape.problem``, this module's manager counting as supervisor's."""
+    return shape.problem(HeldSocketManager)
 
 
 # supervisord imports the rpcinterface factories (hence this module) while it reads its
