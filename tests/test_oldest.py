@@ -1,15 +1,18 @@
 """The lowest versions setup.cfg admits, and a supervisor whose private code differs.
 
-setup.cfg's lower bounds are the versions of ``tests/oldest-requirements.txt``:
-``make test`` runs every test marked ``oldest`` on them too, in ``.venv-oldest``
-(psutil 5.9.4, supervisor 4.2.5, PyYAML 6.0, requests 2.28.1: Debian 12's). The
-tier is chosen to use each dependency the way the package does, in about three
-minutes: supervisord with the held socket through a SIGKILL and a reload
-(tests/test_port.py), the listener's psutil signs through a SIGSTOP hang and an
-orphans' reap (tests/test_listener_integration.py), render and the client, ctl
-and XML-RPC faces (tests/test_control.py), and here: hang detection while health
-answers are late, where the listener scans the tree's connections, judged with
-no error line in the listener's log.
+setup.cfg's lower bounds are the versions of ``tests/oldest-requirements.txt``
+(Debian 12's: psutil 5.9.4, supervisor 4.2.5, PyYAML 6.0, requests 2.28.1):
+``make test`` runs every test marked ``oldest`` on them too, in ``.venv-oldest``.
+The marked tests use each dependency the way the package does, in about three
+minutes on a busy host: supervisord holding the socket through a SIGKILL of
+LiteLLM, an apply that re-creates the group, ``update`` and ``reload``
+(tests/test_port.py: the private code ``held`` replaces); the listener's psutil
+signs through a SIGSTOP hang and an orphans' reap (tests/test_listener_integration.py);
+render, the client module, the CLI and the ctl plugin (tests/test_control.py);
+the gateway's URL, key and request (tests/test_endpoint.py: requests, PyYAML); and
+here, hang detection while health answers are late, where the listener scans the
+tree's connections (psutil's API that moved in 6.0), judged with no error line
+in the listener's log, and the shape check of supervisor's private code.
 """
 
 import collections
@@ -141,6 +144,15 @@ def test_each_difference_of_shape_is_named(monkeypatch, breakage, said):
     problem = held.shape_problem()
     assert problem is not None and said in problem and "\n" not in problem
     assert problem.startswith(f"supervisor {options.VERSION}")
+
+
+def test_a_group_whose_socket_is_not_held_says_why():
+    from types import SimpleNamespace
+
+    supervisord = SimpleNamespace(process_groups={"fleet": SimpleNamespace(config=None)})
+    assert held.port_state(supervisord, "gone") == (False, "supervisord has no group gone: apply the sidecar")
+    ok, note = held.port_state(supervisord, "fleet")
+    assert not ok and "LiteLLM binds the port itself" in note
 
 
 # Loaded by supervisord's interpreter before anything of the plugin: a supervisor whose socket

@@ -221,7 +221,7 @@ def install(supervisord: Any, programs: Callable[[], Iterable[str]]) -> None:
 
 
 # What a sidecar loses where its socket is not held, and the one thing that gets it held.
-NOT_HELD = "the port closes while LiteLLM restarts; supervisor 4.2.5 to 4.3 hold it"
+NOT_HELD = "the port closes while LiteLLM restarts (supervisor>=4.2.5,<4.4 keeps it open)"
 
 
 def port_state(supervisord: Any, group: str) -> Tuple[bool, Optional[str]]:
@@ -229,8 +229,10 @@ def port_state(supervisord: Any, group: str) -> Tuple[bool, Optional[str]]:
     if PROBLEM is not None:
         return False, f"{PROBLEM}: {NOT_HELD}"
     found = supervisord.process_groups.get(group)
-    if found is None or not hasattr(found, "socket_manager"):
-        return False, f"{group} is not an [fcgi-program] of this supervisord: render and apply it again"
+    if found is None:
+        return False, f"supervisord has no group {group}: apply the sidecar"
+    if not hasattr(found, "socket_manager"):  # a fleet, an IPv6 host, --port-owner sidecar: by design
+        return False, f"{group} is a [program:], not an [fcgi-program]: LiteLLM binds the port itself"
     url = found.config.socket_config.url
     if _usable(url) is None:
         return False, f"{url} is not listening (another process holds the address?): the sidecar starts once it is free"
