@@ -60,6 +60,8 @@ class HeldSocketManager(SocketManager):
     reference counting closes that one, never the held socket.
     """
 
+    keeps_held = True  # this module's, not supervisor's (``shape``)
+
     def _prepare_socket(self) -> None:
         if self.prepared:
             return
@@ -86,11 +88,9 @@ class HeldSocketManager(SocketManager):
             _keep(url, self.socket)
 
 
-def shape_problem() -> Optional[str]:
-    """Return what of supervisor's private code this module replaces differs from the shape it
-    expects (one line), or None: ``shape.problem``, this module's manager counting as supervisor's."""
-    return shape.problem(HeldSocketManager)
-
+# What of supervisor's private code this module replaces differs from the shape it expects (one line),
+# or None: render asks it in supervisord's interpreter too, to know whether the port can be held there.
+shape_problem = shape.problem
 
 # supervisord imports the rpcinterface factories (hence this module) while it reads its
 # configuration, before it makes the groups: from then on every [fcgi-program] group is

@@ -30,11 +30,11 @@ METHODS: Tuple[Tuple[str, str, Tuple[Any, ...], Tuple[str, ...]], ...] = (
 EVENTS = ("subscribe", "ProcessGroupAddedEvent", "ProcessGroupRemovedEvent", "Tick5Event")
 
 
-def problem(ours: Optional[type] = None) -> Optional[str]:
+def problem() -> Optional[str]:
     """Return what differs from the shape ``held`` expects (one line), or None.
 
-    ``ours`` is ``held``'s own socket manager: found in ``process.SocketManager``
-    (replaced at an earlier load) it counts as supervisor's.
+    What ``held`` replaced itself (its code says ``keeps_held``) counts as
+    supervisor's: the answer is the same before and after ``held`` loads.
     """
     version = getattr(options, "VERSION", "?")
     classes = {"SocketManager": getattr(socket_manager, "SocketManager", None),
@@ -42,7 +42,7 @@ def problem(ours: Optional[type] = None) -> Optional[str]:
     for name, cls in classes.items():
         if not isinstance(cls, type):
             return f"supervisor {version} has no class {name}"
-    found = _methods(classes) or _wiring(classes["SocketManager"], ours)
+    found = _methods(classes) or _wiring(classes["SocketManager"])
     return f"supervisor {version}{found}" if found else None
 
 
@@ -64,8 +64,8 @@ def _methods(classes: Dict[str, Any]) -> Optional[str]:
     return None
 
 
-def _wiring(manager: type, ours: Optional[type]) -> Optional[str]:
-    if process.SocketManager not in (manager, ours):
+def _wiring(manager: type) -> Optional[str]:
+    if process.SocketManager is not manager and not getattr(process.SocketManager, "keeps_held", False):
         return "'s process.SocketManager is not its SocketManager (replaced by another plugin?)"
     made = getattr(getattr(getattr(process, "FastCGIProcessGroup", None), "__init__", None), "__code__", None)
     if made is None or not {"SocketManager", "socket_manager"} <= set(made.co_names):
