@@ -6,11 +6,12 @@ PY := $(VENV)/bin/python
 OLDEST ?= .venv-oldest
 # the files holding tests marked oldest (the others may import what only the test extra installs)
 OLDEST_TESTS = $(shell grep -l 'mark.oldest' tests/test_*.py)
+TEST_OLDEST = $(OLDEST)/bin/python -m pytest -q -p no:cacheprovider -m oldest $(OLDEST_TESTS)
 BIN := $(VENV)/bin
 CONF := conf/supervisord.conf
 RUN := run
 
-.PHONY: install oldest demo stop status test test-fast chaos bench clean
+.PHONY: install oldest demo stop status test test-fast test-oldest chaos bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,11 +49,15 @@ status:
 ## lowest versions setup.cfg admits
 test: install oldest
 	SIDECAR_E2E_REQUIRED=1 $(PY) -m pytest -q -p no:cacheprovider
-	$(OLDEST)/bin/python -m pytest -q -p no:cacheprovider -m oldest $(OLDEST_TESTS)
+	$(TEST_OLDEST)
 
 test-fast: install oldest
 	$(PY) -m pytest -q -p no:cacheprovider -m "not e2e"
-	$(OLDEST)/bin/python -m pytest -q -p no:cacheprovider -m oldest $(OLDEST_TESTS)
+	$(TEST_OLDEST)
+
+## test-oldest: only the tests marked oldest, on the lowest versions (about 3 min)
+test-oldest: oldest
+	$(TEST_OLDEST)
 
 ## chaos: 200 random faults (seeded; SEED=N to reproduce), a table of faults, checks and violations
 chaos: install
