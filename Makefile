@@ -2,11 +2,16 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# the lowest versions of the dependencies setup.cfg admits (tests/oldest-requirements.txt)
+OLDEST ?= .venv-oldest
+# the files holding tests marked oldest (the others may import what only the test extra installs)
+OLDEST_TESTS = $(shell grep -l 'mark.oldest' tests/test_*.py)
+TEST_OLDEST = $(OLDEST)/bin/python -m pytest -q -p no:cacheprovider -m oldest $(OLDEST_TESTS)
 BIN := $(VENV)/bin
 CONF := conf/supervisord.conf
 RUN := run
 
-.PHONY: install demo stop status test test-fast chaos bench clean
+.PHONY: install oldest demo stop status test test-fast test-oldest chaos bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +19,14 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+$(OLDEST)/.installed: setup.cfg pyproject.toml tests/oldest-requirements.txt
+	$(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/python -m pip install --quiet --disable-pip-version-check -e . -r tests/oldest-requirements.txt
+	touch $@
+
+## oldest: a second virtualenv with the lowest versions setup.cfg admits (psutil 5.9.4, supervisor 4.2.5, ...)
+oldest: $(OLDEST)/.installed
 
 ## demo: install, render conf/profile.example.yaml, start supervisord with the sidecar, wait until running,
 ## show the state and the endpoint, and send a request through the sidecar (see tests/demo.py)
@@ -32,12 +45,19 @@ stop:
 status:
 	$(BIN)/sidecar-plugin status --state-file $(RUN)/state.json
 
-## test: unit, integration and end-to-end (real LiteLLM) suites
-test: install
+## test: unit, integration and end-to-end (real LiteLLM) suites, then the tests marked oldest on the
+## lowest versions setup.cfg admits
+test: install oldest
 	SIDECAR_E2E_REQUIRED=1 $(PY) -m pytest -q -p no:cacheprovider
+	$(TEST_OLDEST)
 
-test-fast: install
+test-fast: install oldest
 	$(PY) -m pytest -q -p no:cacheprovider -m "not e2e"
+	$(TEST_OLDEST)
+
+## test-oldest: only the tests marked oldest, on the lowest versions (about 3 min)
+test-oldest: oldest
+	$(TEST_OLDEST)
 
 ## chaos: 200 random faults (seeded; SEED=N to reproduce), a table of faults, checks and violations
 chaos: install

@@ -88,13 +88,18 @@ class SidecarNamespaceRPCInterface:
             doc["base_url"] = base_url(str(doc.get("host") or args.get("host") or "127.0.0.1"), int(port))
         return xmlrpc_safe(doc)
 
-    def getPortHold(self, url: str) -> Dict[str, Any]:
-        """Return whether this plugin holds the listening socket ``url`` (``tcp://HOST:PORT``) open, and why not.
+    def getPortHold(self, program: str = DEFAULT_PROGRAM) -> Dict[str, Any]:
+        """Return whether supervisord holds the listening socket of ``program`` now (no LiteLLM
+        exit closes the port), and if not, why and what to do (empty when held).
 
-        @param string url  the socket's url, as the [fcgi-program] section says it
-        @return struct {held: bool, problem: string}
+        @param string program  the sidecar's program name
+        @return struct {"port_held": bool, "port_note": string}
         """
-        return held.hold_of(str(url))
+        args = self._listeners().get(program)
+        if args is None:
+            raise RPCError(Faults.BAD_NAME, f"no sidecar listener configured for {program}")
+        ok, note = held.port_state(self.supervisord, args.get("group") or program)
+        return {"port_held": ok, "port_note": printable(note or "")}
 
     def getAllStates(self) -> List[Dict[str, Any]]:
         """Return getState of every sidecar program.

@@ -12,7 +12,7 @@ start) makes it misbehave: ``start_delay``, ``exit_at_start``,
 ``never_healthy``, ``hang_after`` (its event loop blocks: alive, answering
 nothing, SIGTERM ignored), ``setsid_worker``, ``print_secrets``,
 ``slow_health`` (seconds each health answer takes: an overloaded sidecar that
-still answers), ``health_trickle_after`` (from then on a health answer trickles
+still answers; from ``slow_health_after`` seconds since start on, if given), ``health_trickle_after`` (from then on a health answer trickles
 one byte every half second, forever), ``health_endless_after`` (from then on a
 health answer is a ``200`` whose body never ends, at most 256 MB),
 ``worker_start_delay`` (seconds a new worker takes before it serves),
@@ -149,7 +149,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/health/liveliness":
             if State.never_healthy:
                 return self._send(503, {"error": "not ready"})
-            if State.mode.get("slow_health"):
+            if State.mode.get("slow_health") and ("slow_health_after" not in State.mode or _after("slow_health_after")):
                 time.sleep(float(State.mode["slow_health"]))
             if _after("health_trickle_after"):
                 return self._trickle()

@@ -23,6 +23,7 @@ import psutil
 from sidecar_plugin.names import FD0_MARKER, MARKER_ENV
 from sidecar_plugin.core.state.schema import StateUnavailable
 from sidecar_plugin.shell.files.statefile import read_state
+from sidecar_plugin.shell.processes.procs import connections_of
 from sidecar_plugin.shell.supervisord.supervisor import rpc_proxy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -333,7 +334,7 @@ class Sidecar:
         for p in psutil.process_iter():
             try:
                 if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == self.port
-                       for c in p.net_connections("tcp")):
+                       for c in connections_of(p)):
                     found.add(p.pid)
             except (psutil.Error, OSError):
                 continue

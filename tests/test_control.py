@@ -52,6 +52,7 @@ def test_live_state_through_module_cli_ctl_and_rpc(make_sidecar):
     assert "sidecar status" in res.stdout
 
 
+@pytest.mark.oldest  # tests/test_oldest.py says why
 def test_stop_and_start_through_the_module(make_sidecar):
     sc = make_sidecar(workers=2, mode={"setsid_worker": True})
     sc.start_supervisord()
@@ -75,6 +76,7 @@ def test_stop_and_start_through_the_module(make_sidecar):
     assert res.returncode == 0
 
 
+@pytest.mark.oldest  # tests/test_oldest.py says why
 def test_ctl_stop_start_wait(make_sidecar):
     sc = make_sidecar(workers=2)
     sc.start_supervisord()

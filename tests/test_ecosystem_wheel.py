@@ -5,6 +5,7 @@ factories import from the installed copy, not from this tree."""
 
 import email.parser
 import os
+import re
 import sys
 import tarfile
 import zipfile
@@ -48,7 +49,7 @@ def test_wheel_holds_every_module_and_the_entry_point(dist):
     assert package_modules(ROOT) <= names, package_modules(ROOT) - names  # sub-packages included
     assert not [n for n in names if n.startswith("tests/")]
     assert "sidecar-plugin = sidecar_plugin.cli:main" in entry_points
-    runtime = sorted(r.split(">")[0].split(";")[0].strip() for r in meta.get_all("Requires-Dist")
+    runtime = sorted(re.match(r"[\w.-]+", r).group() for r in meta.get_all("Requires-Dist")
                      if "extra ==" not in r)
     assert runtime == ["PyYAML", "psutil", "requests", "supervisor"], runtime
     assert meta["Name"].replace("-", "_") == "sidecar_plugin" and meta["Requires-Python"] == ">=3.9"

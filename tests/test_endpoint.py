@@ -102,6 +102,7 @@ def gateway_session():
 
 
 @pytest.mark.integration
+@pytest.mark.oldest  # tests/test_oldest.py says why
 def test_gateway_finds_url_and_key_and_is_served(make_sidecar):
     sc = make_sidecar()
     # render again without a provided key: render generates one into master.key

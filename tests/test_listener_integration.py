@@ -31,6 +31,7 @@ def test_starting_then_running_and_state_file_contract(make_sidecar):
     poll(lambda: sc.state().heartbeat_at > first, 6, what="a newer heartbeat")
 
 
+@pytest.mark.oldest  # tests/test_oldest.py says why
 def test_sigkill_parent_with_two_workers_reaps_orphans_and_comes_back(make_sidecar):
     sc = make_sidecar(workers=2)
     sc.start_supervisord()
@@ -104,6 +105,7 @@ def test_hung_sidecar_is_crashed_killed_and_restarted(make_sidecar):
     assert {p.pid for p in sc.marked()} == tree
 
 
+@pytest.mark.oldest  # tests/test_oldest.py says why
 def test_sigstop_hang_is_detected_and_restarted_without_waiting_out_stop_timeout(make_sidecar):
     sc = make_sidecar(render_args=["--stop-timeout", "60"])
     sc.start_supervisord()

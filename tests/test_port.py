@@ -69,6 +69,7 @@ def test_render_gives_supervisord_the_socket(make_sidecar):
         assert json.load(fh)["port_owner"] == "supervisord"
 
 
+@pytest.mark.oldest  # tests/test_oldest.py says why
 def test_sigkill_of_the_main_process_refuses_nothing_and_orphans_drain(make_sidecar):
     sc = make_sidecar(workers=2)
     st = started(sc)
@@ -149,6 +150,7 @@ def test_hang_kill_serves_what_waited(make_sidecar):
     assert_nothing_lost(traffic, "hang kill")
 
 
+@pytest.mark.oldest  # tests/test_oldest.py says why
 def test_apply_of_a_worker_count_refuses_nothing(make_sidecar):
     sc = make_sidecar(workers=2)
     st = started(sc)
@@ -166,6 +168,7 @@ def test_apply_of_a_worker_count_refuses_nothing(make_sidecar):
     assert traffic.stream_outcomes == {3: "ok"}, traffic.summary()
 
 
+@pytest.mark.oldest  # tests/test_oldest.py says why
 def test_update_and_reload_keep_the_socket(make_sidecar):
     sc = make_sidecar(workers=2)
     started(sc)

@@ -211,7 +211,7 @@ def test_the_plugin_named_twice_holds_once(make_sidecar):
     sc.start_supervisord()
     st = sc.wait_state("running", 30)
     assert sc.rpc().agentroute.listPrograms() == [sc.program]
-    assert sc.rpc().sidecar.getPortHold(f"tcp://127.0.0.1:{sc.port}")["held"] is True
+    assert sc.rpc().sidecar.getPortHold(sc.program)["port_held"] is True
     os.kill(st.pid, signal.SIGKILL)
     running_again(sc, st.pid)
     assert sc.supervisord_listens()

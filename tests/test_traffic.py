@@ -10,6 +10,8 @@ import time
 import psutil
 import pytest
 
+from sidecar_plugin.shell.processes.procs import connections_of
+
 from harness import MASTER_KEY, PROFILE, poll, run_cli, write
 from traffic import Traffic, one_request
 
@@ -21,7 +23,7 @@ FAST = "agentroute-fast"
 def established(pid):
     """Whether a worker of ``pid`` holds an open client connection (a request in flight)."""
     return any(c.status == psutil.CONN_ESTABLISHED for w in psutil.Process(pid).children()
-               for c in w.net_connections(kind="tcp"))
+               for c in connections_of(w))
 
 
 

@@ -152,7 +152,7 @@ class PortHold:
     def ask(self) -> None:
         if not self.owned:
             return
-        answer = self.link.port_hold(f"tcp://{self.opts.host}:{self.opts.port}")
+        answer = self.link.port_hold(self.opts.program)
         if answer is None:  # supervisord did not answer: asked again at the next start
             return
         held, note = answer

@@ -154,6 +154,14 @@ def trees(roots: Iterable[int]) -> Set[int]:
     return pids
 
 
+def connections_of(proc: psutil.Process, kind: str = "tcp") -> List[Any]:
+    """Return ``proc``'s sockets of ``kind``: psutil's one API the package uses that moved since the
+    oldest psutil it admits (5.9.4, Debian 12's names it ``connections``; 6.0 renamed it
+    ``net_connections`` and deprecates the old name)."""
+    method = getattr(proc, "net_connections", None) or proc.connections
+    return method(kind=kind)
+
+
 def port_holders(port: int) -> Set[int]:
     """Return the pids listening on TCP ``port`` (those this user may see)."""
     pids: Set[int] = set()

@@ -16,7 +16,7 @@ import time
 
 import psutil
 
-from sidecar_plugin.shell.processes.procs import descendants
+from sidecar_plugin.shell.processes.procs import connections_of, descendants
 
 STOPPED = (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
 # multiprocessing's helper processes are no workers: they are never replaced.
@@ -78,7 +78,7 @@ def connections(pid: int, port: int, exclude: FrozenSet[int] = frozenset()) -> O
     seen = set()
     for proc in procs:
         try:
-            for c in proc.net_connections(kind="tcp"):
+            for c in connections_of(proc):
                 if c.laddr and c.laddr.port == port and c.raddr and c.raddr.port not in exclude:
                     seen.add((proc.pid, c.fd, tuple(c.raddr)))
         except (psutil.Error, OSError):

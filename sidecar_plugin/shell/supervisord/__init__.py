@@ -1,4 +1,5 @@
 """supervisord itself: its XML-RPC from outside (``supervisor``), the listener's line to it
-(``link``), blocking start/stop/wait (``control``) and the socket the
-``sidecar`` rpcinterface holds open inside it (``held``).
+(``link``), blocking start/stop/wait (``control``), the socket the ``sidecar`` rpcinterface
+holds open inside it (``held``) and whether supervisor's private code is as that expects
+(``shape``).
 """

@@ -15,6 +15,13 @@ held socket of their address. A held socket whose sidecar went away (removed,
 or moved to another port) is closed after a short grace, so nothing is left
 listening for nobody; within the grace the group re-created at the same
 address (remove then add) adopts it.
+
+All of this replaces private code of supervisor (``SocketManager._prepare_socket``,
+``process.SocketManager``, ``ServerOptions.cleanup_fds``), known as it is in
+4.2.5 and 4.3.0: ``shape_problem`` (``shape``) checks at load that it still has that shape,
+and a supervisor where it differs gets supervisor's plain behaviour (nothing
+replaced, the port closes while LiteLLM restarts), said in one line of
+supervisord's log and in ``port_state``, never a broken supervisord.
 """
 
 from __future__ import annotations
@@ -22,10 +29,16 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Any, Callable, Dict, Iterable, Optional, Set
+from typing import Any, Callable, Dict, Iterable, Optional, Set, Tuple
 
-from supervisor import events, process
-from supervisor.socket_manager import SocketManager
+from supervisor import events, process, socket_manager
+
+from sidecar_plugin.shell.supervisord import shape
+
+# supervisor's own socket manager, or a stand-in where it has none (then nothing is replaced)
+SocketManager: Any = getattr(socket_manager, "SocketManager", None)
+if not isinstance(SocketManager, type):
+    SocketManager = object
 
 # Seconds a held socket outlives its group before it is closed: ``update`` and
 # ``apply`` remove a group and add it again within milliseconds.
@@ -46,6 +59,8 @@ class HeldSocketManager(SocketManager):
     Each preparation takes a descriptor of its own (``dup``): supervisord's
     reference counting closes that one, never the held socket.
     """
+
+    keeps_held = True  # this module's, not supervisor's (``shape``)
 
     def _prepare_socket(self) -> None:
         if self.prepared:
@@ -73,11 +88,17 @@ class HeldSocketManager(SocketManager):
             _keep(url, self.socket)
 
 
+# What of supervisor's private code this module replaces differs from the shape it expects (one line),
+# or None: render asks it in supervisord's interpreter too, to know whether the port can be held there.
+shape_problem = shape.problem
+
 # supervisord imports the rpcinterface factories (hence this module) while it reads its
 # configuration, before it makes the groups: from then on every [fcgi-program] group is
 # made with this manager, so a socket held from before (a reload) is adopted and a busy
-# address never ends supervisord.
-process.SocketManager = HeldSocketManager
+# address never ends supervisord. Checked once, when loaded: what was replaced stays so.
+PROBLEM = shape_problem()
+if PROBLEM is None:
+    process.SocketManager = HeldSocketManager
 
 
 def _keep(url: str, sock: Any) -> None:
@@ -137,14 +158,6 @@ def hold(supervisord: Any, programs: Iterable[str]) -> Dict[str, str]:
     return {url: group.config.name for url, group in groups.items()}
 
 
-def hold_of(url: str) -> Dict[str, Any]:
-    """Whether ``url``'s socket is held (for ``sidecar.getPortHold``), and why not."""
-    if _usable(url) is not None:
-        return {"held": True, "problem": ""}
-    return {"held": False, "problem": "the plugin holds no listening socket at this address (the program is not "
-                                       "an [fcgi-program] there, or its address was busy when it was bound)"}
-
-
 def sweep(now: float, grace: float = GRACE) -> Set[str]:
     """Close the held sockets parked for longer than ``grace``; return their urls."""
     closed = {url for url, since in _parked.items() if now - since >= grace}
@@ -181,10 +194,14 @@ def install(supervisord: Any, programs: Callable[[], Iterable[str]]) -> None:
     """Hold the sidecars' sockets now and whenever a group is added; close what is parked too long.
 
     ``programs`` names the sidecar programs (asked again at every change: an
-    ``update`` may add one).
+    ``update`` may add one). On a supervisor whose private code differs
+    (``PROBLEM``) it holds nothing and says so once per load.
     """
-    _keep_through_reload(supervisord.options)
     logger = supervisord.options.logger
+    if PROBLEM is not None:
+        logger.warn(f"sidecar: not holding the listening sockets ({PROBLEM}): {NOT_HELD}")
+        return
+    _keep_through_reload(supervisord.options)
 
     def refresh(event: Any) -> None:
         try:
@@ -201,3 +218,22 @@ def install(supervisord: Any, programs: Callable[[], Iterable[str]]) -> None:
     events.subscribe(events.ProcessGroupRemovedEvent, refresh)
     events.subscribe(events.Tick5Event, expire)
     refresh(None)
+
+
+# What a sidecar loses where its socket is not held, and the one thing that gets it held.
+NOT_HELD = "the port closes while LiteLLM restarts (supervisor>=4.2.5,<4.4 keeps it open)"
+
+
+def port_state(supervisord: Any, group: str) -> Tuple[bool, Optional[str]]:
+    """Return (whether the listening socket of ``group`` is held now, why not and what to do)."""
+    if PROBLEM is not None:
+        return False, f"{PROBLEM}: {NOT_HELD}"
+    found = supervisord.process_groups.get(group)
+    if found is None:
+        return False, f"supervisord has no group {group}: apply the sidecar"
+    if not hasattr(found, "socket_manager"):  # a fleet, an IPv6 host, --port-owner sidecar: by design
+        return False, f"{group} is a [program:], not an [fcgi-program]: LiteLLM binds the port itself"
+    url = found.config.socket_config.url
+    if _usable(url) is None:
+        return False, f"{url} is not listening (another process holds the address?): the sidecar starts once it is free"
+    return True, None

@@ -50,13 +50,13 @@ class SupervisorLink:
             self._rpc = None
         return None
 
-    def port_hold(self, url: str) -> Optional[Tuple[bool, str]]:
-        """Return whether the ``sidecar`` plugin inside supervisord holds the socket ``url``, and why not;
-        None when supervisord does not answer."""
+    def port_hold(self, program: str) -> Optional[Tuple[bool, str]]:
+        """Return whether the ``sidecar`` plugin inside supervisord holds ``program``'s listening socket, and
+        why not; None when supervisord does not answer."""
         try:
             if self._rpc is None:
                 self._rpc = self.rpc_factory()
-            answer = self._rpc.sidecar.getPortHold(url)
+            answer = self._rpc.sidecar.getPortHold(program)
         except Fault as exc:
             if exc.faultCode == Faults.UNKNOWN_METHOD:
                 return False, NO_PLUGIN
@@ -67,7 +67,7 @@ class SupervisorLink:
             return None
         if not isinstance(answer, dict):
             return None
-        return bool(answer.get("held")), str(answer.get("problem") or "")
+        return bool(answer.get("port_held")), str(answer.get("port_note") or "")
 
     def process_info(self, attempts: int = 1) -> Optional[dict]:
         """Return the program's ``getProcessInfo``, trying ``attempts`` times 0.25 s apart (a starting supervisord)."""
