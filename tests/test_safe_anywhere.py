@@ -104,6 +104,7 @@ def every_event(sc):
     running_again(sc, st.pid)
 
 
+@pytest.mark.oldest  # PyPI's supervisor 4.2.5 too (make test's lowest-versions tier)
 def test_include_alone_carries_the_plugin_and_supervisord_survives_every_event(make_sidecar):
     sc = make_sidecar(workers=2)
     with open(os.path.join(sc.out, "sidecar.conf")) as fh:
@@ -119,6 +120,7 @@ def test_include_alone_carries_the_plugin_and_supervisord_survives_every_event(m
     assert state["port_note"] is None
 
 
+@pytest.mark.oldest
 def test_include_alone_where_supervisord_cannot_import_the_plugin(make_sidecar, tmp_path):
     other = no_plugin_supervisord(str(tmp_path))
     sc = make_sidecar(workers=2, render_args=["--supervisord", other])
@@ -151,6 +153,7 @@ def foreign(port):
     return s
 
 
+@pytest.mark.oldest
 @pytest.mark.parametrize("layout", ["plugin", "no-plugin"])
 def test_a_foreign_holder_at_boot_never_stops_supervisord(make_sidecar, tmp_path, layout):
     extra = ["--retry-delay", "1"] + (["--supervisord", no_plugin_supervisord(str(tmp_path))]
