@@ -213,8 +213,9 @@ def test_the_debian_section_runs_as_written_and_survives_a_litellm_kill(tmp_path
         # Debian's [include] kept, the ctlplugin in the main file
         with open(conf) as fh:
             text = fh.read()
-        assert text.count("[include]") == 1 and f"files = {given['SUPERVISOR']}/conf.d/*.conf" in text, text
-        assert text.count("[ctlplugin:sidecar]") == 1 and f"chown=root:{user}" in text and "chmod=0770" in text
+        sections = re.findall(r"^\[([^]]+)\]", text, re.M)
+        assert sections.count("include") == 1 and f"files = {given['SUPERVISOR']}/conf.d/*.conf" in text, text
+        assert sections.count("ctlplugin:sidecar") == 1 and f"chown=root:{user}" in text and "chmod=0770" in text
 
         # the service's start, as Debian's unit does it
         daemon = subprocess.Popen([SUPERVISORD, "-n", "-c", conf], cwd="/", env=env, start_new_session=True,
