@@ -207,9 +207,12 @@ def test_the_debian_section_runs_as_written_and_survives_a_litellm_kill(tmp_path
         assert "[rpcinterface:sidecar]" in include and "[fcgi-program:agentroute-sidecar]" in include, include
         gid = pwd.getpwnam(user).pw_gid
         assert grp.getgrgid(gid).gr_name == user
-        for name in ("litellm.yaml", "master.key"):
+        uid = pwd.getpwnam(user).pw_uid
+        for name, want in (("litellm.yaml", ("0o640", 0, gid)), ("master.key", ("0o640", 0, gid)),
+                           ("litellm.log", ("0o640", 0, gid)), ("sidecar.conf", ("0o644", 0, 0)),
+                           ("sidecar.json", ("0o644", 0, 0)), (".", ("0o755", 0, 0)), ("run", ("0o755", uid, gid))):
             st = os.stat(os.path.join(out, name))
-            assert (oct(st.st_mode & 0o777), st.st_uid, st.st_gid) == ("0o640", 0, gid), name
+            assert (oct(st.st_mode & 0o777), st.st_uid, st.st_gid) == want, name  # as the page says
         # Debian's [include] kept, the ctlplugin in the main file
         with open(conf) as fh:
             text = fh.read()
