@@ -159,30 +159,29 @@ def requirements():
 
 def test_the_debian_section_runs_as_written_and_survives_a_litellm_kill(tmp_path_factory):
     requirements()
+    top, first, then = the_block()
+    assert f"'litellm[proxy]=={LITELLM_VERSION}'" in "\n".join(first), "the page installs another LiteLLM"
     wheel = built_dist(tmp_path_factory)["wheel"]
     base = tempfile.mkdtemp(prefix="ar-debian-", dir="/tmp")  # the user must reach it: not pytest's 0700 folder
-    os.chmod(base, 0o755)
     user = "ar" + uuid.uuid4().hex[:8]
-    port = free_port()
-    given = {"VENV": f"{base}/opt/agentroute", "LITELLM": f"{base}/opt/litellm", "ETC": f"{base}/etc/agentroute",
-             "SUPERVISOR": f"{base}/etc/supervisor", "RUN_AS": user, "PORT": str(port),
-             "OPENROUTER_API_KEY": API_KEY}
-    top, first, then = the_block()
-    variables = places(top, given)
-    assert f"'litellm[proxy]=={LITELLM_VERSION}'" in "\n".join(first), "the page installs another LiteLLM"
-    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
-           "HOME": "/root", **{k: v for k, v in os.environ.items() if k.startswith("PIP_")}}
-    apt_conf = os.path.join(base, "apt.conf")  # another session's apt-get may hold dpkg's lock: wait for it
-    with open(apt_conf, "w") as fh:
-        fh.write('DPkg::Lock::Timeout "600";\n')
-    env["APT_CONFIG"] = apt_conf
-    clone = os.path.join(base, "clone")  # where the page's commands run: dist/ holds the wheel
-    os.makedirs(os.path.join(clone, "dist"))
-    shutil.copy(wheel, os.path.join(clone, "dist"))
-    etc, out = given["ETC"], given["ETC"] + "/sidecar"
-    upstream = FakeOpenRouter(os.path.join(base, "upstream.jsonl")).start()
-    daemon = None
+    upstream, daemon = None, None
     try:
+        os.chmod(base, 0o755)
+        port = free_port()
+        given = {"VENV": f"{base}/opt/agentroute", "LITELLM": f"{base}/opt/litellm",
+                 "ETC": f"{base}/etc/agentroute", "SUPERVISOR": f"{base}/etc/supervisor", "RUN_AS": user,
+                 "PORT": str(port), "OPENROUTER_API_KEY": API_KEY}
+        variables = places(top, given)
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
+               "HOME": "/root", **{k: v for k, v in os.environ.items() if k.startswith("PIP_")}}
+        env["APT_CONFIG"] = os.path.join(base, "apt.conf")  # another session's apt-get may hold dpkg's lock
+        with open(env["APT_CONFIG"], "w") as fh:
+            fh.write('DPkg::Lock::Timeout "600";\n')
+        clone = os.path.join(base, "clone")  # where the page's commands run: dist/ holds the wheel
+        os.makedirs(os.path.join(clone, "dist"))
+        shutil.copy(wheel, os.path.join(clone, "dist"))
+        etc, out = given["ETC"], given["ETC"] + "/sidecar"
+        upstream = FakeOpenRouter(os.path.join(base, "upstream.jsonl")).start()
         conf = debian_conf_copy(base, given["SUPERVISOR"])
         os.makedirs(etc, mode=0o755)
         with open(os.path.join(etc, "profile.yaml"), "w") as fh:
@@ -247,9 +246,9 @@ def test_the_debian_section_runs_as_written_and_survives_a_litellm_kill(tmp_path
              or daemon.poll() is not None, 300, what="the sidecar running again after the SIGKILL")
         assert daemon.poll() is None, "supervisord exited after LiteLLM's SIGKILL"
         assert answer(port, key) == "pong from deepseek/deepseek-v4-flash"
-        assert psutil.pid_exists(daemon.pid)
     finally:
-        upstream.stop()
+        if upstream is not None:
+            upstream.stop()
         if daemon is not None and daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM)  # supervisord stops its programs, then exits
             try:
@@ -257,11 +256,13 @@ def test_the_debian_section_runs_as_written_and_survives_a_litellm_kill(tmp_path
             except subprocess.TimeoutExpired:
                 os.killpg(daemon.pid, signal.SIGKILL)
                 daemon.wait(10)
-        for p in the_users_processes(user):  # a user of this test's own: whatever still runs as it is ours
+        left = the_users_processes(user)  # a user of this test's own: whatever still runs as it is ours
+        for p in left:
             try:
                 p.kill()
             except psutil.Error:
                 pass
+        psutil.wait_procs(left, timeout=10)  # userdel refuses a user a process still runs as
         if os.path.lexists(PTH):
             os.unlink(PTH)
         try:
