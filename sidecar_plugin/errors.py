@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-INSTALL_COMMAND = "pipx install 'litellm[proxy]'"
+# The LiteLLM this release is tested with (setup.cfg's ``litellm`` extra pins the same; tests/test_render.py checks).
+LITELLM_VERSION = "1.106.2"
+INSTALL_COMMAND = f"pipx install 'litellm[proxy]=={LITELLM_VERSION}'"
 
 
 class SidecarError(Exception):

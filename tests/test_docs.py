@@ -13,7 +13,9 @@ a trailing ``\\`` joins lines). Each command is covered one way:
   shows its output, print it (``…`` stands for anything);
 - **checked**: a command that needs root, the network, port 4000 or many minutes
   (``CHECKED``) is named there with the reason, and with the test that runs it and a
-  string of that test which shows it does; the string must be in that file.
+  string of that test which shows it does; the string must be in that file;
+- **run elsewhere**: a section whose block another test runs whole, as one script
+  (``ELSEWHERE``: docs/deploying.md's Debian section, as root with Debian's supervisord).
 
 On top of that, every ``sidecar-plugin`` command (run or checked) is parsed by the
 real CLI parser (an unknown command or option fails), and every ``make`` command
@@ -80,17 +82,15 @@ CHECKED: List[Tuple[str, str, str, str]] = [
     (r"^sudo OPENROUTER_API_KEY=\S+ sidecar-plugin apply --profile /etc/",
      "applies to the system-wide supervisord; apply is run against the test's own",
      "tests/test_operations.py", "sc.apply("),
-    (r"^sudo apt-get install --no-install-recommends supervisor ", "root and the network",
-     "tests/install_tools.sh", "apt-get -o DPkg::Lock::Timeout=600 install"),
-    (r"^sudo python3 -m venv --system-site-packages --without-pip /opt/agentroute$",
-     "writes /opt as root; the test makes the same venv with Debian's /usr/bin/python3",
-     "tests/test_ecosystem_debian.py", "\"--system-site-packages\", \"--without-pip\""),
-    (r"^sudo /opt/agentroute/bin/python -m pip install --no-index ",
-     "root; the test installs the wheel the same way", "tests/test_ecosystem_debian.py", "\"--no-index\""),
-    (r"^echo /opt/agentroute/lib/python3\.11/site-packages \| sudo tee /usr/local/lib/python3\.11/dist-packages/",
-     "root; the test writes a .pth of its own there and removes it", "tests/test_ecosystem_debian.py", ".pth"),
     (r"^ansible-playbook -i gateways\.ini conf/ansible/sidecar\.yml ", "needs an inventory of servers and a vault",
      "tests/test_ecosystem_ansible.py", "ansible-playbook"),
+]
+
+# Sections whose blocks another test runs whole, as one script (page, heading, the test, a string of that test
+# showing it does): their commands need no rule of their own.
+ELSEWHERE: List[Tuple[str, str, str, str]] = [
+    ("docs/deploying.md", "Debian's `supervisor` package", "tests/test_ecosystem_debian_docs.py",
+     "systemctl restart supervisor"),
 ]
 
 # Text of a page -> what the run in the temp clone types instead. Each is said on the page itself
@@ -175,6 +175,38 @@ def commands() -> List[Command]:
 COMMANDS = commands()
 
 
+def section_of(page: str, line: int) -> str:
+    """The title of the ``## `` section a line of a page is in (fenced blocks' lines are no headings)."""
+    title, fence = "", False
+    for number, text in enumerate(read(page).split("\n"), 1):
+        if number >= line:
+            break
+        fence = fence != text.startswith("```")
+        if not fence and text.startswith("## "):
+            title = text[3:].strip()
+    return title
+
+
+def section_blocks(page: str, title: str) -> List[Tuple[int, str, List[str]]]:
+    """The fenced blocks (first line, language, lines) of one ``## `` section of a page."""
+    return [b for b in fenced(page) if section_of(page, b[0]) == title]
+
+
+def run_elsewhere(cmd: Command) -> Optional[Tuple[str, str, str, str]]:
+    return next((r for r in ELSEWHERE if r[0] == cmd.page and section_of(cmd.page, cmd.line) == r[1]), None)
+
+
+def section_variables(cmd: Command) -> Dict[str, str]:
+    """The ``NAME=value`` lines of the command's section that come before it (the places a block defines)."""
+    found: Dict[str, str] = {}
+    for other in COMMANDS:
+        m = re.match(r"^(?:export )?([A-Z_]+)=(\S+)$", other.text)
+        if m and other.page == cmd.page and other.line < cmd.line and \
+                section_of(other.page, other.line) == section_of(cmd.page, cmd.line):
+            found[m.group(1)] = m.group(2)
+    return found
+
+
 def checked_rule(cmd: Command) -> Optional[Tuple[str, str, str, str]]:
     rules = [r for r in CHECKED if re.search(r[0], cmd.text)]
     assert len(rules) <= 1, f"{cmd.page}:{cmd.line}: more than one rule matches {cmd.text!r}"
@@ -217,16 +249,26 @@ def runs_in_clone(cmd: Command) -> bool:
     head = ws[0]
     on_run = (head == "cp" and all(w.startswith("run/") for w in ws[1:])) or \
         (head == "sed" and ws[1:2] == ["-i"] and len(ws) == 4 and ws[-1].startswith("run/"))
-    return checked_rule(cmd) is None and (head.startswith(".venv/bin/") or head in BARE or head in ("curl", "make")
+    return checked_rule(cmd) is None and not run_elsewhere(cmd) and (head.startswith(".venv/bin/") or head in BARE or head in ("curl", "make")
                                           or on_run or bool(re.match(r"^[a-z_]+=\$$", head)))
 
 
 def test_the_pages_have_commands_and_every_one_is_covered():
     assert len(COMMANDS) > 30, [c.text for c in COMMANDS]
     for cmd in COMMANDS:
-        assert checked_rule(cmd) or runs_in_clone(cmd), f"{ident(cmd)}: no test covers {cmd.text!r}"
+        assert checked_rule(cmd) or runs_in_clone(cmd) or run_elsewhere(cmd), f"{ident(cmd)}: no test covers {cmd.text!r}"
     used = {rule[0] for rule in map(checked_rule, COMMANDS) if rule}
     assert used == {r[0] for r in CHECKED}, f"rules no page uses any more: {sorted({r[0] for r in CHECKED} - used)}"
+    whole = {r[:2] for r in map(run_elsewhere, COMMANDS) if r}
+    assert whole == {r[:2] for r in ELSEWHERE}, f"sections with no command any more: {set(r[:2] for r in ELSEWHERE) - whole}"
+
+
+@pytest.mark.parametrize("rule", ELSEWHERE, ids=[r[1] for r in ELSEWHERE])
+def test_a_section_run_elsewhere_names_the_test_that_runs_it(rule):
+    page, title, where, evidence = rule
+    assert os.path.exists(os.path.join(ROOT, where)) and evidence in read(where), (where, evidence)
+    assert any(evidence in "\n".join(body) for _, lang, body in section_blocks(page, title) if lang in SHELL), \
+        f"{page}: the section {title!r} no longer has {evidence!r} for {where} to replace"
 
 
 @pytest.mark.parametrize("rule", CHECKED, ids=[r[0] for r in CHECKED])
@@ -241,7 +283,10 @@ def test_every_sidecar_plugin_command_parses():
 
     seen = 0
     for cmd in COMMANDS:
-        for args in invocations(cmd.text, "sidecar-plugin"):
+        text = cmd.text
+        for name, value in section_variables(cmd).items():  # $PORT and the like, as the section sets them
+            text = re.sub(r"\$\{?%s\b\}?" % name, value, text)
+        for args in invocations(text, "sidecar-plugin"):
             seen += 1
             parser = build_parser()
             if "..." not in args:  # the whole line: required options, types and bounds (else the flags given)

@@ -182,7 +182,7 @@ def test_binary_missing_exits_3_and_writes_nothing(tmp_path):
                   env={**ENV, "PATH": "/nonexistent"})
     assert res.returncode == 3
     assert res.stderr.strip() == ("litellm-none-such not found on PATH; install it with "
-                                  "\"pipx install 'litellm[proxy]'\" (or pass --binary)")
+                                  "\"pipx install 'litellm[proxy]==1.106.2'\" (or pass --binary)")
     assert not os.path.exists(out)
 
 
@@ -197,7 +197,18 @@ def test_default_binary_message_is_the_contracts(tmp_path):
         return
     res = run_cli("render", "--profile", prof, "--out-dir", out, env=env)
     assert res.returncode == 3
-    assert res.stderr.strip() == "litellm not found on PATH; install it with \"pipx install 'litellm[proxy]'\" (or pass --binary)"
+    assert res.stderr.strip() == ("litellm not found on PATH; install it with "
+                                  "\"pipx install 'litellm[proxy]==1.106.2'\" (or pass --binary)")
+
+
+def test_the_install_hint_pins_the_litellm_setup_cfg_pins():
+    """render's hint installs the LiteLLM the suite runs (setup.cfg's ``litellm`` extra), not whatever is newest."""
+    from sidecar_plugin.errors import INSTALL_COMMAND, LITELLM_VERSION
+
+    cfg = configparser.ConfigParser()
+    cfg.read(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.cfg"))
+    assert cfg["options.extras_require"]["litellm"].split() == [f"litellm[proxy]=={LITELLM_VERSION}"]
+    assert INSTALL_COMMAND == f"pipx install 'litellm[proxy]=={LITELLM_VERSION}'"
 
 
 def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path):
