@@ -218,3 +218,38 @@ def test_the_plugin_named_twice_holds_once(make_sidecar):
     os.kill(st.pid, signal.SIGKILL)
     running_again(sc, st.pid)
     assert sc.supervisord_listens()
+
+
+def test_apply_holds_the_port_only_once_the_running_supervisord_has_loaded_the_plugin(make_sidecar, tmp_path):
+    """A supervisord started before its include carried the plugin has none (rpcinterfaces load at its start):
+    apply keeps the plain [program] and says what loads it; after `supervisorctl reload`, apply holds the port."""
+    other = no_plugin_supervisord(str(tmp_path))
+    sc = make_sidecar(workers=2, render_args=["--supervisord", other])
+    include_alone(sc)
+    sc.start_supervisord()
+    st = sc.wait_state("running", 30)
+    # the plugin made importable where supervisord runs (here: render is told the supervisord that reads it)
+    sc.render_args = [a for a in sc.render_args if a != other and a != "--supervisord"]
+    sc.render_args += ["--supervisord", os.path.join(os.path.dirname(sys.executable), "supervisord")]
+    res = sc.apply()
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "the running supervisord has not loaded the sidecar plugin" in res.stderr, res.stderr
+    assert "supervisorctl reload" in res.stderr
+    with open(os.path.join(sc.out, "sidecar.conf")) as fh:
+        conf = fh.read()
+    assert "[rpcinterface:sidecar]" in conf  # loaded at supervisord's next start
+    assert f"[program:{sc.program}]" in conf  # an [fcgi-program] without it could end this supervisord
+    assert doc(sc)["port_held"] is False
+    res = sc.ctl("reload", timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    poll(lambda: up(sc), 30, what="supervisord back after reload")
+    st = running_again(sc, st.pid)
+    res = sc.apply()
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "not held" not in res.stderr, res.stderr
+    with open(os.path.join(sc.out, "sidecar.conf")) as fh:
+        assert f"[fcgi-program:{sc.program}]" in fh.read()
+    st = sc.wait_state("running", 60, pred=lambda s: s.raw.get("port_held") is True)
+    os.kill(st.pid, signal.SIGKILL)
+    running_again(sc, st.pid)
+    assert sc.supervisord_listens()
