@@ -125,7 +125,8 @@ class Sessions:
     def start(self, argv: List[str], env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, start_new_session=True, env=env)
         self.started.append(proc)
-        assert proc.stdout is not None and proc.stdout.readline().strip() == b"up"
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"up"
         return proc
 
     def cleanup(self) -> None:

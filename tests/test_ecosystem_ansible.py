@@ -92,19 +92,23 @@ def test_playbook_applies_a_profile_idempotently(fresh_host, tmp_path):
     rc, tasks, recap, out = playbook(host, tmp_path, PROFILE)
     assert rc == 0, out
     assert tasks == {COPY_TASK: "changed", APPLY_TASK: "changed"}, out
-    assert recap["changed"] == 2 and recap["failed"] == 0, out
+    assert recap["changed"] == 2, out
+    assert recap["failed"] == 0, out
     first = host.wait_state("running", 30)
     with open(os.path.join(host.out, "master.key")) as fh:
         master_key = fh.read()
     assert master_key.startswith("sk-")
-    assert host.info()["pid"] == first.pid and host.health_ok()
+    assert host.info()["pid"] == first.pid
+    assert host.health_ok()
 
     # 2. same profile: ok, nothing restarted
     rc, tasks, recap, out = playbook(host, tmp_path, PROFILE)
     assert rc == 0, out
     assert tasks == {COPY_TASK: "ok", APPLY_TASK: "ok"}, out
-    assert recap["changed"] == 0 and recap["failed"] == 0, out
-    assert host.state().pid == first.pid and host.info()["pid"] == first.pid
+    assert recap["changed"] == 0, out
+    assert recap["failed"] == 0, out
+    assert host.state().pid == first.pid
+    assert host.info()["pid"] == first.pid
     with open(os.path.join(host.out, "master.key")) as fh:
         assert fh.read() == master_key  # generated once, kept
 
@@ -114,17 +118,23 @@ def test_playbook_applies_a_profile_idempotently(fresh_host, tmp_path):
     assert rc == 0, out
     assert tasks == {COPY_TASK: "changed", APPLY_TASK: "changed"}, out
     second = host.state()
-    assert second.state.value == "running" and second.pid != first.pid
+    assert second.state.value == "running"
+    assert second.pid != first.pid
     with open(os.path.join(host.out, "litellm.yaml")) as fh:
         assert "openrouter/qwen/qwen3-coder" in fh.read()
 
     # 4. and ok again
     rc, tasks, recap, out = playbook(host, tmp_path, changed_profile)
-    assert rc == 0 and recap["changed"] == 0 and tasks[APPLY_TASK] == "ok", out
+    assert rc == 0, out
+    assert recap["changed"] == 0, out
+    assert tasks[APPLY_TASK] == "ok", out
     assert host.state().pid == second.pid
 
     # 5. a profile apply refuses (exit 2, one line): the play fails, the sidecar keeps running
     rc, tasks, recap, out = playbook(host, tmp_path, PROFILE + "  Bad Tier: x/y\n")
-    assert rc != 0 and tasks[APPLY_TASK] == "fatal" and recap["failed"] == 1, out
+    assert rc != 0, out
+    assert tasks[APPLY_TASK] == "fatal", out
+    assert recap["failed"] == 1, out
     assert '"rc": 2' in out, out
-    assert host.state().pid == second.pid and host.health_ok()
+    assert host.state().pid == second.pid
+    assert host.health_ok()

@@ -63,7 +63,8 @@ def test_a_process_born_after_the_exit_is_spared_whatever_psutils_boot_time(spaw
     new = spawn(marker)  # supervisord's new sidecar, born 0.1 s after the exit
     result = tracker.reap(free_port(), before=exit_seen, wait=3.0)
     assert alive(new.pid), "the sidecar born after the exit was reaped as an orphan"
-    assert not alive(orphan.pid) and orphan.pid in result.killed
+    assert not alive(orphan.pid)
+    assert orphan.pid in result.killed
 
 
 def test_the_sidecar_supervisord_already_runs_is_spared_by_its_answer_whatever_the_exit_time(spawn, tmp_path):
@@ -89,7 +90,8 @@ def test_the_sidecar_supervisord_already_runs_is_spared_by_its_answer_whatever_t
     listener.tracker.track(orphan.pid)
     reaped = reap(listener.tracker, listener.link, opts.port, m.Reap(before=time.time() + 5.0), listener.log)
     assert alive(new.pid), "the sidecar supervisord runs now was reaped"
-    assert not alive(orphan.pid) and reaped.killed == 1
+    assert not alive(orphan.pid)
+    assert reaped.killed == 1
 
 
 ORPHAN = ("import os, sys, time\n"
@@ -130,7 +132,8 @@ def test_supervisords_answer_decides_by_parentage_not_the_clock(spawn, orphan_of
     tracker.track(live.pid)  # the tracker knows the live sidecar as well: it is spared all the same
     result = tracker.reap(free_port(), before=exit_seen, wait=3.0, live=lambda: [live.pid])
     assert alive(live.pid), "the sidecar supervisord runs was reaped"
-    assert not alive(orphan.pid) and result.killed == (orphan.pid,)
+    assert not alive(orphan.pid)
+    assert result.killed == (orphan.pid,)
 
 
 def test_without_supervisords_answer_the_clock_decides(spawn, orphan_of, tmp_path):
@@ -142,7 +145,8 @@ def test_without_supervisords_answer_the_clock_decides(spawn, orphan_of, tmp_pat
     poll(lambda: time.time() > exit_seen + 0.1, 1, what="time to pass the exit")
     young = orphan_of(marker)
     result = TreeTracker(MARKER_ENV, marker).reap(free_port(), before=exit_seen, wait=3.0, live=lambda: None)
-    assert result.killed == (old.pid,) and alive(young.pid)
+    assert result.killed == (old.pid,)
+    assert alive(young.pid)
 
 
 @pytest.mark.integration
