@@ -219,8 +219,11 @@ def test_rendered_include_is_loaded_by_supervisord(make_sidecar):
     sc = make_sidecar(render_args=["--no-autostart"])
     sc.start_supervisord(wait_state=None)
     res = sc.ctl("avail")
-    assert "agentroute-sidecar " in res.stdout.replace("\t", " ") or "agentroute-sidecar" in res.stdout
-    assert "agentroute-sidecar-health" in res.stdout, res.stdout
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in res.stdout.splitlines() if line.strip()}
+    # name, "in use", autostart: the render's --no-autostart reached supervisord's program
+    assert rows.get("agentroute-sidecar", [])[:3] == ["in", "use", "manual"], res.stdout
+    assert rows.get("agentroute-sidecar-health", [])[:2] == ["in", "use"], res.stdout
 
 
 def test_second_listener_for_the_same_state_file_refuses(make_sidecar):

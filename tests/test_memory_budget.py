@@ -18,7 +18,7 @@ from collections import Counter
 import psutil
 import pytest
 
-from harness import MASTER_KEY, poll, run_cli
+from harness import MASTER_KEY, metric_samples, poll, run_cli
 from traffic import Traffic, one_request
 
 pytestmark = pytest.mark.integration
@@ -74,6 +74,13 @@ def memory(sc):
         return json.load(fh)["memory"]
 
 
+def counter_agrees(tmp_path, sc, name, least):
+    """The metrics file's samples once its ``memory_<name>_total`` is the state file's count, at least ``least``."""
+    prom = metric_samples(open(os.path.join(str(tmp_path), "m.prom")).read())
+    value = prom.get((f"agentroute_sidecar_memory_{name}_total", (("program", sc.program),)))
+    return prom if value is not None and value == memory(sc)[name] >= least else None
+
+
 def events(sc, name):
     return [e for e in sc.history() if e.get("event") == name]
 
@@ -115,9 +122,9 @@ def test_a_worker_over_budget_is_replaced_under_traffic_nothing_lost(make_sideca
     got = sc.rpc().sidecar.getState(sc.program)
     assert got["memory"]["budget_mb"] == 60
     assert got["memory"]["replacements"] >= 2
-    prom = open(os.path.join(str(tmp_path), "m.prom")).read()
-    assert "agentroute_sidecar_memory_replacements_total" in prom
-    assert 'role="worker"' in prom
+    prom = poll(lambda: counter_agrees(tmp_path, sc, "replacements", 2), 10, what="the replacements in the metrics")
+    assert ("agentroute_sidecar_memory_replacements_total", (("program", sc.program),)) in prom
+    assert any(name == "agentroute_sidecar_memory_bytes" and ("role", "worker") in labels for name, labels in prom)
     assert "replaced by" in open(sc.log_file).read()
 
 
@@ -144,9 +151,7 @@ def test_a_replacement_born_over_budget_backs_off(make_sidecar, tmp_path):
     assert mem["backoff"]["until"] > mem["sampled_at"] - 1
     res = run_cli("status", "--state-file", sc.state_file)
     assert "memory budget backing off" in res.stdout, res.stdout
-    prom = open(os.path.join(str(tmp_path), "m.prom")).read()
-    assert 'agentroute_sidecar_memory_backoffs_total{program="agentroute-sidecar"} 1' in prom or \
-        "agentroute_sidecar_memory_backoffs_total" in prom
+    poll(lambda: counter_agrees(tmp_path, sc, "backoffs", 1), 10, what="the back-offs in the metrics")
 
 
 def test_max_requests_recycles_a_worker_without_refusing(make_sidecar, tmp_path):

@@ -141,8 +141,9 @@ def test_hang_kill_serves_what_waited(make_sidecar):
     sc = make_sidecar(workers=2, mode={"hang_after": 3}, render_args=["--hang-window", "5"])
     st = started(sc)
     sc.set_mode({})  # the replacement behaves
-    poll(lambda: "hanging now" in open(sc.log_file).read(), 15, what="the stand-in hangs")
-    time.sleep(0.5)  # past the accept already in progress when it hung (that one is lost with it)
+    # a connection accepted between the hang and the loop's block is lost with it: wait until both
+    # workers' loops are blocked (as a blocked event loop, they accept nothing more)
+    poll(lambda: open(sc.log_file).read().count("accepts nothing now") >= 2, 15, what="both workers accepting nothing")
     traffic = Traffic(sc.port, MASTER_KEY, FAST, rate=10).start()  # arrives while it hangs
     crashed = sc.wait_state("crashed", 30)
     assert "stopped answering" in crashed.error

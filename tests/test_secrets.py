@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from harness import API_KEY, MASTER_KEY, poll, run_cli
+from harness import API_KEY, MASTER_KEY, metric_samples, poll, run_cli
 
 pytestmark = pytest.mark.integration
 SECRETS = (API_KEY, MASTER_KEY)
@@ -66,5 +66,16 @@ def test_keys_appear_only_in_owner_only_files(make_sidecar, tmp_path):
         assert os.path.join(sc.out, name) not in leaks
     assert stat.S_IMODE(os.stat(sc.state_file).st_mode) == 0o644
     metrics = (tmp_path / "m.prom").read_text()
-    assert "agentroute_sidecar_crashes_total" in metrics
     assert not any(s in metrics for s in SECRETS)
+    # the crashes by cause are the state file's counts: a health timeout, then the exit at start
+    crashes = poll(lambda: crashes_agree(sc, tmp_path / "m.prom"), 10, what="the metrics' crashes as the state's")
+    assert crashes["health_timeout"] >= 1, crashes
+    assert sum(crashes.values()) >= 2, crashes
+
+
+def crashes_agree(sc, path):
+    """The metrics' ``crashes_total`` by cause once they are the state file's counters (written after it)."""
+    samples = metric_samples(path.read_text())
+    got = {dict(labels)["cause"]: value for (name, labels), value in samples.items()
+           if name == "agentroute_sidecar_crashes_total" and dict(labels)["program"] == sc.program}
+    return got if got == sc.state().raw["counters"]["crashes"] else None

@@ -93,11 +93,13 @@ def test_sidecar_stop_from_python_drains(make_sidecar):
 # ---- hung is not busy -------------------------------------------------------------------
 
 def test_slow_but_answering_sidecar_is_never_killed(make_sidecar):
-    # every health answer takes 2.5 s: more than the old 1 s probe timeout, far less than the hang window
-    sc = make_sidecar(mode={"slow_health": 2.5})
+    # every health answer takes 2.5 s: more than the old 1 s probe timeout, less than the hang window (6 s),
+    # watched for twice that window: a sidecar taken for hung would have been killed within it
+    window = 6.0
+    sc = make_sidecar(mode={"slow_health": 2.5}, render_args=["--hang-window", f"{window:g}"])
     sc.start_supervisord(wait_state=None)
     st = sc.wait_state("running", 30)
-    deadline = time.monotonic() + 12
+    deadline = time.monotonic() + 2 * window
     while time.monotonic() < deadline:  # the observation window itself is the assertion
         now = sc.state()
         assert now.state.value == "running", now.error
