@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from chaos import run_chaos
+from chaos import FAULTS, run_chaos
 
 pytestmark = pytest.mark.integration
 
@@ -18,5 +18,9 @@ def test_chaos_short_run(tmp_path):
     chaos = run_chaos(str(tmp_path), faults, seed)
     print(chaos.table(seed))
     assert sum(chaos.faults.values()) == faults
+    assert [k for k in FAULTS if not chaos.faults[k]] == []  # every kind, whatever the seed (its order varies)
+    # the default render: supervisord owns the port, so each foreign fault started supervisord beside the
+    # foreign server (not a plain stop and start)
+    assert chaos.started_beside == chaos.faults["foreign_port"] + chaos.faults["foreign_health"]
     assert chaos.checks > faults
     assert chaos.violations == [], f"seed {seed}: {chaos.violations}"

@@ -65,7 +65,9 @@ def test_real_litellm_budget_just_above_idle_loses_nothing(make_sidecar, upstrea
     assert traffic.short["refused"] == 0, traffic.summary()
     assert traffic.short["failed"] == 0, traffic.summary()
     assert cut == 0, traffic.stream_outcomes
-    assert set(traffic.stream_outcomes.values()) == {"ok"}, traffic.stream_outcomes
+    assert traffic.stream_outcomes == {5: "ok", 20: "ok", 60: "ok"}, traffic.summary()  # each ended, none cut
+    assert traffic.short["pending"] == 0, traffic.summary()  # unanswered when the traffic stopped
+    assert traffic.short["ok"] == traffic.sent, traffic.summary()  # every request sent was answered
     assert mem["replacements"] >= 1
     assert mem["failures"] == 0
     assert sc.state().pid == st.pid

@@ -54,6 +54,9 @@ def report(event, traffic):
           f"cut {cut} | longest wait {traffic.longest:.1f} s | ok {traffic.short['ok']}")
     assert traffic.short["refused"] == 0, traffic.summary()
     assert traffic.short["failed"] == 0, traffic.summary()
+    assert traffic.short["pending"] == 0, traffic.summary()  # unanswered when the traffic stopped
+    assert traffic.short["ok"] == traffic.sent, traffic.summary()  # every request sent was answered
+    assert traffic.stream_outcomes == {s: "ok" for s in traffic.streams}, traffic.summary()  # ended, none cut
 
 
 def test_real_litellm_port_never_refuses(make_sidecar, upstream):  # noqa: F811

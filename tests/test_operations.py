@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harness import KEYS, MASTER_KEY, PROFILE, free_port, poll, run_cli, write
 from sidecar_plugin.core.render.litellm_yaml import config_version
+from test_e2e_litellm import messages, real_sidecar, upstream  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -256,3 +257,30 @@ def test_listener_log_is_json_lines_without_secrets(make_sidecar):
     assert API_KEY not in text
     assert MASTER_KEY not in text
     assert yaml.safe_load(open(os.path.join(sc.out, "litellm.yaml")))  # the keys are still there, 0600
+
+
+@pytest.mark.e2e
+def test_apply_refused_by_the_real_litellm_writes_nothing(make_sidecar, upstream):
+    """The stand-in's refusal above is its magic model; here LiteLLM's own ``--validate_config`` refuses.
+
+    No profile makes the rendered config one LiteLLM 1.106.2 cannot load (the render writes only what it
+    loads), so its loader is made to fail as an operator's environment can: a config bucket named without
+    its object key (``LITELLM_CONFIG_BUCKET_NAME``), which ``ProxyConfig.get_config`` refuses. Only apply's
+    environment has it: the live sidecar keeps serving, untouched."""
+    sc, st = real_sidecar(make_sidecar, upstream, 1, "name: refused\n")
+    with open(os.path.join(sc.out, "litellm.yaml"), "rb") as fh:
+        good = fh.read()
+    live = {st.pid} | {p.pid for p in psutil.Process(st.pid).children(recursive=True)}
+    write(sc.profile, open(sc.profile).read().replace("models:\n", "models:\n  extra: qwen/qwen3-coder\n"))
+    res = run_cli("apply", *sc.render_args, "-s", "unix://" + sc.sock, "--timeout", "30",
+                  env=dict(sc.render_env, LITELLM_CONFIG_BUCKET_NAME="agentroute-test-no-such-bucket"), timeout=300)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "--validate_config refused" in res.stderr, res.stderr
+    assert "LITELLM_CONFIG_BUCKET_OBJECT_KEY must be set" in res.stderr, res.stderr  # LiteLLM's own words
+    assert "nothing was written" in res.stderr, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "changed: false", res.stdout
+    with open(os.path.join(sc.out, "litellm.yaml"), "rb") as fh:
+        assert fh.read() == good
+    assert {st.pid} | {p.pid for p in psutil.Process(st.pid).children(recursive=True)} == live
+    assert sc.state().pid == st.pid
+    assert messages(sc.port, "fast").status_code == 200
