@@ -122,6 +122,8 @@ class Chaos:
         self.violations: List[str] = []
         self.sampler = Sampler(self.sc)
         self.expected_listener_kills = 0
+        self.beside = False  # the last foreign fault restarted supervisord beside the foreign server
+        self.started_beside = 0  # foreign faults that did so (the default render: each of them)
 
     # -- helpers --
     def check(self, ok: bool, what: str) -> None:
@@ -247,26 +249,36 @@ class Chaos:
             self.tree_ok()
         self.ensure_running()
 
-    def _port_not_for_the_taking(self, foreign: subprocess.Popen) -> bool:
-        """When supervisord owns the port ([fcgi-program]), a stopped sidecar's port cannot be taken: the
-        foreign server fails to bind. Check that, start the sidecar again, return True."""
-        if foreign.stdout.readline().strip() == b"up":
-            return False
-        self.check(self.sc.supervisord_listens(), "a foreign server could not bind, yet supervisord does not hold the port")
-        self.sc.rpc().supervisor.startProcess(self.sc.program, False)
-        self.ensure_running()
-        return True
+    def _foreign_on_the_port(self, argv: List[str]) -> subprocess.Popen:
+        """Stop the sidecar and start ``argv`` (a foreign server) on its port.
 
-    def foreign_port(self) -> None:
+        When supervisord owns the port ([fcgi-program], the default render) a stopped sidecar's port is
+        not for the taking: checked, then supervisord is shut down and started again while the foreign
+        server holds the address (an operator's restart of supervisord, another server quicker to bind),
+        so supervisord starts the sidecar beside it. Where LiteLLM owns the port, the stop frees it."""
         self.sc.rpc().supervisor.stopProcess(self.sc.program, True)
         self.check(self.settle("stopped"), "did not settle stopped before the foreign start")
-        foreign = subprocess.Popen([sys.executable, "-c", (
+        foreign = subprocess.Popen(argv, stdout=subprocess.PIPE, start_new_session=True)
+        self.beside = False
+        if foreign.stdout.readline().strip() == b"up":
+            return foreign
+        foreign.wait(10)
+        self.check(self.sc.supervisord_listens(), "a foreign server could not bind, yet supervisord does not hold the port")
+        self.sc.rpc().supervisor.shutdown()
+        assert self.sc.proc is not None
+        self.sc.proc.wait(60)
+        foreign = subprocess.Popen(argv, stdout=subprocess.PIPE, start_new_session=True)
+        self.check(foreign.stdout.readline().strip() == b"up", "the foreign server could not bind with supervisord down")
+        self.sc.start_supervisord(wait_state=None)  # autostart: the sidecar starts beside the foreign server
+        self.beside = True
+        self.started_beside += 1
+        return foreign
+
+    def foreign_port(self) -> None:
+        foreign = self._foreign_on_the_port([sys.executable, "-c", (
             "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1);"
-            f"s.bind(('127.0.0.1', {self.sc.port})); s.listen(); print('up', flush=True); time.sleep(600)")],
-            stdout=subprocess.PIPE, start_new_session=True)
+            f"s.bind(('127.0.0.1', {self.sc.port})); s.listen(); print('up', flush=True); time.sleep(600)")])
         try:
-            if self._port_not_for_the_taking(foreign):
-                return
             try:
                 self.sc.rpc().supervisor.startProcess(self.sc.program, False)
             except Exception:
@@ -288,6 +300,8 @@ class Chaos:
         if self.info()["statename"] == "FATAL":
             self.sc.rpc().supervisor.startProcess(self.sc.program, False)
         self.ensure_running()
+        self.check(self.sc.supervisord_listens() or "--port-owner sidecar" in " ".join(self.sc.render_args),
+                   "supervisord does not hold the port again once the foreign server left")
 
     def no_person(self, what: str) -> None:
         """It must come back by itself: this script asks supervisord for nothing."""
@@ -325,20 +339,21 @@ class Chaos:
 
     def foreign_health(self) -> None:
         """Another server answers /health/liveliness on the port while the sidecar cannot bind."""
-        self.sc.rpc().supervisor.stopProcess(self.sc.program, True)
-        self.check(self.settle("stopped"), "did not settle stopped before the foreign server")
-        foreign = subprocess.Popen([sys.executable, "-c", HEALTH_SERVER, str(self.sc.port)],
-                                   stdout=subprocess.PIPE, start_new_session=True)
+        foreign = self._foreign_on_the_port([sys.executable, "-c", HEALTH_SERVER, str(self.sc.port)])
         try:
-            if self._port_not_for_the_taking(foreign):
-                return
             self.sampler.foreign_pid = foreign.pid
-            self.sc.rpc().supervisor.startProcess(self.sc.program, False)
             try:
-                # held until supervisord gave up and the listener retried: never running all along
+                self.sc.rpc().supervisor.startProcess(self.sc.program, False)
+            except Exception:
+                pass  # supervisord started it already (autostart, after its own restart)
+            # LiteLLM's port: held until supervisord gave up and the listener retried. supervisord's port (it
+            # was restarted beside the foreign server): supervisord itself starts it again and again.
+            # Never running all along (the sampler).
+            retried = not self.beside
+            try:
                 poll(lambda: (lambda s: s is not None and f"pid {foreign.pid}" in (s.raw.get("port_holder") or "")
-                              and (s.raw.get("retry") or {}).get("attempt", 0) >= 1)(self.sc.state()),
-                     40, what="the state naming the foreign holder, with a retry")
+                              and (not retried or (s.raw.get("retry") or {}).get("attempt", 0) >= 1))(self.sc.state()),
+                     40, what="the state naming the foreign holder" + (", with a retry" if retried else ""))
                 named = True
             except AssertionError:
                 named = False
@@ -365,12 +380,19 @@ class Chaos:
         self.ensure_running()
 
     # -- the run --
+    def schedule(self, count: int) -> List[str]:
+        """The run's faults: every kind that may be drawn once (when ``count`` allows), the rest by weight;
+        the seed orders them. A draw by weight alone missed some kind in most short runs."""
+        kinds = [k for k, w in zip(FAULTS, WEIGHTS) if w > 0]
+        plan = kinds[:count] + self.rng.choices(FAULTS, WEIGHTS, k=max(0, count - len(kinds)))
+        self.rng.shuffle(plan)
+        return plan
+
     def run(self, count: int) -> bool:
         self.sc.start_supervisord(wait_state="running", timeout=30)
         self.sampler.start()
         try:
-            for i in range(count):
-                kind = self.rng.choices(FAULTS, WEIGHTS)[0]
+            for i, kind in enumerate(self.schedule(count)):
                 self.faults[kind] += 1
                 t0 = time.monotonic()
                 try:

@@ -119,7 +119,8 @@ def built_dist(tmp_path_factory) -> Dict[str, str]:
     files = sorted(os.listdir(out))
     wheels = [f for f in files if f.endswith(".whl")]
     sdists = [f for f in files if f.endswith(".tar.gz")]
-    assert len(wheels) == 1 and len(sdists) == 1, files
+    assert len(wheels) == 1, files
+    assert len(sdists) == 1, files
     _DIST.update(work=work, src=src, dist=out, wheel=os.path.join(out, wheels[0]),
                  sdist=os.path.join(out, sdists[0]), log=res.stdout + res.stderr)
     return _DIST

@@ -24,7 +24,10 @@ LiteLLM's imports do: on a busy host a slow start that makes progress),
 taken it serves on another one, so it never answers on its own), ``grow_mb``
 (each ``/v1/messages`` keeps that many MB more, pages touched, at most
 ``grow_cap_mb``, default 256: a leaking worker for the memory budget; the
-stand-in has no control socket, so a budget cannot replace its workers).
+stand-in has no control socket, so a budget cannot replace its workers),
+``die_after_respawn`` (read when a worker died: the parent starts another, then
+SIGKILLs itself at once, so the new worker is an orphan born a moment before the
+exit, as chaos once made it).
 It answers what the gateway sends: ``/v1/messages`` and
 ``/v1/messages/count_tokens`` behind the master key (``Authorization: Bearer``
 or ``x-api-key``), an alias it does not serve with LiteLLM's 400.
@@ -258,6 +261,8 @@ class Server(ThreadingHTTPServer):
         # the loop as a blocked event loop does (it accepts no connection any more)
         if State.hung:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            # from here no connection is accepted: what arrives waits in the socket's queue
+            print(f"fake litellm pid={os.getpid()}: accepts nothing now", flush=True)
             while True:
                 time.sleep(3600)
 
@@ -437,6 +442,9 @@ class Workers:
                 if fd is not None:
                     os.close(fd)
                 self.procs[i] = self.spawn(i)
+                print(f"fake litellm: started worker {self.procs[i][0]}", flush=True)
+                if load(self.config)[1].get("die_after_respawn"):
+                    os.kill(os.getpid(), signal.SIGKILL)
         try:
             os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:

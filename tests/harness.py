@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import xmlrpc.client
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import psutil
 
@@ -57,6 +57,14 @@ def poll(check: Callable[[], Any], timeout: float, interval: float = 0.02, what:
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
+
+
+def metric_samples(text: str) -> Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus text, by name and sorted labels: values (a ``# HELP`` line names any family)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 
 def fake_binary(folder: str) -> str:
@@ -126,7 +134,8 @@ class Sessions:
     def start(self, argv: List[str], env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, start_new_session=True, env=env)
         self.started.append(proc)
-        assert proc.stdout is not None and proc.stdout.readline().strip() == b"up"
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"up"
         return proc
 
     def cleanup(self) -> None:

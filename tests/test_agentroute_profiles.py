@@ -59,7 +59,8 @@ def test_mapped_profile_with_unknown_fields_and_a_trailing_newline_loads(tmp_pat
     doc["description"] = "added by a newer AgentRoute"
     doc["tags"] = ["a", {"b": None}]
     prof = load_profile(saved(tmp_path, json.dumps(doc, indent=2).encode() + b"\n"))
-    assert prof.name == "my work" and len(prof.models) == 3
+    assert prof.name == "my work"
+    assert len(prof.models) == 3
 
 
 def test_new_profile_without_tiers_is_refused_with_one_line_saying_so(tmp_path):
@@ -67,7 +68,8 @@ def test_new_profile_without_tiers_is_refused_with_one_line_saying_so(tmp_path):
     with pytest.raises(ProfileError) as exc:
         load_profile(path)
     msg = str(exc.value)
-    assert msg.startswith(f"{path}: models: ") and "\n" not in msg
+    assert msg.startswith(f"{path}: models: ")
+    assert "\n" not in msg
     assert "no tier is mapped yet" in msg
 
 
@@ -90,10 +92,14 @@ def test_render_of_agentroute_profiles_cli(tmp_path):
     empty = tmp_path / "o3"
     res = run_cli("render", "--profile", saved(tmp_path, NEW_PROFILE, "new.json"), "--out-dir", str(empty),
                   "--binary", binary, env=ENV)
-    assert res.returncode == 2 and res.stdout == ""
+    assert res.returncode == 2
+    assert res.stdout == ""
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and "models:" in lines[0] and "no tier is mapped yet" in lines[0]
-    assert "Traceback" not in res.stderr and not empty.exists()
+    assert len(lines) == 1
+    assert "models:" in lines[0]
+    assert "no tier is mapped yet" in lines[0]
+    assert "Traceback" not in res.stderr
+    assert not empty.exists()
 
 
 @pytest.mark.parametrize("name", ["my work", "-dash first", "Über Team", "工作", "a.b", " spaced ", "x" * 300,
@@ -132,7 +138,9 @@ def test_program_name_rule(name, program):
 def test_long_derived_names_are_cut_with_a_digest():
     a, b = "long name " + "x" * 100, "long name " + "x" * 101
     sa, sb = program_slug(a), program_slug(b)
-    assert len(sa) == 64 and len(sb) == 64 and sa != sb
+    assert len(sa) == 64
+    assert len(sb) == 64
+    assert sa != sb
     assert re.fullmatch(r"long-name-x+-[0-9a-f]{8}", sa)
 
 
@@ -140,7 +148,8 @@ def test_long_derived_names_are_cut_with_a_digest():
 @given(st.text(min_size=1, max_size=80).filter(lambda n: name_problem(n) is None))
 def test_every_accepted_name_gives_a_supervisord_safe_program_deterministically(name):
     program = program_name(name, "agentroute")
-    assert PROGRAM_RE.match(program) and program == program_name(name, "agentroute")
+    assert PROGRAM_RE.match(program)
+    assert program == program_name(name, "agentroute")
     assert len(program_slug(name)) <= max(64, len(name))
 
 
@@ -153,7 +162,8 @@ def test_collisions_are_refused_with_one_line_naming_both_files():
         fleet_programs([prof("my work", "/p/a.json"), prof("my-work", "/p/b.json")], "agentroute")
     msg = str(exc.value)
     assert msg.startswith("/p/b.json: name: 'my-work' becomes the program agentroute-my-work")
-    assert "'my work' of /p/a.json" in msg and "\n" not in msg
+    assert "'my work' of /p/a.json" in msg
+    assert "\n" not in msg
     with pytest.raises(ProfileError, match=r"/p/b\.json: name: 'same' is also the name of /p/a\.json"):
         fleet_programs([prof("same", "/p/a.json"), prof("same", "/p/b.json")], "agentroute")
     with pytest.raises(ProfileError, match="taken by the fleet's listener"):
@@ -187,8 +197,10 @@ def test_fleet_of_agentroute_profiles_cli(tmp_path):
     (folder / "z.json").write_bytes(MAPPED_PROFILE.replace(b'"my work"', b'"my-work"'))
     res = run_cli("render", "--profile", str(folder), "--out-dir", str(out), "--port", "4700",
                   "--binary", binary, env=ENV)
-    assert res.returncode == 2 and res.stdout == ""
+    assert res.returncode == 2
+    assert res.stdout == ""
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, res.stderr
-    assert str(folder / "z.json") in lines[0] and str(folder / "my work.json") in lines[0]
+    assert str(folder / "z.json") in lines[0]
+    assert str(folder / "my work.json") in lines[0]
     assert (out / "sidecar.conf").read_bytes() == before

@@ -38,7 +38,9 @@ def test_apply_of_a_listener_option_while_the_sidecar_never_becomes_healthy_fail
     assert res.stdout.strip().splitlines()[-1] == "changed: true", res.stdout  # the new configuration stays
     assert "hang-window: 20 -> 30" in res.stdout, res.stdout
     line = next(x for x in res.stderr.splitlines() if x.strip().startswith("agentroute-sidecar:"))
-    assert "crashed" in line and "did not become healthy" in line and "next try at" in line, res.stderr
+    assert "crashed" in line, res.stderr
+    assert "did not become healthy" in line, res.stderr
+    assert "next try at" in line, res.stderr
     assert "Traceback" not in res.stderr
     # what it said came from the new listener, and the configuration was not rolled back
     assert sc.listener_info()["pid"] != old_listener
@@ -60,9 +62,12 @@ def test_apply_leaves_a_sidecar_an_operator_stopped_stopped_and_succeeds(make_si
     assert res.returncode == 0, res.stdout + res.stderr
     assert "agentroute-sidecar: stopped (an operator's stop" in res.stdout, res.stdout
     assert res.stdout.strip().splitlines()[-1] == "changed: true", res.stdout
-    assert sc.state().state.value == "stopped" and sc.info()["statename"] == "STOPPED"
+    assert sc.state().state.value == "stopped"
+    assert sc.info()["statename"] == "STOPPED"
 
     # the next pass without --hang-window keeps 30: nothing changes, nothing is said about it
     res = sc.apply("--timeout", "10")
-    assert res.returncode == 0 and res.stdout.strip().splitlines()[-1] == "changed: false", res.stdout + res.stderr
-    assert "hang-window" not in res.stdout and "--hang-window 30" in open(os.path.join(sc.out, "sidecar.conf")).read()
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "changed: false", res.stdout + res.stderr
+    assert "hang-window" not in res.stdout
+    assert "--hang-window 30" in open(os.path.join(sc.out, "sidecar.conf")).read()

@@ -148,7 +148,9 @@ def test_folders_say_what_lives_in_them():
             for path in sorted(folder.glob("*.py")):
                 if path.stem not in ("__init__", "__main__") and not re.search(f"``{path.stem}[`.]", doc):
                     unnamed.append(f"{layer}/{folder.name}/{path.name}")
-    assert loose == [] and unknown == [] and unnamed == []
+    assert loose == []
+    assert unknown == []
+    assert unnamed == []
     assert all((PKG / p / "__main__.py").is_file() for p in UNMOVED)
 
 
@@ -227,4 +229,21 @@ def test_modules_and_functions_stay_small():
                 lines = node.end_lineno - node.lineno + 1
                 if lines > FUNCTION_LINES and name not in LONG_FUNCTIONS:
                     long.append(f"{name}: {lines} lines")
-    assert big == [] and long == []
+    assert big == []
+    assert long == []
+
+
+TESTS = pathlib.Path(__file__).resolve().parent
+
+
+def joined_asserts(source: str, where: str) -> list:
+    """``assert a and b``: a failure names neither part (and outside pytest's rewritten modules, nothing)."""
+    return [f"{where}:{node.lineno}" for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Assert) and isinstance(node.test, ast.BoolOp) and isinstance(node.test.op, ast.And)]
+
+
+def test_no_assert_in_the_tests_joins_checks_with_and():
+    """One check per assert, so a failure says which part failed."""
+    found = [hit for path in TESTS.rglob("*.py") for hit in joined_asserts(path.read_text(), str(path))]
+    assert found == []
+    assert joined_asserts("assert x and (y or z), 'm'\nassert x or y\nassert not (x and y)\n", "t") == ["t:1"]

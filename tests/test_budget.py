@@ -51,16 +51,20 @@ def test_the_configured_worker_count_comes_from_the_command_line(argv, n):
 def test_off_is_measured_but_never_acted_on():
     off = bg.BudgetConfig(budget_mb=None, workers=2)
     b, actions = bg.on_sample(bg.Budget(), procs((1, T0 - 900, 5000), (2, T0 - 900, 5000)), T0, off)
-    assert actions == [] and len(b.procs) == 3
+    assert actions == []
+    assert len(b.procs) == 3
 
 
 def test_one_replacement_at_a_time_until_the_old_worker_left_the_tree():
     b, _ = bg.on_sample(bg.Budget(), procs((1, T0 - 900, 350), (2, T0 - 900, 330)), T0, CFG)
     # the replacement serves, the old one drains: three workers, worker 2 over budget too: nothing yet
     b, actions = bg.on_sample(b, procs((1, T0 - 900, 350), (2, T0 - 900, 330), (3, T0 + 5, 90)), T0 + 10, CFG)
-    assert actions == [] and b.replacing is not None
+    assert actions == []
+    assert b.replacing is not None
     b, actions = bg.on_sample(b, procs((2, T0 - 900, 330), (3, T0 + 5, 90)), T0 + 20, CFG)
-    assert b.replacing is None and b.replacements == 1 and b.last["result"] == "replaced"
+    assert b.replacing is None
+    assert b.replacements == 1
+    assert b.last["result"] == "replaced"
     assert notes(actions, "memory_replaced")[0]["pid"] == 1
     b, actions = bg.on_sample(b, procs((2, T0 - 900, 330), (3, T0 + 5, 95)), T0 + 30, CFG)
     assert [a.pid for a in replaces(actions)] == [2]
@@ -71,21 +75,26 @@ def test_a_replacement_born_over_budget_backs_off_doubling_then_resets():
     b, _ = bg.on_sample(b, procs((2, T0 - 900, 100), (3, T0 + 5, 100)), T0 + 10, CFG)
     # the replacement is over budget 25 s after its start: replacing it again would loop
     b, actions = bg.on_sample(b, procs((2, T0 - 900, 100), (3, T0 + 5, 320)), T0 + 30, CFG)
-    assert replaces(actions) == [] and b.backoffs == 1 and b.backoff_until == T0 + 30 + 300
+    assert replaces(actions) == []
+    assert b.backoffs == 1
+    assert b.backoff_until == T0 + 30 + 300
     assert notes(actions, "memory_backoff")[0]["reason"] == "born_over_budget"
     assert notes(actions, "memory_backoff")[0]["pid"] == 3
     b, actions = bg.on_sample(b, procs((2, T0 - 900, 100), (3, T0 + 5, 330)), T0 + 200, CFG)
-    assert actions == [] and b.backoffs == 1  # backing off: measured, not acted on
+    assert actions == []
+    assert b.backoffs == 1  # backing off: measured, not acted on
     # after the back-off, an old worker over budget is replaced again
     b, actions = bg.on_sample(b, procs((2, T0 - 900, 100), (3, T0 + 5, 330)), T0 + 340, CFG)
     assert [a.pid for a in replaces(actions)] == [3]
     b, _ = bg.on_sample(b, procs((2, T0 - 900, 100), (4, T0 + 345, 100)), T0 + 350, CFG)
     b, actions = bg.on_sample(b, procs((2, T0 - 900, 100), (4, T0 + 345, 400)), T0 + 360, CFG)
-    assert b.backoff_until == T0 + 360 + 600 and b.backoff_attempt == 2  # doubled
+    assert b.backoff_until == T0 + 360 + 600
+    assert b.backoff_attempt == 2  # doubled
     b, _ = bg.on_sample(b, procs((2, T0 - 900, 100), (4, T0 + 345, 400)), T0 + 960, CFG)
     b, _ = bg.on_sample(b, procs((2, T0 - 900, 100), (5, T0 + 965, 100)), T0 + 970, CFG)
     b, _ = bg.on_sample(b, procs((2, T0 - 900, 100), (5, T0 + 965, 100)), T0 + 980, CFG)
-    assert b.backoff_attempt == 0 and b.backoff_until is None  # nothing over budget: the count starts again
+    assert b.backoff_attempt == 0
+    assert b.backoff_until is None  # nothing over budget: the count starts again
 
 
 def test_the_back_off_is_capped():
@@ -97,22 +106,29 @@ def test_the_back_off_is_capped():
 def test_a_refused_or_unfinished_replacement_backs_off():
     b, _ = bg.on_sample(bg.Budget(), procs((1, T0 - 900, 350), (2, T0 - 900, 100)), T0, CFG)
     refused, actions = bg.on_answer(b, 1, "no control socket", T0, CFG)
-    assert refused.replacing is None and refused.failures == 1 and refused.backoff_until == T0 + 300
+    assert refused.replacing is None
+    assert refused.failures == 1
+    assert refused.backoff_until == T0 + 300
     assert notes(actions, "memory_backoff")[0]["reason"] == "replace_failed"
     accepted, actions = bg.on_answer(b, 1, "accepted", T0, CFG)
-    assert accepted == b and actions == []
+    assert accepted == b
+    assert actions == []
     late, actions = bg.on_sample(b, procs((1, T0 - 900, 350), (2, T0 - 900, 100)), T0 + CFG.replace_timeout, CFG)
-    assert late.replacing is None and late.last["result"] == "timeout" and late.backoffs == 1
+    assert late.replacing is None
+    assert late.last["result"] == "timeout"
+    assert late.backoffs == 1
 
 
 def test_document_metrics_and_restore():
     b, _ = bg.on_sample(bg.Budget(replacements=2), procs((1, T0 - 900, 350), (2, T0 - 900, 100)), T0, CFG)
     doc = {"program": "p", "state": "running", "since": T0, "memory": bg.document(b, CFG, "pss")}
-    assert doc["memory"]["replacing"]["pid"] == 1 and doc["memory"]["processes"][0]["role"] == "main"
+    assert doc["memory"]["replacing"]["pid"] == 1
+    assert doc["memory"]["processes"][0]["role"] == "main"
     text = render_metrics([doc], T0)
     assert 'agentroute_sidecar_memory_bytes{program="p",pid="1",role="worker"} 367001600.0' in text
     assert 'agentroute_sidecar_memory_budget_bytes{program="p"} 314572800.0' in text
     assert 'agentroute_sidecar_memory_replacements_total{program="p"} 2' in text
-    assert bg.restored(doc).replacements == 2 and bg.restored({"memory": {"replacements": -1}}) == bg.Budget()
+    assert bg.restored(doc).replacements == 2
+    assert bg.restored({"memory": {"replacements": -1}}) == bg.Budget()
     bare = render_metrics([{"program": "q", "state": "stopped"}], T0)  # a file from before the budget: no samples
     assert not [line for line in bare.splitlines() if line.startswith("agentroute_sidecar_memory")]

@@ -29,19 +29,23 @@ def test_live_state_through_module_cli_ctl_and_rpc(make_sidecar):
     sc.start_supervisord()
     st = sc.wait_state("running", 20)
     c = client(sc)
-    assert c.state() is State.RUNNING and c.state() == "running"
+    assert c.state() is State.RUNNING
+    assert c.state() == "running"
     assert c.log_path() == sc.log_file
     assert read_state(sc.state_file).pid == st.pid
     res = cli(sc, "status")
-    assert res.returncode == 0 and "RUNNING" in res.stdout, res.stderr
+    assert res.returncode == 0, res.stderr
+    assert "RUNNING" in res.stdout, res.stderr
     res = cli(sc, "status", "--json")
-    assert res.returncode == 0 and json.loads(res.stdout)["state"] == "running"
+    assert res.returncode == 0
+    assert json.loads(res.stdout)["state"] == "running"
     # no flags at all: the state file is found from the listener's configuration in supervisord
     res = run_cli("status", "--program", sc.program, "-s", "unix://" + sc.sock)
     assert res.returncode == 0, res.stderr
     assert client(sc, state_file=None).state_file == sc.state_file
     res = sc.ctl("sidecar", "status")
-    assert res.returncode == 0 and "RUNNING" in res.stdout, res.stdout
+    assert res.returncode == 0, res.stdout
+    assert "RUNNING" in res.stdout, res.stdout
     doc = sc.rpc().sidecar.getState(sc.program)
     assert doc["state"] == "running"
     assert doc["pid"] == st.pid
@@ -59,19 +63,23 @@ def test_stop_and_start_through_the_module(make_sidecar):
     sc.wait_state("running", 20)
     c = client(sc)
     c.stop(timeout=15)
-    assert sc.marked() == [] and sc.port_listeners() == []
+    assert sc.marked() == []
+    assert sc.port_listeners() == []
     assert c.state() is State.STOPPED
     res = cli(sc, "status")
-    assert res.returncode == 3 and "STOPPED" in res.stdout
+    assert res.returncode == 3
+    assert "STOPPED" in res.stdout
     assert sc.ctl("sidecar", "status").returncode == 3
     c.stop(timeout=5)  # no-op when stopped
     c.start(timeout=20)
     assert c.state() is State.RUNNING
     res = cli(sc, "stop", "--timeout", "15")
     assert res.returncode == 0, res.stderr
-    assert sc.marked() == [] and sc.port_listeners() == []
+    assert sc.marked() == []
+    assert sc.port_listeners() == []
     res = cli(sc, "start", "--timeout", "20")
-    assert res.returncode == 0 and "running" in res.stdout, res.stderr
+    assert res.returncode == 0, res.stderr
+    assert "running" in res.stdout, res.stderr
     res = cli(sc, "wait", "--state", "running", "--timeout", "5")
     assert res.returncode == 0
 
@@ -82,18 +90,23 @@ def test_ctl_stop_start_wait(make_sidecar):
     sc.start_supervisord()
     sc.wait_state("running", 20)
     res = sc.ctl("sidecar", "stop")
-    assert res.returncode == 0 and "stopped" in res.stdout, res.stdout
+    assert res.returncode == 0, res.stdout
+    assert "stopped" in res.stdout, res.stdout
     assert "supervisord keeps the port: new connections wait in its queue" in res.stdout, res.stdout  # not "free"
-    assert sc.marked() == [] and sc.port_listeners() == []
+    assert sc.marked() == []
+    assert sc.port_listeners() == []
     res = sc.ctl("sidecar", "start", "--timeout", "20")
-    assert res.returncode == 0 and "running" in res.stdout, res.stdout
+    assert res.returncode == 0, res.stdout
+    assert "running" in res.stdout, res.stdout
     res = sc.ctl("sidecar", "wait", "--timeout", "5")
     assert res.returncode == 0
     # docs/reference.md's order: options, then the program
     res = sc.ctl("sidecar", "stop", "--timeout", "20", sc.program)
-    assert res.returncode == 0 and "stopped" in res.stdout, res.stdout
+    assert res.returncode == 0, res.stdout
+    assert "stopped" in res.stdout, res.stdout
     res = sc.ctl("sidecar", "start", "--timeout", "20", sc.program)
-    assert res.returncode == 0 and "running" in res.stdout, res.stdout
+    assert res.returncode == 0, res.stdout
+    assert "running" in res.stdout, res.stdout
     res = sc.ctl("sidecar", "wait", "--state", "running", "--timeout", "5", sc.program)
     assert res.returncode == 0, res.stdout
 
@@ -108,7 +121,9 @@ def test_start_of_never_healthy_raises_with_log_tail(make_sidecar):
     assert "did not become healthy within 2 s" in str(exc.value)
     assert any("listening on" in line for line in exc.value.log_tail)
     res = cli(sc, "start")
-    assert res.returncode == 1 and "did not become healthy" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 1
+    assert "did not become healthy" in res.stderr
+    assert "Traceback" not in res.stderr
 
 
 def test_start_with_missing_binary_is_binary_not_found(make_sidecar, tmp_path):
@@ -132,10 +147,14 @@ def test_stale_corrupt_and_missing_state_files(make_sidecar, tmp_path):
     res = run_cli("status", "--state-file", str(stale))
     # the sidecar's own state (the line's second column) is not RUNNING; supervisord's may be
     first = res.stdout.splitlines()[0].split()
-    assert res.returncode == 4 and "stale" in res.stdout and first[1] != "RUNNING", res.stdout
+    assert res.returncode == 4, res.stdout
+    assert "stale" in res.stdout, res.stdout
+    assert first[1] != "RUNNING", res.stdout
     res = run_cli("status", "--state-file", str(stale), "--json")
     doc = json.loads(res.stdout)
-    assert res.returncode == 4 and doc["state"] == "crashed" and doc["recorded_state"] == "running"
+    assert res.returncode == 4
+    assert doc["state"] == "crashed"
+    assert doc["recorded_state"] == "running"
     corrupt = tmp_path / "corrupt.json"
     corrupt.write_text("{not json")
     assert Sidecar(state_file=str(corrupt)).state() is State.CRASHED
@@ -145,7 +164,8 @@ def test_stale_corrupt_and_missing_state_files(make_sidecar, tmp_path):
     missing = str(tmp_path / "missing.json")
     assert Sidecar(state_file=missing).state() is State.STOPPED
     res = run_cli("status", "--state-file", missing)
-    assert res.returncode == 4 and "Traceback" not in res.stderr
+    assert res.returncode == 4
+    assert "Traceback" not in res.stderr
 
 
 def test_supervisord_killed_clients_report_not_running(make_sidecar):
@@ -179,7 +199,8 @@ def test_xmlrpc_over_inet_http_server_with_credentials(make_sidecar):
     res = subprocess.run([sys.executable, "-m", "supervisor.supervisorctl", "-c", sc.conf,
                           "-s", f"http://127.0.0.1:{port}", "-u", "ops", "-p", "s3cret", "sidecar", "status"],
                          capture_output=True, text=True, timeout=30)
-    assert res.returncode == 0 and "RUNNING" in res.stdout, res.stdout + res.stderr
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "RUNNING" in res.stdout, res.stdout + res.stderr
     c = Sidecar(state_file=None, program=sc.program, server_url=f"http://ops:s3cret@127.0.0.1:{port}")
     assert c.state() is State.RUNNING
     c.stop(timeout=15)
@@ -193,15 +214,19 @@ def test_get_state_unknown_program_is_a_fault(make_sidecar):
     with pytest.raises(xmlrpc.client.Fault):
         sc.rpc().sidecar.getState("nope")
     res = sc.ctl("sidecar", "status", "nope")
-    assert res.returncode != 0 and "no sidecar listener" in res.stdout
+    assert res.returncode != 0
+    assert "no sidecar listener" in res.stdout
 
 
 def test_rendered_include_is_loaded_by_supervisord(make_sidecar):
     sc = make_sidecar(render_args=["--no-autostart"])
     sc.start_supervisord(wait_state=None)
     res = sc.ctl("avail")
-    assert "agentroute-sidecar " in res.stdout.replace("\t", " ") or "agentroute-sidecar" in res.stdout
-    assert "agentroute-sidecar-health" in res.stdout, res.stdout
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in res.stdout.splitlines() if line.strip()}
+    # name, "in use", autostart: the render's --no-autostart reached supervisord's program
+    assert rows.get("agentroute-sidecar", [])[:3] == ["in", "use", "manual"], res.stdout
+    assert rows.get("agentroute-sidecar-health", [])[:2] == ["in", "use"], res.stdout
 
 
 def test_second_listener_for_the_same_state_file_refuses(make_sidecar):
@@ -219,7 +244,8 @@ def test_second_listener_for_the_same_state_file_refuses(make_sidecar):
             proc.kill()
             proc.wait()
     assert proc.returncode == 78
-    assert b"refusing to run" in err and b"another listener" in err
+    assert b"refusing to run" in err
+    assert b"another listener" in err
     assert out == b""  # nothing but the protocol ever goes to stdout
     assert sc.state().listener_pid == sc.listener_info()["pid"]
 
@@ -238,9 +264,12 @@ def test_a_crash_log_with_escapes_and_control_characters_reads_through_every_doo
     doc = sc.rpc().sidecar.getState(sc.program)
     assert doc["state"] == "crashed"
     res = sc.ctl("sidecar", "status")
-    assert "cannot start" in res.stdout and "Expat" not in res.stdout + res.stderr and "\x1b" not in res.stdout
+    assert "cannot start" in res.stdout
+    assert "Expat" not in res.stdout + res.stderr
+    assert "\x1b" not in res.stdout
     res = cli(sc, "status")
-    assert res.returncode == 3 and "\x1b" not in res.stdout + res.stderr
+    assert res.returncode == 3
+    assert "\x1b" not in res.stdout + res.stderr
 
 
 def test_get_state_carries_what_xml_rpc_cannot():

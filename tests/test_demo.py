@@ -44,12 +44,15 @@ def test_the_stand_in_upstream_starts_once_answers_and_stops_by_pid(tmp_path):
     base = demo.upstream_start(run)
     pid = demo.upstream_running(run)["pid"]
     try:
-        assert base.startswith("http://127.0.0.1:") and base.endswith("/api/v1")
+        assert base.startswith("http://127.0.0.1:")
+        assert base.endswith("/api/v1")
         assert chat(base) == "pong from deepseek/deepseek-v4-flash"
-        assert demo.upstream_start(run) == base and demo.upstream_running(run)["pid"] == pid  # kept, not twice
+        assert demo.upstream_start(run) == base
+        assert demo.upstream_running(run)["pid"] == pid  # kept, not twice
         assert demo.upstream_stop(run) == pid
         assert not os.path.exists(f"/proc/{pid}") or not demo._ours(pid)
-        assert demo.upstream_running(run) is None and demo.upstream_stop(run) is None
+        assert demo.upstream_running(run) is None
+        assert demo.upstream_stop(run) is None
     finally:
         _kill(pid)
 
@@ -76,7 +79,8 @@ def test_make_stop_ends_a_stand_in_another_process_started(tmp_path):
 def test_the_demo_profile_is_the_example_sent_to_the_stand_in(tmp_path):
     path = demo.demo_profile(str(tmp_path), "http://127.0.0.1:5999/api/v1")
     mine, example = load_profile(path), load_profile(os.path.join(ROOT, demo.EXAMPLE))
-    assert mine.api_base == "http://127.0.0.1:5999/api/v1" and example.api_base is None
+    assert mine.api_base == "http://127.0.0.1:5999/api/v1"
+    assert example.api_base is None
     assert (mine.models, mine.port, mine.name) == (example.models, example.port, example.name)
 
 
@@ -86,8 +90,11 @@ def _state(tmp_path, **fields):
 
 def test_a_failed_wait_says_why_where_and_what_to_change(tmp_path):
     said = "\n".join(demo.explain(_state(tmp_path, error="did not become healthy within 20 s"), "run/litellm.log"))
-    assert "why:  did not become healthy within 20 s" in said and "log:  run/litellm.log" in said
-    assert "ERROR: the last words" in said and "HEALTH_TIMEOUT=" in said and "make stop" in said
+    assert "why:  did not become healthy within 20 s" in said
+    assert "log:  run/litellm.log" in said
+    assert "ERROR: the last words" in said
+    assert "HEALTH_TIMEOUT=" in said
+    assert "make stop" in said
     said = "\n".join(demo.explain(_state(tmp_path, error="exited unexpectedly (pid 5)", port_holder="pid 9 nginx"),
                                   "run/litellm.log"))
     assert "free the port (held by pid 9 nginx)" in said

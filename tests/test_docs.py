@@ -274,7 +274,8 @@ def test_a_section_run_elsewhere_names_the_test_that_runs_it(rule):
 @pytest.mark.parametrize("rule", CHECKED, ids=[r[0] for r in CHECKED])
 def test_a_command_only_checked_names_the_test_that_runs_it(rule):
     pattern, why, where, evidence = rule
-    assert why and os.path.exists(os.path.join(ROOT, where)), where
+    assert why, where
+    assert os.path.exists(os.path.join(ROOT, where)), where
     assert evidence in read(where), f"{where} does not show {evidence!r}: does it still run {pattern!r}?"
 
 
@@ -310,7 +311,8 @@ def test_every_make_command_names_a_target():
         for args in invocations(cmd.text, "make"):
             seen += 1
             named = [a for a in args if not a.startswith("-") and "=" not in a]
-            assert named and set(named) <= targets, f"{ident(cmd)}: make {named}: no such target in {targets}"
+            assert named, f"{ident(cmd)}: make {named}: no such target in {targets}"
+            assert set(named) <= targets, f"{ident(cmd)}: make {named}: no such target in {targets}"
     assert seen >= 5
 
 
@@ -455,7 +457,8 @@ def test_the_python_gateway_example_runs_in_the_clone(clone):
     for page, start, code in blocks:
         res = subprocess.run([".venv/bin/python", "-c", code], cwd=clone.dir, env=clone.env, capture_output=True,
                              text=True, timeout=120)
-        assert res.returncode == 0 and res.stdout.strip().isdigit(), f"{page}:{start}: {res.stdout}{res.stderr}"
+        assert res.returncode == 0, f"{page}:{start}: {res.stdout}{res.stderr}"
+        assert res.stdout.strip().isdigit(), f"{page}:{start}: {res.stdout}{res.stderr}"
 
 
 # -- the pages themselves --
@@ -482,7 +485,9 @@ def test_each_docs_page_says_what_it_holds_and_the_readme_links_it():
     readme = read("README.md")
     for page in PAGES[1:]:
         lines = read(page).split("\n")
-        assert lines[0].startswith("# ") and lines[1] == "" and lines[2].startswith("What this page holds: "), page
+        assert lines[0].startswith("# "), page
+        assert lines[1] == "", page
+        assert lines[2].startswith("What this page holds: "), page
         assert f"]({page})" in readme, f"the README does not link {page}"
 
 

@@ -136,11 +136,13 @@ def test_full_chain_with_real_litellm(make_sidecar, upstream, cpu_hogs):
         resp = messages(port, tier, stream=True)
         assert resp.status_code == 200
         events = stream_events(resp)
-        assert events[0]["type"] == "message_start" and events[-1]["type"] == "message_stop"
+        assert events[0]["type"] == "message_start"
+        assert events[-1]["type"] == "message_stop"
         assert streamed(events, "thinking") == f"thinking about {bare}"
         assert streamed(events, "text") == f"pong from {bare}"
         sent = [r for r in upstream.requests() if r["model"] == bare]
-        assert len(sent) == 2 and {r["stream"] for r in sent} == {False, True}
+        assert len(sent) == 2
+        assert {r["stream"] for r in sent} == {False, True}
         assert all(r["authorization"] == f"Bearer {API_KEY}" for r in sent)
         # the thinking parameter reached OpenRouter (as reasoning_effort, or as is for Anthropic's models)
         assert all(r["body"].get("reasoning_effort") or r["body"].get("thinking") == THINKING for r in sent)
@@ -156,7 +158,8 @@ def test_full_chain_with_real_litellm(make_sidecar, upstream, cpu_hogs):
 
     # it listens on 127.0.0.1 only
     listening = [c for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
-    assert listening and {c.laddr.ip for c in listening} == {"127.0.0.1"}
+    assert listening
+    assert {c.laddr.ip for c in listening} == {"127.0.0.1"}
 
     # SIGKILL of LiteLLM's main process: its orphaned workers serve on (supervisord owns the port), the
     # replacement starts, then they drain and go; running again with a new pid
@@ -166,7 +169,8 @@ def test_full_chain_with_real_litellm(make_sidecar, upstream, cpu_hogs):
     os.kill(st.pid, signal.SIGKILL)
     assert messages(port, "fast").status_code == 200  # answered by an orphan meanwhile
     again = sc.wait_state("running", 120, pred=lambda s: s.pid not in (None, st.pid))
-    assert again.pid != st.pid and "crashed" in [h["state"] for h in sc.history()]
+    assert again.pid != st.pid
+    assert "crashed" in [h["state"] for h in sc.history()]
     psutil.wait_procs(old_tree, timeout=90)
     assert not [p for p in old_tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert messages(port, "heavy").status_code == 200
@@ -175,12 +179,14 @@ def test_full_chain_with_real_litellm(make_sidecar, upstream, cpu_hogs):
     res = sc.ctl("stop", sc.program)
     assert res.returncode == 0, res.stdout
     sc.wait_state("stopped", 30, pred=lambda s: s.supervisor_state == "STOPPED")
-    assert sc.marked() == [] and sc.port_listeners() == []
+    assert sc.marked() == []
+    assert sc.port_listeners() == []
 
     # Sidecar.start()/stop(): the Go Supervisor's blocking semantics
     c = Sidecar(state_file=sc.state_file, program=sc.program, server_url="unix://" + sc.sock)
     c.start(timeout=120)
-    assert c.state() is State.RUNNING and messages(port, "fast").status_code == 200
+    assert c.state() is State.RUNNING
+    assert messages(port, "fast").status_code == 200
 
     # apply a changed profile (a new tier) under traffic: validated, workers replaced one at a time (SIGHUP),
     # the new alias served, and the gateway saw no refused or failed request and no cut stream
@@ -193,16 +199,20 @@ def test_full_chain_with_real_litellm(make_sidecar, upstream, cpu_hogs):
     res = sc.apply()
     traffic.stop()
     upstream.seconds_per_token = 0.0
-    assert res.returncode == 0 and res.stdout.strip().endswith("changed: true"), res.stdout + res.stderr
-    assert "passes litellm --validate_config" in res.stdout and "SIGHUP" in res.stdout, res.stdout
-    assert traffic.lost == 0 and traffic.short["ok"] > 0, traffic.summary()
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.strip().endswith("changed: true"), res.stdout + res.stderr
+    assert "passes litellm --validate_config" in res.stdout, res.stdout
+    assert "SIGHUP" in res.stdout, res.stdout
+    assert traffic.lost == 0, traffic.summary()
+    assert traffic.short["ok"] > 0, traffic.summary()
     assert c.read().pid == before_apply
     models = http().get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {GATEWAY_TOKEN}"},
                         timeout=30)
     assert "agentroute-extra" in {m["id"] for m in models.json()["data"]}
     assert messages(port, "extra").status_code == 200
     c.stop(timeout=30)
-    assert sc.marked() == [] and sc.port_listeners() == []
+    assert sc.marked() == []
+    assert sc.port_listeners() == []
     assert c.state() is State.STOPPED
 
 
@@ -242,7 +252,8 @@ def test_gateway_requests_and_the_anthropic_sdk(make_sidecar, upstream, monkeypa
     r = session.post(url + "/v1/messages/count_tokens", headers=gateway_headers(GATEWAY_TOKEN), timeout=60,
                      json={"model": "agentroute-heavy", "messages": body["messages"]})
     assert r.status_code == 200, r.text
-    assert isinstance(r.json()["input_tokens"], int) and r.json()["input_tokens"] > 0
+    assert isinstance(r.json()["input_tokens"], int)
+    assert r.json()["input_tokens"] > 0
     r = session.post(url + "/v1/messages/count_tokens", headers=gateway_headers(secrets.token_hex(32)), timeout=60,
                      json={"model": "agentroute-heavy", "messages": body["messages"]})
     assert r.status_code in (400, 401, 403)
@@ -251,7 +262,8 @@ def test_gateway_requests_and_the_anthropic_sdk(make_sidecar, upstream, monkeypa
     r = session.post(url + "/v1/messages", headers=gateway_headers(GATEWAY_TOKEN), timeout=60,
                      json=dict(body, model="agentroute-nosuchtier"))
     assert r.status_code == 400, r.text
-    assert r.json()["type"] == "error" and r.json()["error"]["type"] == "invalid_request_error"
+    assert r.json()["type"] == "error"
+    assert r.json()["error"]["type"] == "invalid_request_error"
     assert "agentroute-nosuchtier" in r.json()["error"]["message"]
     assert len(upstream.requests()) == before
 
@@ -262,7 +274,8 @@ def test_gateway_requests_and_the_anthropic_sdk(make_sidecar, upstream, monkeypa
                                  messages=[{"role": "user", "content": "ping"}])
     assert [b.type for b in msg.content] == ["thinking", "text"]
     assert msg.content[0].thinking == "thinking about anthropic/claude-opus-4.5"
-    assert msg.content[1].text == "pong from anthropic/claude-opus-4.5" and msg.model == "agentroute-heavy"
+    assert msg.content[1].text == "pong from anthropic/claude-opus-4.5"
+    assert msg.model == "agentroute-heavy"
     with client.messages.stream(model="agentroute-fast", max_tokens=2048, thinking=THINKING,
                                 messages=[{"role": "user", "content": "ping"}]) as stream:
         text = "".join(stream.text_stream)

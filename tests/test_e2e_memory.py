@@ -62,9 +62,16 @@ def test_real_litellm_budget_just_above_idle_loses_nothing(make_sidecar, upstrea
           f"| refused {traffic.short['refused']} | failed {traffic.short['failed']} | cut {cut} | "
           f"ok {traffic.short['ok']} | replaced {mem['replacements']} | failed replacements {mem['failures']} | "
           f"back-offs {mem['backoffs']} | now {[(p['role'], p['mb']) for p in mem['processes']]}")
-    assert traffic.short["refused"] == 0 and traffic.short["failed"] == 0, traffic.summary()
-    assert cut == 0 and set(traffic.stream_outcomes.values()) == {"ok"}, traffic.stream_outcomes
-    assert mem["replacements"] >= 1 and mem["failures"] == 0
-    assert sc.state().pid == st.pid and sc.state().state.value == "running"
+    assert traffic.short["refused"] == 0, traffic.summary()
+    assert traffic.short["failed"] == 0, traffic.summary()
+    assert cut == 0, traffic.stream_outcomes
+    assert traffic.stream_outcomes == {5: "ok", 20: "ok", 60: "ok"}, traffic.summary()  # each ended, none cut
+    assert traffic.short["pending"] == 0, traffic.summary()  # unanswered when the traffic stopped
+    assert traffic.short["ok"] == traffic.sent, traffic.summary()  # every request sent was answered
+    assert mem["replacements"] >= 1
+    assert mem["failures"] == 0
+    assert sc.state().pid == st.pid
+    assert sc.state().state.value == "running"
     asked = [e for e in sc.history() if e.get("event") == "memory_replace"]
-    assert asked and all(e["budget_mb"] == budget and e["mb"] > budget for e in asked)
+    assert asked
+    assert all(e["budget_mb"] == budget and e["mb"] > budget for e in asked)

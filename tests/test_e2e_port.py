@@ -54,19 +54,24 @@ def report(event, traffic):
           f"cut {cut} | longest wait {traffic.longest:.1f} s | ok {traffic.short['ok']}")
     assert traffic.short["refused"] == 0, traffic.summary()
     assert traffic.short["failed"] == 0, traffic.summary()
+    assert traffic.short["pending"] == 0, traffic.summary()  # unanswered when the traffic stopped
+    assert traffic.short["ok"] == traffic.sent, traffic.summary()  # every request sent was answered
+    assert traffic.stream_outcomes == {s: "ok" for s in traffic.streams}, traffic.summary()  # ended, none cut
 
 
 def test_real_litellm_port_never_refuses(make_sidecar, upstream):  # noqa: F811
     sc, st = real_sidecar(make_sidecar, upstream, 2, "name: port\n")
     conf = open(os.path.join(sc.out, "sidecar.conf")).read()
-    assert "[fcgi-program:" in conf and "litellm_launch" in conf
+    assert "[fcgi-program:" in conf
+    assert "litellm_launch" in conf
     poll(lambda: len(workers(st.pid)) == 2, 60, what="two workers")
     idle, per = memory(st.pid)
     assert messages(sc.port, "fast").status_code == 200
     pss, after = memory(st.pid)
     print(f"\nMEMORY default sidecar (launcher + 2 workers): PSS {idle:.0f} MB idle, {pss:.0f} MB after a request; "
           "RSS " + ", ".join(f"{r:.0f}" for _, r in per) + " MB idle, " + ", ".join(f"{r:.0f}" for _, r in after))
-    assert idle <= 650 and pss <= 650
+    assert idle <= 650
+    assert pss <= 650
 
     # SIGKILL of the main process: its workers serve on, the replacement starts, then they drain
     traffic = flowing(sc)

@@ -58,7 +58,8 @@ def test_every_alert_is_tested_firing_and_quiet():
     for case in load(RULES_TEST)["tests"]:
         for check in case.get("alert_rule_test", []):
             (firing if check.get("exp_alerts") else quiet).add(check["alertname"])
-    assert firing == names and quiet == names, (names - firing, names - quiet)
+    assert firing == names, ((names - firing, names - quiet))
+    assert quiet == names, ((names - firing, names - quiet))
     for rule in alerts():  # what a receiver routes on, and what a person reads
         assert rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]
         assert {"summary", "description"} <= set(rule["annotations"]), rule["alert"]
@@ -71,7 +72,8 @@ def test_a_broken_rule_fails_its_unit_test(promtool, tmp_path):
     (tmp_path / os.path.basename(RULES)).write_text(text.replace("for: 2m", "for: 3m", 1))
     (tmp_path / os.path.basename(RULES_TEST)).write_text(open(RULES_TEST).read())
     res = run([promtool, "test", "rules", os.path.basename(RULES_TEST)], cwd=str(tmp_path))
-    assert res.returncode == 1 and "AgentRouteSidecarDown" in res.stdout + res.stderr, res.stdout + res.stderr
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "AgentRouteSidecarDown" in res.stdout + res.stderr, res.stdout + res.stderr
 
 
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h",
@@ -90,7 +92,8 @@ def dashboard_queries(dash):
 def test_dashboard_queries_are_valid_promql(promtool, tmp_path):
     with open(DASHBOARD) as fh:
         dash = json.load(fh)
-    assert dash["uid"] == "agentroute-sidecar" and dash["panels"]
+    assert dash["uid"] == "agentroute-sidecar"
+    assert dash["panels"]
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids))
     for panel in dash["panels"]:  # one data source variable, chosen at import

@@ -99,7 +99,8 @@ def test_playbook_applies_a_profile_idempotently(fresh_host, tmp_path):
     rc, tasks, recap, out = playbook(host, tmp_path, PROFILE)
     assert rc == 0, out
     assert tasks == {PIP_TASK: "ok", COPY_TASK: "changed", APPLY_TASK: "changed", KEY_TASK: "changed"}, out
-    assert recap["changed"] == 3 and recap["failed"] == 0, out
+    assert recap["changed"] == 3, out
+    assert recap["failed"] == 0, out
     first = host.wait_state("running", 30)
     with open(os.path.join(host.out, "master.key")) as fh:
         master_key = fh.read()
@@ -107,14 +108,17 @@ def test_playbook_applies_a_profile_idempotently(fresh_host, tmp_path):
     with open(host.prometheus_key) as fh:  # Prometheus' copy, for its scrape of the sidecar's /metrics/
         assert fh.read() == master_key
     assert stat.S_IMODE(os.stat(host.prometheus_key).st_mode) == 0o640
-    assert host.info()["pid"] == first.pid and host.health_ok()
+    assert host.info()["pid"] == first.pid
+    assert host.health_ok()
 
     # 2. same profile: ok, nothing restarted
     rc, tasks, recap, out = playbook(host, tmp_path, PROFILE)
     assert rc == 0, out
     assert tasks == {PIP_TASK: "ok", COPY_TASK: "ok", APPLY_TASK: "ok", KEY_TASK: "ok"}, out
-    assert recap["changed"] == 0 and recap["failed"] == 0, out
-    assert host.state().pid == first.pid and host.info()["pid"] == first.pid
+    assert recap["changed"] == 0, out
+    assert recap["failed"] == 0, out
+    assert host.state().pid == first.pid
+    assert host.info()["pid"] == first.pid
     with open(os.path.join(host.out, "master.key")) as fh:
         assert fh.read() == master_key  # generated once, kept
 
@@ -124,17 +128,23 @@ def test_playbook_applies_a_profile_idempotently(fresh_host, tmp_path):
     assert rc == 0, out
     assert tasks == {PIP_TASK: "ok", COPY_TASK: "changed", APPLY_TASK: "changed", KEY_TASK: "ok"}, out
     second = host.state()
-    assert second.state.value == "running" and second.pid != first.pid
+    assert second.state.value == "running"
+    assert second.pid != first.pid
     with open(os.path.join(host.out, "litellm.yaml")) as fh:
         assert "openrouter/qwen/qwen3-coder" in fh.read()
 
     # 4. and ok again
     rc, tasks, recap, out = playbook(host, tmp_path, changed_profile)
-    assert rc == 0 and recap["changed"] == 0 and tasks[APPLY_TASK] == "ok", out
+    assert rc == 0, out
+    assert recap["changed"] == 0, out
+    assert tasks[APPLY_TASK] == "ok", out
     assert host.state().pid == second.pid
 
     # 5. a profile apply refuses (exit 2, one line): the play fails, the sidecar keeps running
     rc, tasks, recap, out = playbook(host, tmp_path, PROFILE + "  Bad Tier: x/y\n")
-    assert rc != 0 and tasks[APPLY_TASK] == "fatal" and recap["failed"] == 1, out
+    assert rc != 0, out
+    assert tasks[APPLY_TASK] == "fatal", out
+    assert recap["failed"] == 1, out
     assert '"rc": 2' in out, out
-    assert host.state().pid == second.pid and host.health_ok()
+    assert host.state().pid == second.pid
+    assert host.health_ok()

@@ -131,7 +131,8 @@ def test_plugin_is_importable_as_documented(plugin_venv):
     res = run([SYSTEM_PYTHON, "-c", WHERE], env=SERVICE_ENV, cwd="/")
     assert res.returncode == 0, res.stderr
     where = json.loads(res.stdout)
-    assert where["supervisor"].startswith("/usr/lib/python3/dist-packages/") and where["version"] == "4.2.5", where
+    assert where["supervisor"].startswith("/usr/lib/python3/dist-packages/"), where
+    assert where["version"] == "4.2.5", where
     assert where["plugin"].startswith(plugin_venv), where
     # the venv holds the plugin alone: nothing of it can shadow a Debian package on the system path
     purelib = os.path.dirname(os.path.dirname(where["plugin"]))
@@ -144,31 +145,39 @@ def test_debian_supervisord_runs_rpcinterface_ctlplugin_and_listener(debian_side
     sc.start_supervisord(wait_state=None)
     assert sc.rpc().supervisor.getSupervisorVersion() == "4.2.5"
     daemon = psutil.Process(sc.proc.pid)
-    assert daemon.exe().startswith("/usr/bin/python3") and daemon.cmdline()[1] == SUPERVISORD, daemon.cmdline()
+    assert daemon.exe().startswith("/usr/bin/python3"), daemon.cmdline()
+    assert daemon.cmdline()[1] == SUPERVISORD, daemon.cmdline()
 
     # the listener (the venv's sidecar-plugin on Debian's Python) takes the sidecar to running
     first = sc.wait_state("running", 30)
     listener = psutil.Process(sc.listener_info()["pid"])
-    assert listener.exe().startswith("/usr/bin/python3") and sc.cli in listener.cmdline(), listener.cmdline()
-    assert sc.health_ok() and first.pid == sc.info()["pid"]
+    assert listener.exe().startswith("/usr/bin/python3"), listener.cmdline()
+    assert sc.cli in listener.cmdline(), listener.cmdline()
+    assert sc.health_ok()
+    assert first.pid == sc.info()["pid"]
 
     # rpcinterface: sidecar.* inside Debian's supervisord
     state = sc.rpc().sidecar.getState(sc.program)
-    assert state["state"] == "running" and state["port"] == sc.port and state["pid"] == first.pid, state
+    assert state["state"] == "running", state
+    assert state["port"] == sc.port, state
+    assert state["pid"] == first.pid, state
     assert sc.program in sc.rpc().sidecar.listPrograms()
 
     # ctlplugin: Debian's supervisorctl, run by the system Python
     res = sc.ctl("sidecar", "status")
-    assert res.returncode == 0 and f"{sc.program}       RUNNING    pid {first.pid}" in res.stdout, res.stdout
+    assert res.returncode == 0, res.stdout
+    assert f"{sc.program}       RUNNING    pid {first.pid}" in res.stdout, res.stdout
     assert "sidecar" in sc.ctl("help", "sidecar").stdout
     res = sc.ctl("sidecar", "stop")
     assert res.returncode == 0, res.stdout + res.stderr
     assert sc.state().state.value == "stopped"
-    assert sc.port_listeners() == [] and sc.marked() == []  # the tree is gone, the port free
+    assert sc.port_listeners() == []
+    assert sc.marked() == []  # the tree is gone, the port free
     res = sc.ctl("sidecar", "start")
     assert res.returncode == 0, res.stdout + res.stderr
     second = sc.wait_state("running", 5)
-    assert second.pid != first.pid and sc.health_ok()
+    assert second.pid != first.pid
+    assert sc.health_ok()
 
     # the listener under Debian's supervisord: a SIGKILL is a crash, then running again
     os.kill(second.pid, signal.SIGKILL)
@@ -178,7 +187,8 @@ def test_debian_supervisord_runs_rpcinterface_ctlplugin_and_listener(debian_side
 
     # the venv's CLI against that supervisord
     res = run([sc.cli, "status", "-s", "unix://" + sc.sock], env=SERVICE_ENV)
-    assert res.returncode == 0 and "RUNNING" in res.stdout, res.stdout + res.stderr
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "RUNNING" in res.stdout, res.stdout + res.stderr
     assert third.pid == sc.info()["pid"]
 
 
@@ -197,12 +207,14 @@ def test_debian_supervisord_keeps_the_port_open_through_every_event(debian_sidec
     assert sc.ctl("restart", sc.program, timeout=120).returncode == 0
     third = sc.wait_state("running", 30, pred=lambda s: s.pid not in (None, second.pid))
     assert sc.ctl("sidecar", "stop", timeout=120).returncode == 0
-    assert sc.port_listeners() == [] and sc.supervisord_listens()
+    assert sc.port_listeners() == []
+    assert sc.supervisord_listens()
     assert sc.ctl("sidecar", "start", timeout=120).returncode == 0
     sc.wait_state("running", 30, pred=lambda s: s.pid not in (None, third.pid))
     poll(lambda: traffic.short["ok"] >= 80, 30, what="more answers")
     traffic.stop()
     print(f"\nROW | Debian 4.2.5: SIGKILL + restart + stop/start | refused {traffic.short['refused']} | "
           f"failed {traffic.short['failed']} | longest wait {traffic.longest:.2f} s")
-    assert traffic.short["refused"] == 0 and traffic.short["failed"] == 0, traffic.summary()
+    assert traffic.short["refused"] == 0, traffic.summary()
+    assert traffic.short["failed"] == 0, traffic.summary()
     assert traffic.stream_outcomes == {3: "ok"}, traffic.summary()

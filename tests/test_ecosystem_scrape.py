@@ -132,7 +132,8 @@ def test_node_exporter_scrapes_the_listener_metrics(make_sidecar, node_exporter)
     s = poll(lambda: (lambda x: x if again(x) else None)(node_exporter.scrape()), 60,
              interval=0.2, what="the crash and the restart in the scrape")
     crashes = {c: series(s, "agentroute_sidecar_crashes_total", cause=c) for c in CAUSES}
-    assert sum(crashes.values()) == 1 and crashes["exited"] == 1, crashes
+    assert sum(crashes.values()) == 1, crashes
+    assert crashes["exited"] == 1, crashes
     assert sc.state().pid != first.pid
 
     # 3. stopped on purpose: state stopped, up 0 (what AgentRouteSidecarDown leaves alone)

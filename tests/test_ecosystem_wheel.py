@@ -52,7 +52,8 @@ def test_wheel_holds_every_module_and_the_entry_point(dist):
     runtime = sorted(re.match(r"[\w.-]+", r).group() for r in meta.get_all("Requires-Dist")
                      if "extra ==" not in r)
     assert runtime == ["PyYAML", "psutil", "requests", "supervisor"], runtime
-    assert meta["Name"].replace("-", "_") == "sidecar_plugin" and meta["Requires-Python"] == ">=3.9"
+    assert meta["Name"].replace("-", "_") == "sidecar_plugin"
+    assert meta["Requires-Python"] == ">=3.9"
 
 
 def test_sdist_carries_the_example_configurations(dist):
@@ -84,4 +85,5 @@ def test_wheel_installs_into_a_clean_virtualenv(dist, tmp_path):
     res = run([py, "-I", "-c", probe], cwd=str(tmp_path))  # -I: nothing from this tree or the environment
     assert res.returncode == 0, res.stderr
     where, factories = res.stdout.split("\n")[:2]
-    assert where.startswith(str(venv)) and factories == "True True", res.stdout
+    assert where.startswith(str(venv)), res.stdout
+    assert factories == "True True", res.stdout

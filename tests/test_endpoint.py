@@ -88,9 +88,12 @@ def test_an_older_state_file_still_gives_the_base_url(tmp_path):
 def test_endpoint_without_a_state_file_or_supervisord_is_one_line_exit_4(tmp_path):
     res = run_cli("endpoint", "--state-file", str(tmp_path / "nope.json"), "-s",
                   "unix://" + str(tmp_path / "none.sock"))
-    assert res.returncode == 4 and res.stdout == ""
+    assert res.returncode == 4
+    assert res.stdout == ""
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("endpoint unknown: ") and "Traceback" not in res.stderr
+    assert len(lines) == 1
+    assert lines[0].startswith("endpoint unknown: ")
+    assert "Traceback" not in res.stderr
 
 
 # -- with a real supervisord and the stand-in LiteLLM --
@@ -115,7 +118,8 @@ def test_gateway_finds_url_and_key_and_is_served(make_sidecar):
 
     # the state file names both, and no secret
     doc = json.load(open(sc.state_file))
-    assert doc["base_url"] == url and doc["key_file"] == key_path
+    assert doc["base_url"] == url
+    assert doc["key_file"] == key_path
     assert key not in open(sc.state_file).read()
 
     # sidecar-plugin endpoint, found through supervisord (no --state-file), plain and JSON
@@ -128,11 +132,13 @@ def test_gateway_finds_url_and_key_and_is_served(make_sidecar):
 
     # the module, status --json and the XML-RPC namespace agree
     c = Sidecar(program=sc.program, server_url="unix://" + sc.sock)
-    assert c.base_url == url and c.key_file() == key_path
+    assert c.base_url == url
+    assert c.key_file() == key_path
     res = run_cli("status", "--json", "-s", "unix://" + sc.sock)
     assert json.loads(res.stdout)["base_url"] == url
     st = sc.rpc().sidecar.getState(sc.program)
-    assert st["base_url"] == url and st["key_file"] == key_path
+    assert st["base_url"] == url
+    assert st["key_file"] == key_path
 
     # the gateway's side: read the key from the file it was told, send it as a bearer token
     with open(c.key_file()) as fh:
@@ -140,12 +146,15 @@ def test_gateway_finds_url_and_key_and_is_served(make_sidecar):
     s = gateway_session()
     body = {"model": "agentroute-fast", "max_tokens": 16, "messages": [{"role": "user", "content": "ping"}]}
     r = s.post(c.base_url + "/v1/messages", json=body, headers=bearer, timeout=10)
-    assert r.status_code == 200 and r.json()["type"] == "message"
+    assert r.status_code == 200
+    assert r.json()["type"] == "message"
     r = s.post(c.base_url + "/v1/messages/count_tokens", json={k: body[k] for k in ("model", "messages")},
                headers=bearer, timeout=10)
-    assert r.status_code == 200 and r.json()["input_tokens"] > 0
+    assert r.status_code == 200
+    assert r.json()["input_tokens"] > 0
     r = s.post(c.base_url + "/v1/messages", json=dict(body, model="agentroute-none"), headers=bearer, timeout=10)
-    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    assert r.status_code == 400
+    assert r.json()["error"]["type"] == "invalid_request_error"
     r = s.post(c.base_url + "/v1/messages/count_tokens", json=body, timeout=10,
                headers={"Authorization": "Bearer " + "0" * 64})
     assert r.status_code == 401

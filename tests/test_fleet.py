@@ -39,7 +39,8 @@ def test_a_folder_makes_a_fleet_and_lists_only_profiles(tmp_path):
     (tmp_path / "notes.txt").write_text("")
     (tmp_path / ".hidden.yaml").write_text("")
     files, grouped = expand_profiles([str(tmp_path)])
-    assert grouped and [os.path.basename(f) for f in files] == ["a.json", "b.yaml"]
+    assert grouped
+    assert [os.path.basename(f) for f in files] == ["a.json", "b.yaml"]
     assert expand_profiles([str(tmp_path / "a.json")]) == ([str(tmp_path / "a.json")], False)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ProfileError, match="no profile in this folder"):
@@ -74,10 +75,12 @@ def test_fleet_render_layout_group_and_one_listener(tmp_path):
     found = sidecars([command])
     assert sorted(found) == ["agentroute-play", "agentroute-work"]
     assert found["agentroute-work"]["state-file"] == str(out / "agentroute-work" / "state.json")
-    assert found["agentroute-work"]["group"] == "agentroute" and found["agentroute-play"]["port"] == "4200"
+    assert found["agentroute-work"]["group"] == "agentroute"
+    assert found["agentroute-play"]["port"] == "4200"
     assert "--metrics-file" in shlex.split(command)
     text = (out / "sidecar.conf").read_text()
-    assert API_KEY not in text and MASTER_KEY not in text
+    assert API_KEY not in text
+    assert MASTER_KEY not in text
     # byte-identical on a second render
     before = {p: (out / p).read_bytes() for p in ("sidecar.conf", "agentroute-work/litellm.yaml")}
     res, _ = render_fleet(tmp_path, "--metrics-file", str(tmp_path / "m.prom"))
@@ -91,8 +94,10 @@ def test_fleet_render_layout_group_and_one_listener(tmp_path):
 ])
 def test_fleet_refuses_single_sidecar_options(tmp_path, extra, message):
     res, out = render_fleet(tmp_path, *extra)
-    assert res.returncode == 2 and res.stderr.startswith(message), res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1 and not out.exists()
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith(message), res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not out.exists()
 
 
 def test_fleet_refuses_duplicate_names_and_ports(tmp_path):
@@ -102,16 +107,20 @@ def test_fleet_refuses_duplicate_names_and_ports(tmp_path):
     (folder / "b.yaml").write_text("name: same\nmodels: {fast: x/y}\n")
     res = run_cli("render", "--profile", str(folder), "--out-dir", str(tmp_path / "o"),
                   "--binary", fake_binary(str(tmp_path)), env=ENV)
-    assert res.returncode == 2 and "b.yaml: name: 'same' is also the name of" in res.stderr
+    assert res.returncode == 2
+    assert "b.yaml: name: 'same' is also the name of" in res.stderr
     res, _ = render_fleet(tmp_path, profiles={"a": "port: 4300\n", "b": "port: 4300\n"})
-    assert res.returncode == 2 and "port: 4300 is also the port of profile 'a'" in res.stderr
+    assert res.returncode == 2
+    assert "port: 4300 is also the port of profile 'a'" in res.stderr
 
 
 def test_listen_without_a_sidecar_refuses_with_one_json_line():
     res = run_cli("listen", "--sidecar", "agentroute-x=4000")  # a fleet entry needs --root
-    assert res.returncode == 78 and res.stdout == ""
+    assert res.returncode == 78
+    assert res.stdout == ""
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and json.loads(lines[0])["msg"].startswith("refusing to run: --sidecar")
+    assert len(lines) == 1
+    assert json.loads(lines[0])["msg"].startswith("refusing to run: --sidecar")
 
 
 def test_listener_log_lines_are_redacted_json():
@@ -132,5 +141,8 @@ def test_listener_log_lines_are_redacted_json():
     finally:
         logging.getLogger().handlers[:] = []
     first, second = [json.loads(line) for line in stream.getvalue().splitlines()]
-    assert first["level"] == "warning" and "s3cretvalue" not in first["msg"] and "sk-abc" not in first["msg"]
-    assert "RuntimeError" in second["exc"] and "s3cretvalue" not in second["exc"]
+    assert first["level"] == "warning"
+    assert "s3cretvalue" not in first["msg"]
+    assert "sk-abc" not in first["msg"]
+    assert "RuntimeError" in second["exc"]
+    assert "s3cretvalue" not in second["exc"]

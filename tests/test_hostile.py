@@ -91,7 +91,8 @@ def render(profile: str, out: str, *extra: str, env=None, binary=None) -> subpro
 def one_line(res: subprocess.CompletedProcess) -> str:
     err = res.stderr.strip()
     assert res.returncode == 2, (res.returncode, res.stderr)
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err, err
     return err
 
 
@@ -131,12 +132,14 @@ def test_1_user_reads_its_files_and_owns_nothing_supervisord_reads(area, user):
     res = render(prof, out, "--user", name, env=GEN_KEY_ENV)
     assert res.returncode == 0, res.stderr
     conf = os.path.join(out, "sidecar.conf")
-    assert owner_mode(conf)[0] == 0 and owner_mode(out)[0] == 0
+    assert owner_mode(conf)[0] == 0
+    assert owner_mode(out)[0] == 0
     assert owner_mode(out)[2] & 0o022 == 0
     for secret in ("litellm.yaml", "master.key"):
         assert owner_mode(os.path.join(out, secret)) == (0, gid, 0o640)
     parser, procs = parse_include(conf)
-    assert procs["agentroute-sidecar"].uid == uid and procs["agentroute-sidecar-health"].uid == uid
+    assert procs["agentroute-sidecar"].uid == uid
+    assert procs["agentroute-sidecar-health"].uid == uid
     state_file = os.path.join(out, "run", "state.json")
     assert f"--state-file {state_file}" in procs["agentroute-sidecar-health"].command
     got = tried(uid, gid, {
@@ -173,7 +176,8 @@ def test_1_out_dir_below_a_folder_the_user_can_change_is_refused(area, user):
         os.chown(parent, uid if group is None else 0, gid if group is None else group)
         os.chmod(parent, mode)
         res = render(prof, os.path.join(parent, "out"), "--user", name, binary=fake_binary(area))
-        assert "--out-dir" in one_line(res) and name in res.stderr, label
+        assert "--out-dir" in one_line(res), label
+        assert name in res.stderr, label
         assert os.listdir(parent) == [], label
     sticky = os.path.join(area, "sticky")
     os.mkdir(sticky)
@@ -192,8 +196,10 @@ def test_1_render_never_follows_a_link_or_hard_link_as_root(area, user):
     os.unlink(log)
     os.symlink(victim, log)  # as if the user had been able to (the old layout gave it the folder)
     err = one_line(render(prof, out, "--user", name))
-    assert "litellm.log" in err and "symlink" in err
-    assert owner_mode(victim) == (0, 0, 0o600) and open(victim).read() == "root's\n"
+    assert "litellm.log" in err
+    assert "symlink" in err
+    assert owner_mode(victim) == (0, 0, 0o600)
+    assert open(victim).read() == "root's\n"
     os.unlink(log)
     os.link(victim, log)
     err = one_line(render(prof, out, "--user", name))
@@ -205,8 +211,10 @@ def test_1_render_never_follows_a_link_or_hard_link_as_root(area, user):
     os.symlink(victim, listener_log)
     before = {n: owner_mode(os.path.join(out, n)) for n in ("litellm.yaml", "sidecar.conf")}
     err = one_line(render(prof, out, "--user", name))
-    assert "listener.log" in err and "symlink" in err
-    assert {n: owner_mode(os.path.join(out, n)) for n in before} == before and not os.path.exists(log)
+    assert "listener.log" in err
+    assert "symlink" in err
+    assert {n: owner_mode(os.path.join(out, n)) for n in before} == before
+    assert not os.path.exists(log)
 
 
 def test_1_fleet_folders_are_never_followed_or_given_away(area, user):
@@ -228,9 +236,11 @@ def test_1_fleet_folders_are_never_followed_or_given_away(area, user):
     assert render(profiles, out, "--user", name).returncode == 0
     for n in ("a", "b"):
         folder = os.path.join(out, f"agentroute-{n}")
-        assert owner_mode(folder)[0] == 0 and owner_mode(os.path.join(folder, "run"))[:2] == (uid, gid)
+        assert owner_mode(folder)[0] == 0
+        assert owner_mode(os.path.join(folder, "run"))[:2] == (uid, gid)
     _, procs = parse_include(os.path.join(out, "sidecar.conf"))
-    assert procs["agentroute-health"].uid == uid and "--state-subdir run" in procs["agentroute-health"].command
+    assert procs["agentroute-health"].uid == uid
+    assert "--state-subdir run" in procs["agentroute-health"].command
 
 
 # -- 2. profiles: aliases, depth, size of what an error prints --------------------------------------------
@@ -253,7 +263,8 @@ def test_2_alias_bomb_is_refused_in_bounded_memory(area, field):
     res = run_capped(["render", "--profile", prof, "--out-dir", os.path.join(area, "out"),
                       "--binary", fake_binary(area)])
     err = one_line(res)
-    assert prof in err and "alias" in err.lower()
+    assert prof in err
+    assert "alias" in err.lower()
     assert not os.path.exists(os.path.join(area, "out"))
 
 
@@ -275,7 +286,8 @@ def test_2_deep_json_and_yaml_are_refused_not_a_recursion_error(area):
         res = run_capped(["render", "--profile", prof, "--out-dir", os.path.join(area, "out"),
                           "--binary", fake_binary(area)])
         err = one_line(res)
-        assert "RecursionError" not in err and "nested deeper" in err, err
+        assert "RecursionError" not in err, err
+        assert "nested deeper" in err, err
 
 
 def test_2_an_error_never_prints_an_unbounded_value(area):
@@ -299,7 +311,8 @@ def test_3_newline_in_out_dir_or_profile_name_is_refused_nothing_written(area):
     write(os.path.join(folder, "b.yaml"), PROFILE.replace("work", "b"))
     out = os.path.join(area, "out")
     err = one_line(render(folder, out))
-    assert "--profile" in err and not os.path.exists(out)
+    assert "--profile" in err
+    assert not os.path.exists(out)
 
 
 @pytest.mark.parametrize("piece", [" ;x", " #x", "a;b#c", 'q"uote', "it's", "100%", "%(here)s", "tab\there",
@@ -338,7 +351,8 @@ def test_3_inline_comment_in_a_path_is_refused(area):
     for piece in (" ;x", " #x"):
         out = os.path.join(area, "o" + piece)
         err = one_line(render(prof, out))
-        assert "comment" in err and not os.path.exists(out)
+        assert "comment" in err
+        assert not os.path.exists(out)
 
 
 # -- 4. apply's rollback restores owner and mode ---------------------------------------------------------
@@ -430,7 +444,8 @@ def test_5_apply_waits_for_the_out_dir_lock(area):
     code, err = run_while_the_out_dir_is_locked(
         out, ["apply", "--profile", prof, "--out-dir", out, "--binary", fake_binary(area),
               "-s", "unix://" + os.path.join(area, "no.sock")], KEYS)
-    assert code == 1 and "cannot reach supervisord" in err
+    assert code == 1
+    assert "cannot reach supervisord" in err
 
 
 # -- 6. the log after a rotation is never readable by others ---------------------------------------------
@@ -508,7 +523,9 @@ def test_7_no_spelling_of_the_url_shows_its_password(spelling, url):
     args = [a.format(url=url) for a in spelling.split(" ")]
     res = run_cli("status", *args, "--program", "agentroute-sidecar", timeout=60)
     out = res.stdout + res.stderr
-    assert res.returncode in (2, 4) and "Traceback" not in out and len(res.stderr.strip().splitlines()) <= 2, out
+    assert res.returncode in (2, 4), out
+    assert "Traceback" not in out, out
+    assert len(res.stderr.strip().splitlines()) <= 2, out
     for piece in ("Hunter2", "SuperSecret", "zzpwabcdef", "Pw%2Fwith%23marks", "Pw/with#marks"):
         assert piece not in out, out
 
@@ -516,7 +533,8 @@ def test_7_no_spelling_of_the_url_shows_its_password(spelling, url):
 def test_7_a_profile_field_holding_a_key_is_not_echoed(area):
     prof = write(os.path.join(area, "p.yaml"), PROFILE + f"api_base: {KEYS['OPENROUTER_API_KEY']}\n")
     res = render(prof, os.path.join(area, "out"))
-    assert "api_base" in one_line(res) and KEYS["OPENROUTER_API_KEY"] not in res.stderr, res.stderr
+    assert "api_base" in one_line(res), res.stderr
+    assert KEYS["OPENROUTER_API_KEY"] not in res.stderr, res.stderr
 
 
 def test_7_apply_never_prints_the_password(area):
@@ -526,7 +544,8 @@ def test_7_apply_never_prints_the_password(area):
     url = f"http://ops:Sup3rSecretPw0rd@127.0.0.1:{free_port()}"
     res = run_cli("apply", "--profile", prof, "--out-dir", os.path.join(area, "out"), "--binary", fake_binary(area),
                   "-s", url, env=KEYS)
-    assert res.returncode != 0 and "Sup3rSecretPw0rd" not in res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "Sup3rSecretPw0rd" not in res.stdout + res.stderr
 
 
 def test_7_redaction_covers_split_encoded_escaped_and_basic_auth():
@@ -539,9 +558,11 @@ def test_7_redaction_covers_split_encoded_escaped_and_basic_auth():
     r = Redactor([secret])
     half = len(secret) // 2
     lines = r.lines([f"key starts {secret[:half]}", f"{secret[half:]} and ends", "clean"])
-    assert len(lines) == 3 and not any(secret[:half] in l or secret[half:] in l for l in lines), lines
+    assert len(lines) == 3, lines
+    assert not any(secret[:half] in l or secret[half:] in l for l in lines), lines
     for text in (quote(secret, safe=""), json.dumps(secret).replace("/", "\\/"), quote(secret)):
-        assert secret[12:20] not in r(f"x={text} y") and "[REDACTED]" in r(f"x={text} y"), text
+        assert secret[12:20] not in r(f"x={text} y"), text
+        assert "[REDACTED]" in r(f"x={text} y"), text
     for prefix in ("u:", "us:", "use:", ""):
         b64 = base64.b64encode((prefix + secret).encode()).decode()
         shown = r(f"Authorization: Basic {b64}")
@@ -590,7 +611,8 @@ def test_9_missing_folders_are_refused_before_anything_is_written(area, flag):
     prof = write(os.path.join(area, "p.yaml"), PROFILE)
     out = os.path.join(area, "out")
     err = one_line(render(prof, out, flag, os.path.join(area, "missing", "f")))
-    assert flag in err and "missing" in err
+    assert flag in err
+    assert "missing" in err
     assert not os.path.exists(out)
 
 
@@ -661,7 +683,8 @@ def test_1_user_layout_runs_under_a_real_supervisord(area, user, user_python):
             return st if st.state.value == "running" else None
         st = poll(running, 60, interval=0.1, what="running under --user")
         run_dir = os.path.join(out, "run")
-        assert psutil.Process(st.pid).uids().real == uid and psutil.Process(st.listener_pid).uids().real == uid
+        assert psutil.Process(st.pid).uids().real == uid
+        assert psutil.Process(st.listener_pid).uids().real == uid
         assert owner_mode(os.path.join(run_dir, "state.json"))[:3] == (uid, gid, 0o644)
         assert owner_mode(os.path.join(run_dir, "history.jsonl"))[::2] == (uid, 0o644)
         assert read_history(os.path.join(run_dir, "state.json"))[-1]["state"] == "running"
@@ -676,7 +699,8 @@ def test_1_user_layout_runs_under_a_real_supervisord(area, user, user_python):
                    interval=0.1, what="running again with a new pid")
         assert rpc.supervisor.getProcessInfo("agentroute-sidecar")["pid"] == new.pid
         log = open(os.path.join(out, "listener.log")).read()
-        assert "permission denied" not in log.lower() and "reaped" not in log, log[-2000:]
+        assert "permission denied" not in log.lower(), log[-2000:]
+        assert "reaped" not in log, log[-2000:]
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -703,7 +727,8 @@ def test_11_a_fifo_named_like_a_profile_is_refused_not_waited_on(area):
     write(os.path.join(folder, "a.yaml"), PROFILE)
     os.mkfifo(os.path.join(folder, "b.yaml"))
     res = render(folder, os.path.join(area, "out2"))
-    assert "not a regular file" in one_line(res) and not os.path.exists(os.path.join(area, "out2"))
+    assert "not a regular file" in one_line(res)
+    assert not os.path.exists(os.path.join(area, "out2"))
 
 
 @pytest.mark.parametrize("flag,name", [("--state-file", "sidecar.conf"), ("--log-file", "litellm.yaml"),
@@ -713,4 +738,5 @@ def test_9_an_output_file_that_is_another_file_of_the_render_is_refused(area, fl
     out = os.path.join(area, "out")
     os.mkdir(out)
     res = render(prof, out, flag, os.path.join(out, name))
-    assert flag in one_line(res) and os.listdir(out) == []
+    assert flag in one_line(res)
+    assert os.listdir(out) == []

@@ -37,30 +37,37 @@ def starting(since=0.0):
 def test_a_healthy_answer_is_identified_before_it_counts():
     probe = m.Probe(ok=True, started_at=1.0, latency_ms=2.0)
     model, acts = step(starting(), probe, 1.1)
-    assert model == starting() and acts == [m.Identify(probe)]
+    assert model == starting()
+    assert acts == [m.Identify(probe)]
 
 
 def test_a_foreign_answer_is_never_running_and_names_the_holder():
     model = starting()
     for t in (1.0, 2.0, 3.0, 4.0):
         model, acts = step(model, m.Probe(ok=True, started_at=t, own=False, holder="pid 99 python3"), t + 0.01)
-        assert model.state is State.STARTING and model.health_ok is False
-    assert model.port_holder == "pid 99 python3" and model.failures == 4
+        assert model.state is State.STARTING
+        assert model.health_ok is False
+    assert model.port_holder == "pid 99 python3"
+    assert model.failures == 4
     model, acts = step(model, m.Tick(), 20.0)
     assert model.state is State.CRASHED
-    assert "did not become healthy within 20 s" in model.error and "pid 99 python3" in model.error
+    assert "did not become healthy within 20 s" in model.error
+    assert "pid 99 python3" in model.error
 
 
 def test_the_own_answer_is_running_and_clears_the_holder():
     model = replace(starting(), port_holder="pid 99 python3")
     model, acts = step(model, m.Probe(ok=True, started_at=1.0, own=True), 1.1)
-    assert model.state is State.RUNNING and model.port_holder is None and model.identified_at == 1.1
+    assert model.state is State.RUNNING
+    assert model.port_holder is None
+    assert model.identified_at == 1.1
 
 
 def test_while_running_the_holder_is_checked_every_few_seconds_only():
     model, _ = step(starting(), m.Probe(ok=True, started_at=1.0, own=True), 1.0)
     model, acts = step(model, m.Probe(ok=True, started_at=2.0), 2.0)
-    assert acts == [] and model.state is State.RUNNING
+    assert acts == []
+    assert model.state is State.RUNNING
     probe = m.Probe(ok=True, started_at=6.0)
     model, acts = step(model, probe, 6.0)
     assert acts == [m.Identify(probe)]
@@ -73,13 +80,15 @@ def test_a_foreign_holder_while_running_counts_as_failed_probes():
         assert model.state is State.RUNNING
     # foreign answers are no answers: hung once none of its own came for the hang window (issue 14)
     model, acts = step(model, m.Probe(ok=True, started_at=22.0, own=False, holder="pid 7 nc"), 22.0)
-    assert model.state is State.CRASHED and "pid 7 nc" in model.error
+    assert model.state is State.CRASHED
+    assert "pid 7 nc" in model.error
 
 
 def test_a_reap_that_finds_another_holder_says_so_and_a_free_port_forgets_it():
     model = replace(starting(), state=State.CRASHED, error="exited", supervisor_state="EXITED")
     model, _ = step(model, m.Reaped(foreign_holders=("pid 5 nginx",), port_free=False), 1.0)
-    assert model.port_holder == "pid 5 nginx" and "pid 5 nginx" in model.error
+    assert model.port_holder == "pid 5 nginx"
+    assert "pid 5 nginx" in model.error
     model, _ = step(model, m.Reaped(port_free=True), 2.0)
     assert model.port_holder is None
 
@@ -110,7 +119,8 @@ def test_a_stranger_on_the_port_is_not_the_sidecar(server):
     port = free_port()
     stranger = server(port)
     own, holder = identity.owner(port, "127.0.0.1", None)
-    assert own is False and f"pid {stranger.pid}" in holder
+    assert own is False
+    assert f"pid {stranger.pid}" in holder
 
 
 def test_the_sidecar_itself_on_the_port_is_its_own(server):
@@ -127,18 +137,71 @@ def test_an_older_marked_process_is_an_orphan_not_the_new_sidecar(server):
     poll(lambda: time.time() - born_at(psutil.Process(orphan.pid)) > 0.3, 5, what="an older orphan")
     new_root = server(free_port(), env=env)
     own, holder = identity.owner(port, "127.0.0.1", new_root.pid)
-    assert own is False and f"pid {orphan.pid}" in holder
+    assert own is False
+    assert f"pid {orphan.pid}" in holder
 
 
-def test_a_marked_worker_born_the_same_instant_as_the_new_sidecar_but_outside_its_tree_is_not_it(server):
+# Two siblings forked back to back, again until the kernel gave both the same start tick
+# (/proc/PID/stat's starttime, the clock every birth time is read from): the first listens on the
+# port (the orphan), the second is the new sidecar. Prints "up", then "ORPHAN ROOT ATTEMPTS".
+SAME_TICK = r"""
+import os, signal, socket, sys, time
+port = int(sys.argv[1])
+
+def tick(pid):
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        stat = fh.read()
+    return int(stat[stat.rindex(b")") + 2:].split()[19])
+
+def orphan(ready):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port)); s.listen(); os.write(ready, b"r"); time.sleep(120); os._exit(0)
+
+for attempt in range(1, 201):
+    r, w = os.pipe()
+    a = os.fork()
+    if a == 0:
+        orphan(w)
+    b = os.fork()
+    if b == 0:
+        time.sleep(120); os._exit(0)
+    if tick(a) == tick(b):
+        os.read(r, 1)
+        print("up", flush=True)
+        print(a, b, attempt, flush=True)
+        time.sleep(120)
+        sys.exit(0)
+    for pid in (a, b):
+        os.kill(pid, signal.SIGKILL); os.waitpid(pid, 0)
+    os.close(r); os.close(w)
+print("up", flush=True)
+print("no two forks in one tick in 200 tries", flush=True)
+"""
+
+
+def start_ticks(pid):
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        stat = fh.read()
+    return int(stat[stat.rindex(b")") + 2:].split()[19])
+
+
+def test_a_marked_worker_born_the_same_instant_as_the_new_sidecar_but_outside_its_tree_is_not_it():
     """Chaos found it: a worker respawned just before its parent was SIGKILLed is as young as the
     sidecar supervisord spawns next (to a clock tick); it held the port and read as ``running``."""
     port = free_port()
-    env = dict(os.environ, **{MARKER_ENV: "p@/cfg"})
-    orphan = server(port, env=env)
-    new_root = server(free_port(), env=env)  # born milliseconds after the orphan
-    own, holder = identity.owner(port, "127.0.0.1", new_root.pid)
-    assert own is False and f"pid {orphan.pid}" in holder
+    sessions = Sessions()
+    try:
+        launcher = sessions.start([sys.executable, "-c", SAME_TICK, str(port)], dict(os.environ, **{MARKER_ENV: "p@/cfg"}))
+        said = launcher.stdout.readline().decode().split()
+        assert len(said) == 3, " ".join(said)
+        orphan, new_root = int(said[0]), int(said[1])
+        assert start_ticks(orphan) == start_ticks(new_root)  # born in the same tick: no clock tells them apart
+        assert orphan not in psutil.Process(new_root).children(recursive=True)
+        own, holder = identity.owner(port, "127.0.0.1", new_root)
+        assert own is False
+        assert f"pid {orphan}" in holder
+    finally:
+        sessions.cleanup()
 
 
 def test_a_worker_of_the_sidecar_that_left_its_session_is_still_its_own():
@@ -165,7 +228,8 @@ def test_a_worker_of_the_sidecar_that_left_its_session_is_still_its_own():
 
 def test_nobody_listening_is_not_an_answer_of_the_sidecar():
     own, holder = identity.owner(free_port(), "127.0.0.1", os.getpid())
-    assert own is False and "nobody" in holder
+    assert own is False
+    assert "nobody" in holder
 
 
 HIDEPID_CHECK = r"""

@@ -31,7 +31,8 @@ def test_a_missing_folder_is_created_and_said(tmp_path):
     log, seen = _logger()
     state = tmp_path / "run" / "agentroute" / "state.json"
     assert own_state_file(str(state), log) is True
-    assert state.parent.is_dir() and (tmp_path / "run" / "agentroute" / "state.json.lock").exists()
+    assert state.parent.is_dir()
+    assert (tmp_path / "run" / "agentroute" / "state.json.lock").exists()
     assert any("did not exist: created it" in line for line in seen.lines)
 
 

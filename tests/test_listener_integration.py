@@ -19,10 +19,14 @@ def test_starting_then_running_and_state_file_contract(make_sidecar):
     assert st.pid in (None, sc.info()["pid"])
     st = sc.wait_state("running", 20)
     info = sc.info()
-    assert st.pid == info["pid"] and st.supervisor_state == "RUNNING" and st.port == sc.port
-    assert st.health.ok is True and st.health.latency_ms is not None
+    assert st.pid == info["pid"]
+    assert st.supervisor_state == "RUNNING"
+    assert st.port == sc.port
+    assert st.health.ok is True
+    assert st.health.latency_ms is not None
     assert st.listener_pid == sc.listener_info()["pid"]
-    assert st.error is None and st.log_tail == ()
+    assert st.error is None
+    assert st.log_tail == ()
     assert oct(os.stat(sc.state_file).st_mode & 0o777) == "0o644"
     states = sc.states_until("running")  # the history line follows the state file's write
     assert states[-2:] == ["starting", "running"]
@@ -77,14 +81,16 @@ def test_never_healthy_is_stopped_and_crashed_with_log_tail(make_sidecar):
     poll(lambda: sc.info()["statename"] == "STOPPED", 15, what="supervisord STOPPED")
     st = sc.wait_state("crashed", 5, pred=lambda s: s.supervisor_state == "STOPPED")
     assert st.error == "did not become healthy within 2 s"
-    assert sc.marked() == [] and sc.port_listeners() == []
+    assert sc.marked() == []
+    assert sc.port_listeners() == []
 
 
 def test_exit_at_start_is_crashed_with_the_log_tail(make_sidecar):
     sc = make_sidecar(mode={"exit_at_start": True})
     sc.start_supervisord(wait_state=None)
     st = sc.wait_state("crashed", 15)
-    assert st.error and ("BACKOFF" in st.error or "FATAL" in st.error or "exited" in st.error)
+    assert st.error
+    assert "BACKOFF" in st.error or "FATAL" in st.error or "exited" in st.error
     poll(lambda: any("fatal startup error" in line for line in (sc.state().log_tail or ())), 15,
          what="the startup error in log_tail")
     poll(lambda: sc.info()["statename"] == "FATAL", 20, what="FATAL")
@@ -132,7 +138,9 @@ def test_listener_sigkill_does_not_flap_the_state(make_sidecar):
     os.kill(old_listener, signal.SIGKILL)
     poll(lambda: sc.state().listener_pid not in (old_listener,), 20, what="a new listener writing")
     new = sc.state()
-    assert new.state.value == "running" and new.since == st.since and new.pid == st.pid
+    assert new.state.value == "running"
+    assert new.since == st.since
+    assert new.pid == st.pid
     entries = [e for e in sc.history() if e.get("listener_pid") != old_listener]
     assert all(e["state"] == "running" for e in entries)
     # the new listener still does the job: it sees the next crash and reaps

@@ -26,31 +26,41 @@ def test_a_tick_asks_supervisord():
 def test_a_difference_seen_on_one_tick_only_is_not_replayed():
     # supervisord already restarted the sidecar; its EXITED/STARTING events are still on their way
     model, acts = step(running(), m.Observed("STARTING", 11))
-    assert acts == [] and model.state is State.RUNNING and model.pid == 10
+    assert acts == []
+    assert model.state is State.RUNNING
+    assert model.pid == 10
     assert model.mismatch == ("STARTING", 11)
     # the events arrive; the next tick agrees with the model: nothing replayed, the mismatch forgotten
     arrived = replace(model, state=State.STARTING, supervisor_state="STARTING", pid=11)
     model, acts = step(arrived, m.Observed("STARTING", 11))
-    assert acts == [] and model.mismatch is None and model.state is State.STARTING
+    assert acts == []
+    assert model.mismatch is None
+    assert model.state is State.STARTING
 
 
 def test_a_difference_seen_on_two_ticks_is_replayed():
     model, _ = step(running(), m.Observed("STARTING", 11), now=100)
     model, acts = step(model, m.Observed("STARTING", 11), now=105)
-    assert model.state is State.STARTING and model.pid == 11 and model.since == 105
-    assert m.Watch(11) in acts and model.mismatch is None
+    assert model.state is State.STARTING
+    assert model.pid == 11
+    assert model.since == 105
+    assert m.Watch(11) in acts
+    assert model.mismatch is None
 
 
 def test_two_different_differences_are_not_replayed():
     model, _ = step(running(), m.Observed("STARTING", 11))
     model, acts = step(model, m.Observed("STARTING", 12))
-    assert acts == [] and model.pid == 10 and model.mismatch == ("STARTING", 12)
+    assert acts == []
+    assert model.pid == 10
+    assert model.mismatch == ("STARTING", 12)
 
 
 def test_a_lost_exit_is_replayed_as_a_crash():
     model, _ = step(running(), m.Observed("EXITED", None))
     model, acts = step(model, m.Observed("EXITED", None), now=110)
-    assert model.state is State.CRASHED and model.since == 110
+    assert model.state is State.CRASHED
+    assert model.since == 110
     assert any(isinstance(a, m.Reap) for a in acts)
 
 
@@ -59,15 +69,19 @@ def test_a_lost_exit_is_replayed_as_a_crash():
 def test_starting_without_pid_is_asked_about_first():
     ev = m.ProcEvent("STARTING", at=99.0)
     model, acts = step(m.Model(), ev)
-    assert model == m.Model() and acts == [m.Ask(ev)]
+    assert model == m.Model()
+    assert acts == [m.Ask(ev)]
     model, acts = step(model, replace(ev, pid=42, asked=True))
-    assert model.state is State.STARTING and model.pid == 42 and m.Watch(42) in acts
+    assert model.state is State.STARTING
+    assert model.pid == 42
+    assert m.Watch(42) in acts
 
 
 def test_death_of_the_watched_pid_is_asked_about_first():
     died = m.Died(pid=10, at=99.5)
     model, acts = step(running(), died)
-    assert model == running() and acts == [m.Ask(died)]
+    assert model == running()
+    assert acts == [m.Ask(died)]
     assert step(running(), m.Died(pid=11)) == (running(), [])  # not ours: no question
 
 
@@ -105,7 +119,8 @@ def test_counters_follow_the_transitions():
     model, _ = step(model, m.Probe(ok=True, started_at=2, own=True), now=2)
     for t in (3, 4, 22):
         model, _ = step(model, m.Probe(ok=False, started_at=t, detail="refused"), now=t)
-    assert model.state is State.CRASHED and model.halted == "hung"
+    assert model.state is State.CRASHED
+    assert model.halted == "hung"
     model, _ = step(model, m.ProcEvent("STARTING", pid=11), now=23)
     c = model.counters
     assert (c.starts, c.restarts, c.crash_count("hung"), c.crash_count("exited")) == (2, 1, 1, 0)
@@ -116,10 +131,12 @@ def test_recovery_adopts_counters_and_counts_only_a_change_from_the_old_file():
     same = m.Recover(supervisor_state="RUNNING", pid=7, prior_state=State.RUNNING, prior_since=1.0,
                      prior_pid=7, prior_counters=saved)
     model, _ = step(m.Model(), same)
-    assert model.counters.starts == 4 and model.counters.crash_count("hung") == 1
+    assert model.counters.starts == 4
+    assert model.counters.crash_count("hung") == 1
     found_down = replace(same, supervisor_state="EXITED", pid=None)
     model, _ = step(m.Model(), found_down)
-    assert model.state is State.CRASHED and model.counters.crash_count("found_down") == 1
+    assert model.state is State.CRASHED
+    assert model.counters.crash_count("found_down") == 1
 
 
 # ---- the config version the sidecar runs ---------------------------------------------------
@@ -143,4 +160,5 @@ def test_recovery_keeps_the_version_the_previous_listener_recorded():
 
 def test_log_tail_arrives_as_an_input():
     model, acts = step(running(), m.LogTail(("a", "b")))
-    assert model.log_tail == ("a", "b") and acts == [m.Write()]
+    assert model.log_tail == ("a", "b")
+    assert acts == [m.Write()]

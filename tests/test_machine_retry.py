@@ -27,7 +27,8 @@ def starting(pid=10, since=0.0):
 
 def timed_out(now=20.0):
     model, acts = step(starting(), m.Tick(), now)
-    assert model.state is State.CRASHED and "StopProgram" in kinds(acts)
+    assert model.state is State.CRASHED
+    assert "StopProgram" in kinds(acts)
     return model
 
 
@@ -49,23 +50,30 @@ def test_the_listeners_own_stop_after_a_timeout_keeps_crashed_and_the_retry():
     model = timed_out(now=20.0)
     model, _ = step(model, m.ProcEvent("STOPPING", pid=10), 20.1)
     model, acts = step(model, m.ProcEvent("STOPPED", at=20.5), 20.5)
-    assert model.state is State.CRASHED and model.retry_at == 30.0 and model.retry_attempt == 1
+    assert model.state is State.CRASHED
+    assert model.retry_at == 30.0
+    assert model.retry_attempt == 1
     assert "did not become healthy" in model.error
 
 
 def test_fatal_schedules_a_retry_and_backoff_does_not():
     model = replace(starting(), supervisor_state="STARTING")
     model, _ = step(model, m.ProcEvent("BACKOFF", from_state="STARTING"), 1.0)
-    assert model.state is State.CRASHED and model.retry_at is None  # supervisord still retries
+    assert model.state is State.CRASHED
+    assert model.retry_at is None  # supervisord still retries
     model, acts = step(model, m.ProcEvent("FATAL", from_state="BACKOFF"), 5.0)
-    assert model.state is State.CRASHED and model.retry_attempt == 1 and model.retry_at == 15.0
+    assert model.state is State.CRASHED
+    assert model.retry_attempt == 1
+    assert model.retry_at == 15.0
     assert "Write" in kinds(acts)
 
 
 def test_an_exit_after_running_is_left_to_supervisords_autorestart():
     model = m.Model(state=State.RUNNING, since=0, pid=10, supervisor_state="RUNNING", health_ok=True)
     model, _ = step(model, m.ProcEvent("EXITED", from_state="RUNNING", expected=False), 5.0)
-    assert model.state is State.CRASHED and model.retry_at is None and model.retry_attempt == 0
+    assert model.state is State.CRASHED
+    assert model.retry_at is None
+    assert model.retry_attempt == 0
 
 
 # ---- firing, and what follows ----------------------------------------------------------------
@@ -76,12 +84,15 @@ def test_the_retry_fires_when_due_and_stays_published_until_the_start_is_seen():
     model, acts = step(model, m.Tick(), 29.9)
     assert acts == []
     model, acts = step(model, m.Tick(), 30.0)
-    assert kinds(acts) == ["StartProgram"] and model.state is State.CRASHED
+    assert kinds(acts) == ["StartProgram"]
+    assert model.state is State.CRASHED
     assert model.retry_at == 30.0  # still published: a stop must not read this as "stopped"
     model, acts = step(model, m.Tick(), 30.5)
     assert acts == []  # asked once
     model, acts = step(model, m.ProcEvent("STARTING", pid=11), 30.6)
-    assert model.state is State.STARTING and model.retry_at is None and model.retry_attempt == 1
+    assert model.state is State.STARTING
+    assert model.retry_at is None
+    assert model.retry_attempt == 1
 
 
 def test_each_failed_try_doubles_the_delay():
@@ -105,17 +116,22 @@ def test_a_start_supervisord_never_made_is_asked_again_later():
     model, acts = step(model, m.Tick(), 30.0)
     assert kinds(acts) == ["StartProgram"]
     model, acts = step(model, m.Tick(), 30.0 + START_SEEN_WITHIN)
-    assert model.retry_attempt == 2 and model.retry_at == 30.0 + START_SEEN_WITHIN + 20.0 and "Write" in kinds(acts)
+    assert model.retry_attempt == 2
+    assert model.retry_at == 30.0 + START_SEEN_WITHIN + 20.0
+    assert "Write" in kinds(acts)
 
 
 def test_healthy_long_enough_forgets_the_count():
     model = replace(starting(since=100.0), retry_attempt=3)
     model, _ = step(model, m.Probe(ok=True, started_at=101, own=True), 101.0)
-    assert model.state is State.RUNNING and model.retry_attempt == 3
+    assert model.state is State.RUNNING
+    assert model.retry_attempt == 3
     model, acts = step(model, m.Tick(), 101.0 + 599)
-    assert model.retry_attempt == 3 and acts == []
+    assert model.retry_attempt == 3
+    assert acts == []
     model, acts = step(model, m.Tick(), 101.0 + 600)
-    assert model.retry_attempt == 0 and kinds(acts) == ["Write"]
+    assert model.retry_attempt == 0
+    assert kinds(acts) == ["Write"]
 
 
 # ---- an operator's stop is never undone --------------------------------------------------------
@@ -124,7 +140,9 @@ def test_an_operators_stop_while_running_is_stopped_with_no_retry():
     model = m.Model(state=State.RUNNING, since=0, pid=10, supervisor_state="RUNNING", health_ok=True, retry_attempt=2)
     model, _ = step(model, m.ProcEvent("STOPPING", pid=10), 5.0)
     model, _ = step(model, m.ProcEvent("STOPPED", at=5.5), 5.5)
-    assert model.state is State.STOPPED and model.retry_attempt == 0 and model.retry_at is None
+    assert model.state is State.STOPPED
+    assert model.retry_attempt == 0
+    assert model.retry_at is None
     for t in (100.0, 1000.0, 10_000.0):
         model, acts = step(model, m.Tick(), t)
         assert "StartProgram" not in kinds(acts)
@@ -134,8 +152,11 @@ def test_an_operators_stop_during_the_wait_cancels_the_retry():
     model = timed_out(now=20.0)
     model, _ = step(model, m.ProcEvent("STOPPED", at=21), 21)
     model, acts = step(model, m.OperatorStop(at=25), 25.0)
-    assert model.state is State.STOPPED and model.retry_at is None and model.retry_attempt == 0
-    assert model.error is None and kinds(acts) == ["Write"]  # already down: nothing to stop
+    assert model.state is State.STOPPED
+    assert model.retry_at is None
+    assert model.retry_attempt == 0
+    assert model.error is None
+    assert kinds(acts) == ["Write"]  # already down: nothing to stop
     for t in (30.0, 1000.0):
         model, acts = step(model, m.Tick(), t)
         assert acts == []
@@ -147,10 +168,12 @@ def test_an_operators_stop_just_after_a_retry_started_it_stops_it():
     model, _ = step(model, m.Tick(), 30.0)
     model, _ = step(model, m.ProcEvent("STARTING", pid=11), 30.1)
     model, acts = step(model, m.OperatorStop(at=30.2), 30.2)
-    assert model.state is State.STOPPED and kinds(acts) == ["StopProgram", "Write"]
+    assert model.state is State.STOPPED
+    assert kinds(acts) == ["StopProgram", "Write"]
     model, _ = step(model, m.ProcEvent("STOPPING", pid=11), 30.3)
     model, _ = step(model, m.ProcEvent("STOPPED", at=30.5), 30.5)
-    assert model.state is State.STOPPED and model.retry_at is None
+    assert model.state is State.STOPPED
+    assert model.retry_at is None
 
 
 def test_an_operators_stop_after_a_retry_was_asked_for_but_not_yet_seen_stops_it():
@@ -158,11 +181,14 @@ def test_an_operators_stop_after_a_retry_was_asked_for_but_not_yet_seen_stops_it
     model, _ = step(model, m.ProcEvent("STOPPED", at=21), 21)
     model, _ = step(model, m.Tick(), 30.0)  # StartProgram: supervisord spawns it, its STARTING is on its way
     model, acts = step(model, m.OperatorStop(at=30.05), 30.05)
-    assert model.state is State.STOPPED and kinds(acts) == ["StopProgram", "Write"]
+    assert model.state is State.STOPPED
+    assert kinds(acts) == ["StopProgram", "Write"]
     model, _ = step(model, m.ProcEvent("STARTING", pid=11), 30.1)
     model, _ = step(model, m.ProcEvent("STOPPING", pid=11), 30.2)
     model, _ = step(model, m.ProcEvent("STOPPED", at=30.3), 30.3)
-    assert model.state is State.STOPPED and model.retry_at is None and model.retry_attempt == 0
+    assert model.state is State.STOPPED
+    assert model.retry_at is None
+    assert model.retry_attempt == 0
 
 
 def test_a_stop_already_recorded_ignores_a_repeated_operator_stop():
@@ -178,7 +204,8 @@ def test_a_new_listener_keeps_the_count_and_the_time_of_the_next_try(sup):
                     prior_error="did not become healthy within 20 s", prior_log_tail=("x",),
                     prior_retry={"attempt": 3, "next_at": 70.0, "delay": 40.0})
     model, acts = step(m.Model(), rec, 50.0)
-    assert model.state is State.CRASHED and model.since == 20.0
+    assert model.state is State.CRASHED
+    assert model.since == 20.0
     assert (model.retry_attempt, model.retry_at, model.retry_delay) == (3, 70.0, 40.0)
     model, acts = step(model, m.Tick(), 70.0)
     assert kinds(acts) == ["StartProgram"]
@@ -190,10 +217,14 @@ def test_a_new_listener_started_while_the_old_one_stops_a_failed_start_carries_o
                     prior_pid=33, prior_error="did not become healthy within 20 s",
                     prior_retry={"attempt": 1, "next_at": 30.0, "delay": 10.0})
     model, acts = step(m.Model(), rec, 21.0)
-    assert model.state is State.CRASHED and model.error == "did not become healthy within 20 s"
-    assert (model.retry_attempt, model.retry_at) == (1, 30.0) and "Watch" in kinds(acts)
+    assert model.state is State.CRASHED
+    assert model.error == "did not become healthy within 20 s"
+    assert (model.retry_attempt, model.retry_at) == (1, 30.0)
+    assert "Watch" in kinds(acts)
     model, acts = step(model, m.ProcEvent("STOPPED", at=25.0), 25.0)  # the stop completes
-    assert model.state is State.CRASHED and model.retry_at == 30.0 and "Reap" in kinds(acts)
+    assert model.state is State.CRASHED
+    assert model.retry_at == 30.0
+    assert "Reap" in kinds(acts)
     model, acts = step(model, m.Tick(), 30.0)
     assert kinds(acts) == ["StartProgram"]  # nobody but an operator stops it for good
 
@@ -205,7 +236,8 @@ def test_a_new_listener_finding_a_stop_the_old_one_did_not_start_reads_an_operat
                     prior_retry=retry)
     model, _ = step(m.Model(), rec, 21.0)
     model, acts = step(model, m.ProcEvent("STOPPED", at=25.0), 25.0)
-    assert model.state is State.STOPPED and model.retry_at is None
+    assert model.state is State.STOPPED
+    assert model.retry_at is None
     assert "StartProgram" not in kinds(step(model, m.Tick(), 1000.0)[1])
 
 
@@ -213,14 +245,17 @@ def test_a_new_listener_finding_an_operators_stop_does_not_retry():
     rec = m.Recover(supervisor_state="STOPPED", pid=None, prior_state=State.STOPPED, prior_since=20.0,
                     prior_retry={"attempt": 0, "next_at": None, "delay": None})
     model, _ = step(m.Model(), rec, 50.0)
-    assert model.state is State.STOPPED and model.retry_at is None
+    assert model.state is State.STOPPED
+    assert model.retry_at is None
     model, acts = step(model, m.Tick(), 1000.0)
     assert acts == []
 
 
 def test_a_new_listener_finding_fatal_schedules_a_retry():
     model, _ = step(m.Model(), m.Recover(supervisor_state="FATAL", pid=None), 50.0)
-    assert model.state is State.CRASHED and model.retry_attempt == 1 and model.retry_at == 60.0
+    assert model.state is State.CRASHED
+    assert model.retry_attempt == 1
+    assert model.retry_at == 60.0
 
 
 def test_the_state_document_carries_the_retry():
@@ -232,4 +267,5 @@ def test_the_state_document_carries_the_retry():
     doc = state_document(model, opts, 21.0, 1, [], model.error)
     assert doc["retry"] == {"attempt": 1, "next_at": 30.0, "delay": 10.0}
     doc = state_document(m.Model(), opts, 21.0, 1, [], None)
-    assert doc["retry"] == {"attempt": 0, "next_at": None, "delay": None} and doc["port_holder"] is None
+    assert doc["retry"] == {"attempt": 0, "next_at": None, "delay": None}
+    assert doc["port_holder"] is None

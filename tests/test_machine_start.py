@@ -88,7 +88,8 @@ def test_a_start_is_judged_by_progress(name, signs, until, state, error):
     assert model.state is state, (name, model.error)
     if state is State.CRASHED:
         assert error in model.error
-        assert model.halted == "timeout" and any(isinstance(a, m.StopProgram) for a in actions)
+        assert model.halted == "timeout"
+        assert any(isinstance(a, m.StopProgram) for a in actions)
         assert model.retry_at is not None  # the listener starts it again later
     else:
         assert not any(isinstance(a, m.StopProgram) for a in actions)
@@ -96,13 +97,15 @@ def test_a_start_is_judged_by_progress(name, signs, until, state, error):
 
 def test_a_stalled_start_fails_within_the_hang_window_not_the_health_timeout():
     model, _, at = run(T0 + 200, cpu=idle_after(T0 + 30))
-    assert model.state is State.CRASHED and at - (T0 + 30) <= CFG.hang_window + 1
+    assert model.state is State.CRASHED
+    assert at - (T0 + 30) <= CFG.hang_window + 1
 
 
 def test_a_slow_start_that_answers_at_last_is_running_however_long_it_took():
     model, actions, _ = run(T0 + 200, cpu=busy)
     model, _ = m.step(model, m.Probe(ok=True, started_at=T0 + 200, latency_ms=3.0, own=True), T0 + 200.1, CFG)
-    assert model.state is State.RUNNING and model.since == T0 + 200.1
+    assert model.state is State.RUNNING
+    assert model.since == T0 + 200.1
     assert not any(isinstance(a, m.StopProgram) for a in actions)
 
 
@@ -111,7 +114,9 @@ def test_the_port_holder_is_named_in_the_state_and_forgotten_with_the_next_start
     assert model.port_holder == "pid 77 nc"
     model, _ = m.step(model, m.ProcEvent("STOPPED"), T0 + 11, CFG)
     model, _ = m.step(model, m.ProcEvent("STARTING", pid=11, asked=True), T0 + 30, CFG)
-    assert model.state is State.STARTING and model.foreign_at is None and model.port_holder is None
+    assert model.state is State.STARTING
+    assert model.foreign_at is None
+    assert model.port_holder is None
 
 
 def test_a_tree_that_binds_its_own_port_instead_of_supervisords_fails_within_seconds():

@@ -38,7 +38,8 @@ def test_strong_keys_pass(key):
 ])
 def test_weak_or_unusable_keys_are_refused(key, words):
     problem = master_key_problem(key)
-    assert problem is not None and words in problem
+    assert problem is not None
+    assert words in problem
     assert key not in problem
 
 
@@ -46,7 +47,9 @@ def test_generated_keys_keep_the_sk_form_and_pass_the_rule():
     keys = {new_master_key() for _ in range(50)}
     assert len(keys) == 50
     for key in keys:
-        assert key.startswith("sk-") and len(key) == 3 + 43 and master_key_problem(key) is None
+        assert key.startswith("sk-")
+        assert len(key) == 3 + 43
+        assert master_key_problem(key) is None
 
 
 def setup(tmp_path):
@@ -73,10 +76,13 @@ def test_render_refuses_a_weak_key_in_one_line_writing_nothing(tmp_path, key):
     prof, out, binary = setup(tmp_path)
     res = run_cli("render", "--profile", prof, "--out-dir", out, "--binary", binary,
                   env={"OPENROUTER_API_KEY": API_KEY, "AGENTROUTE_MASTER_KEY": key})
-    assert res.returncode == 2 and res.stdout == ""
+    assert res.returncode == 2
+    assert res.stdout == ""
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("AGENTROUTE_MASTER_KEY: the master key ")
-    assert key not in res.stderr and "Traceback" not in res.stderr
+    assert len(lines) == 1
+    assert lines[0].startswith("AGENTROUTE_MASTER_KEY: the master key ")
+    assert key not in res.stderr
+    assert "Traceback" not in res.stderr
     assert not os.path.exists(out)
 
 

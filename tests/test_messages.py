@@ -83,7 +83,8 @@ def test_a_closed_output_is_no_error_for_any_command(tmp_path):
             res = subprocess.run(CLI + args, stdout=w, stderr=subprocess.PIPE, text=True, timeout=60, cwd=ROOT)
         finally:
             os.close(w)
-        assert res.stderr == "" and res.returncode == code, (args, res.returncode, res.stderr)
+        assert res.stderr == "", ((args, res.returncode, res.stderr))
+        assert res.returncode == code, ((args, res.returncode, res.stderr))
 
 
 def test_head_closing_the_output_is_no_error(tmp_path):
@@ -92,16 +93,19 @@ def test_head_closing_the_output_is_no_error(tmp_path):
     for args in ("status", "status --json"):
         res = subprocess.run(["sh", "-c", f"{cli} {args} --state-file {state} | head -1"], capture_output=True,
                              text=True, timeout=60, cwd=ROOT)
-        assert res.stderr == "" and len(res.stdout.splitlines()) == 1, (args, res.stderr)
+        assert res.stderr == "", ((args, res.stderr))
+        assert len(res.stdout.splitlines()) == 1, ((args, res.stderr))
 
 
 def test_cannot_reach_supervisord_says_how_to_point_at_it(tmp_path):
     gone = str(tmp_path / "nobody.sock")
     res = run_cli("stop", "--program", "agentroute-sidecar", "--state-file", _state_doc(tmp_path / "state.json"),
                   env={"SUPERVISOR_SERVER_URL": "unix://" + gone})
-    assert res.returncode == 1 and len(res.stderr.splitlines()) == 1, res.stderr
+    assert res.returncode == 1, res.stderr
+    assert len(res.stderr.splitlines()) == 1, res.stderr
     assert f"cannot reach supervisord at unix://{gone}" in res.stderr
-    assert "-s URL" in res.stderr and "$SUPERVISOR_SERVER_URL" in res.stderr
+    assert "-s URL" in res.stderr
+    assert "$SUPERVISOR_SERVER_URL" in res.stderr
 
     # the demo's layout: a supervisor.sock beside the state file is named, as the -s to pass
     demo = tmp_path / "run"
@@ -113,7 +117,8 @@ def test_cannot_reach_supervisord_says_how_to_point_at_it(tmp_path):
                       env={"SUPERVISOR_SERVER_URL": "unix://" + gone})
     finally:
         sock.close()
-    assert res.returncode == 1 and len(res.stderr.splitlines()) == 1, res.stderr
+    assert res.returncode == 1, res.stderr
+    assert len(res.stderr.splitlines()) == 1, res.stderr
     assert f"-s unix://{demo / 'supervisor.sock'}" in res.stderr, res.stderr
 
 
@@ -140,7 +145,8 @@ def test_start_beside_another_program_on_the_port_names_it(make_sidecar):
         res = run_cli("start", "--state-file", sc.state_file, "-s", "unix://" + sc.sock, "--timeout", "60",
                       timeout=90)
         first = res.stderr.splitlines()[0] if res.stderr else ""
-        assert res.returncode == 1 and f"pid {holder.pid} " in first, res.stderr
+        assert res.returncode == 1, res.stderr
+        assert f"pid {holder.pid} " in first, res.stderr
         assert not any(banner_line(line) for line in res.stderr.splitlines()[1:])
         poll(lambda: f"pid {holder.pid}" in (sc.state().error or ""), 10, what="the state naming the holder")
     finally:
@@ -174,4 +180,5 @@ def test_a_start_error_waits_for_the_reap_that_names_the_holder():
     began = time.monotonic()
     with pytest.raises(SidecarStartError) as exc:
         control.wait_started(lambda: _crash(), time.time(), 30)
-    assert exc.value.reason == "exited unexpectedly (pid 5)" and time.monotonic() - began < control.REAP_GRACE + 2
+    assert exc.value.reason == "exited unexpectedly (pid 5)"
+    assert time.monotonic() - began < control.REAP_GRACE + 2

@@ -47,8 +47,10 @@ def test_counters_follow_transitions():
     c = c.after("running", "crashed", crash_cause(None, "RUNNING"))
     c = c.after("crashed", "starting", "exited")
     c = c.after("starting", "crashed", crash_cause("timeout", "STARTING"))
-    assert c.starts == 2 and c.restarts == 1
-    assert c.crash_count("exited") == 1 and c.crash_count("health_timeout") == 1
+    assert c.starts == 2
+    assert c.restarts == 1
+    assert c.crash_count("exited") == 1
+    assert c.crash_count("health_timeout") == 1
 
 
 def test_causes():
@@ -59,6 +61,9 @@ def test_causes():
 
 def test_adopted_counters_ignore_garbage():
     c = Counters.from_dict({"starts": 3, "restarts": "x", "crashes": {"hung": 1, "exited": True, "nope": 5}})
-    assert c.starts == 3 and c.restarts == 0 and c.crash_count("hung") == 1 and c.crash_count("exited") == 0
+    assert c.starts == 3
+    assert c.restarts == 0
+    assert c.crash_count("hung") == 1
+    assert c.crash_count("exited") == 0
     assert "nope" not in c.as_dict()["crashes"]
     assert Counters.from_dict(None) == Counters()

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harness import KEYS, MASTER_KEY, PROFILE, free_port, poll, run_cli, write
 from sidecar_plugin.core.render.litellm_yaml import config_version
+from test_e2e_litellm import messages, real_sidecar, upstream  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +34,8 @@ def test_apply_unchanged_changed_and_broken(make_sidecar):
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "changed: false", res.stdout
     assert "nothing to do" in res.stdout
-    assert sc.state().pid == first.pid and sc.info()["pid"] == first.pid
+    assert sc.state().pid == first.pid
+    assert sc.info()["pid"] == first.pid
 
     # 2. a changed model and a new tier: validated, workers replaced one at a time (same main pid), new alias served
     old_workers = {p.pid for p in psutil.Process(first.pid).children()}
@@ -41,9 +43,12 @@ def test_apply_unchanged_changed_and_broken(make_sidecar):
     res = sc.apply()
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.strip().splitlines()[-1] == "changed: true", res.stdout
-    assert "passes litellm --validate_config" in res.stdout and "SIGHUP" in res.stdout, res.stdout
+    assert "passes litellm --validate_config" in res.stdout, res.stdout
+    assert "SIGHUP" in res.stdout, res.stdout
     second = sc.state()
-    assert second.state.value == "running" and second.pid == first.pid and second.since == first.since
+    assert second.state.value == "running"
+    assert second.pid == first.pid
+    assert second.since == first.since
     assert models_listed(sc.port) == ["agentroute-balanced", "agentroute-fast", "agentroute-heavy"]
     with open(os.path.join(sc.out, "litellm.yaml")) as fh:
         assert "openrouter/qwen/qwen3-coder" in fh.read()
@@ -54,20 +59,24 @@ def test_apply_unchanged_changed_and_broken(make_sidecar):
     # 2b. a render and `supervisorctl update` by hand leave the old config running; apply sees it and restarts
     write(sc.profile, PROFILE.replace("deepseek/deepseek-v4-flash", "qwen/qwen3-coder") + "  other: x/y\n")
     assert run_cli("render", *sc.render_args, env=KEYS).returncode == 0
-    assert sc.ctl("update").returncode == 0 and sc.state().pid == second.pid
+    assert sc.ctl("update").returncode == 0
+    assert sc.state().pid == second.pid
     write(sc.profile, PROFILE.replace("deepseek/deepseek-v4-flash", "qwen/qwen3-coder") + "  balanced: x/y\n")
     assert run_cli("render", *sc.render_args, env=KEYS).returncode == 0  # the files are the applied ones again
     res = sc.apply()
-    assert res.returncode == 0 and res.stdout.strip().endswith("changed: false"), res.stdout  # nothing drifted
+    assert res.returncode == 0, res.stdout
+    assert res.stdout.strip().endswith("changed: false"), res.stdout  # nothing drifted
     write(sc.profile, PROFILE.replace("deepseek/deepseek-v4-flash", "qwen/qwen3-coder") + "  other: x/y\n")
     assert run_cli("render", *sc.render_args, env=KEYS).returncode == 0
     res = sc.apply()
-    assert res.returncode == 0 and res.stdout.strip().endswith("changed: true"), res.stdout + res.stderr
-    assert "agentroute-other" in models_listed(sc.port) and sc.state().pid == second.pid
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.strip().endswith("changed: true"), res.stdout + res.stderr
+    assert "agentroute-other" in models_listed(sc.port)
+    assert sc.state().pid == second.pid
     assert sc.state().raw["config_version"] == config_version(open(os.path.join(sc.out, "litellm.yaml"), "rb").read())
     write(sc.profile, PROFILE.replace("deepseek/deepseek-v4-flash", "qwen/qwen3-coder") + "  balanced: x/y\n")
-    assert sc.apply().returncode == 0 and models_listed(sc.port) == ["agentroute-balanced", "agentroute-fast",
-                                                                     "agentroute-heavy"]
+    assert sc.apply().returncode == 0
+    assert models_listed(sc.port) == ["agentroute-balanced", "agentroute-fast", "agentroute-heavy"]
 
     # 3. a change LiteLLM's --validate_config refuses: nothing written, the live sidecar untouched
     with open(os.path.join(sc.out, "litellm.yaml"), "rb") as fh:
@@ -76,8 +85,10 @@ def test_apply_unchanged_changed_and_broken(make_sidecar):
     write(sc.profile, PROFILE + "  broken: acme/refuse-config\n")
     res = sc.apply("--timeout", "30")
     assert res.returncode == 1, res.stdout + res.stderr
-    assert "--validate_config refused" in res.stderr and "nothing was written" in res.stderr, res.stderr
-    assert "unknown model" in res.stderr and res.stdout.strip().splitlines()[-1] == "changed: false"
+    assert "--validate_config refused" in res.stderr, res.stderr
+    assert "nothing was written" in res.stderr, res.stderr
+    assert "unknown model" in res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "changed: false"
     with open(os.path.join(sc.out, "litellm.yaml"), "rb") as fh:
         assert fh.read() == good
     assert {p.pid for p in psutil.Process(first.pid).children()} == live_workers
@@ -87,7 +98,8 @@ def test_apply_unchanged_changed_and_broken(make_sidecar):
     write(sc.profile, PROFILE + "  broken: acme/fine-model\n")
     res = sc.apply("--timeout", "5")
     sc.set_mode({})
-    assert res.returncode == 1 and "rolled back" in res.stderr, res.stdout + res.stderr
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "rolled back" in res.stderr, res.stdout + res.stderr
     with open(os.path.join(sc.out, "litellm.yaml"), "rb") as fh:
         assert fh.read() == good
     third = sc.wait_state("running", 20)
@@ -97,15 +109,18 @@ def test_apply_unchanged_changed_and_broken(make_sidecar):
     # and the next pass of the configuration tool, with the good profile back, finds nothing to do
     write(sc.profile, PROFILE.replace("deepseek/deepseek-v4-flash", "qwen/qwen3-coder") + "  balanced: x/y\n")
     res = sc.apply()
-    assert res.returncode == 0 and res.stdout.strip().splitlines()[-1] == "changed: false", res.stdout + res.stderr
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "changed: false", res.stdout + res.stderr
     assert sc.state().pid == third.pid
 
     # 4. a changed command (one worker instead of two): supervisord's program is replaced, and apply says why
     res = sc.apply("--workers", "1")
-    assert res.returncode == 0 and "supervisord: updated agentroute-sidecar" in res.stdout, res.stdout + res.stderr
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "supervisord: updated agentroute-sidecar" in res.stdout, res.stdout + res.stderr
     assert "needs a restart (workers, worker health-check timeout changed)" in res.stdout, res.stdout
     fourth = sc.state()
-    assert fourth.state.value == "running" and fourth.pid != third.pid
+    assert fourth.state.value == "running"
+    assert fourth.pid != third.pid
     poll(lambda: len(sc.marked()) == 1, 10, what="one process left: no worker of the old tree")
 
 
@@ -114,7 +129,9 @@ def test_apply_refuses_without_supervisord(tmp_path):
     profile.write_text(PROFILE)
     res = run_cli("apply", "--profile", str(profile), "--out-dir", str(tmp_path / "out"), "--binary", "/bin/true",
                   "-s", "unix://" + str(tmp_path / "nobody.sock"), env={"OPENROUTER_API_KEY": "sk-or-x"})
-    assert res.returncode == 1 and "cannot reach supervisord" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 1
+    assert "cannot reach supervisord" in res.stderr
+    assert "Traceback" not in res.stderr
     assert not (tmp_path / "out" / "litellm.yaml").exists()
 
 
@@ -125,22 +142,27 @@ def test_two_profiles_side_by_side_one_listener_and_metrics(make_fleet):
     with open(os.path.join(fl.out, "sidecar.conf")) as fh:
         conf = fh.read()
     assert "[group:agentroute]\nprograms=agentroute-play,agentroute-work\n" in conf
-    assert conf.count("[eventlistener:") == 1 and "[eventlistener:agentroute-health]" in conf
+    assert conf.count("[eventlistener:") == 1
+    assert "[eventlistener:agentroute-health]" in conf
     fl.start_supervisord()
     work = fl.wait_state_of("agentroute-work", "running", 20)
     play = fl.wait_state_of("agentroute-play", "running", 20)
     assert (work.port, play.port) == (p1, base)
     assert work.listener_pid == play.listener_pid  # one listener watches them all
-    assert models_listed(p1) == ["agentroute-heavy"] and models_listed(base) == ["agentroute-fast"]
+    assert models_listed(p1) == ["agentroute-heavy"]
+    assert models_listed(base) == ["agentroute-fast"]
     assert fl.rpc().supervisor.getProcessInfo("agentroute:agentroute-work")["pid"] == work.pid
 
     # every door shows every sidecar
     res = run_cli("status", "-s", "unix://" + fl.sock)
-    assert res.returncode == 0 and "agentroute-work" in res.stdout and "agentroute-play" in res.stdout, res.stderr
+    assert res.returncode == 0, res.stderr
+    assert "agentroute-work" in res.stdout, res.stderr
+    assert "agentroute-play" in res.stdout, res.stderr
     res = run_cli("status", "--json", "-s", "unix://" + fl.sock)
     assert sorted(d["program"] for d in json.loads(res.stdout)) == ["agentroute-play", "agentroute-work"]
     res = fl.ctl("sidecar", "status")
-    assert res.returncode == 0 and res.stdout.count("RUNNING") >= 2, res.stdout
+    assert res.returncode == 0, res.stdout
+    assert res.stdout.count("RUNNING") >= 2, res.stdout
     assert sorted(fl.rpc().sidecar.listPrograms()) == ["agentroute-play", "agentroute-work"]
     assert fl.rpc().sidecar.getState("agentroute-play")["port"] == base
 
@@ -154,7 +176,8 @@ def test_two_profiles_side_by_side_one_listener_and_metrics(make_fleet):
     res = run_cli("start", "--program", "agentroute-play", "--timeout", "20", "-s", "unix://" + fl.sock)
     assert res.returncode == 0, res.stderr
     res = run_cli("stop", "-s", "unix://" + fl.sock)
-    assert res.returncode == 2 and "name one with --program" in res.stderr
+    assert res.returncode == 2
+    assert "name one with --program" in res.stderr
 
     # metrics: node_exporter's textfile format, one family per figure, each sidecar labelled
     def metrics():
@@ -189,26 +212,33 @@ def test_fleet_apply_adds_a_profile_and_changes_one_model(make_fleet):
     # replaced one at a time, the main pid stays
     fl.write_profile("work", {"models": {"heavy": "anthropic/claude-opus-4.5", "fast": "x/y"}})
     res = fl.apply()
-    assert res.returncode == 0 and res.stdout.strip().endswith("changed: true"), res.stdout + res.stderr
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.strip().endswith("changed: true"), res.stdout + res.stderr
     work2 = fl.state_of("agentroute-work")
-    assert work2.pid == work.pid and work2.raw["config_version"] != work.raw["config_version"]
+    assert work2.pid == work.pid
+    assert work2.raw["config_version"] != work.raw["config_version"]
     assert models_listed(base) == ["agentroute-fast", "agentroute-heavy"]
     # a second profile: its own port (the next one from --port), state and log; the listener is replaced
     fl.write_profile("play", {"models": {"fast": "deepseek/deepseek-v4-flash"}})
     res = fl.apply()
     assert res.returncode == 0, res.stdout + res.stderr
     play = fl.wait_state_of("agentroute-play", "running", 20)
-    assert play.port == base + 1 and os.path.exists(os.path.join(fl.out, "agentroute-play", "litellm.log"))
+    assert play.port == base + 1
+    assert os.path.exists(os.path.join(fl.out, "agentroute-play", "litellm.log"))
     work3 = fl.wait_state_of("agentroute-work", "running", 20)
-    assert work3.listener_pid == play.listener_pid and work3.port == base
+    assert work3.listener_pid == play.listener_pid
+    assert work3.port == base
     res = fl.apply()
-    assert res.returncode == 0 and res.stdout.strip().endswith("changed: false"), res.stdout
+    assert res.returncode == 0, res.stdout
+    assert res.stdout.strip().endswith("changed: false"), res.stdout
     # a model change in one sidecar of the group leaves the other one's process alone
     fl.write_profile("play", {"models": {"fast": "qwen/qwen3-coder"}})
     res = fl.apply()
-    assert res.returncode == 0 and res.stdout.strip().endswith("changed: true"), res.stdout + res.stderr
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.strip().endswith("changed: true"), res.stdout + res.stderr
     play2 = fl.state_of("agentroute-play")
-    assert play2.pid == play.pid and play2.raw["config_version"] != play.raw["config_version"]  # reloaded
+    assert play2.pid == play.pid
+    assert play2.raw["config_version"] != play.raw["config_version"]  # reloaded
     assert fl.state_of("agentroute-work").pid == work3.pid
     assert fl.state_of("agentroute-work").raw["config_version"] == work3.raw["config_version"]
 
@@ -224,5 +254,33 @@ def test_listener_log_is_json_lines_without_secrets(make_sidecar):
     with open(path) as fh:
         text = fh.read()
     from harness import API_KEY
-    assert API_KEY not in text and MASTER_KEY not in text
+    assert API_KEY not in text
+    assert MASTER_KEY not in text
     assert yaml.safe_load(open(os.path.join(sc.out, "litellm.yaml")))  # the keys are still there, 0600
+
+
+@pytest.mark.e2e
+def test_apply_refused_by_the_real_litellm_writes_nothing(make_sidecar, upstream):
+    """The stand-in's refusal above is its magic model; here LiteLLM's own ``--validate_config`` refuses.
+
+    No profile makes the rendered config one LiteLLM 1.106.2 cannot load (the render writes only what it
+    loads), so its loader is made to fail as an operator's environment can: a config bucket named without
+    its object key (``LITELLM_CONFIG_BUCKET_NAME``), which ``ProxyConfig.get_config`` refuses. Only apply's
+    environment has it: the live sidecar keeps serving, untouched."""
+    sc, st = real_sidecar(make_sidecar, upstream, 1, "name: refused\n")
+    with open(os.path.join(sc.out, "litellm.yaml"), "rb") as fh:
+        good = fh.read()
+    live = {st.pid} | {p.pid for p in psutil.Process(st.pid).children(recursive=True)}
+    write(sc.profile, open(sc.profile).read().replace("models:\n", "models:\n  extra: qwen/qwen3-coder\n"))
+    res = run_cli("apply", *sc.render_args, "-s", "unix://" + sc.sock, "--timeout", "30",
+                  env=dict(sc.render_env, LITELLM_CONFIG_BUCKET_NAME="agentroute-test-no-such-bucket"), timeout=300)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "--validate_config refused" in res.stderr, res.stderr
+    assert "LITELLM_CONFIG_BUCKET_OBJECT_KEY must be set" in res.stderr, res.stderr  # LiteLLM's own words
+    assert "nothing was written" in res.stderr, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "changed: false", res.stdout
+    with open(os.path.join(sc.out, "litellm.yaml"), "rb") as fh:
+        assert fh.read() == good
+    assert {st.pid} | {p.pid for p in psutil.Process(st.pid).children(recursive=True)} == live
+    assert sc.state().pid == st.pid
+    assert messages(sc.port, "fast").status_code == 200

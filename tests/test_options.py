@@ -133,7 +133,8 @@ def test_every_layer_takes_the_declared_defaults():
     watched = ListenerOptions(program="p", port=1, state_file="/s", log_file="/l")
     for layer, made in ((RENDER, request), (PLAN, plan), (WATCH, watched), (MACHINE, Config())):
         assert {o.attr: getattr(made, o.attr) for o in of(layer)} == {o.attr: DEFAULTS[o.attr] for o in of(layer)}
-    assert KINDS == {o.name: o.kept for o in of(RENDER)} and all(KINDS.values())
+    assert KINDS == {o.name: o.kept for o in of(RENDER)}
+    assert all(KINDS.values())
 
 
 def test_the_listeners_line_reads_back_every_knob_it_writes():
@@ -157,7 +158,8 @@ def test_help_says_each_declared_default():
 
     listen = " ".join(build_parser()._subparsers._group_actions[0].choices["listen"].format_help().split())
     hang = BY_FLAG["--hang-window"]
-    assert hang.help_text().endswith(f"(default {shown(hang.default)})") and hang.help_text() in listen
+    assert hang.help_text().endswith(f"(default {shown(hang.default)})")
+    assert hang.help_text() in listen
     assert all(o.flag in listen for o in of(LISTEN))
 
 
@@ -172,8 +174,10 @@ def test_the_listener_reads_what_earlier_releases_wrote_and_refuses_a_budget_of_
             "--log-file", str(tmp_path / "l.log")]
     for bad in ("0", "-5"):
         res = run_cli(*base, "--memory-budget", bad)
-        assert res.returncode == 2 and "--memory-budget: must be a finite number" in res.stderr, res.stderr
-        assert "Traceback" not in res.stderr and not os.path.exists(tmp_path / "s.json")
+        assert res.returncode == 2, res.stderr
+        assert "--memory-budget: must be a finite number" in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr
+        assert not os.path.exists(tmp_path / "s.json")
 
 
 def test_each_parser_says_its_own_defaults():
@@ -185,4 +189,5 @@ def test_each_parser_says_its_own_defaults():
         assert render_only not in listen, render_only
     assert "the program it watches (or --root and --sidecar)" in listen
     render = " ".join(run_cli("render", "--help").stdout.split())
-    assert "supervisord program name (default agentroute-sidecar)" in render and "--root and --sidecar" not in render
+    assert "supervisord program name (default agentroute-sidecar)" in render
+    assert "--root and --sidecar" not in render

@@ -34,7 +34,8 @@ def row(event, traffic):
 
 def assert_nothing_lost(traffic, event):
     row(event, traffic)
-    assert traffic.short["refused"] == 0 and traffic.short["failed"] == 0, traffic.summary()
+    assert traffic.short["refused"] == 0, traffic.summary()
+    assert traffic.short["failed"] == 0, traffic.summary()
     assert traffic.short["pending"] == 0, traffic.summary()  # unanswered when the traffic stopped
     assert traffic.short["ok"] > 10, traffic.summary()
 
@@ -60,11 +61,12 @@ def test_render_gives_supervisord_the_socket(make_sidecar):
     sc = make_sidecar(workers=2)
     with open(os.path.join(sc.out, "sidecar.conf")) as fh:
         conf = fh.read()
-    assert f"[fcgi-program:{sc.program}]" in conf and f"socket=tcp://127.0.0.1:{sc.port}" in conf
+    assert f"[fcgi-program:{sc.program}]" in conf
+    assert f"socket=tcp://127.0.0.1:{sc.port}" in conf
     assert "--port-owner supervisord" in conf
     st = started(sc)
-    assert sc.supervisord_listens() and set(sc.port_listeners()) <= {st.pid} | {
-        c.pid for c in psutil.Process(st.pid).children()}
+    assert sc.supervisord_listens()
+    assert set(sc.port_listeners()) <= {st.pid} | {c.pid for c in psutil.Process(st.pid).children()}
     with open(sc.state_file) as fh:
         assert json.load(fh)["port_owner"] == "supervisord"
 
@@ -121,7 +123,8 @@ def test_stop_then_start_refuses_nothing(make_sidecar):
     res = run_cli("stop", "--state-file", sc.state_file, "-s", "unix://" + sc.sock, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "stopped (no process left; supervisord keeps the port: new connections wait" in res.stdout, res.stdout
-    assert sc.port_listeners() == [] and not sc.marked()  # nothing of LiteLLM left...
+    assert sc.port_listeners() == []
+    assert not sc.marked()  # nothing of LiteLLM left...
     assert sc.supervisord_listens()  # ...but the port still accepts: connections wait
     with socket.create_connection(("127.0.0.1", sc.port), timeout=5):
         pass
@@ -139,8 +142,9 @@ def test_hang_kill_serves_what_waited(make_sidecar):
     sc = make_sidecar(workers=2, mode={"hang_after": 3}, render_args=["--hang-window", "5"])
     st = started(sc)
     sc.set_mode({})  # the replacement behaves
-    poll(lambda: "hanging now" in open(sc.log_file).read(), 15, what="the stand-in hangs")
-    time.sleep(0.5)  # past the accept already in progress when it hung (that one is lost with it)
+    # a connection accepted between the hang and the loop's block is lost with it: wait until both
+    # workers' loops are blocked (as a blocked event loop, they accept nothing more)
+    poll(lambda: open(sc.log_file).read().count("accepts nothing now") >= 2, 15, what="both workers accepting nothing")
     traffic = Traffic(sc.port, MASTER_KEY, FAST, rate=10).start()  # arrives while it hangs
     crashed = sc.wait_state("crashed", 30)
     assert "stopped answering" in crashed.error

@@ -118,7 +118,8 @@ def test_a_new_litellm_in_place_or_elsewhere_is_applied_without_a_refused_connec
     poll(lambda: len(psutil.Process(st.pid).children()) >= 2, 30, what="two workers")
 
     unchanged = sc.apply()  # nothing new: nothing restarts
-    assert unchanged.returncode == 0 and "needs a restart" not in unchanged.stdout, unchanged.stdout
+    assert unchanged.returncode == 0, unchanged.stdout
+    assert "needs a restart" not in unchanged.stdout, unchanged.stdout
     assert sc.state().pid == st.pid
 
     # none of these is an install: a configuration tool's pass setting permissions and owners again and a hard
@@ -131,7 +132,8 @@ def test_a_new_litellm_in_place_or_elsewhere_is_applied_without_a_refused_connec
     folder, marker = module_named_like_the_stdlib(str(tmp_path / "stdlib-like"))
     for where in (None, newer_checkout(str(tmp_path / "checkout")), folder):
         same = sc.apply(cwd=where)
-        assert same.returncode == 0 and "needs a restart" not in same.stdout, (where, same.stdout + same.stderr)
+        assert same.returncode == 0, ((where, same.stdout + same.stderr))
+        assert "needs a restart" not in same.stdout, ((where, same.stdout + same.stderr))
         assert sc.state().pid == st.pid
     assert not os.path.exists(marker), "the probe imported the operator's csv.py"
 
@@ -140,7 +142,8 @@ def test_a_new_litellm_in_place_or_elsewhere_is_applied_without_a_refused_connec
     dated = os.stat(first.meta).st_mtime
     os.utime(first.meta, (time.time() + 600, time.time() + 600))
     future = sc.apply()
-    assert future.returncode == 0 and "needs a restart" not in future.stdout, future.stdout
+    assert future.returncode == 0, future.stdout
+    assert "needs a restart" not in future.stdout, future.stdout
     assert f"cannot tell which LiteLLM {first.python} holds (its {os.path.basename(first.meta)} is dated in " \
         "the future): a LiteLLM upgraded in place is not seen by this apply" in future.stdout, future.stdout
     os.utime(first.meta, (dated, dated))
@@ -162,7 +165,8 @@ def test_a_new_litellm_in_place_or_elsewhere_is_applied_without_a_refused_connec
     assert_nothing_lost(traffic, "apply of a LiteLLM upgraded in place")
     assert traffic.stream_outcomes == {3: "ok"}, traffic.summary()
     again = sc.apply()
-    assert "needs a restart" not in again.stdout and sc.state().pid == upgraded.pid, again.stdout
+    assert "needs a restart" not in again.stdout, again.stdout
+    assert sc.state().pid == upgraded.pid, again.stdout
 
     # --binary naming another install
     traffic = under_traffic(sc)
@@ -170,8 +174,8 @@ def test_a_new_litellm_in_place_or_elsewhere_is_applied_without_a_refused_connec
         sc.render_args[sc.render_args.index("--binary") + 1] = other.binary
         res = sc.apply()
         assert res.returncode == 0, res.stdout + res.stderr
-        assert "needs a restart (binary changed)" in res.stdout and "wait in the port's queue" in res.stdout, \
-            res.stdout
+        assert "needs a restart (binary changed)" in res.stdout, res.stdout
+        assert "wait in the port's queue" in res.stdout, res.stdout
         moved = running(sc, timeout=60, other_than=upgraded.pid)
         assert launched_by(moved.pid) == other.python
         poll(lambda: serves_version(sc, moved.pid, "2.0.0"), 30, what="the launcher naming LiteLLM 2.0.0")
@@ -199,7 +203,8 @@ def test_a_broken_upgrade_is_refused_while_the_old_litellm_serves(make_sidecar, 
         assert "under the LiteLLM 1.0.1 installed since it started" in err, err
         assert "nothing was written; it keeps running the LiteLLM it started with" in err, err
         assert "needs a restart" not in res.stdout, res.stdout
-        assert sc.state().pid == st.pid and sc.state().state == "running"
+        assert sc.state().pid == st.pid
+        assert sc.state().state == "running"
         poll(lambda: traffic.short["ok"] >= 40, 30, what="more answers")
     finally:
         traffic.stop()
@@ -208,8 +213,8 @@ def test_a_broken_upgrade_is_refused_while_the_old_litellm_serves(make_sidecar, 
 
     first.set_version("1.0.2")  # the operator fixes the install: the next apply takes it
     fixed = sc.apply()
-    assert fixed.returncode == 0 and "needs a restart (LiteLLM 1.0.2 installed since it started)" in fixed.stdout, \
-        fixed.stdout + fixed.stderr
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert "needs a restart (LiteLLM 1.0.2 installed since it started)" in fixed.stdout, fixed.stdout + fixed.stderr
     assert running(sc, timeout=60, other_than=st.pid)
 
 

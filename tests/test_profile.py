@@ -24,7 +24,8 @@ def write(tmp_path, name, text):
 
 def test_yaml_profile_loads(tmp_path):
     prof = load_profile(write(tmp_path, "p.yaml", GOOD_YAML))
-    assert prof.name == "work" and prof.port == 4000
+    assert prof.name == "work"
+    assert prof.port == 4000
     assert prof.models["fast"] == "deepseek/deepseek-v4-flash"
     assert prof.api_base == "https://openrouter.ai/api/v1"
 
@@ -72,7 +73,8 @@ def test_bad_profile_one_line_naming_file_field_problem(tmp_path, text, field, p
     msg = str(exc.value)
     assert "\n" not in msg
     assert msg.startswith(path + ": ")
-    assert field in msg and problem in msg
+    assert field in msg
+    assert problem in msg
 
 
 def test_bad_json(tmp_path):

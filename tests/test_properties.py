@@ -38,10 +38,12 @@ def check_profile(raw: bytes, source: str) -> None:
         prof = parse_profile(raw, source)
     except ProfileError as exc:
         msg = str(exc)
-        assert msg.startswith(source + ": ") and "\n" not in msg
+        assert msg.startswith(source + ": ")
+        assert "\n" not in msg
         event("refused with one line")
         return
-    assert isinstance(prof, Profile) and prof.models
+    assert isinstance(prof, Profile)
+    assert prof.models
     event("valid profile")
 
 
@@ -108,7 +110,8 @@ def test_valid_profiles_always_load_and_render_every_tier(doc, name):
     from sidecar_plugin.core.render.litellm_yaml import render_litellm_yaml
     raw = (json.dumps(doc) if name.endswith(".json") else yaml.safe_dump(doc)).encode()
     prof = parse_profile(raw, name)
-    assert dict(prof.models) == doc["models"] and prof.name == doc["name"]
+    assert dict(prof.models) == doc["models"]
+    assert prof.name == doc["name"]
     rendered = yaml.safe_load(render_litellm_yaml(prof, "sk-or-k", "sk-m"))
     entries = {e["model_name"]: e["litellm_params"]["model"] for e in rendered["model_list"]}
     assert entries == {alias(t): openrouter_model(m) for t, m in doc["models"].items()}
@@ -147,7 +150,9 @@ def _render_or_refuse(profiles, out, binary, **extra):
     try:
         rendered = build.build(req, {"OPENROUTER_API_KEY": "sk-or-k", "AGENTROUTE_MASTER_KEY": "sk-m-0123456789"})
     except (RenderError, ProfileError) as exc:
-        assert "\n" not in str(exc) and "\r" not in str(exc) and len(str(exc)) < 2000
+        assert "\n" not in str(exc)
+        assert "\r" not in str(exc)
+        assert len(str(exc)) < 2000
         assert not os.path.exists(out)  # refused before anything is written
         event("refused with one line")
         return None
@@ -183,11 +188,13 @@ def test_hostile_paths_read_back_exactly_or_are_refused(out_piece, profile_piece
         prog, lis = procs["agentroute-sidecar"], procs["agentroute-sidecar-health"]
         config = os.path.join(out, "litellm.yaml")
         assert split(prog.command) == [binary, "--config", config, "--host", "127.0.0.1", "--port", "4567"]
-        assert prog.directory == out and prog.stdout_logfile == log
+        assert prog.directory == out
+        assert prog.stdout_logfile == log
         assert prog.environment["SIDECAR_PLUGIN_TREE"] == marker_value("agentroute-sidecar", config)
         argv = split(lis.command)
         assert argv[argv.index("--state-file") + 1] == os.path.join(out, "state.json")
-        assert argv[argv.index("--log-file") + 1] == log and argv[argv.index("--config") + 1] == config
+        assert argv[argv.index("--log-file") + 1] == log
+        assert argv[argv.index("--config") + 1] == config
         assert lis.stderr_logfile == os.path.join(out, "listener.log")
 
 

@@ -30,12 +30,14 @@ def test_each_event_gets_ready_and_ok():
 def test_non_ascii_payload_is_read_by_bytes():
     payload = "processname:a groupname:a\nd\u00e9j\u00e0 vu \u2603".encode()
     out, seen = run_loop(frame(payload) + frame(b"x", "TICK_5"))
-    assert out.count("RESULT 2\nOK") == 2 and seen[1][1] == "x"
+    assert out.count("RESULT 2\nOK") == 2
+    assert seen[1][1] == "x"
 
 
 def test_garbage_headers_are_still_acknowledged():
     out, seen = run_loop(b"this is not a header\n" + b"len:zz\n" + frame(b"ok"))
-    assert out.count("RESULT 2\nOK") == 3 and len(seen) == 3
+    assert out.count("RESULT 2\nOK") == 3
+    assert len(seen) == 3
 
 
 def test_handler_exception_is_acknowledged():

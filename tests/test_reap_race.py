@@ -6,6 +6,7 @@ whole-second boot time: 0.7 s early on the host these were written on), and
 the live sidecar was looked up before the scan that chose the victims.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -63,7 +64,8 @@ def test_a_process_born_after_the_exit_is_spared_whatever_psutils_boot_time(spaw
     new = spawn(marker)  # supervisord's new sidecar, born 0.1 s after the exit
     result = tracker.reap(free_port(), before=exit_seen, wait=3.0)
     assert alive(new.pid), "the sidecar born after the exit was reaped as an orphan"
-    assert not alive(orphan.pid) and orphan.pid in result.killed
+    assert not alive(orphan.pid)
+    assert orphan.pid in result.killed
 
 
 def test_the_sidecar_supervisord_already_runs_is_spared_by_its_answer_whatever_the_exit_time(spawn, tmp_path):
@@ -89,7 +91,8 @@ def test_the_sidecar_supervisord_already_runs_is_spared_by_its_answer_whatever_t
     listener.tracker.track(orphan.pid)
     reaped = reap(listener.tracker, listener.link, opts.port, m.Reap(before=time.time() + 5.0), listener.log)
     assert alive(new.pid), "the sidecar supervisord runs now was reaped"
-    assert not alive(orphan.pid) and reaped.killed == 1
+    assert not alive(orphan.pid)
+    assert reaped.killed == 1
 
 
 ORPHAN = ("import os, sys, time\n"
@@ -130,7 +133,8 @@ def test_supervisords_answer_decides_by_parentage_not_the_clock(spawn, orphan_of
     tracker.track(live.pid)  # the tracker knows the live sidecar as well: it is spared all the same
     result = tracker.reap(free_port(), before=exit_seen, wait=3.0, live=lambda: [live.pid])
     assert alive(live.pid), "the sidecar supervisord runs was reaped"
-    assert not alive(orphan.pid) and result.killed == (orphan.pid,)
+    assert not alive(orphan.pid)
+    assert result.killed == (orphan.pid,)
 
 
 def test_without_supervisords_answer_the_clock_decides(spawn, orphan_of, tmp_path):
@@ -142,14 +146,13 @@ def test_without_supervisords_answer_the_clock_decides(spawn, orphan_of, tmp_pat
     poll(lambda: time.time() > exit_seen + 0.1, 1, what="time to pass the exit")
     young = orphan_of(marker)
     result = TreeTracker(MARKER_ENV, marker).reap(free_port(), before=exit_seen, wait=3.0, live=lambda: None)
-    assert result.killed == (old.pid,) and alive(young.pid)
+    assert result.killed == (old.pid,)
+    assert alive(young.pid)
 
 
 @pytest.mark.integration
 def test_restarts_never_reap_the_new_sidecar(make_sidecar):
     """An operator's (or apply's) restart: the reap after the stop runs while supervisord starts the new one."""
-    import json
-
     sc = make_sidecar(workers=2)
     sc.start_supervisord()
     st = sc.wait_state("running", 20)
@@ -172,20 +175,29 @@ def test_a_worker_respawned_just_before_its_parent_dies_is_reaped_and_never_read
     """Chaos found it (seed 20261125): kill a worker, the parent respawns it, SIGKILL the parent
     milliseconds later. The respawned worker was spared (born "after the exit" to a tick), held the
     port, answered health for the next sidecar (``running`` while that one could not bind) and made
-    it fail with "address already in use"."""
-    sc = make_sidecar(workers=2, render_args=["--health-timeout", "8"])
+    it fail with "address already in use".
+
+    Only where LiteLLM owns the port can a survivor hold it: under the default render supervisord's
+    socket outlives every tree. An IPv6 ``--host`` keeps ``[program:]`` (as a fleet does), so the race
+    is built here."""
+    sc = make_sidecar(workers=2, render_args=["--health-timeout", "8", "--host", "::1"])
     sc.start_supervisord()
+    assert "[program:agentroute-sidecar]" in open(os.path.join(sc.out, "sidecar.conf")).read()
+    with open(sc.state_file) as fh:
+        assert json.load(fh)["port_owner"] == "sidecar"
+    assert not sc.supervisord_listens()  # the sidecar's own tree binds the port
     for _ in range(3):
         st = sc.wait_state("running", 30, pred=lambda s: s.pid == sc.info()["pid"])
         parent = psutil.Process(st.pid)
-        victim = parent.children()[0]
-        victim.kill()
-        before = {p.pid for p in parent.children()}
-        respawned = poll(lambda: [p for p in parent.children() if p.pid not in before] or None,
-                         5, interval=0.002, what="the worker respawned")
-        sc.set_mode({"start_delay": 2, "slow_starts": 1})  # the next boot binds 2 s late
-        old = {p.pid for p in parent.children()}
-        parent.kill()
+        # the stand-in respawns the killed worker, then SIGKILLs itself at once: no sleep of the test's between
+        # them; the next boot binds 2 s late, so an orphan spared meanwhile would hold the port
+        sc.set_mode({"die_after_respawn": True, "start_delay": 2, "slow_starts": 1})
+        seen = open(sc.log_file).read().count("started worker ")
+        parent.children()[0].kill()
+        line = poll(lambda: (open(sc.log_file).read().split("started worker ")[1:] + [None])[seen], 10,
+                    what="the worker respawned")
+        respawned = int(line.split()[0])
+        poll(lambda: not alive(parent.pid), 5, interval=0.002, what="the parent to die")
         lies = []
 
         def bound() -> bool:
@@ -196,15 +208,13 @@ def test_a_worker_respawned_just_before_its_parent_dies_is_reaped_and_never_read
                 tree = {s.pid} | {p.pid for p in psutil.Process(s.pid).children(recursive=True)}
             except psutil.Error:
                 return False
-            # supervisord owns the socket: the dead tree's workers share it while they drain (they served
-            # until this tree ran); anyone else outside the tree is a lie
-            outside = held - tree - {p.pid for p in respawned} - old
+            outside = held - tree  # the new tree binds the port itself: anyone else holding it is a lie
             if outside:
                 lies.append(f"running (pid {s.pid}) while {sorted(outside)} outside its tree held the port")
-            return bool(held - old - {p.pid for p in respawned}) and not outside
+            return bool(held) and not outside
 
         poll(bound, 30, interval=0.02, what="the new sidecar bound and running")
         assert not lies, lies[:3]
-        poll(lambda: not any(alive(p.pid) for p in respawned), 15, what="the respawned worker of the dead tree drained")
+        assert not alive(respawned), f"the respawned worker {respawned} of the dead tree was spared"
         sc.set_mode({})
     assert "address already in use" not in open(sc.log_file).read()

@@ -39,8 +39,12 @@ def test_change_lines_old_and_new(before, after, lines):
 def test_recorded_values_are_checked_and_an_older_record_has_none():
     assert recorded({"schema": 1, "groups": []}) is None
     assert recorded({"options": {"workers": 1, "unknown-later": 3}}) == {"workers": 1}
-    assert problem("health-timeout", 0) and problem("health-timeout", True) and problem("workers", 1.5)
-    assert problem("no-autostart", False) and problem("host", 3) and problem("workers", 2) is None
+    assert problem("health-timeout", 0)
+    assert problem("health-timeout", True)
+    assert problem("workers", 1.5)
+    assert problem("no-autostart", False)
+    assert problem("host", 3)
+    assert problem("workers", 2) is None
 
 
 @pytest.mark.parametrize("command", ["render", "apply"])
@@ -83,19 +87,22 @@ def test_an_option_is_kept_until_given_again_or_reset(area):
         "binary": area.binary, "health-timeout": 60.0, "workers": 1}
 
     res = area()  # nothing given: everything kept, byte for byte
-    assert res.returncode == 0 and "\nchanged" not in "\n" + res.stdout and "->" not in res.stdout, res.stdout
+    assert res.returncode == 0, res.stdout
+    assert "\nchanged" not in "\n" + res.stdout, res.stdout
+    assert "->" not in res.stdout, res.stdout
     assert _read(area.out, "sidecar.conf") == conf
 
     res = area("--health-timeout", "30")
-    assert "health-timeout: 60 -> 30" in res.stdout.splitlines() and b"--health-timeout 30" in _read(area.out,
-                                                                                                   "sidecar.conf")
+    assert "health-timeout: 60 -> 30" in res.stdout.splitlines()
+    assert b"--health-timeout 30" in _read(area.out, "sidecar.conf")
     res = area("--reset", "health-timeout")  # back to the default, whatever this release's is
     assert f"health-timeout: 30 -> {DEFAULT_HEALTH_TIMEOUT:g}" in res.stdout.splitlines(), res.stdout
     assert f"--health-timeout {DEFAULT_HEALTH_TIMEOUT:g}".encode() in _read(area.out, "sidecar.conf")
     assert b"--num_workers" not in _read(area.out, "sidecar.conf")  # workers 1 still kept
 
     res = area("--reset", "workers", "--workers", "2")
-    assert res.returncode == 2 and "--reset workers: --workers is given too" in res.stderr
+    assert res.returncode == 2
+    assert "--reset workers: --workers is given too" in res.stderr
 
 
 def test_a_render_given_no_option_re_renders_byte_identical(area, tmp_path, monkeypatch):
@@ -109,12 +116,15 @@ def test_a_render_given_no_option_re_renders_byte_identical(area, tmp_path, monk
     before = {n: _read(area.out, n) for n in ("sidecar.conf", "sidecar.json", "litellm.yaml")}
     assert json.loads(before["sidecar.json"])["options"] == {}
     res = area()
-    assert res.returncode == 0 and "\nchanged" not in "\n" + res.stdout and "->" not in res.stdout, res.stdout
+    assert res.returncode == 0, res.stdout
+    assert "\nchanged" not in "\n" + res.stdout, res.stdout
+    assert "->" not in res.stdout, res.stdout
     assert {n: _read(area.out, n) for n in before} == before
     assert area("--workers", "1").returncode == 0
     assert area("--reset", "workers").returncode == 0  # the last kept option gone: the record keeps none
     res = area("--hang-window", "30")
-    assert "hang-window: 20 -> 30" in res.stdout.splitlines() and "recorded no options" not in res.stdout, res.stdout
+    assert "hang-window: 20 -> 30" in res.stdout.splitlines(), res.stdout
+    assert "recorded no options" not in res.stdout, res.stdout
 
 
 def test_a_bad_recorded_value_is_one_line_naming_the_record(area):
@@ -125,7 +135,8 @@ def test_a_bad_recorded_value_is_one_line_naming_the_record(area):
     with open(path, "w") as fh:
         json.dump(doc, fh)
     res = area()
-    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.count("\n") == 1, res.stderr
     assert f"{path}: options.hang-window: not a finite number of seconds above 0" in res.stderr
     assert "--reset hang-window" in res.stderr
     assert area("--reset", "hang-window").returncode == 0
@@ -139,5 +150,6 @@ def test_a_kept_key_variable_is_still_masked_in_every_line(area, tmp_path):
                     "--api-key-env", "MY_KEY", env=env).returncode == 0
     prof.write_text(f"name: a/{secret}\nmodels:\n  fast: a/b\n")  # a bad field that echoes the key back
     res = run_main("render", "--profile", str(prof), "--out-dir", area.out, env=env)  # MY_KEY kept, not given
-    assert res.returncode == 2 and "name:" in res.stderr, res.stderr
+    assert res.returncode == 2, res.stderr
+    assert "name:" in res.stderr, res.stderr
     assert secret not in res.stderr + res.stdout

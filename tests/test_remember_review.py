@@ -62,7 +62,8 @@ def old_conf(out, binary="/x/bin/litellm", port=4100, workers=1, health="60", dr
 ])
 def test_an_older_include_says_what_its_render_was_given(conf, kept):
     assert read_back(old_conf("/o", **conf), "/o", DEFAULTS) == kept
-    assert read_back("not an include [", "/o", DEFAULTS) == {} and read_back("", "/o", DEFAULTS) == {}
+    assert read_back("not an include [", "/o", DEFAULTS) == {}
+    assert read_back("", "/o", DEFAULTS) == {}
 
 
 @pytest.mark.parametrize("now, then, takes", [
@@ -109,15 +110,19 @@ def test_an_edited_profile_port_takes_over_from_a_kept_port(area):
     res = area()
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines()[0].startswith("port: 4005 -> 4010 (the profile's port changed"), res.stdout
-    assert "--port 4010" in _read(area.out, "sidecar.conf") and "port" not in _record(area.out)["options"]
+    assert "--port 4010" in _read(area.out, "sidecar.conf")
+    assert "port" not in _record(area.out)["options"]
     # a --port given over the profile's port wins, and is kept while the profile keeps its port
-    assert area("--port", "4005").returncode == 0 and _record(area.out)["profile_port"] == 4010
+    assert area("--port", "4005").returncode == 0
+    assert _record(area.out)["profile_port"] == 4010
     res = area()
-    assert res.returncode == 0 and "port:" not in res.stdout and "--port 4005" in _read(area.out, "sidecar.conf")
+    assert res.returncode == 0
+    assert "port:" not in res.stdout
+    assert "--port 4005" in _read(area.out, "sidecar.conf")
     area.profile.write_text("name: w\nport: 4020\nmodels:\n  fast: a/b\n")
     res = area()
-    assert "port: 4005 -> 4020 (the profile's port changed" in res.stdout and "--port 4020" in _read(
-        area.out, "sidecar.conf"), res.stdout
+    assert "port: 4005 -> 4020 (the profile's port changed" in res.stdout, res.stdout
+    assert "--port 4020" in _read(area.out, "sidecar.conf"), res.stdout
 
 
 def _old_render(area, **conf):
@@ -138,17 +143,22 @@ def test_an_older_release_s_render_keeps_the_options_its_include_holds(area):
     for line in ("binary: " + area.binary, "health-timeout: 60", "port: 4100", "workers: 1"):
         assert f"{line} (kept from the previous render's sidecar.conf)" in lines, res.stdout
     conf = _read(area.out, "sidecar.conf")
-    assert "--port 4100" in conf and "--health-timeout 60 " in conf and "--num_workers" not in conf
+    assert "--port 4100" in conf
+    assert "--health-timeout 60 " in conf
+    assert "--num_workers" not in conf
     assert _record(area.out)["options"] == {"binary": area.binary, "health-timeout": 60.0, "port": 4100,
                                             "workers": 1}
     res = area()  # kept now: said once
-    assert res.returncode == 0 and "kept from" not in res.stdout and "->" not in res.stdout, res.stdout
+    assert res.returncode == 0, res.stdout
+    assert "kept from" not in res.stdout, res.stdout
+    assert "->" not in res.stdout, res.stdout
 
 
 def test_an_older_release_s_defaults_are_not_kept(area):
     _old_render(area, port=4000, workers=2, health="20")
     res = area("--binary", area.binary)
-    assert res.returncode == 0 and "kept from" not in res.stdout, res.stdout
+    assert res.returncode == 0, res.stdout
+    assert "kept from" not in res.stdout, res.stdout
     assert "--health-timeout 300 " in _read(area.out, "sidecar.conf")  # 20 s was that release's default
 
 
@@ -171,8 +181,9 @@ def test_the_hang_window_is_two_seconds_at_least(area, window, ok):
     res = area("--binary", area.binary, "--hang-window", window)
     assert (res.returncode == 0) is ok, res.stderr
     if not ok:
-        assert res.returncode == 2 and res.stderr.count("\n") == 1 and res.stderr.startswith(
-            "--hang-window: must be a number of seconds from 2 to 3600"), res.stderr
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.count("\n") == 1, res.stderr
+        assert res.stderr.startswith("--hang-window: must be a number of seconds from 2 to 3600"), res.stderr
         assert not os.path.exists(area.out)
 
 
@@ -183,7 +194,8 @@ def test_a_bad_value_edited_into_the_record_names_it(area):
     with open(os.path.join(area.out, "sidecar.json"), "w") as fh:
         json.dump(doc, fh)
     res = area()
-    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.count("\n") == 1, res.stderr
     assert f"--port 99999 is kept from an earlier render ({area.out}/sidecar.json): --reset port" in res.stderr
 
 
@@ -194,8 +206,10 @@ def test_a_kept_program_and_a_folder_of_profiles_hints_the_reset(area, tmp_path)
     for name in ("a", "b"):
         (folder / f"{name}.yaml").write_text(f"name: {name}\nmodels:\n  fast: a/b\n")
     res = area(profile=folder)
-    assert res.returncode == 2 and res.stderr.startswith("--program: names one sidecar"), res.stderr
-    assert "--program mine is kept from an earlier render" in res.stderr and "--reset program" in res.stderr
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith("--program: names one sidecar"), res.stderr
+    assert "--program mine is kept from an earlier render" in res.stderr
+    assert "--reset program" in res.stderr
     assert area("--reset", "program", profile=folder).returncode == 0
 
 
@@ -203,5 +217,7 @@ def test_apply_says_no_option_change_when_supervisord_cannot_be_reached(area, tm
     assert area("--binary", area.binary, "--hang-window", "30").returncode == 0
     res = run_main("apply", "--profile", str(area.profile), "--out-dir", area.out, "--hang-window", "40",
                    "-s", f"unix://{tmp_path}/no.sock", env=KEYS)
-    assert res.returncode != 0 and "cannot reach supervisord" in res.stderr and "nothing was written" in res.stderr
+    assert res.returncode != 0
+    assert "cannot reach supervisord" in res.stderr
+    assert "nothing was written" in res.stderr
     assert "hang-window" not in res.stdout, res.stdout

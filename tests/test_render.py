@@ -77,7 +77,8 @@ def test_rerender_is_byte_identical_and_reports_unchanged(tmp_path):
     second = render(prof, out, binary, env=env)
     assert second.returncode == 0
     assert files_in(out) == snap
-    assert "changed" in first.stdout and "unchanged" in second.stdout
+    assert "changed" in first.stdout
+    assert "unchanged" in second.stdout
     assert all(line.startswith("unchanged") for line in second.stdout.splitlines())
 
 
@@ -88,7 +89,8 @@ def test_generated_master_key_is_0600_sk_prefixed_and_random(tmp_path):
     key_path = os.path.join(out, "master.key")
     assert stat.S_IMODE(os.stat(key_path).st_mode) == 0o600
     key = open(key_path).read().strip()
-    assert key.startswith("sk-") and len(key) >= 3 + 43  # 32 bytes urlsafe = 43 chars = 256 bits
+    assert key.startswith("sk-")
+    assert len(key) >= 3 + 43  # 32 bytes urlsafe = 43 chars = 256 bits
     doc = yaml.safe_load(open(os.path.join(out, "litellm.yaml")))
     assert doc["general_settings"]["master_key"] == key
     other = tmp_path / "other"
@@ -102,26 +104,31 @@ def test_sidecar_conf_program_and_listener(tmp_path):
     cp = read_conf(out)
     prog = cp["fcgi-program:agentroute-sidecar"]
     argv = shlex.split(prog["command"])
-    assert argv[0] == binary and os.path.isabs(argv[0])
+    assert argv[0] == binary
+    assert os.path.isabs(argv[0])
     assert argv[1:] == ["--config", os.path.join(out, "litellm.yaml"), "--host", "127.0.0.1",
                         "--port", "4100", "--num_workers", "2", "--timeout_worker_healthcheck", "60"]
-    assert prog["stopasgroup"] == "true" and prog["killasgroup"] == "true"
+    assert prog["stopasgroup"] == "true"
+    assert prog["killasgroup"] == "true"
     # the drain window: LiteLLM drains for 7 s, supervisord kills only after a margin for its shutdown
     assert prog["stopwaitsecs"] == "12"
     assert 'GRACEFUL_SHUTDOWN_TIMEOUT="7"' in prog["environment"]
     assert prog["stdout_logfile"] == os.path.join(out, "litellm.log")
-    assert prog["redirect_stderr"] == "true" and prog["stdout_logfile_maxbytes"]
+    assert prog["redirect_stderr"] == "true"
+    assert prog["stdout_logfile_maxbytes"]
     assert 'LITELLM_LOCAL_MODEL_COST_MAP="True"' in prog["environment"]
     lis = cp["eventlistener:agentroute-sidecar-health"]
     largv = shlex.split(lis["command"])
-    assert os.path.isabs(largv[0]) and "listen" in largv
+    assert os.path.isabs(largv[0])
+    assert "listen" in largv
     for opt, val in (("--program", "agentroute-sidecar"), ("--port", "4100"),
                      ("--state-file", os.path.join(out, "state.json")),
                      ("--log-file", os.path.join(out, "litellm.log"))):
         assert largv[largv.index(opt) + 1] == val
     assert set(lis["events"].split(",")) == {"PROCESS_STATE", "TICK_5", "REMOTE_COMMUNICATION"}
     # supervisord owns the listening socket; the listener probes the tree's private health socket
-    assert prog["socket"] == "tcp://127.0.0.1:4100" and int(prog["socket_backlog"]) >= 1024
+    assert prog["socket"] == "tcp://127.0.0.1:4100"
+    assert int(prog["socket_backlog"]) >= 1024
     assert "SIDECAR_HEALTH_SOCKET=" in prog["environment"]
     assert largv[largv.index("--port-owner") + 1] == "supervisord"
 
@@ -134,16 +141,19 @@ def test_litellm_entry_point_runs_the_launcher_with_its_own_interpreter(tmp_path
     entry.chmod(0o755)
     assert render(prof, out, str(entry), "--workers", "2").returncode == 0
     argv = shlex.split(read_conf(out)["fcgi-program:agentroute-sidecar"]["command"])
-    assert argv[0] == "/opt/ll/bin/python3.12" and argv[1].endswith(os.path.join("shell", "litellm_launch"))
+    assert argv[0] == "/opt/ll/bin/python3.12"
+    assert argv[1].endswith(os.path.join("shell", "litellm_launch"))
     assert os.path.isfile(os.path.join(argv[1], "__main__.py"))
-    assert argv[2:4] == ["--config", os.path.join(out, "litellm.yaml")] and "--num_workers" in argv
+    assert argv[2:4] == ["--config", os.path.join(out, "litellm.yaml")]
+    assert "--num_workers" in argv
 
 
 def test_ipv6_host_keeps_litellm_owning_the_port(tmp_path):
     prof, out, binary = setup(tmp_path)
     assert render(prof, out, binary, "--host", "::1").returncode == 0
     cp = read_conf(out)
-    assert "fcgi-program:agentroute-sidecar" not in cp and "program:agentroute-sidecar" in cp
+    assert "fcgi-program:agentroute-sidecar" not in cp
+    assert "program:agentroute-sidecar" in cp
     assert "--port-owner" not in cp["eventlistener:agentroute-sidecar-health"]["command"]
 
 
@@ -154,14 +164,16 @@ def test_defaults_are_two_workers_and_a_sixty_second_drain(tmp_path):
     argv = shlex.split(prog["command"])
     assert argv[argv.index("--num_workers") + 1] == "2"
     assert int(argv[argv.index("--timeout_worker_healthcheck") + 1]) > 14  # LiteLLM's start with 2 workers
-    assert 'GRACEFUL_SHUTDOWN_TIMEOUT="60"' in prog["environment"] and int(prog["stopwaitsecs"]) > 60
+    assert 'GRACEFUL_SHUTDOWN_TIMEOUT="60"' in prog["environment"]
+    assert int(prog["stopwaitsecs"]) > 60
 
 
 def test_one_worker_has_no_num_workers_flag_and_cli_port_wins(tmp_path):
     prof, out, binary = setup(tmp_path)
     assert render(prof, out, binary, "--port", "4555", "--workers", "1").returncode == 0
     argv = shlex.split(read_conf(out)["fcgi-program:agentroute-sidecar"]["command"])
-    assert "--num_workers" not in argv and argv[argv.index("--port") + 1] == "4555"
+    assert "--num_workers" not in argv
+    assert argv[argv.index("--port") + 1] == "4555"
 
 
 def test_no_secret_in_sidecar_conf_or_stdout(tmp_path):
@@ -172,7 +184,9 @@ def test_no_secret_in_sidecar_conf_or_stdout(tmp_path):
         generated = open(os.path.join(out, "master.key")).read().strip() if os.path.exists(
             os.path.join(out, "master.key")) else MASTER_KEY
         for secret in (API_KEY, MASTER_KEY, generated):
-            assert secret not in text and secret not in res.stdout and secret not in res.stderr
+            assert secret not in text
+            assert secret not in res.stdout
+            assert secret not in res.stderr
 
 
 def test_binary_missing_exits_3_and_writes_nothing(tmp_path):
@@ -215,18 +229,23 @@ def test_the_install_hint_pins_the_litellm_setup_cfg_pins():
 def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path):
     prof, out, binary = setup(tmp_path, "name: w\nmodels: {Bad: x/y}\n")
     res = render(prof, out, binary)
-    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    assert res.returncode == 2
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in res.stderr
     prof2, out2, binary2 = setup(tmp_path)
     for extra in (["--port", "0"], ["--workers", "0"], ["--program", "a:b"], ["--port", "x"],
                   ["--host", "999.999.999.999"], ["--host", "*"], ["--host", "a;b"], ["--workers", "10**20"],
                   ["--workers", "100000000000000000000"], ["--health-timeout", "1e300"], ["--stop-timeout", "100000"]):
         res = render(prof2, out2, binary2, *extra)
         assert res.returncode == 2, extra
-        assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
+        assert "Traceback" not in res.stderr
     res = render(prof2, out2, binary2, env={"OPENROUTER_API_KEY": "", "AGENTROUTE_MASTER_KEY": ""})
-    assert res.returncode == 2 and "OPENROUTER_API_KEY is not set" in res.stderr
+    assert res.returncode == 2
+    assert "OPENROUTER_API_KEY is not set" in res.stderr
     res = render(prof2, out2, binary2, env={"OPENROUTER_API_KEY": API_KEY, "AGENTROUTE_MASTER_KEY": "nope"})
-    assert res.returncode == 2 and "nope" not in res.stderr
+    assert res.returncode == 2
+    assert "nope" not in res.stderr
     assert not os.path.exists(out2)
 
 
@@ -239,14 +258,17 @@ def test_user_option_renders_user_and_gives_files_to_it(tmp_path):
         nobody = None
     if os.geteuid() != 0 or nobody is None:
         res = render(prof, out, binary, "--user", "no-such-user-xyz")
-        assert res.returncode == 2 and "no such user" in res.stderr
+        assert res.returncode == 2
+        assert "no such user" in res.stderr
         return
     # The layout under --user (root keeps the include and the folder; the user's group reads the
     # secrets) is tested with a user of its own in test_hostile.py; nobody's group is usually shared.
     others = [p.pw_name for p in pwd.getpwall() if p.pw_gid == nobody.pw_gid and p.pw_uid != nobody.pw_uid]
     res = render(prof, out, binary, "--user", "nobody")
     if others:
-        assert res.returncode == 2 and "shared" in res.stderr and not os.path.exists(out)
+        assert res.returncode == 2
+        assert "shared" in res.stderr
+        assert not os.path.exists(out)
     else:
         assert res.returncode == 0, res.stderr
         cp = read_conf(out)
@@ -255,4 +277,5 @@ def test_user_option_renders_user_and_gives_files_to_it(tmp_path):
         assert os.stat(os.path.join(out, "sidecar.conf")).st_uid == 0
         assert stat.S_IMODE(os.stat(os.path.join(out, "litellm.yaml")).st_mode) == 0o640
     res = render(prof, out, binary, "--user", "no-such-user-xyz")
-    assert res.returncode == 2 and "no such user" in res.stderr
+    assert res.returncode == 2
+    assert "no such user" in res.stderr

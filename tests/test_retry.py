@@ -39,14 +39,17 @@ def test_a_slow_first_boot_reaches_running_without_a_person(make_sidecar, tmp_pa
     crashed = sc.wait_state("crashed", 20, pred=lambda s: (s.raw.get("retry") or {}).get("next_at"))
     assert crashed.error == "did not become healthy within 1.5 s"
     retry = crashed.raw["retry"]
-    assert retry["attempt"] == 1 and retry["delay"] == 1 and retry["next_at"] >= crashed.since
+    assert retry["attempt"] == 1
+    assert retry["delay"] == 1
+    assert retry["next_at"] >= crashed.since
     # every door shows the retry while it is scheduled (it may already be under way: then attempt only)
     doc = sc.rpc().sidecar.getState(sc.program)
     assert doc["retry"]["attempt"] >= 1
     # ... and the sidecar comes back by itself: the second start is fast
     running = sc.wait_state("running", 30)
     assert running.pid == sc.info()["pid"]
-    assert running.raw["retry"]["attempt"] >= 1 and not running.raw["retry"].get("next_at")
+    assert running.raw["retry"]["attempt"] >= 1
+    assert not running.raw["retry"].get("next_at")
     states = sc.states_until("running")  # the history line follows the state file's write
     assert "crashed" in states
     text = open(metrics).read()
@@ -67,7 +70,8 @@ def test_a_fatal_sidecar_comes_back_once_its_fault_is_gone(make_sidecar):
                            and (s.raw.get("retry") or {}).get("next_at"))
         assert "FATAL" in st.error
         res = cli(sc, "status")
-        assert res.returncode == 3 and "retry: attempt" in res.stdout, res.stdout
+        assert res.returncode == 3, res.stdout
+        assert "retry: attempt" in res.stdout, res.stdout
         res = sc.ctl("sidecar", "status")
         assert "retry: attempt" in res.stdout, res.stdout
         # the listener keeps trying: a later retry than the first
@@ -107,13 +111,15 @@ def test_an_operators_stop_during_the_retry_wait_stays_stopped(make_sidecar):
         assert res.returncode == 0, res.stderr
         # the waiter gives up at once: nothing will bring it back now
         out, err = waiter.communicate(timeout=30)
-        assert waiter.returncode == 1 and "stopped on purpose" in err, err
+        assert waiter.returncode == 1, err
+        assert "stopped on purpose" in err, err
     finally:
         if waiter.poll() is None:
             os.killpg(waiter.pid, signal.SIGKILL)
             waiter.wait(10)
     st = sc.state()
-    assert st.state.value == "stopped" and st.raw["retry"] == {"attempt": 0, "next_at": None, "delay": None}
+    assert st.state.value == "stopped"
+    assert st.raw["retry"] == {"attempt": 0, "next_at": None, "delay": None}
     # two retry delays: a retry would have started it by now
     still(lambda: sc.state().state.value == "stopped" and sc.info()["statename"] in ("FATAL", "STOPPED"), 4,
           "an operator's stop was undone")
@@ -176,16 +182,19 @@ def test_a_foreign_health_server_on_the_port_is_never_running(make_sidecar):
 
         poll(not_running_and_named, 40, interval=0.05, what="the holder named, and a retry")
         st = sc.state()
-        assert st.state.value in ("crashed", "starting") and f"pid {foreign.pid}" in st.raw["port_holder"]
+        assert st.state.value in ("crashed", "starting")
+        assert f"pid {foreign.pid}" in st.raw["port_holder"]
         assert foreign.poll() is None  # never touched
         res = cli(sc, "status")
-        assert res.returncode == 3 and f"port held by: pid {foreign.pid}" in res.stdout, res.stdout
+        assert res.returncode == 3, res.stdout
+        assert f"port held by: pid {foreign.pid}" in res.stdout, res.stdout
     finally:
         os.killpg(foreign.pid, signal.SIGKILL)
         foreign.wait(10)
     # the port is free again: the sidecar comes back by itself and is its own holder
     st = sc.wait_state("running", 30)
-    assert st.raw.get("port_holder") is None and st.pid == sc.info()["pid"]
+    assert st.raw.get("port_holder") is None
+    assert st.pid == sc.info()["pid"]
 
 
 def test_a_listener_started_before_its_folder_exists_watches_the_sidecar(make_sidecar, tmp_path):
@@ -211,4 +220,5 @@ def test_start_ends_with_a_clear_error_when_the_state_file_stays_missing(make_si
     c = Sidecar(state_file=missing, program=sc.program, server_url="unix://" + sc.sock, stale_after=1.0)
     with pytest.raises(SidecarError) as failed:
         c.start()
-    assert "no state file" in str(failed.value) and missing in str(failed.value)
+    assert "no state file" in str(failed.value)
+    assert missing in str(failed.value)

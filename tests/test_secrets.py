@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from harness import API_KEY, MASTER_KEY, poll, run_cli
+from harness import API_KEY, MASTER_KEY, metric_samples, poll, run_cli
 
 pytestmark = pytest.mark.integration
 SECRETS = (API_KEY, MASTER_KEY)
@@ -32,7 +32,8 @@ def test_keys_appear_only_in_owner_only_files(make_sidecar, tmp_path):
                       render_args=["--health-timeout", "2", "--metrics-file", str(tmp_path / "m.prom")])
     sc.start_supervisord(wait_state=None)
     st = sc.wait_state("crashed", 20)
-    assert st.log_tail and any("[REDACTED]" in line for line in st.log_tail)
+    assert st.log_tail
+    assert any("[REDACTED]" in line for line in st.log_tail)
     poll(lambda: sc.info()["statename"] == "STOPPED", 20, what="stopped after the health timeout")
     # then a crash at start, printing its keys again
     sc.set_mode({"print_secrets": True, "exit_at_start": True})
@@ -49,10 +50,12 @@ def test_keys_appear_only_in_owner_only_files(make_sidecar, tmp_path):
         sc.apply(),
     ]
     # nothing changed, but the sidecar is down: apply says what it does (its error and log included), exit 5
-    assert outputs[-1].returncode == 5 and "agentroute-sidecar: crashed" in outputs[-1].stderr, outputs[-1].stderr
+    assert outputs[-1].returncode == 5, outputs[-1].stderr
+    assert "agentroute-sidecar: crashed" in outputs[-1].stderr, outputs[-1].stderr
     for res in outputs:
         for secret in SECRETS:
-            assert secret not in res.stdout and secret not in res.stderr, res.args
+            assert secret not in res.stdout, res.args
+            assert secret not in res.stderr, res.args
     rpc_state = json.dumps(sc.rpc().sidecar.getState(sc.program))
     assert not any(s in rpc_state for s in SECRETS)
     leaks = files_with_secrets(sc.dir)
@@ -63,4 +66,16 @@ def test_keys_appear_only_in_owner_only_files(make_sidecar, tmp_path):
         assert os.path.join(sc.out, name) not in leaks
     assert stat.S_IMODE(os.stat(sc.state_file).st_mode) == 0o644
     metrics = (tmp_path / "m.prom").read_text()
-    assert "agentroute_sidecar_crashes_total" in metrics and not any(s in metrics for s in SECRETS)
+    assert not any(s in metrics for s in SECRETS)
+    # the crashes by cause are the state file's counts: a health timeout, then the exit at start
+    crashes = poll(lambda: crashes_agree(sc, tmp_path / "m.prom"), 10, what="the metrics' crashes as the state's")
+    assert crashes["health_timeout"] >= 1, crashes
+    assert sum(crashes.values()) >= 2, crashes
+
+
+def crashes_agree(sc, path):
+    """The metrics' ``crashes_total`` by cause once they are the state file's counters (written after it)."""
+    samples = metric_samples(path.read_text())
+    got = {dict(labels)["cause"]: value for (name, labels), value in samples.items()
+           if name == "agentroute_sidecar_crashes_total" and dict(labels)["program"] == sc.program}
+    return got if got == sc.state().raw["counters"]["crashes"] else None

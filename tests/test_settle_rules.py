@@ -37,7 +37,8 @@ def test_the_line_of_a_crashed_sidecar_says_why_and_when_it_is_tried_again():
     line = doing_line("agentroute-sidecar", doc, NOW)
     assert line.startswith("agentroute-sidecar: crashed for 5s; supervisord STOPPED; "
                            "did not become healthy within 2 s; next try at ")
-    assert line.endswith("(in 1m05s)") and "\n" not in line
+    assert line.endswith("(in 1m05s)")
+    assert "\n" not in line
 
 
 @pytest.mark.parametrize("doc, words", [

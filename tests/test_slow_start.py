@@ -63,7 +63,9 @@ def test_a_start_whose_port_another_process_holds_is_crashed_naming_it(make_side
     try:
         sc.start_supervisord(wait_state=None)
         st = sc.wait_state("crashed", 60, pred=lambda s: me in (s.error or ""))
-        assert "held by" in st.error and "nobody" not in st.error and st.error.count(me) == 1, st.error
+        assert "held by" in st.error, st.error
+        assert "nobody" not in st.error, st.error
+        assert st.error.count(me) == 1, st.error
         assert (st.raw.get("port_holder") or "").startswith(me)
     finally:
         squatter.close()
@@ -76,12 +78,14 @@ def test_a_listener_restarted_while_it_stops_a_failed_start_keeps_it_crashed_and
     sc.start_supervisord(wait_state=None)
     poll(lambda: sc.info()["statename"] == "STOPPING", 60, what="the listener to stop the stalled start")
     first = sc.state()
-    assert first.state.value == "crashed" and "made no progress" in first.error
+    assert first.state.value == "crashed"
+    assert "made no progress" in first.error
     name = f"{sc.program}-health"
     sc.rpc().supervisor.stopProcess(f"{name}:{name}", True)
     sc.rpc().supervisor.startProcess(f"{name}:{name}", True)
     assert sc.info()["statename"] == "STOPPING", "the stop ended before the new listener started: no race"
     new = sc.wait_state("crashed", 30, pred=lambda s: s.listener_pid != first.listener_pid)
-    assert new.error == first.error and (new.raw.get("retry") or {}).get("attempt", 0) >= 1
+    assert new.error == first.error
+    assert (new.raw.get("retry") or {}).get("attempt", 0) >= 1
     poll(lambda: starts(sc) >= 2, 60, what="the listener's retry to start it again")
     assert "stopped" not in [e["state"] for e in sc.history()], sc.history()

@@ -189,13 +189,15 @@ def test_fake_litellm_parent_sigterm_stops_workers(tmp_path):
         poll(lambda: len(worker_pids_from(owned.stdout())) == 2, 10, what="two worker pid lines")
         workers = worker_pids_from(owned.stdout())
         owned.pids |= workers
-        assert f"api_key={API_KEY}" in owned.stdout() and f"master_key={MASTER_KEY}" in owned.stdout()
+        assert f"api_key={API_KEY}" in owned.stdout()
+        assert f"master_key={MASTER_KEY}" in owned.stdout()
         req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/messages", method="POST",
                                      data=json.dumps({"model": "agentroute-fast", "max_tokens": 5}).encode(),
                                      headers={"x-api-key": MASTER_KEY, "Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=5) as resp:
             msg = json.load(resp)
-        assert msg["type"] == "message" and msg["model"] == "agentroute-fast"
+        assert msg["type"] == "message"
+        assert msg["model"] == "agentroute-fast"
         assert msg["content"] == [{"type": "text", "text": "fake reply"}]
 
         os.kill(owned.proc.pid, signal.SIGTERM)
@@ -257,21 +259,24 @@ def test_fake_openrouter_records_stream_and_non_stream(tmp_path):
         assert fake.base_url == f"http://127.0.0.1:{fake.port}/api/v1"
 
         status, ctype, raw = post_chat(fake.base_url, "deepseek/deepseek-v4-flash", stream=False)
-        assert status == 200 and ctype == "application/json"
+        assert status == 200
+        assert ctype == "application/json"
         reply = json.loads(raw)
         assert reply["object"] == "chat.completion"
         assert reply["choices"][0]["message"]["content"] == "pong from deepseek/deepseek-v4-flash"
         assert reply["usage"]["total_tokens"] == 6
 
         status, ctype, raw = post_chat(fake.base_url, "anthropic/claude-opus-4.5", stream=True)
-        assert status == 200 and ctype.startswith("text/event-stream")
+        assert status == 200
+        assert ctype.startswith("text/event-stream")
         events = [line[len("data: "):] for line in raw.decode().split("\n\n") if line.startswith("data: ")]
         assert events[-1] == "[DONE]"
         chunks = [json.loads(e) for e in events[:-1]]
         assert all(c["object"] == "chat.completion.chunk" for c in chunks)
         text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
         assert text == "pong from anthropic/claude-opus-4.5"
-        assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and "usage" in chunks[-1]
+        assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+        assert "usage" in chunks[-1]
 
         assert get(fake.port, "/api/v1/models")[0] == 200
         assert get(fake.port, "/elsewhere")[0] == 404

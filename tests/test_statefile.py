@@ -29,8 +29,13 @@ def test_roundtrip_mode_and_fields(tmp_path):
     write_state(path, doc())
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
     st = read_state(path)
-    assert st.state is State.RUNNING and st.state == "running" and st.pid == 5 and not st.is_stale
-    assert st.health.ok is True and st.port == 4000 and st.is_running
+    assert st.state is State.RUNNING
+    assert st.state == "running"
+    assert st.pid == 5
+    assert not st.is_stale
+    assert st.health.ok is True
+    assert st.port == 4000
+    assert st.is_running
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
 
 
@@ -39,7 +44,8 @@ def test_stale_is_never_running(tmp_path):
     old = time.time() - 20
     write_state(path, doc(heartbeat_at=old, updated_at=old))
     st = read_state(path)
-    assert st.is_stale and not st.is_running
+    assert st.is_stale
+    assert not st.is_running
     assert effective_state(path) is State.CRASHED
 
 
@@ -69,7 +75,8 @@ def test_history_is_bounded_and_ordered(tmp_path):
     total = sum(os.path.getsize(tmp_path / n) for n in os.listdir(tmp_path) if n.startswith("history"))
     assert total <= 3 * 4096
     ns = [e["n"] for e in read_history(state_file)]
-    assert ns == sorted(ns) and ns[-1] == 399
+    assert ns == sorted(ns)
+    assert ns[-1] == 399
 
 
 def test_second_lock_is_refused(tmp_path):

@@ -20,7 +20,9 @@ def profile(tmp_path):
 
 def refused(res):
     assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
-    assert res.stdout == "" and len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    assert res.stdout == ""
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in res.stderr
     return res.stderr
 
 
@@ -39,14 +41,16 @@ def test_apply_refuses_a_bad_wait(tmp_path, profile, value):
     out = tmp_path / "out"
     err = refused(run_main("apply", "--profile", profile, "--out-dir", str(out), "--binary", "/bin/true",
                            f"--timeout={value}", env=KEYS))
-    assert "--timeout" in err and not out.exists()
+    assert "--timeout" in err
+    assert not out.exists()
 
 
 def test_render_refuses_a_cap_below_the_first_delay(tmp_path, profile):
     out = tmp_path / "out"
     err = refused(run_main("render", "--profile", profile, "--out-dir", str(out), "--binary", "/bin/true",
                            "--retry-delay", "30", "--retry-max-delay", "10", env=KEYS))
-    assert "--retry-max-delay" in err and not out.exists()
+    assert "--retry-max-delay" in err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("value", BAD)
@@ -88,7 +92,9 @@ def test_the_ctl_plugin_refuses_a_bad_timeout(value):
     for action in ("wait", "start", "stop"):
         ctl = _Controller()
         make_ctlplugin(ctl).do_sidecar(f"{action} --timeout {value}")
-        assert ctl.exitstatus == 2 and len(ctl.lines) == 1 and "--timeout" in ctl.lines[0], ctl.lines
+        assert ctl.exitstatus == 2, ctl.lines
+        assert len(ctl.lines) == 1, ctl.lines
+        assert "--timeout" in ctl.lines[0], ctl.lines
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), 0.0, -1.0])
