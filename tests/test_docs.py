@@ -266,7 +266,8 @@ def test_the_pages_have_commands_and_every_one_is_covered():
 @pytest.mark.parametrize("rule", ELSEWHERE, ids=[r[1] for r in ELSEWHERE])
 def test_a_section_run_elsewhere_names_the_test_that_runs_it(rule):
     page, title, where, evidence = rule
-    assert os.path.exists(os.path.join(ROOT, where)) and evidence in read(where), (where, evidence)
+    assert os.path.exists(os.path.join(ROOT, where)), ((where, evidence))
+    assert evidence in read(where), ((where, evidence))
     assert any(evidence in "\n".join(body) for _, lang, body in section_blocks(page, title) if lang in SHELL), \
         f"{page}: the section {title!r} no longer has {evidence!r} for {where} to replace"
 

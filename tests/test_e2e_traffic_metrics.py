@@ -159,7 +159,8 @@ def test_traffic_metrics_count_every_request_per_tier_over_workers_and_an_apply(
     with open(sc.profile, "w") as fh:
         fh.write(profile.replace("models:\n", "models:\n  extra: qwen/qwen3-coder\n"))
     res = sc.apply()
-    assert res.returncode == 0 and "SIGHUP" in res.stdout, res.stdout + res.stderr
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "SIGHUP" in res.stdout, res.stdout + res.stderr
     poll(lambda: not set(before) & set(workers(st.pid)), 60, interval=0.2, what="the old workers to leave")
     assert counted(scrape(port).text) == expected([BATCH])
     # the workers that left still count: their files stay in the tree's folder
@@ -173,4 +174,5 @@ def test_traffic_metrics_count_every_request_per_tier_over_workers_and_an_apply(
 
     # every litellm_* series the shipped alert and dashboard query is in a real scrape
     names = {s.name for s in samples(text)} | {f.name for f in text_string_to_metric_families(text)}
-    assert shipped_litellm_names() and shipped_litellm_names() <= names, shipped_litellm_names() - names
+    assert shipped_litellm_names(), shipped_litellm_names() - names
+    assert shipped_litellm_names() <= names, shipped_litellm_names() - names

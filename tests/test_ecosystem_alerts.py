@@ -145,7 +145,8 @@ def test_docs_scrape_config_of_the_traffic_metrics_passes_promtool(promtool, tmp
     assert len(blocks) == 1
     doc = yaml.safe_load(blocks[0])
     job = doc["scrape_configs"][0]
-    assert job["metrics_path"] == "/metrics/" and set(job["authorization"]) == {"credentials_file"}
+    assert job["metrics_path"] == "/metrics/"
+    assert set(job["authorization"]) == {"credentials_file"}
     assert "program" in job["static_configs"][0]["labels"]
     key = tmp_path / "agentroute-sidecar.key"
     key.write_text("sk-test\n")

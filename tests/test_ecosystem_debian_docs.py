@@ -203,7 +203,8 @@ def test_the_debian_section_runs_as_written_and_survives_a_litellm_kill(tmp_path
         # the include holds the port itself; the secrets are root's, the user's group reads them
         with open(os.path.join(out, "sidecar.conf")) as fh:
             include = fh.read()
-        assert "[rpcinterface:sidecar]" in include and "[fcgi-program:agentroute-sidecar]" in include, include
+        assert "[rpcinterface:sidecar]" in include, include
+        assert "[fcgi-program:agentroute-sidecar]" in include, include
         gid = pwd.getpwnam(user).pw_gid
         assert grp.getgrgid(gid).gr_name == user
         uid = pwd.getpwnam(user).pw_uid
@@ -216,8 +217,11 @@ def test_the_debian_section_runs_as_written_and_survives_a_litellm_kill(tmp_path
         with open(conf) as fh:
             text = fh.read()
         sections = re.findall(r"^\[([^]]+)\]", text, re.M)
-        assert sections.count("include") == 1 and f"files = {given['SUPERVISOR']}/conf.d/*.conf" in text, text
-        assert sections.count("ctlplugin:sidecar") == 1 and f"chown=root:{user}" in text and "chmod=0770" in text
+        assert sections.count("include") == 1, text
+        assert f"files = {given['SUPERVISOR']}/conf.d/*.conf" in text, text
+        assert sections.count("ctlplugin:sidecar") == 1
+        assert f"chown=root:{user}" in text
+        assert "chmod=0770" in text
 
         # the service's start, as Debian's unit does it
         daemon = subprocess.Popen([SUPERVISORD, "-n", "-c", conf], cwd="/", env=env, start_new_session=True,
@@ -227,7 +231,8 @@ def test_the_debian_section_runs_as_written_and_survives_a_litellm_kill(tmp_path
              what="supervisord's socket")
         assert daemon.poll() is None, "supervisord exited at its start"
         shown = bash(variables + then, env, clone, timeout=900)  # the page's own wait for running
-        assert "RUNNING" in shown.stdout and f"127.0.0.1:{port}" in shown.stdout, shown.stdout
+        assert "RUNNING" in shown.stdout, shown.stdout
+        assert f"127.0.0.1:{port}" in shown.stdout, shown.stdout
         assert state(state_file).get("state") == "running", state(state_file)
         assert state(state_file).get("port_held", True) is True, state(state_file)
 

@@ -93,13 +93,15 @@ def test_health_answers_later_than_the_window_while_it_serves_is_busy_not_hung(m
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:  # the observation window itself is the assertion
             now = poll(sc.state, 5, what="the state file")
-            assert now.state.value == "running" and now.pid == first.pid, now.error
+            assert now.state.value == "running", now.error
+            assert now.pid == first.pid, now.error
             time.sleep(0.5)
     finally:
         done.set()
         for c in clients:
             c.join(60)
-    assert outcomes["ok"] > 10 and set(outcomes) == {"ok"}, outcomes
+    assert outcomes["ok"] > 10, outcomes
+    assert set(outcomes) == {"ok"}, outcomes
     assert all(h["state"] != "crashed" for h in sc.history())
     assert errors(sc) == []
 
@@ -115,7 +117,8 @@ def test_stopped_workers_are_hung_and_replaced_with_no_error_line(make_sidecar):
     crashed = sc.wait_state("crashed", 40)
     assert "stopped answering" in crashed.error, crashed.error
     again = sc.wait_state("running", 30, pred=lambda s: s.pid not in (None, st.pid))
-    assert again.pid != st.pid and not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in stopped)
+    assert again.pid != st.pid
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in stopped)
     assert errors(sc) == []
 
 
@@ -125,7 +128,8 @@ def test_the_supervisor_installed_has_the_shape_held_replaces():
     from sidecar_plugin.shell.supervisord import shape
 
     assert held.PROBLEM is None  # before held replaced anything
-    assert held.shape_problem() is None and shape.problem() is None  # and after: its own code counts
+    assert held.shape_problem() is None
+    assert shape.problem() is None  # and after: its own code counts
 
 
 @pytest.mark.parametrize("breakage, said", [
@@ -145,7 +149,9 @@ def test_each_difference_of_shape_is_named(monkeypatch, breakage, said):
 
     breakage(monkeypatch, socket_manager, process, options)
     problem = held.shape_problem()
-    assert problem is not None and said in problem and "\n" not in problem
+    assert problem is not None
+    assert said in problem
+    assert "\n" not in problem
     assert problem.startswith(f"supervisor {options.VERSION}")
 
 
@@ -155,7 +161,8 @@ def test_a_group_whose_socket_is_not_held_says_why():
     supervisord = SimpleNamespace(process_groups={"fleet": SimpleNamespace(config=None)})
     assert held.port_state(supervisord, "gone") == (False, "supervisord has no group gone: apply the sidecar")
     ok, note = held.port_state(supervisord, "fleet")
-    assert not ok and "LiteLLM binds the port itself" in note
+    assert not ok
+    assert "LiteLLM binds the port itself" in note
 
 
 # Loaded by supervisord's interpreter before anything of the plugin: a supervisor whose socket
@@ -178,16 +185,19 @@ def test_a_supervisor_of_another_shape_runs_the_sidecar_unheld_and_says_so(make_
     sc.start_supervisord(wait_state="running", timeout=30)
     log = open(os.path.join(sc.dir, "supervisord.log")).read()
     said = [line for line in log.splitlines() if "sidecar: not holding the listening sockets" in line]
-    assert len(said) == 1 and "SocketManager has no method _prepare_socket" in said[0], log
+    assert len(said) == 1, log
+    assert "SocketManager has no method _prepare_socket" in said[0], log
     assert "Traceback" not in log, log
     hold = sc.rpc().sidecar.getPortHold(sc.program)
-    assert hold["port_held"] is False and "has no method _prepare_socket" in hold["port_note"], hold
+    assert hold["port_held"] is False, hold
+    assert "has no method _prepare_socket" in hold["port_note"], hold
     # supervisord's plain behaviour: the socket closes with the process, and the next one binds it again
     st = sc.state()
     res = sc.ctl("restart", sc.program, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     sc.wait_state("running", 30, pred=lambda s: s.pid not in (None, st.pid))
-    assert sc.health_ok() and sc._rpc_up()
+    assert sc.health_ok()
+    assert sc._rpc_up()
 
 
 @pytest.mark.integration

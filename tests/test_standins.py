@@ -298,7 +298,8 @@ def test_fake_openrouter_answers_500_for_a_model_it_cannot_serve(tmp_path):
     try:
         for stream in (False, True):
             status, ctype, raw = post_chat(fake.base_url, "unavailable/some-model", stream=stream)
-            assert status == 500 and ctype == "application/json", (status, ctype, raw)
+            assert status == 500, ((status, ctype, raw))
+            assert ctype == "application/json", ((status, ctype, raw))
             assert json.loads(raw)["error"]["message"] == "no endpoints found for unavailable/some-model"
         assert post_chat(fake.base_url, "deepseek/deepseek-v4-flash", stream=False)[0] == 200
         assert [(r["model"], r["stream"]) for r in fake.requests()] == [

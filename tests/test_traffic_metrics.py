@@ -49,12 +49,14 @@ def rendered(out):
 
 def test_on_by_default_the_callback_and_a_folder_per_sidecar(tmp_path):
     res, out = render(tmp_path)
-    assert res.returncode == 0 and res.stderr == "", res.stderr
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == "", res.stderr
     doc, env, entry, _ = rendered(out)
     assert doc["litellm_settings"] == {"callbacks": ["prometheus"]}
     folder = os.path.join(out, "run", "prometheus")
     assert f'{MULTIPROC_ENV}="{folder}"' in env
-    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700 and entry["traffic_metrics"] is True
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    assert entry["traffic_metrics"] is True
     # the way there is open to the sidecar's user (the out-dir's default ACL is for files: no x)
     assert stat.S_IMODE(os.stat(os.path.dirname(folder)).st_mode) == 0o755
 
@@ -63,12 +65,15 @@ def test_no_traffic_metrics_renders_neither_and_is_kept_until_reset(tmp_path):
     res, out = render(tmp_path, "--no-traffic-metrics")
     assert res.returncode == 0, res.stderr
     doc, env, entry, options = rendered(out)
-    assert "litellm_settings" not in doc and MULTIPROC_ENV not in env and entry["traffic_metrics"] is False
+    assert "litellm_settings" not in doc
+    assert MULTIPROC_ENV not in env
+    assert entry["traffic_metrics"] is False
     assert options["no-traffic-metrics"] is True
     assert render(tmp_path)[0].returncode == 0  # not given again: kept
     assert "litellm_settings" not in rendered(out)[0]
     res, _ = render(tmp_path, "--reset", "no-traffic-metrics")
-    assert res.returncode == 0 and "no-traffic-metrics: on -> off" in res.stdout, res.stdout
+    assert res.returncode == 0, res.stdout
+    assert "no-traffic-metrics: on -> off" in res.stdout, res.stdout
     assert rendered(out)[0]["litellm_settings"] == {"callbacks": ["prometheus"]}
 
 
@@ -87,7 +92,9 @@ def test_an_install_without_prometheus_client_is_said_in_one_line_and_left_off(t
         f"sidecar-plugin: warning: traffic metrics: off, LiteLLM's install ({python}) lacks prometheus_client: "
         f"{venv / 'bin' / 'pip'} install prometheus_client, then apply again"]
     doc, env, entry_doc, options = rendered(out)
-    assert "litellm_settings" not in doc and MULTIPROC_ENV not in env and entry_doc["traffic_metrics"] is False
+    assert "litellm_settings" not in doc
+    assert MULTIPROC_ENV not in env
+    assert entry_doc["traffic_metrics"] is False
     assert "no-traffic-metrics" not in options  # what the operator gave, not what render decided
 
 
@@ -122,13 +129,16 @@ def test_the_launcher_empties_the_folder_at_the_trees_start(tmp_path, monkeypatc
         (folder / name).write_text("old tree")
     os.symlink("/etc/passwd", folder / "histogram_12.db")  # removed, never followed
     monkeypatch.setenv(MULTIPROC_ENV, str(folder))
-    assert multiproc_metrics.fresh_folder() == str(folder) and os.listdir(folder) == []
+    assert multiproc_metrics.fresh_folder() == str(folder)
+    assert os.listdir(folder) == []
     assert open("/etc/passwd").read()
     monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path / "made" / "here"))  # missing: made, owner-only
-    assert multiproc_metrics.fresh_folder() and stat.S_IMODE(os.stat(tmp_path / "made" / "here").st_mode) == 0o700
+    assert multiproc_metrics.fresh_folder()
+    assert stat.S_IMODE(os.stat(tmp_path / "made" / "here").st_mode) == 0o700
     (tmp_path / "file").write_text("")
     monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path / "file" / "x"))  # unusable: each worker counts alone, said
-    assert multiproc_metrics.fresh_folder() is None and MULTIPROC_ENV not in os.environ
+    assert multiproc_metrics.fresh_folder() is None
+    assert MULTIPROC_ENV not in os.environ
     assert "cannot be used" in capsys.readouterr().out
 
 
