@@ -34,7 +34,7 @@ sidecar start [--timeout T] [program]  start it and wait until it answers health
 sidecar stop [--timeout T] [program]   stop it; returns when its tree is gone (connections then wait where supervisord keeps the port)"""
 
 
-class _ArgError(Exception):
+class _ArgError(SidecarError):
     pass
 
 

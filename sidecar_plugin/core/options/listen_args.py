@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from sidecar_plugin.core.options.declared import BY_FLAG, DEFAULTS, LISTEN, WATCH, Option, of, with_options
+from sidecar_plugin.errors import SidecarError
 from sidecar_plugin.names import fleet_paths, process_name
 
 
-class ListenArgsError(ValueError):
+class ListenArgsError(SidecarError, ValueError):
     """The listener's options name no sidecar, or name it badly; one line for the log."""
 
 

@@ -17,10 +17,12 @@ import yaml
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from sidecar_plugin.errors import SidecarError
+
 MAX_DEPTH = 32
 
 
-class StrictLoadError(ValueError):
+class StrictLoadError(SidecarError, ValueError):
     """The text was refused; ``field`` names where (may be empty), ``problem`` says why."""
 
     def __init__(self, field: str, problem: str) -> None:

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from typing import Tuple
 
 from sidecar_plugin.core.options.declared import PLAN, with_options
+from sidecar_plugin.errors import SidecarError
 from sidecar_plugin.names import DEFAULT_PORT, DEFAULT_PROGRAM, LITELLM_YAML, OWNER_SUPERVISORD, process_name
 
 PROGRAM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 
 
-class RenderError(ValueError):
+class RenderError(SidecarError, ValueError):
     """Bad options or environment; ``str()`` is the one line for the operator."""
 
 

@@ -24,6 +24,7 @@ from sidecar_plugin.core.render import ini
 from sidecar_plugin.core.render.layout import plan
 from sidecar_plugin.core.render.files import Plan, render_files
 from sidecar_plugin.core.render.options import RenderError, RenderOptions, RenderedFile
+from sidecar_plugin.errors import BinaryNotFoundError
 from sidecar_plugin.names import (
     DEFAULT_PORT, DEFAULT_PROGRAM, GROUP,
     LISTENER_LOG_NAME, LITELLM_YAML, LOG_NAME, MASTER_KEY, PROFILE_EXTENSIONS, RECORD_NAME, RUN_DIR, SIDECAR_CONF, STATE_NAME,
@@ -110,7 +111,7 @@ def build(req: RenderRequest, env: Mapping[str, str]) -> Rendered:
     """
     try:
         return _build(req, env)
-    except RenderError as exc:
+    except (RenderError, BinaryNotFoundError) as exc:  # a --binary kept from an earlier render may be gone
         exc.args = (blamed(str(exc), req.kept),)
         raise
 
