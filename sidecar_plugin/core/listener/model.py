@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
 from sidecar_plugin.core.listener.counters import Counters
-from sidecar_plugin.core.options.declared import MACHINE, copied, with_options
+from sidecar_plugin.core.options.declared import MACHINE, copied, default, fields_of
 from sidecar_plugin.core.listener.retry import Backoff
 from sidecar_plugin.names import LIVE_STATES, State
 
 
+@fields_of(MACHINE)
 @dataclass(frozen=True)
-@with_options(MACHINE)  # and the listener's options the decisions read: health_timeout, hang_window, ...
 class Config:
     """The knobs of the machine: the listener's options (``core.options.declared``) and the machine's own."""
 
@@ -34,6 +34,10 @@ class Config:
     # answered for ``quiet_window`` seconds while its whole tree used no CPU at all.
     stopped_grace: float = 1.5
     quiet_window: float = 10.0
+    # the listener's options the decisions read (core.options.declared)
+    health_timeout: float = default("--health-timeout")
+    hang_window: float = default("--hang-window")
+    failure_threshold: int = default("--failure-threshold")
 
 
 def config_of(opts: Any) -> Config:

@@ -17,7 +17,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from sidecar_plugin.core.options.declared import BY_FLAG, DEFAULTS, LISTEN, WATCH, Option, of, with_options
+from sidecar_plugin.core.options.declared import BY_FLAG, LISTEN, WATCH, Option, Written, default, fields_of, of
 from sidecar_plugin.errors import SidecarError
 from sidecar_plugin.names import fleet_paths, process_name
 
@@ -26,8 +26,8 @@ class ListenArgsError(SidecarError, ValueError):
     """The listener's options name no sidecar, or name it badly; one line for the log."""
 
 
+@fields_of(WATCH)
 @dataclass(frozen=True)
-@with_options(WATCH)  # and every option each watched sidecar shares: host, timeouts, retries, memory budget
 class ListenerOptions:
     """What the listener watches for one sidecar, and how."""
 
@@ -38,6 +38,20 @@ class ListenerOptions:
     group: Optional[str] = None
     config_path: str = ""
     tail_lines: int = 40
+    # every option each watched sidecar shares (core.options.declared)
+    host: str = default("--host")
+    health_timeout: float = default("--health-timeout")
+    retry_delay: float = default("--retry-delay")
+    retry_max_delay: float = default("--retry-max-delay")
+    retry_reset_after: float = default("--retry-reset-after")
+    hang_window: float = default("--hang-window")
+    port_owner: str = default("--port-owner")
+    memory_budget: Optional[int] = default("--memory-budget")
+    memory_every: float = default("--memory-every")
+    probe_interval: float = default("--probe-interval")
+    probe_timeout: float = default("--probe-timeout")
+    starting_probe_interval: float = default("--starting-probe-interval")
+    failure_threshold: int = default("--failure-threshold")
 
     @property
     def rpc_name(self) -> str:
@@ -157,10 +171,12 @@ def listen_argv(prefix: Sequence[str], sidecars: Sequence[ListenerOptions], root
 
 
 def _written(o: Option, s: ListenerOptions) -> bool:
-    """Whether ``o`` goes on the line: always, when not its default (older renders' lines stay unchanged), or
-    with the option it belongs to."""
-    if o.written == "always":
+    """Whether ``o`` goes on the line, as its declaration says (``Written``)."""
+    if o.written is Written.ALWAYS:
         return True
-    if o.written == "changed":
+    if o.written is Written.CHANGED:
         return bool(getattr(s, o.attr) != o.default)
-    return bool(o.written) and getattr(s, o.written) != DEFAULTS[o.written]
+    if o.written is Written.WITH:
+        other = BY_FLAG[o.goes_with]
+        return bool(getattr(s, other.attr) != other.default)
+    return False

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
-from sidecar_plugin.core.options.declared import PLAN, with_options
+from sidecar_plugin.core.options.declared import PLAN, default, fields_of
 from sidecar_plugin.errors import SidecarError
 from sidecar_plugin.names import DEFAULT_PORT, DEFAULT_PROGRAM, LITELLM_YAML, OWNER_SUPERVISORD, process_name
 
@@ -24,8 +24,8 @@ class RenderError(SidecarError, ValueError):
     """Bad options or environment; ``str()`` is the one line for the operator."""
 
 
+@fields_of(PLAN)
 @dataclass(frozen=True)
-@with_options(PLAN)  # and every option render is given for the files: workers, timeouts, retries, memory, user
 class RenderOptions:
     """Everything render needs besides the profile and the secrets.
 
@@ -48,6 +48,20 @@ class RenderOptions:
     # when --binary is LiteLLM's own entry point; empty: the binary itself serves the socket.
     launcher: Tuple[str, ...] = ()
     port_owner: str = OWNER_SUPERVISORD
+    # every option render is given for the files (core.options.declared)
+    host: str = default("--host")
+    workers: int = default("--workers")
+    health_timeout: float = default("--health-timeout")
+    stop_timeout: int = default("--stop-timeout")
+    retry_delay: float = default("--retry-delay")
+    retry_max_delay: float = default("--retry-max-delay")
+    retry_reset_after: float = default("--retry-reset-after")
+    hang_window: float = default("--hang-window")
+    memory_budget: Optional[int] = default("--memory-budget")
+    memory_every: float = default("--memory-every")
+    max_requests: Optional[int] = default("--max-requests")
+    max_requests_jitter: Optional[int] = default("--max-requests-jitter")
+    user: str = default("--user")
 
     @property
     def config_path(self) -> str:

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from sidecar_plugin.core.options.declared import PLAN, RENDER, copied, with_options
+from sidecar_plugin.core.options.declared import PLAN, RENDER, copied, default, fields_of
 from sidecar_plugin.core.options.remember import blamed
 from sidecar_plugin.core.profiles.profile import ProfileError, load_profile
 from sidecar_plugin.core.render import ini
@@ -35,8 +35,8 @@ from sidecar_plugin.shell.files.statefile import history_path
 from sidecar_plugin.shell.render import filewrite, precheck
 
 
+@fields_of(RENDER)
 @dataclass(frozen=True)
-@with_options(RENDER)  # and every option of render and apply, with its declared default
 class RenderRequest:
     """What the operator asked ``render`` or ``apply`` for (their shared options)."""
 
@@ -44,6 +44,29 @@ class RenderRequest:
     out_dir: str
     remember: Tuple[Tuple[str, Any], ...] = ()  # the options to record in sidecar.json (core.options.remember)
     kept: Tuple[Tuple[str, Any, str], ...] = ()  # (option, value, where) of those kept, not given now
+    # every option of render and apply (core.options.declared)
+    port: Optional[int] = default("--port")
+    host: str = default("--host")
+    program: Optional[str] = default("--program")
+    binary: str = default("--binary")
+    workers: int = default("--workers")
+    api_key_env: str = default("--api-key-env")
+    master_key_env: str = default("--master-key-env")
+    health_timeout: float = default("--health-timeout")
+    stop_timeout: int = default("--stop-timeout")
+    retry_delay: float = default("--retry-delay")
+    retry_max_delay: float = default("--retry-max-delay")
+    retry_reset_after: float = default("--retry-reset-after")
+    hang_window: float = default("--hang-window")
+    memory_budget: Optional[int] = default("--memory-budget")
+    memory_every: float = default("--memory-every")
+    max_requests: Optional[int] = default("--max-requests")
+    max_requests_jitter: Optional[int] = default("--max-requests-jitter")
+    state_file: Optional[str] = default("--state-file")
+    log_file: Optional[str] = default("--log-file")
+    no_autostart: bool = default("--no-autostart")
+    user: str = default("--user")
+    metrics_file: Optional[str] = default("--metrics-file")
 
 
 @dataclass(frozen=True)
