@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CONF := conf/supervisord.conf
 RUN := run
 
-.PHONY: install demo stop status test test-fast chaos bench clean
+.PHONY: install demo stop status lint test test-fast chaos bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,14 @@ stop:
 status:
 	$(BIN)/sidecar-plugin status --state-file $(RUN)/state.json
 
-## test: unit, integration and end-to-end (real LiteLLM) suites
-test: install
+## lint: ruff (pyflakes, pycodestyle, bugbear) and mypy (the package's functions all typed), as pyproject.toml
+## configures them; seconds once mypy's cache is warm
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+## test: lint, then the unit, integration and end-to-end (real LiteLLM) suites
+test: install lint
 	SIDECAR_E2E_REQUIRED=1 $(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: install

@@ -65,8 +65,8 @@ def _state_commands(sub: Any) -> None:
                        ("endpoint", "print the sidecar's base URL and the file holding its master key (never the key)"),
                        ("wait", "wait until the sidecar reaches a state"),
                        ("start", "start the sidecar and wait until it is running"),
-                       ("stop", "stop the sidecar; returns when its tree is gone (and its port free, unless supervisord "
-                                 "keeps it: connections then wait in its queue until a start)")):
+                       ("stop", "stop the sidecar; returns when its tree is gone (and its port free, unless "
+                                 "supervisord keeps it: connections then wait in its queue until a start)")):
         c = sub.add_parser(name, help=text)
         c.add_argument("--state-file", default=os.environ.get("SIDECAR_STATE_FILE"),
                        help="default: $SIDECAR_STATE_FILE, else asked from supervisord")
@@ -74,7 +74,8 @@ def _state_commands(sub: Any) -> None:
                        help="which sidecar (default: the one configured; status: every one)")
         c.add_argument("-s", "--server-url", default=None, help=SERVER_URL_HELP)
         c.add_argument("--stale-after", type=_checked(positive_number), default=STALE_AFTER,
-                       help=f"seconds without a listener heartbeat before the state is unknown (default {STALE_AFTER:g})")
+                       help="seconds without a listener heartbeat before the state is unknown "
+                            f"(default {STALE_AFTER:g})")
         if name == "status":
             c.add_argument("--json", action="store_true", help="print the state file's JSON")
         if name == "endpoint":
@@ -112,7 +113,8 @@ def _declared(r: argparse.ArgumentParser, layer: str) -> None:
                            default=default, help=words)
 
 
-def _reset_option(r: argparse.ArgumentParser) -> None:  # forget what an earlier render was given (core.options.remember)
+def _reset_option(r: argparse.ArgumentParser) -> None:
+    """Forget what an earlier render was given (core.options.remember)."""
     r.add_argument("--reset", action="append", default=[], metavar="OPTION", choices=sorted(KINDS) + [RESET_ALL],
                    help="an option given to an earlier render or apply is kept (OUT_DIR/sidecar.json) until given "
                         f"again; this puts OPTION (without --; {RESET_ALL}: every one) back to its default")
@@ -210,8 +212,8 @@ def _hide_secrets(args_list: List[str]) -> None:
     from sidecar_plugin.shell.render.previous import kept_options
     from sidecar_plugin.shell.supervisord.supervisor import credentials
 
-    urls = [v.split("=", 1)[-1] if v.startswith("-") and "=" in v else v[2:] if v.startswith("-s") else v
-            for v in args_list if "://" in v]
+    urls: List[Optional[str]] = [v.split("=", 1)[-1] if v.startswith("-") and "=" in v else v[2:]
+                                 if v.startswith("-s") else v for v in args_list if "://" in v]
     found = [c for url in urls or [None] for c in credentials(url)]
     kept = kept_options((_given(args_list, "--out-dir") or [""])[-1])  # the key variables an earlier render kept
     for option in (BY_FLAG["--api-key-env"], BY_FLAG["--master-key-env"]):

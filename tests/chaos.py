@@ -250,6 +250,7 @@ class Chaos:
     def _port_not_for_the_taking(self, foreign: subprocess.Popen) -> bool:
         """When supervisord owns the port ([fcgi-program]), a stopped sidecar's port cannot be taken: the
         foreign server fails to bind. Check that, start the sidecar again, return True."""
+        assert foreign.stdout is not None
         if foreign.stdout.readline().strip() == b"up":
             return False
         self.check(self.sc.supervisord_listens(), "a foreign server could not bind, yet supervisord does not hold the port")

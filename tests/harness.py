@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import xmlrpc.client
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set
 
 import psutil
 
@@ -56,6 +56,20 @@ def poll(check: Callable[[], Any], timeout: float, interval: float = 0.02, what:
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
+
+
+def package_classes() -> Iterator[type]:
+    """Every class the package defines, module by module (the launcher's, run by another interpreter, aside)."""
+    import importlib
+    import pkgutil
+
+    import sidecar_plugin
+
+    for info in pkgutil.walk_packages(sidecar_plugin.__path__, "sidecar_plugin."):
+        if info.name.endswith("__main__") or ".litellm_launch" in info.name:
+            continue
+        module = importlib.import_module(info.name)
+        yield from (v for v in vars(module).values() if isinstance(v, type) and v.__module__ == info.name)
 
 
 def fake_binary(folder: str) -> str:
@@ -159,11 +173,11 @@ def run_main(*args: str, env: Optional[Dict[str, str]] = None) -> subprocess.Com
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = main(list(args))
     finally:
-        for k, v in saved.items():
-            if v is None:
+        for k, old in saved.items():
+            if old is None:
                 os.environ.pop(k, None)
             else:
-                os.environ[k] = v
+                os.environ[k] = old
     return subprocess.CompletedProcess(["sidecar-plugin", *args], code, out.getvalue(), err.getvalue())
 
 
@@ -323,7 +337,7 @@ class Sidecar:
         for p in psutil.process_iter():
             try:
                 if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == self.port
-                       for c in p.net_connections("tcp")):
+                       for c in p.net_connections("tcp")):  # type: ignore[attr-defined]  # psutil>=6; fixed on branch oldest
                     found.add(p.pid)
             except (psutil.Error, OSError):
                 continue

@@ -5,13 +5,9 @@ option, a missing binary), and the exit code of an error does not depend on
 the order of checks (CONTRACT: exit codes are only ever extended).
 """
 
-import importlib
-import inspect
-import pkgutil
-
 import pytest
 
-import sidecar_plugin
+from harness import package_classes
 from sidecar_plugin import cli, client, errors
 from sidecar_plugin.commands import CliError
 from sidecar_plugin.core.options.listen_args import ListenArgsError, parse_listen_argv
@@ -25,18 +21,8 @@ from sidecar_plugin.shell.files.safefs import UnsafePath
 from sidecar_plugin.shell.render.executables import resolve_binary
 
 
-def _exception_classes():
-    for info in pkgutil.walk_packages(sidecar_plugin.__path__, "sidecar_plugin."):
-        if info.name.endswith("__main__") or ".litellm_launch" in info.name:
-            continue
-        module = importlib.import_module(info.name)
-        for value in vars(module).values():
-            if inspect.isclass(value) and issubclass(value, BaseException) and value.__module__ == info.name:
-                yield value
-
-
 def test_every_error_of_the_package_is_a_sidecar_error():
-    found = list(_exception_classes())
+    found = [c for c in package_classes() if issubclass(c, BaseException)]
     assert len(found) >= 15, found  # the walk finds them (ProfileError, RenderError, UnsafePath...)
     assert [c.__qualname__ for c in found if not issubclass(c, errors.SidecarError)] == []
 

@@ -8,20 +8,19 @@ Config; and no default is written a second time anywhere else.
 
 import ast
 import dataclasses
-import importlib
 import json
 import os
 import pathlib
-import pkgutil
 import re
 import shutil
 import subprocess
 import sys
+from typing import Any, Dict
 
 import pytest
 
 import sidecar_plugin
-from harness import KEYS, PROFILE, fake_binary, write
+from harness import KEYS, PROFILE, fake_binary, package_classes, write
 from sidecar_plugin.core.options.declared import (
     BY_FLAG, DEFAULTS, LISTEN, MACHINE, OPTIONS, PLAN, RENDER, WATCH, Written, default, fields_of, of,
 )
@@ -102,7 +101,7 @@ def test_a_new_option_is_its_entry_and_the_fields_the_check_asks_for_and_reaches
     assert got == {"exit": 0, "record": 9.5, "listener": 9.5, "config": 9.5, "config_default": 7.5}
 
 
-def test_the_check_names_a_field_missing_mistyped_or_defaulted_again():
+def test_the_check_names_a_field_missing_mistyped_or_defaulted_again() -> None:
     @dataclasses.dataclass(frozen=True)
     class Machine:
         health_timeout: float = default("--health-timeout")
@@ -118,7 +117,7 @@ def test_the_check_names_a_field_missing_mistyped_or_defaulted_again():
         ("health_timeout: int = default('--health-timeout')\n    hang_window: float = 20.0\n"
          "    failure_threshold: int = 3", "Machine.health_timeout is not as --health-timeout is declared"),
     ):
-        space = {"dataclass": dataclasses.dataclass, "default": default}
+        space: Dict[str, Any] = {"dataclass": dataclasses.dataclass, "default": default}
         exec(f"from __future__ import annotations\n@dataclass(frozen=True)\nclass Machine:\n    {body}\n", space)
         with pytest.raises(TypeError) as exc:
             fields_of(MACHINE)(space["Machine"])
@@ -126,13 +125,7 @@ def test_the_check_names_a_field_missing_mistyped_or_defaulted_again():
 
 
 def _dataclasses():
-    for info in pkgutil.walk_packages(sidecar_plugin.__path__, "sidecar_plugin."):
-        if info.name.endswith("__main__") or ".litellm_launch" in info.name:
-            continue
-        module = importlib.import_module(info.name)
-        for value in vars(module).values():
-            if dataclasses.is_dataclass(value) and isinstance(value, type) and value.__module__ == info.name:
-                yield value
+    return (c for c in package_classes() if dataclasses.is_dataclass(c))
 
 
 def test_no_dataclass_writes_an_options_default_of_its_own():
@@ -160,7 +153,7 @@ def _restatements(path: pathlib.Path):
                 yield f"{path.name}:{node.value.lineno}: {o.attr}={o.default!r}"
             elif isinstance(node, ast.Dict):
                 for key, value in zip(node.keys, node.values):
-                    if _is(key, o.flag) or _is(key, o.name) or _is(key, o.attr):
+                    if isinstance(key, ast.Constant) and key.value in (o.flag, o.name, o.attr):
                         if any(_is(n, o.default) for n in ast.walk(value)):
                             yield f"{path.name}:{key.lineno}: {key.value!r}: ... {o.default!r}"
             elif isinstance(node, ast.Call) and any(_is(a, o.flag) for a in node.args):

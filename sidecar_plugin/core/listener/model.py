@@ -26,8 +26,8 @@ class Config:
     backoff: Backoff = Backoff()  # when the listener starts again a sidecar that is down for good
     identify_every: float = 5.0  # while running, how often a healthy answer's holder is checked
     # Hung means no progress, never slow: a starting sidecar is failed when its tree shows
-    # no progress (no CPU, no log line, no new worker) for ``hang_window`` seconds; a running sidecar is hung only when no probe
-    # got an answer for ``hang_window`` seconds (probes do not wait on each other and
+    # no progress (no CPU, no log line, no new worker) for ``hang_window`` seconds; a running sidecar is hung only
+    # when no probe got an answer for ``hang_window`` seconds (probes do not wait on each other and
     # each has its own deadline, so a slow answer still arrives and counts) ...
     # ... or, sooner where it is certain: its main process has been stopped (SIGSTOP,
     # a debugger) for ``stopped_grace`` seconds with no answer meanwhile, or nothing

@@ -177,7 +177,8 @@ OPTIONS: Tuple[Option, ...] = (
            help="the listener writes Prometheus text metrics here (node_exporter's textfile collector)"),
     Option("--group", parse=str, default=None, layers=at(LISTEN), default_text="the program name",
            help="supervisord group"),
-    Option("--config", parse=str, default="", layers=at(LISTEN), help="LiteLLM config, read only to redact its secrets"),
+    Option("--config", parse=str, default="", layers=at(LISTEN),
+           help="LiteLLM config, read only to redact its secrets"),
     Option("--root", parse=str, default=None, layers=at(LISTEN),
            help="a fleet's folder: each sidecar's files in ROOT/PROGRAM/"),
     Option("--sidecar", parse=str, default=None, layers=at(LISTEN),
@@ -227,7 +228,7 @@ def fields_of(layer: str) -> Callable[[type], type]:
                 raise TypeError(f"{cls.__qualname__} has no field for {o.flag} ({layer}); add: {line}")
             if f.default != o.default or type(f.default) is not type(o.default) or _spelled(f.type) != o.annotation:
                 raise TypeError(f"{cls.__qualname__}.{o.attr} is not as {o.flag} is declared; write: {line}")
-        setattr(cls, "__declared__", layer)  # where its option fields come from (the tests ask)
+        cls.__declared__ = layer  # type: ignore[attr-defined]  # where its option fields come from (the tests ask)
         return cls
     return check
 

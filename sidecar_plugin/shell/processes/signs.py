@@ -61,7 +61,8 @@ def clock_offset() -> float:
     return time.time() - (psutil.boot_time() + uptime)
 
 
-def connections(pid: int, port: int, exclude: FrozenSet[int] = frozenset()) -> Optional[FrozenSet[Tuple[int, int, Any]]]:
+def connections(pid: int, port: int,
+                exclude: FrozenSet[int] = frozenset()) -> Optional[FrozenSet[Tuple[int, int, Any]]]:
     """Return the tree's accepted TCP connections on ``port`` as (pid, fd, remote address); None if gone.
 
     Connections from a remote port in ``exclude`` (the listener's own probes) are left out.
@@ -78,7 +79,7 @@ def connections(pid: int, port: int, exclude: FrozenSet[int] = frozenset()) -> O
     seen = set()
     for proc in procs:
         try:
-            for c in proc.net_connections(kind="tcp"):
+            for c in proc.net_connections(kind="tcp"):  # type: ignore[attr-defined]  # psutil>=6; fixed on branch oldest
                 if c.laddr and c.laddr.port == port and c.raddr and c.raddr.port not in exclude:
                     seen.add((proc.pid, c.fd, tuple(c.raddr)))
         except (psutil.Error, OSError):

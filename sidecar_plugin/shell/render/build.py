@@ -27,7 +27,8 @@ from sidecar_plugin.core.render.options import RenderError, RenderOptions, Rende
 from sidecar_plugin.errors import BinaryNotFoundError
 from sidecar_plugin.names import (
     DEFAULT_PORT, DEFAULT_PROGRAM, GROUP,
-    LISTENER_LOG_NAME, LITELLM_YAML, LOG_NAME, MASTER_KEY, PROFILE_EXTENSIONS, RECORD_NAME, RUN_DIR, SIDECAR_CONF, STATE_NAME,
+    LISTENER_LOG_NAME, LITELLM_YAML, LOG_NAME, MASTER_KEY, PROFILE_EXTENSIONS, RECORD_NAME, RUN_DIR, SIDECAR_CONF,
+    STATE_NAME,
 )
 from sidecar_plugin.shell.render.executables import listener_entry_point, litellm_launcher, resolve_binary
 from sidecar_plugin.shell.render.previous import choose_master_key, previous_ports, previous_record
@@ -163,7 +164,8 @@ def _build(req: RenderRequest, env: Mapping[str, str]) -> Rendered:
                           "(or name another variable with --api-key-env)")
     binary = resolve_binary(req.binary, extra_dirs=[os.path.dirname(os.path.abspath(sys.executable))])
     _check_text(binary, "--binary")
-    the_plan = plan(profiles, replace(common, binary=binary, launcher=litellm_launcher(binary)), grouped, req.port, ports)
+    the_plan = plan(profiles, replace(common, binary=binary, launcher=litellm_launcher(binary)), grouped, req.port,
+                    ports)
     master_key, keep_file = choose_master_key(env, req.master_key_env, out_dir)
     files = render_files(the_plan, api_key, master_key, keep_file, dict(req.remember))
     return Rendered(the_plan, tuple(files), owner)

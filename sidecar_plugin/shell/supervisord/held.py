@@ -47,6 +47,8 @@ class HeldSocketManager(SocketManager):
     reference counting closes that one, never the held socket.
     """
 
+    prepared: bool  # SocketManager's (supervisor has no types)
+
     def _prepare_socket(self) -> None:
         if self.prepared:
             return
