@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 CONF := conf/supervisord.conf
 RUN := run
 
-.PHONY: install oldest demo stop status test test-fast test-oldest chaos bench clean
+.PHONY: install oldest demo stop status lint test test-fast test-oldest chaos bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,9 +45,15 @@ stop:
 status:
 	$(BIN)/sidecar-plugin status --state-file $(RUN)/state.json
 
-## test: unit, integration and end-to-end (real LiteLLM) suites, then the tests marked oldest on the
-## lowest versions setup.cfg admits
-test: install oldest
+## lint: ruff (pyflakes, pycodestyle, bugbear) and mypy (the package's functions all typed), as pyproject.toml
+## configures them; seconds once mypy's cache is warm
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+## test: lint, then the unit, integration and end-to-end (real LiteLLM) suites, then the tests marked oldest
+## on the lowest versions setup.cfg admits
+test: install lint oldest
 	SIDECAR_E2E_REQUIRED=1 $(PY) -m pytest -q -p no:cacheprovider
 	$(TEST_OLDEST)
 

@@ -228,7 +228,8 @@ class Bench:
         plain.start_supervisord(wait_state=None)
         for tool, sc in (("sidecar_plugin", ours), ("plain supervisord (killasgroup, no listener)", plain)):
             for _ in range(self.reps):
-                poll(lambda: sc.info()["statename"] == "RUNNING" and len(psutil.Process(sc.info()["pid"]).children()) == 2
+                poll(lambda: sc.info()["statename"] == "RUNNING"
+                     and len(psutil.Process(sc.info()["pid"]).children()) == 2
                      and healthy(sc.port, self.http), 60, what="running with 2 workers")
                 pid = sc.info()["pid"]
                 old = [pid] + [p.pid for p in psutil.Process(pid).children()]
@@ -318,7 +319,8 @@ class Bench:
         log = open(os.path.join(sc.dir, "supervisord.log")).read()
         overflow = [line for line in log.splitlines() if "overflow" in line and "agentroute-sidecar-health" in line]
         self.notes["flood"] = (f"{count[0]} PROCESS_STATE events for 50 other programs at {rate:.0f}/s during the "
-                               f"repetitions; events dropped for the sidecar listener (buffer overflow): {len(overflow)}")
+                               "repetitions; events dropped for the sidecar listener (buffer overflow): "
+                               f"{len(overflow)}")
         return count[0], rate
 
     # 7. read_state

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Callable, List, Optional, Tuple, Type
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type, cast
 
 from sidecar_plugin import __version__
 from sidecar_plugin.commands import COMMANDS, CliError
@@ -65,8 +65,8 @@ def _state_commands(sub: Any) -> None:
                        ("endpoint", "print the sidecar's base URL and the file holding its master key (never the key)"),
                        ("wait", "wait until the sidecar reaches a state"),
                        ("start", "start the sidecar and wait until it is running"),
-                       ("stop", "stop the sidecar; returns when its tree is gone (and its port free, unless supervisord "
-                                 "keeps it: connections then wait in its queue until a start)")):
+                       ("stop", "stop the sidecar; returns when its tree is gone (and its port free, unless "
+                                 "supervisord keeps it: connections then wait in its queue until a start)")):
         c = sub.add_parser(name, help=text)
         c.add_argument("--state-file", default=os.environ.get("SIDECAR_STATE_FILE"),
                        help="default: $SIDECAR_STATE_FILE, else asked from supervisord")
@@ -74,7 +74,8 @@ def _state_commands(sub: Any) -> None:
                        help="which sidecar (default: the one configured; status: every one)")
         c.add_argument("-s", "--server-url", default=None, help=SERVER_URL_HELP)
         c.add_argument("--stale-after", type=_checked(positive_number), default=STALE_AFTER,
-                       help=f"seconds without a listener heartbeat before the state is unknown (default {STALE_AFTER:g})")
+                       help="seconds without a listener heartbeat before the state is unknown "
+                            f"(default {STALE_AFTER:g})")
         if name == "status":
             c.add_argument("--json", action="store_true", help="print the state file's JSON")
         if name == "endpoint":
@@ -112,7 +113,8 @@ def _declared(r: argparse.ArgumentParser, layer: str) -> None:
                            default=default, help=words)
 
 
-def _reset_option(r: argparse.ArgumentParser) -> None:  # forget what an earlier render was given (core.options.remember)
+def _reset_option(r: argparse.ArgumentParser) -> None:
+    """Forget what an earlier render was given (core.options.remember)."""
     r.add_argument("--reset", action="append", default=[], metavar="OPTION", choices=sorted(KINDS) + [RESET_ALL],
                    help="an option given to an earlier render or apply is kept (OUT_DIR/sidecar.json) until given "
                         f"again; this puts OPTION (without --; {RESET_ALL}: every one) back to its default")
@@ -120,10 +122,7 @@ def _reset_option(r: argparse.ArgumentParser) -> None:  # forget what an earlier
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run one command; every failure becomes one line on stderr and an exit code."""
-    from sidecar_plugin.core.profiles.profile import ProfileError
-    from sidecar_plugin.core.render.options import RenderError
     from sidecar_plugin.display import PipeGuard
-    from sidecar_plugin.shell.supervisord.supervisor import BadServerUrl
 
     args_list = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args_list
@@ -137,7 +136,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        code = _report(exc, (ProfileError, RenderError, BadServerUrl), debug)
+        code = _report(exc, debug)
         if code is None:
             raise
         return code
@@ -147,38 +146,52 @@ def main(argv: Optional[List[str]] = None) -> int:
         sys.stdout, sys.stderr = streams
 
 
-def _report(exc: Exception, usage: Tuple[Type[Exception], ...], debug: bool) -> Optional[int]:
-    """Print ``exc`` as its one line on stderr and return its exit code; None: let it raise (``--debug``).
+def _first_line(exc: BaseException) -> str:
+    return f"sidecar-plugin: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
 
-    The checks run in this order because the classes overlap: ``build``'s
-    missing binary is both a ``BinaryNotFoundError`` (exit 3) and a
-    ``RenderError`` (a ``usage`` error, exit 2), and the first match wins.
+
+def _os_line(exc: BaseException) -> str:
+    assert isinstance(exc, OSError)
+    return f"sidecar-plugin: {exc.strerror or exc}{': ' + exc.filename if getattr(exc, 'filename', None) else ''}"
+
+
+def _unexpected(exc: BaseException) -> str:  # the last line of defence: never a traceback without --debug
+    return f"sidecar-plugin: unexpected error: {type(exc).__name__}: {exc} (run with --debug for details)"
+
+
+def exit_codes() -> Dict[Type[BaseException], Tuple[Optional[int], Callable[[BaseException], str], bool]]:
+    """Error class -> (exit code, None: the error's own; its line on stderr; whether ``--debug`` raises it).
+
+    An error takes the entry of the nearest class of its own ancestry
+    (``__mro__``), so the order of the entries decides nothing: a missing
+    binary is a ``BinaryNotFoundError`` (3) whatever else it is. Imported
+    here, not at the top: ``status`` does not pay for rendering's modules.
     """
-    if isinstance(exc, CliError):
-        print(str(exc), file=sys.stderr)
-        return exc.code
-    if isinstance(exc, BinaryNotFoundError):
-        print(str(exc), file=sys.stderr)
-        return EXIT_NO_BINARY
-    if isinstance(exc, usage):
-        print(str(exc), file=sys.stderr)
-        return EXIT_USAGE
-    if isinstance(exc, SidecarStartError):
-        print(f"sidecar-plugin: {exc}", file=sys.stderr)
-        return EXIT_FAIL
-    if isinstance(exc, SidecarError):
-        print(f"sidecar-plugin: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
-        return EXIT_FAIL
-    if debug:
+    from sidecar_plugin.core.profiles.profile import ProfileError
+    from sidecar_plugin.core.render.options import RenderError
+    from sidecar_plugin.shell.supervisord.supervisor import BadServerUrl
+
+    return {
+        CliError: (None, str, False),
+        BinaryNotFoundError: (EXIT_NO_BINARY, str, False),
+        ProfileError: (EXIT_USAGE, str, False),
+        RenderError: (EXIT_USAGE, str, False),
+        BadServerUrl: (EXIT_USAGE, str, False),
+        SidecarStartError: (EXIT_FAIL, lambda exc: f"sidecar-plugin: {exc}", False),  # with the log's tail
+        SidecarError: (EXIT_FAIL, _first_line, False),
+        OSError: (EXIT_FAIL, _os_line, True),
+        Exception: (EXIT_FAIL, _unexpected, True),
+    }
+
+
+def _report(exc: Exception, debug: bool) -> Optional[int]:
+    """Print ``exc`` as its one line on stderr and return its exit code; None: let it raise (``--debug``)."""
+    table = exit_codes()
+    code, line, raised = next(table[c] for c in type(exc).__mro__ if c in table)
+    if debug and raised:
         return None
-    if isinstance(exc, OSError):
-        print(f"sidecar-plugin: {exc.strerror or exc}{': ' + exc.filename if getattr(exc, 'filename', None) else ''}",
-              file=sys.stderr)
-        return EXIT_FAIL
-    # the last line of defence: never a traceback without --debug
-    print(f"sidecar-plugin: unexpected error: {type(exc).__name__}: {exc} (run with --debug for details)",
-          file=sys.stderr)
-    return EXIT_FAIL
+    print(line(exc), file=sys.stderr)
+    return cast(CliError, exc).code if code is None else code
 
 
 def _given(args_list: List[str], flag: str) -> List[str]:
@@ -199,8 +212,8 @@ def _hide_secrets(args_list: List[str]) -> None:
     from sidecar_plugin.shell.render.previous import kept_options
     from sidecar_plugin.shell.supervisord.supervisor import credentials
 
-    urls = [v.split("=", 1)[-1] if v.startswith("-") and "=" in v else v[2:] if v.startswith("-s") else v
-            for v in args_list if "://" in v]
+    urls: List[Optional[str]] = [v.split("=", 1)[-1] if v.startswith("-") and "=" in v else v[2:]
+                                 if v.startswith("-s") else v for v in args_list if "://" in v]
     found = [c for url in urls or [None] for c in credentials(url)]
     kept = kept_options((_given(args_list, "--out-dir") or [""])[-1])  # the key variables an earlier render kept
     for option in (BY_FLAG["--api-key-env"], BY_FLAG["--master-key-env"]):

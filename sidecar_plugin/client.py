@@ -74,7 +74,8 @@ class Sidecar:
         if self._entry is None:
             entry = configured_sidecars(self.server_url).get(self.program)
             if entry is None:
-                raise StateUnavailable(f"supervisord at {public_url(self.server_url)} has no listener for {self.program}")
+                raise StateUnavailable(
+                    f"supervisord at {public_url(self.server_url)} has no listener for {self.program}")
             self._entry = entry
         return self._entry
 

@@ -14,12 +14,13 @@ import os
 import sys
 from typing import Any, Callable, Dict, List, Optional
 
+from sidecar_plugin.errors import SidecarError
 from sidecar_plugin.names import (
     DEFAULT_PROGRAM, EXIT_DOWN, EXIT_FAIL, EXIT_NOT_RUNNING, EXIT_OK, EXIT_REFUSED, EXIT_UNKNOWN, EXIT_USAGE, State,
 )
 
 
-class CliError(Exception):
+class CliError(SidecarError):
     """A failure to report as one line with an exit code."""
 
     def __init__(self, message: str, code: int = EXIT_FAIL) -> None:
@@ -97,8 +98,7 @@ def _report_apply(outcome: Any, timeout: float) -> int:
             print(doing_line(program, doc))
     if not outcome.changed:
         print("nothing to do: the files and supervisord already match the profiles")
-    down = outcome.down
-    if down:
+    if down := outcome.down:
         print(f"sidecar-plugin: apply: the new configuration is in place, but {len(down)} sidecar(s) it "
               f"manages not running (waited up to {timeout:g} s):", file=sys.stderr)
         for program in down:

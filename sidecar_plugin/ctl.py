@@ -31,10 +31,10 @@ from sidecar_plugin.shell.supervisord.supervisor import fault_words, stop_window
 USAGE = """sidecar status [program ...]       show each sidecar's state (all by default)
 sidecar wait [--state S] [--timeout T] [program]   wait until it reaches state S (running)
 sidecar start [--timeout T] [program]  start it and wait until it answers healthy
-sidecar stop [--timeout T] [program]   stop it; returns when its tree is gone (connections then wait where supervisord keeps the port)"""
+sidecar stop [--timeout T] [program]   stop it; returns when its tree is gone (connections then wait where supervisord keeps the port)"""  # noqa: E501 (the usage as supervisorctl prints it)
 
 
-class _ArgError(Exception):
+class _ArgError(SidecarError):
     pass
 
 

@@ -56,7 +56,7 @@ def status_lines(doc: Dict[str, Any], program: str, now: Optional[float] = None,
     if doc.get("error"):
         lines.append(printable(f"  error: {doc['error']}"))
     lines += port_lines(doc)
-    retry = doc.get("retry") if isinstance(doc.get("retry"), dict) else {}
+    retry = _section(doc, "retry")
     if retry.get("attempt"):
         if retry.get("next_at"):
             at = float(retry["next_at"])
@@ -84,7 +84,7 @@ def port_lines(doc: Dict[str, Any]) -> List[str]:
 
 def memory_lines(doc: Dict[str, Any], now: float) -> List[str]:
     """Each process's memory against the budget, the replacements, a back-off (``core.listener.budget``)."""
-    mem = doc.get("memory") if isinstance(doc.get("memory"), dict) else {}
+    mem = _section(doc, "memory")
     procs = [p for p in mem.get("processes") or [] if isinstance(p, dict)]
     if not procs and not mem.get("replacements") and not mem.get("backoffs"):
         return []
@@ -94,7 +94,7 @@ def memory_lines(doc: Dict[str, Any], now: float) -> List[str]:
         for p in procs)
     lines = [printable(head + (f"; budget {budget:g} MB per worker" if isinstance(budget, (int, float))
                                else "; no budget (--memory-budget)"))]
-    last = mem.get("last") if isinstance(mem.get("last"), dict) else {}
+    last = _section(mem, "last")
     if mem.get("replacements") or mem.get("failures"):
         text = f"  replaced over budget: {mem.get('replacements') or 0}, failed: {mem.get('failures') or 0}"
         if last.get("at"):
@@ -105,7 +105,7 @@ def memory_lines(doc: Dict[str, Any], now: float) -> List[str]:
     if isinstance(replacing, dict) and replacing.get("asked_at"):
         lines.append(printable(f"  replacing worker {replacing.get('pid')} ({replacing.get('mb')} MB) for "
                                f"{_ago(now - float(replacing['asked_at']))}: its replacement serves first"))
-    backoff = mem.get("backoff") if isinstance(mem.get("backoff"), dict) else {}
+    backoff = _section(mem, "backoff")
     if backoff.get("until") and float(backoff["until"]) > now:
         lines.append(printable(f"  memory budget backing off for {_ago(float(backoff['until']) - now)} "
                                f"(back-off {backoff.get('attempt')}): {backoff.get('reason')}"))
@@ -126,7 +126,7 @@ def doing_line(program: str, doc: Dict[str, Any], now: Optional[float] = None) -
         parts.append(f"supervisord {doc['supervisor_state']}")
     if doc.get("error"):
         parts.append(str(doc["error"]).splitlines()[0] if str(doc["error"]).strip() else "")
-    retry = doc.get("retry") if isinstance(doc.get("retry"), dict) else {}
+    retry = _section(doc, "retry")
     if retry.get("next_at"):
         at = float(retry["next_at"])
         parts.append(f"next try at {time.strftime('%H:%M:%S', time.localtime(at))} (in {_ago(at - now)})")
@@ -210,3 +210,9 @@ class Redacting:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+def _section(doc: Dict[str, Any], key: str) -> Dict[str, Any]:
+    """``doc[key]`` where it is a mapping, else empty: a state file of another release may lack it."""
+    value = doc.get(key)
+    return value if isinstance(value, dict) else {}

@@ -14,7 +14,11 @@ INSTALL_COMMAND = f"pipx install 'litellm[proxy]=={LITELLM_VERSION}'"
 
 
 class SidecarError(Exception):
-    """Base of every error this package raises to its clients."""
+    """Base of every error this package raises: a client that catches it misses none (a bad profile too).
+
+    Errors of bad input also derive from ``ValueError`` (``ProfileError``,
+    ``RenderError``...), as callers and parsers catch them by that name.
+    """
 
 
 class SidecarStartError(SidecarError):
@@ -30,7 +34,7 @@ class SidecarStartError(SidecarError):
 
 
 class BinaryNotFoundError(SidecarError):
-    """LiteLLM is not installed where it is looked for."""
+    """LiteLLM is not installed where it is looked for (by ``render``, or by a client's ``start``)."""
 
     def __init__(self, binary: str = "litellm") -> None:
         super().__init__(f"{binary} not found on PATH; install it with \"{INSTALL_COMMAND}\" (or pass --binary)")

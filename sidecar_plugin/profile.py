@@ -4,6 +4,8 @@ The rules live in the pure core (``core.profiles.profile``); this module keeps t
 import path the contract promises to operators and the gateway.
 """
 
-from sidecar_plugin.core.profiles.profile import Profile, ProfileError, alias, load_profile, openrouter_model, parse_profile
+from sidecar_plugin.core.profiles.profile import (
+    Profile, ProfileError, alias, load_profile, openrouter_model, parse_profile,
+)
 
 __all__ = ["Profile", "ProfileError", "alias", "load_profile", "openrouter_model", "parse_profile"]

@@ -259,6 +259,7 @@ class Chaos:
         self.sc.rpc().supervisor.stopProcess(self.sc.program, True)
         self.check(self.settle("stopped"), "did not settle stopped before the foreign start")
         foreign = subprocess.Popen(argv, stdout=subprocess.PIPE, start_new_session=True)
+        assert foreign.stdout is not None
         self.beside = False
         if foreign.stdout.readline().strip() == b"up":
             return foreign
@@ -268,6 +269,7 @@ class Chaos:
         assert self.sc.proc is not None
         self.sc.proc.wait(60)
         foreign = subprocess.Popen(argv, stdout=subprocess.PIPE, start_new_session=True)
+        assert foreign.stdout is not None
         self.check(foreign.stdout.readline().strip() == b"up", "the foreign server could not bind with supervisord down")
         self.sc.start_supervisord(wait_state=None)  # autostart: the sidecar starts beside the foreign server
         self.beside = True

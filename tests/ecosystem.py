@@ -14,7 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
-from typing import Dict, List, Set
+from typing import Dict, List, NoReturn, Set
 
 import pytest
 
@@ -44,7 +44,7 @@ def apt_installs() -> bool:
             and os.environ.get("SIDECAR_TEST_TOOLS", "1") != "0")
 
 
-def missing(reason: str, installed_by_make_test: bool) -> None:
+def missing(reason: str, installed_by_make_test: bool) -> NoReturn:
     """Skip the test for a missing tool, or fail it where ``make test`` should have installed the tool."""
     if installed_by_make_test and under_make_test():
         pytest.fail(f"{reason} (make test should have installed it)")

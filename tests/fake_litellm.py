@@ -58,6 +58,7 @@ import socket
 import sys
 import threading
 import time
+from typing import Any, Dict, List
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import yaml
@@ -95,9 +96,9 @@ def load(config_path):
 class State:
     hung = False
     never_healthy = False
-    models = []
+    models: List[Any] = []
     master_key = ""
-    mode = {}
+    mode: Dict[str, Any] = {}
     started = time.monotonic()
     inflight = 0
     lock = threading.Lock()
@@ -233,7 +234,7 @@ class Handler(BaseHTTPRequestHandler):
                                 "usage": {"input_tokens": 1, "output_tokens": 2}})
 
 
-HELD = []  # what a worker keeps per request in the ``grow_mb`` mode, as a leak would (at most ``grow_cap_mb``)
+HELD: List[bytearray] = []  # what a worker keeps per request in the ``grow_mb`` mode, as a leak would (at most ``grow_cap_mb``)
 
 
 def grow(mode):

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import xmlrpc.client
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import psutil
 
@@ -65,6 +65,18 @@ def metric_samples(text: str) -> Dict[Tuple[str, Tuple[Tuple[str, str], ...]], f
 
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for fam in text_string_to_metric_families(text) for s in fam.samples}
+def package_classes() -> Iterator[type]:
+    """Every class the package defines, module by module (the launcher's, run by another interpreter, aside)."""
+    import importlib
+    import pkgutil
+
+    import sidecar_plugin
+
+    for info in pkgutil.walk_packages(sidecar_plugin.__path__, "sidecar_plugin."):
+        if info.name.endswith("__main__") or ".litellm_launch" in info.name:
+            continue
+        module = importlib.import_module(info.name)
+        yield from (v for v in vars(module).values() if isinstance(v, type) and v.__module__ == info.name)
 
 
 def fake_binary(folder: str) -> str:
@@ -169,11 +181,11 @@ def run_main(*args: str, env: Optional[Dict[str, str]] = None) -> subprocess.Com
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = main(list(args))
     finally:
-        for k, v in saved.items():
-            if v is None:
+        for k, old in saved.items():
+            if old is None:
                 os.environ.pop(k, None)
             else:
-                os.environ[k] = v
+                os.environ[k] = old
     return subprocess.CompletedProcess(["sidecar-plugin", *args], code, out.getvalue(), err.getvalue())
 
 

@@ -16,10 +16,11 @@ Births are counted in ``light_births`` beside the config (one byte each).
 import asyncio
 import json
 import os
+from typing import List
 
 import yaml
 
-HELD = []  # what this worker keeps, as a leak would
+HELD: List[bytearray] = []  # what this worker keeps, as a leak would
 PAGE = 4096
 
 

@@ -195,7 +195,8 @@ def test_xmlrpc_over_inet_http_server_with_credentials(make_sidecar):
     with pytest.raises(xmlrpc.client.ProtocolError) as refused:
         bad.sidecar.getState(sc.program)
     assert refused.value.errcode == 401
-    import subprocess, sys
+    import subprocess
+    import sys
     res = subprocess.run([sys.executable, "-m", "supervisor.supervisorctl", "-c", sc.conf,
                           "-s", f"http://127.0.0.1:{port}", "-u", "ops", "-p", "s3cret", "sidecar", "status"],
                          capture_output=True, text=True, timeout=30)
@@ -230,7 +231,8 @@ def test_rendered_include_is_loaded_by_supervisord(make_sidecar):
 
 
 def test_second_listener_for_the_same_state_file_refuses(make_sidecar):
-    import subprocess, sys
+    import subprocess
+    import sys
     sc = make_sidecar()
     sc.start_supervisord()
     sc.wait_state("running", 20)

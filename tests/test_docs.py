@@ -63,6 +63,8 @@ CHECKED: List[Tuple[str, str, str, str]] = [
      ".ci/run", "make test"),
     (r"^make test-fast\b", "the suite without the real LiteLLM: running it here would run this test again",
      "Makefile", "-m \"not e2e\""),
+    (r"^make lint\b", "ruff and mypy over the clone's sources, not the docs' layout; make test runs it first",
+     "Makefile", "test: install lint"),
     (r"^SEED=\d+ make chaos\b", "200 random faults take many minutes; a short seeded run is part of the suite",
      "tests/test_chaos.py", "CHAOS_SEED"),
     (r"^make tools\b", "installs packages with apt-get as root; make test runs it first",
@@ -122,7 +124,8 @@ def read(page: str) -> str:
 
 def fenced(page: str) -> Iterator[Tuple[int, str, List[str]]]:
     """Yield (line number of the first line, language, lines) of every fenced block of a page."""
-    lang, start, body = None, 0, []
+    body: List[str] = []
+    lang, start = None, 0
     for number, line in enumerate(read(page).split("\n"), 1):
         if line.startswith("```"):
             if lang is None:
@@ -157,8 +160,9 @@ def commands() -> List[Command]:
             pending, first = "", 0
             for offset, line in enumerate(body):
                 if prompted and not line.startswith("$ ") and not pending:
-                    if found and found[-1].page == page and found[-1].block == index:
-                        found[-1].output.append(line)
+                    last = found[-1] if found else None
+                    if last is not None and last.page == page and last.block == index and last.output is not None:
+                        last.output.append(line)
                     continue
                 text = strip_comment(line[2:] if prompted and not pending else line)
                 if not text.strip() and not pending:
@@ -381,7 +385,8 @@ class Clone(Sidecar):
         # that make stop (which waits for its pid to leave /proc) sees it gone
         threading.Thread(target=self.proc.wait, daemon=True).start()
         poll(self._rpc_up, 20, what="supervisord's socket")
-        self.wait_state(wait_state, timeout)
+        if wait_state:
+            self.wait_state(wait_state, timeout)
 
     def typed(self, text: str) -> str:
         """The command as the test types it: the substitutions, and the demo's tools for bare names."""

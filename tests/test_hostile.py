@@ -559,7 +559,7 @@ def test_7_redaction_covers_split_encoded_escaped_and_basic_auth():
     half = len(secret) // 2
     lines = r.lines([f"key starts {secret[:half]}", f"{secret[half:]} and ends", "clean"])
     assert len(lines) == 3, lines
-    assert not any(secret[:half] in l or secret[half:] in l for l in lines), lines
+    assert not any(secret[:half] in x or secret[half:] in x for x in lines), lines
     for text in (quote(secret, safe=""), json.dumps(secret).replace("/", "\\/"), quote(secret)):
         assert secret[12:20] not in r(f"x={text} y"), text
         assert "[REDACTED]" in r(f"x={text} y"), text

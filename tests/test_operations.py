@@ -260,7 +260,7 @@ def test_listener_log_is_json_lines_without_secrets(make_sidecar):
 
 
 @pytest.mark.e2e
-def test_apply_refused_by_the_real_litellm_writes_nothing(make_sidecar, upstream):
+def test_apply_refused_by_the_real_litellm_writes_nothing(make_sidecar, upstream):  # noqa: F811
     """The stand-in's refusal above is its magic model; here LiteLLM's own ``--validate_config`` refuses.
 
     No profile makes the rendered config one LiteLLM 1.106.2 cannot load (the render writes only what it

@@ -1,38 +1,40 @@
 """Each option is declared once (``core.options.declared``) and every layer derives from that one entry.
 
-A knob added to the table alone reaches render's parser, the request, the
-record, the rendered listener command line and, parsed back from it, the
-machine's Config; and no default is written a second time anywhere else.
+A knob added to the table, and as a field to each layer's class (the check
+names each one missing), reaches render's parser, the request, the record,
+the rendered listener command line and, parsed back from it, the machine's
+Config; and no default is written a second time anywhere else.
 """
 
 import ast
 import dataclasses
-import importlib
 import json
 import os
 import pathlib
-import pkgutil
+import re
+import shutil
 import subprocess
 import sys
+from typing import Any, Dict
+
+import pytest
 
 import sidecar_plugin
-from harness import KEYS, PROFILE, fake_binary, write
-from sidecar_plugin.core.options.declared import BY_FLAG, DEFAULTS, LISTEN, MACHINE, OPTIONS, PLAN, RENDER, WATCH, of
+from harness import KEYS, PROFILE, fake_binary, package_classes, write
+from sidecar_plugin.core.options.declared import (
+    BY_FLAG, DEFAULTS, LISTEN, MACHINE, OPTIONS, PLAN, RENDER, WATCH, Written, default, fields_of, of,
+)
 from sidecar_plugin.core.options.values import shown
 
 PKG = pathlib.Path(sidecar_plugin.__file__).resolve().parent
 DECLARED = PKG / "core" / "options" / "declared.py"
 
-NEW_KNOB = """
-from sidecar_plugin.core.options import declared as d
-from sidecar_plugin.core.options.values import positive_number
+KNOB = ('    Option("--test-knob", parse=positive_number, default=7.5, layers=at(RENDER, PLAN, LISTEN, WATCH, MACHINE), '
+        'kept="seconds", written=Written.CHANGED, help="a knob added by the test"),\n')
 
-knob = d.Option("--test-knob", positive_number, 7.5, "a knob added by the test", frozenset(
-    {d.RENDER, d.PLAN, d.LISTEN, d.WATCH, d.MACHINE}), kept="seconds", written="changed")
-d.OPTIONS += (knob,)  # the one line a new option needs; everything imported below derives from it
-d.BY_FLAG[knob.flag], d.DEFAULTS[knob.attr] = knob, knob.default
-
+RENDER_WITH_KNOB = """
 import configparser, json, os, sys
+import sidecar_plugin
 from sidecar_plugin.cli import main
 from sidecar_plugin.core.listener.model import Config, config_of
 from sidecar_plugin.core.options.listen_args import parse_command
@@ -45,29 +47,85 @@ listener = next(conf[s] for s in conf.sections() if s.startswith("eventlistener:
 target = parse_command(listener["command"]).targets[0]
 with open(os.path.join(out, "sidecar.json")) as fh:
     record = json.load(fh)["options"]
-print(json.dumps({"exit": code, "record": record.get("test-knob"), "listener": target.test_knob,
-                  "config": config_of(target).test_knob, "config_default": Config().test_knob}))
+print(json.dumps({"package": sidecar_plugin.__file__, "exit": code, "record": record.get("test-knob"),
+                  "listener": target.test_knob, "config": config_of(target).test_knob,
+                  "config_default": Config().test_knob}))
 """
+MISSING = re.compile(r"(\w+) has no field for --test-knob \((\w+)\); add: (.+--test-knob\"\))")
 
 
-def test_a_new_option_declared_once_reaches_the_listeners_config(tmp_path):
+def _add_field(pkg: pathlib.Path, cls: str, line: str) -> None:
+    """Write ``line`` as the last option field of ``cls``, wherever in the package it is defined."""
+    path = next(p for p in pkg.rglob("*.py") if f"\nclass {cls}:" in p.read_text())
+    lines = path.read_text().splitlines(keepends=True)
+    at = next(i for i, text in enumerate(lines) if text.startswith(f"class {cls}:"))
+    last = at
+    for i in range(at + 1, len(lines)):
+        if lines[i].strip() and not lines[i].startswith(" "):
+            break
+        if re.match(r"    \w+: .+ = default\(", lines[i]):
+            last = i
+    lines.insert(last + 1, f"    {line}\n")
+    path.write_text("".join(lines))
+
+
+def test_a_new_option_is_its_entry_and_the_fields_the_check_asks_for_and_reaches_the_listeners_config(tmp_path):
+    """A knob added to the table: each layer's check names the field it lacks; with them, a real render carries
+    the knob from render's flag to the record, the listener's line, and the machine's Config."""
+    pkg = tmp_path / "copy" / "sidecar_plugin"
+    shutil.copytree(PKG, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    declared = pkg / "core" / "options" / "declared.py"
+    text = declared.read_text()
+    declared.write_text(text.replace("\n)\nBY_FLAG", "\n" + KNOB + ")\nBY_FLAG", 1))
+    assert declared.read_text() != text
     profile = write(str(tmp_path / "p.yaml"), PROFILE)
-    out = str(tmp_path / "out")
-    res = subprocess.run([sys.executable, "-c", NEW_KNOB, profile, out, fake_binary(str(tmp_path))],
-                         capture_output=True, text=True, env=dict(os.environ, **KEYS), timeout=60)
+    env = dict(os.environ, **KEYS, PYTHONPATH=str(pkg.parent))
+    asked = []
+    for _ in range(6):
+        res = subprocess.run([sys.executable, "-c", RENDER_WITH_KNOB, profile, str(tmp_path / "out"),
+                              fake_binary(str(tmp_path))], capture_output=True, text=True, env=env, timeout=60,
+                             cwd=str(tmp_path))  # not the checkout: -c puts the working folder first on the path
+        if res.returncode == 0:
+            break
+        found = MISSING.search(res.stderr)
+        assert found, res.stderr
+        cls, layer, line = found.groups()
+        assert line == 'test_knob: float = default("--test-knob")'
+        asked.append((cls, layer))
+        _add_field(pkg, cls, line)
+    assert sorted(asked) == [("Config", MACHINE), ("ListenerOptions", WATCH), ("RenderOptions", PLAN),
+                             ("RenderRequest", RENDER)]
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout.splitlines()[-1]) == {"exit": 0, "record": 9.5, "listener": 9.5, "config": 9.5,
-                                                       "config_default": 7.5}
+    got = json.loads(res.stdout.splitlines()[-1])
+    assert got.pop("package").startswith(str(pkg))
+    assert got == {"exit": 0, "record": 9.5, "listener": 9.5, "config": 9.5, "config_default": 7.5}
+
+
+def test_the_check_names_a_field_missing_mistyped_or_defaulted_again() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Machine:
+        health_timeout: float = default("--health-timeout")
+        hang_window: float = default("--hang-window")
+        failure_threshold: int = default("--failure-threshold")
+
+    assert fields_of(MACHINE)(Machine) is Machine
+    for body, words in (
+        ("health_timeout: float = default('--health-timeout')\n    failure_threshold: int = 3",
+         'Machine has no field for --hang-window (machine); add: hang_window: float = default("--hang-window")'),
+        ("health_timeout: float = 60.0\n    hang_window: float = 20.0\n    failure_threshold: int = 3",
+         "Machine.health_timeout is not as --health-timeout is declared"),
+        ("health_timeout: int = default('--health-timeout')\n    hang_window: float = 20.0\n"
+         "    failure_threshold: int = 3", "Machine.health_timeout is not as --health-timeout is declared"),
+    ):
+        space: Dict[str, Any] = {"dataclass": dataclasses.dataclass, "default": default}
+        exec(f"from __future__ import annotations\n@dataclass(frozen=True)\nclass Machine:\n    {body}\n", space)
+        with pytest.raises(TypeError) as exc:
+            fields_of(MACHINE)(space["Machine"])
+        assert str(exc.value).startswith(words), str(exc.value)
 
 
 def _dataclasses():
-    for info in pkgutil.walk_packages(sidecar_plugin.__path__, "sidecar_plugin."):
-        if info.name.endswith("__main__") or ".litellm_launch" in info.name:
-            continue
-        module = importlib.import_module(info.name)
-        for value in vars(module).values():
-            if dataclasses.is_dataclass(value) and isinstance(value, type) and value.__module__ == info.name:
-                yield value
+    return (c for c in package_classes() if dataclasses.is_dataclass(c))
 
 
 def test_no_dataclass_writes_an_options_default_of_its_own():
@@ -95,7 +153,7 @@ def _restatements(path: pathlib.Path):
                 yield f"{path.name}:{node.value.lineno}: {o.attr}={o.default!r}"
             elif isinstance(node, ast.Dict):
                 for key, value in zip(node.keys, node.values):
-                    if _is(key, o.flag) or _is(key, o.name) or _is(key, o.attr):
+                    if isinstance(key, ast.Constant) and key.value in (o.flag, o.name, o.attr):
                         if any(_is(n, o.default) for n in ast.walk(value)):
                             yield f"{path.name}:{key.lineno}: {key.value!r}: ... {o.default!r}"
             elif isinstance(node, ast.Call) and any(_is(a, o.flag) for a in node.args):
@@ -143,7 +201,7 @@ def test_the_listeners_line_reads_back_every_knob_it_writes():
     changed = {"host": "::1", "health_timeout": 61.5, "retry_delay": 3.0, "retry_max_delay": 30.0,
                "retry_reset_after": 90.0, "hang_window": 4.5, "port_owner": "supervisord", "memory_budget": 300,
                "memory_every": 2.5, "port_note": "--binary /x is a wrapper: it binds the port itself"}
-    assert set(changed) == {o.attr for o in of(WATCH) if o.written or o.attr == "host"}
+    assert set(changed) == {o.attr for o in of(WATCH) if o.written is not Written.NEVER or o.attr == "host"}
     s = ListenerOptions(program="p", port=4001, state_file="/s/state.json", log_file="/s/l.log", **changed)
     argv = listen_argv(["sidecar-plugin"], [s], None)
     back = parse_listen_argv(argv[2:]).targets[0]

@@ -124,7 +124,7 @@ def test_valid_profiles_always_load_and_render_every_tier(doc, name):
 HOSTILE_PIECES = [" ;", " #", ";", "#", '"', "'", "%", "%(here)s", "%(ENV_HOME)s", "\\", " ", "\t", "\n", "\r",
                   "\x0b", "\x85", "\u2028", "\xa0", "$HOME", "`", "=", ",", ":", "[program:x]", "ü", "\u3000"]
 path_piece = st.lists(st.one_of(st.sampled_from(HOSTILE_PIECES),
-                                st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"),
+                                st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="/\x00"),
                                         min_size=1, max_size=3)),
                       min_size=1, max_size=4).map("".join).filter(lambda s: s not in (".", ".."))
 

@@ -22,7 +22,7 @@ import urllib.request
 try:
     import psutil
 except ImportError:  # fall back to the worker pid lines the stand-in prints
-    psutil = None
+    psutil = None  # type: ignore[assignment]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)

@@ -78,3 +78,13 @@ class StartProgram:
 
 Action = Union[Write, CaptureLogTail, Watch, Reap, StopProgram, KillHung, StartProgram, Ask, Query, Identify]
 Result = Tuple[Model, List[Action]]
+
+
+def watch(pid: Optional[int]) -> List[Action]:
+    """Watch the tree of ``pid``, when supervisord gave one."""
+    return [Watch(pid)] if pid is not None else []
+
+
+def only(when: bool, action: Action) -> List[Action]:
+    """``action``, when ``when``: a list of actions typed as such, to be added to."""
+    return [action] if when else []

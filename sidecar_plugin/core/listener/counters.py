@@ -61,6 +61,6 @@ class Counters:
         """Counters carried over from a previous listener's state file (bad values ignored)."""
         if not isinstance(saved, dict):
             return cls()
-        crashes = saved.get("crashes") if isinstance(saved.get("crashes"), dict) else {}
+        crashes = saved["crashes"] if isinstance(saved.get("crashes"), dict) else {}
         return cls(starts=_count(saved.get("starts")), restarts=_count(saved.get("restarts")),
                    crashes=tuple((c, _count(crashes.get(c))) for c in CAUSES))

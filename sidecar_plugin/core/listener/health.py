@@ -17,7 +17,7 @@ an outer bound far above any start.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Optional
+from typing import Any, Dict, Optional
 
 from sidecar_plugin.core.listener.actions import CaptureLogTail, KillHung, Result, StopProgram, Write
 from sidecar_plugin.core.listener.inputs import Probe, TreeSigns, Workers
@@ -77,7 +77,7 @@ def on_workers(m: Model, w: Workers, now: float) -> Model:
 def _start_progress(m: Model, s: TreeSigns, now: float, working: float) -> Model:
     """Note whether a starting tree progressed: ``working`` CPU-seconds used, its log written, and who else
     holds its port."""
-    changes = {}
+    changes: Dict[str, Any] = {}
     if s.cpu is not None and (m.progress_cpu is None or s.cpu - m.progress_cpu >= working):
         changes.update(progress_at=now, progress_cpu=s.cpu)
     if s.log_size is not None:
@@ -112,10 +112,10 @@ def start_failure(m: Model, now: float, cfg: Config) -> Optional[str]:
     its main process stopped (SIGSTOP, a debugger) for ``stopped_grace``;
     another process holding its port for ``FOREIGN_GRACE`` (LiteLLM then
     binds elsewhere, or not at all); its tree listening on another port than
-    supervisord's socket for as long (it binds its own and never serves that one); no CPU used, no log line written and no
-    worker born for ``hang_window``. An exit is supervisord's event.
+    supervisord's socket for as long (it binds its own and never serves that one);
+    no CPU used, no log line written and no worker born for ``hang_window``. An exit is supervisord's event.
     """
-    if now - m.starting_since >= cfg.health_timeout:
+    if m.starting_since is not None and now - m.starting_since >= cfg.health_timeout:
         return f"did not become healthy within {cfg.health_timeout:g} s"
     if m.stopped_at is not None and now - m.stopped_at >= cfg.stopped_grace:
         return f"its main process is stopped (SIGSTOP or a debugger) while starting, for {now - m.stopped_at:.0f} s"

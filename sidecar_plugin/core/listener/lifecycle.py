@@ -14,7 +14,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import List, Optional
 
-from sidecar_plugin.core.listener.actions import Action, CaptureLogTail, Result, StartProgram, StopProgram, Watch, Write
+from sidecar_plugin.core.listener.actions import (
+    Action, CaptureLogTail, Result, StartProgram, StopProgram, Write, only, watch,
+)
 from sidecar_plugin.core.listener.inputs import Died, ProcEvent, Reaped
 from sidecar_plugin.core.listener.model import Model
 from sidecar_plugin.core.listener.moves import crash, enter, reap
@@ -33,7 +35,7 @@ def on_event(m: Model, ev: ProcEvent, now: float) -> Result:
         return _on_starting(m, ev, now)
     if s == "RUNNING":
         m = replace(m, supervisor_state=s, pid=ev.pid if ev.pid is not None else m.pid)
-        actions: List[Action] = [Watch(m.pid)] if m.pid is not None else []
+        actions = watch(m.pid)
         if m.state is not State.RUNNING and m.halted is None and not m.stopping:
             m = enter(m, State.STARTING, now, starting_since=m.starting_since or now)
         return m, actions + [Write()]
@@ -57,7 +59,7 @@ def _on_starting(m: Model, ev: ProcEvent, now: float) -> Result:
               port_free=None, answered_at=None, stopped_at=None, cpu=None, cpu_base=None, workers=(),
               accepted_at=None, progress_at=None, progress_cpu=None, log_size=None, foreign_at=None,
               port_holder=None, elsewhere_at=None, elsewhere=())
-    return m, ([Watch(ev.pid)] if ev.pid is not None else []) + [Write()]
+    return m, watch(ev.pid) + [Write()]
 
 
 def _on_exit_event(m: Model, ev: ProcEvent, now: float) -> Result:
@@ -113,7 +115,7 @@ def on_operator_stop(m: Model, now: float) -> Result:
     if m.state is State.STOPPED and not live:
         return m, []
     m = enter(m, State.STOPPED, now, error=None, log_tail=(), halted=None, stopping=m.stopping or live)
-    return m, ([StopProgram()] if live else []) + [Write()]
+    return m, only(live, StopProgram()) + [Write()]
 
 
 def follow_reload(m: Model) -> Result:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from sidecar_plugin.core.listener import health, identity, lifecycle, recovery, retry
 from sidecar_plugin.core.listener.actions import (
-    Action, Ask, CaptureLogTail, Identify, KillHung, Query, Reap, Result, StartProgram, StopProgram, Watch, Write,
+    Action, Ask, CaptureLogTail, Identify, KillHung, Query, Reap, Result, StartProgram, StopProgram, Watch, Write, only,
 )
 from sidecar_plugin.core.listener.counters import crash_cause
 from sidecar_plugin.core.listener.inputs import (
@@ -95,7 +95,7 @@ def _on_tick(m: Model, inp: Tick, now: float, cfg: Config) -> Result:
     if actions:
         return after, actions
     after, todo = retry.on_tick(after, now, cfg.backoff)
-    return after, ([StartProgram()] if "start" in todo else []) + ([Write()] if "write" in todo else [])
+    return after, only("start" in todo, StartProgram()) + only("write" in todo, Write())
 
 
 def _on_observed(m: Model, o: Observed, now: float, cfg: Config) -> Result:

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
 from sidecar_plugin.core.listener.counters import Counters
-from sidecar_plugin.core.options.declared import MACHINE, copied, with_options
+from sidecar_plugin.core.options.declared import MACHINE, copied, default, fields_of
 from sidecar_plugin.core.listener.retry import Backoff
 from sidecar_plugin.names import LIVE_STATES, State
 
 
+@fields_of(MACHINE)
 @dataclass(frozen=True)
-@with_options(MACHINE)  # and the listener's options the decisions read: health_timeout, hang_window, ...
 class Config:
     """The knobs of the machine: the listener's options (``core.options.declared``) and the machine's own."""
 
@@ -26,14 +26,18 @@ class Config:
     backoff: Backoff = Backoff()  # when the listener starts again a sidecar that is down for good
     identify_every: float = 5.0  # while running, how often a healthy answer's holder is checked
     # Hung means no progress, never slow: a starting sidecar is failed when its tree shows
-    # no progress (no CPU, no log line, no new worker) for ``hang_window`` seconds; a running sidecar is hung only when no probe
-    # got an answer for ``hang_window`` seconds (probes do not wait on each other and
+    # no progress (no CPU, no log line, no new worker) for ``hang_window`` seconds; a running sidecar is hung only
+    # when no probe got an answer for ``hang_window`` seconds (probes do not wait on each other and
     # each has its own deadline, so a slow answer still arrives and counts) ...
     # ... or, sooner where it is certain: its main process has been stopped (SIGSTOP,
     # a debugger) for ``stopped_grace`` seconds with no answer meanwhile, or nothing
     # answered for ``quiet_window`` seconds while its whole tree used no CPU at all.
     stopped_grace: float = 1.5
     quiet_window: float = 10.0
+    # the listener's options the decisions read (core.options.declared)
+    health_timeout: float = default("--health-timeout")
+    hang_window: float = default("--hang-window")
+    failure_threshold: int = default("--failure-threshold")
 
 
 def config_of(opts: Any) -> Config:

@@ -8,20 +8,20 @@ supervisord runs now" are said once.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Optional
+from typing import Any, Optional
 
 from sidecar_plugin.core.listener.actions import Reap
 from sidecar_plugin.core.listener.model import Model
 from sidecar_plugin.names import LIVE_STATES, State
 
 
-def enter(m: Model, state: State, now: float, **changes: object) -> Model:
+def enter(m: Model, state: State, now: float, **changes: Any) -> Model:
     """Move to ``state``; ``since`` changes only when the state does."""
     since = m.since if m.state is state else now
     return replace(m, state=state, since=since, **changes)
 
 
-def crash(m: Model, now: float, error: str, **changes: object) -> Model:
+def crash(m: Model, now: float, error: str, **changes: Any) -> Model:
     """Enter ``crashed`` with the reason the state file and the operator will read."""
     return enter(m, State.CRASHED, now, error=error, **changes)
 

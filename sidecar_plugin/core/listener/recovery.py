@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import Any, Optional
 
 from sidecar_plugin.core.listener import retry
-from sidecar_plugin.core.listener.actions import CaptureLogTail, Result, Watch, Write
+from sidecar_plugin.core.listener.actions import CaptureLogTail, Result, Write, watch
 from sidecar_plugin.core.listener.counters import Counters, crash_cause
 from sidecar_plugin.core.listener.inputs import Recover
 from sidecar_plugin.core.listener.model import Model
@@ -64,7 +64,7 @@ def _on_recover_retrying(m: Model, r: Recover, now: float) -> Optional[Result]:
                 stopping=s == "STOPPING", retry_attempt=attempt,
                 retry_at=next_at if next_at is not None else now, retry_delay=delay)
     if s == "STOPPING":  # the reap comes with its STOPPED event
-        return m, ([Watch(r.pid)] if r.pid is not None else []) + [Write()]
+        return m, watch(r.pid) + [Write()]
     return m, [Write(), reap(m, None, now)]
 
 
@@ -85,10 +85,10 @@ def _rebuilt(m: Model, r: Recover, now: float) -> Result:
             m = enter(m, State.STARTING, now, starting_since=now)
         # Reap: a tree the previous listener recorded under another pid (supervisord
         # itself was restarted) is orphaned and may hold the port; the live one is spared.
-        return _counted(m, r), ([Watch(r.pid)] if r.pid is not None else []) + [Write(), reap(m, None, now)]
+        return _counted(m, r), watch(r.pid) + [Write(), reap(m, None, now)]
     if s in ("STOPPING", "STOPPED", None) or s == "EXITED" and r.prior_state is State.STOPPED:
-        keep = r.prior_state is State.STOPPED and r.prior_since is not None
-        m = replace(m, state=State.STOPPED, since=r.prior_since if keep else now, stopping=s is not None)
+        since = r.prior_since if r.prior_state is State.STOPPED and r.prior_since is not None else now
+        m = replace(m, state=State.STOPPED, since=since, stopping=s is not None)
         return _counted(m, r), [reap(m, None, now)]
     # EXITED, BACKOFF, FATAL, UNKNOWN: it is down and not on purpose.
     if r.prior_state is State.CRASHED and r.prior_since is not None:

@@ -15,18 +15,19 @@ from __future__ import annotations
 import os
 import shlex
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from sidecar_plugin.core.options.declared import BY_FLAG, DEFAULTS, LISTEN, WATCH, Option, of, with_options
+from sidecar_plugin.core.options.declared import BY_FLAG, LISTEN, WATCH, Option, Written, default, fields_of, of
+from sidecar_plugin.errors import SidecarError
 from sidecar_plugin.names import fleet_paths, process_name
 
 
-class ListenArgsError(ValueError):
+class ListenArgsError(SidecarError, ValueError):
     """The listener's options name no sidecar, or name it badly; one line for the log."""
 
 
+@fields_of(WATCH)
 @dataclass(frozen=True)
-@with_options(WATCH)  # and every option each watched sidecar shares: host, timeouts, retries, memory budget
 class ListenerOptions:
     """What the listener watches for one sidecar, and how."""
 
@@ -37,6 +38,21 @@ class ListenerOptions:
     group: Optional[str] = None
     config_path: str = ""
     tail_lines: int = 40
+    # every option each watched sidecar shares (core.options.declared)
+    host: str = default("--host")
+    health_timeout: float = default("--health-timeout")
+    retry_delay: float = default("--retry-delay")
+    retry_max_delay: float = default("--retry-max-delay")
+    retry_reset_after: float = default("--retry-reset-after")
+    hang_window: float = default("--hang-window")
+    port_owner: str = default("--port-owner")
+    port_note: str = default("--port-note")
+    memory_budget: Optional[int] = default("--memory-budget")
+    memory_every: float = default("--memory-every")
+    probe_interval: float = default("--probe-interval")
+    probe_timeout: float = default("--probe-timeout")
+    starting_probe_interval: float = default("--starting-probe-interval")
+    failure_threshold: int = default("--failure-threshold")
 
     @property
     def rpc_name(self) -> str:
@@ -52,9 +68,9 @@ class ListenCommand:
     metrics_file: Optional[str] = None
 
 
-def parse_values(args: Sequence[str]) -> Dict[str, object]:
+def parse_values(args: Sequence[str]) -> Dict[str, Any]:
     """Parse ``--flag value`` / ``--flag=value`` pairs of the ``listen`` options into attribute -> value."""
-    values: Dict[str, object] = {o.attr: o.default for o in of(LISTEN)}
+    values: Dict[str, Any] = {o.attr: o.default for o in of(LISTEN)}
     values["sidecar"] = []
     i = 0
     while i < len(args):
@@ -73,13 +89,13 @@ def parse_values(args: Sequence[str]) -> Dict[str, object]:
         except ValueError as exc:
             raise ListenArgsError(f"{flag}: {exc}") from None
         if option.attr == "sidecar":
-            values["sidecar"].append(value)  # type: ignore[union-attr]
+            values["sidecar"].append(value)
         else:
             values[option.attr] = value
     return values
 
 
-def targets_of(values: Dict[str, object]) -> ListenCommand:
+def targets_of(values: Dict[str, Any]) -> ListenCommand:
     """Return the sidecars of parsed values: one (``--program``) or a fleet (``--root`` + ``--sidecar``)."""
     common = {o.attr: values[o.attr] for o in of(WATCH)}
     group = values["group"]
@@ -88,23 +104,23 @@ def targets_of(values: Dict[str, object]) -> ListenCommand:
         if values["program"] or not values["root"]:
             raise ListenArgsError("--sidecar PROGRAM=PORT goes with --root (and without --program)")
         targets = []
-        for spec in values["sidecar"]:  # type: ignore[union-attr]
+        for spec in values["sidecar"]:
             program, sep, port = str(spec).partition("=")
             if not sep or not program or not port.isdigit() or not 1 <= int(port) <= 65535:
                 raise ListenArgsError(f"--sidecar {spec!r}: expected PROGRAM=PORT")
             paths = fleet_paths(os.path.abspath(str(values["root"])), program, str(values["state_subdir"] or ""))
-            targets.append(ListenerOptions(program=program, group=group, port=int(port),  # type: ignore[arg-type]
+            targets.append(ListenerOptions(program=program, group=group, port=int(port),
                                            state_file=paths["state-file"], log_file=paths["log-file"],
-                                           config_path=paths["config"], **common))  # type: ignore[arg-type]
-        return ListenCommand(tuple(targets), metrics)  # type: ignore[arg-type]
+                                           config_path=paths["config"], **common))
+        return ListenCommand(tuple(targets), metrics)
     missing = [flag for flag in ("--program", "--port", "--state-file", "--log-file")
                if values[BY_FLAG[flag].attr] is None]
     if missing:
         raise ListenArgsError(f"listen needs {', '.join(missing)} (or --root and --sidecar for a fleet)")
-    one = ListenerOptions(program=str(values["program"]), group=group, port=values["port"],  # type: ignore[arg-type]
+    one = ListenerOptions(program=str(values["program"]), group=group, port=values["port"],
                           state_file=os.path.abspath(str(values["state_file"])), log_file=str(values["log_file"]),
-                          config_path=str(values["config"]), **common)  # type: ignore[arg-type]
-    return ListenCommand((one,), metrics)  # type: ignore[arg-type]
+                          config_path=str(values["config"]), **common)
+    return ListenCommand((one,), metrics)
 
 
 def parse_listen_argv(args: Sequence[str]) -> ListenCommand:
@@ -156,10 +172,12 @@ def listen_argv(prefix: Sequence[str], sidecars: Sequence[ListenerOptions], root
 
 
 def _written(o: Option, s: ListenerOptions) -> bool:
-    """Whether ``o`` goes on the line: always, when not its default (older renders' lines stay unchanged), or
-    with the option it belongs to."""
-    if o.written == "always":
+    """Whether ``o`` goes on the line, as its declaration says (``Written``)."""
+    if o.written is Written.ALWAYS:
         return True
-    if o.written == "changed":
+    if o.written is Written.CHANGED:
         return bool(getattr(s, o.attr) != o.default)
-    return bool(o.written) and getattr(s, o.written) != DEFAULTS[o.written]
+    if o.written is Written.WITH:
+        other = BY_FLAG[o.goes_with]
+        return bool(getattr(s, other.attr) != other.default)
+    return False

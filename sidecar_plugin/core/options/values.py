@@ -11,7 +11,12 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from sidecar_plugin.errors import SidecarError
 from sidecar_plugin.names import PORT_OWNERS
+
+
+class BadValue(SidecarError, ValueError):
+    """An option's text is refused; a ValueError, as argparse's ``type=`` and the listener's parser expect."""
 
 
 def positive_number(text: str) -> float:
@@ -19,9 +24,9 @@ def positive_number(text: str) -> float:
     try:
         value = float(text)
     except (TypeError, ValueError):
-        raise ValueError(f"not a number: {text!r}") from None
+        raise BadValue(f"not a number: {text!r}") from None
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"must be a finite number of seconds above 0 (got {text})")
+        raise BadValue(f"must be a finite number of seconds above 0 (got {text})")
     return value
 
 
@@ -30,11 +35,11 @@ def whole_number(text: str, low: int, high: Optional[int] = None) -> int:
     try:
         value = int(text)
     except (TypeError, ValueError):
-        raise ValueError(f"not a whole number: {text!r}") from None
+        raise BadValue(f"not a whole number: {text!r}") from None
     if high is not None and not low <= value <= high:
-        raise ValueError(f"must be from {low} to {high} (got {text})")
+        raise BadValue(f"must be from {low} to {high} (got {text})")
     if value < low:
-        raise ValueError(f"must be {low} or more (got {text})")
+        raise BadValue(f"must be {low} or more (got {text})")
     return value
 
 
@@ -50,7 +55,7 @@ def port_number(text: str) -> int:
 
 def port_owner(text: str) -> str:
     if text not in PORT_OWNERS:
-        raise ValueError(f"must be one of {', '.join(PORT_OWNERS)} (got {text[:40]!r})")
+        raise BadValue(f"must be one of {', '.join(PORT_OWNERS)} (got {text[:40]!r})")
     return text
 
 

@@ -26,6 +26,7 @@ import yaml
 
 from sidecar_plugin.core.profiles.strictload import StrictLoadError, load_json, load_yaml
 from sidecar_plugin.core.profiles.typos import found_instead, key_warnings, near_misses
+from sidecar_plugin.errors import SidecarError
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 TIER_RE = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
@@ -36,7 +37,7 @@ MAX_PROFILE_BYTES = 1 << 20
 KNOWN_KEYS = ("name", "port", "models", "api_base", "created")
 
 
-class ProfileError(ValueError):
+class ProfileError(SidecarError, ValueError):
     """A profile broke a rule; ``str()`` is the one line shown to the operator."""
 
 

@@ -11,16 +11,18 @@ duplicate key refused, each naming the field (``models.heavy``) and the line.
 from __future__ import annotations
 
 import json
-from typing import Any, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import yaml
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from sidecar_plugin.errors import SidecarError
+
 MAX_DEPTH = 32
 
 
-class StrictLoadError(ValueError):
+class StrictLoadError(SidecarError, ValueError):
     """The text was refused; ``field`` names where (may be empty), ``problem`` says why."""
 
     def __init__(self, field: str, problem: str) -> None:
@@ -40,7 +42,7 @@ class _StrictLoader(yaml.SafeLoader):
         super().__init__(stream)
         self._depth = 0
 
-    def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
+    def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(AliasEvent):
             event = self.peek_event()
             raise StrictLoadError("", f"YAML anchors and aliases are not allowed (line {event.start_mark.line + 1})")
@@ -66,7 +68,7 @@ def _check_yaml_node(node: Node, where: str) -> None:
     while stack:
         current, at = stack.pop()
         if isinstance(current, MappingNode):
-            seen = {}
+            seen: Dict[Any, Any] = {}
             for key_node, value_node in current.value:
                 if isinstance(key_node, ScalarNode):
                     key = key_node.value

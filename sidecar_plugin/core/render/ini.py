@@ -17,11 +17,13 @@ import re
 import shlex
 from typing import Sequence
 
+from sidecar_plugin.errors import SidecarError
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
 _INLINE_COMMENT = re.compile(r"\s[;#]")
 
 
-class IniError(ValueError):
+class IniError(SidecarError, ValueError):
     """A value cannot be written into supervisord's configuration as it is."""
 
 

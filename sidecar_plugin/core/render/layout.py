@@ -5,8 +5,8 @@ previous render in, a ``Plan`` out. One profile keeps the contract's layout:
 ``DIR/litellm.yaml``, a program named by ``--program`` and its own listener.
 Several profiles become a fleet: each profile ``NAME`` is the program
 ``agentroute-NAME`` (``core.render.naming``: ``my work`` is ``agentroute-my-work``)
-with its files in ``DIR/agentroute-NAME/`` (config, state, log), all in one supervisord ``[group:agentroute]``, watched by one listener
-``agentroute-health``.
+with its files in ``DIR/agentroute-NAME/`` (config, state, log), all in one supervisord ``[group:agentroute]``,
+watched by one listener ``agentroute-health``.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def _fleet(profiles: Sequence[Profile], base: RenderOptions,
     return result
 
 
-_HOSTNAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")
+_HOSTNAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")  # noqa: E501
 
 
 def check_options(opts: RenderOptions) -> None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
-from sidecar_plugin.core.options.declared import PLAN, with_options
+from sidecar_plugin.core.options.declared import PLAN, default, fields_of
+from sidecar_plugin.errors import SidecarError
 from sidecar_plugin.names import (
     DEFAULT_PORT, DEFAULT_PROGRAM, LITELLM_YAML, OWNER_SUPERVISORD, RUN_DIR, TRAFFIC_METRICS_DIR, process_name,
 )
@@ -21,12 +22,12 @@ from sidecar_plugin.names import (
 PROGRAM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 
 
-class RenderError(ValueError):
+class RenderError(SidecarError, ValueError):
     """Bad options or environment; ``str()`` is the one line for the operator."""
 
 
+@fields_of(PLAN)
 @dataclass(frozen=True)
-@with_options(PLAN)  # and every option render is given for the files: workers, timeouts, retries, memory, user
 class RenderOptions:
     """Everything render needs besides the profile and the secrets.
 
@@ -54,6 +55,21 @@ class RenderOptions:
     port_note: str = ""
     # The include loads the ``sidecar`` rpcinterface: the supervisord that reads it can import the plugin.
     plugin: bool = False
+    # every option render is given for the files (core.options.declared)
+    host: str = default("--host")
+    workers: int = default("--workers")
+    health_timeout: float = default("--health-timeout")
+    stop_timeout: int = default("--stop-timeout")
+    retry_delay: float = default("--retry-delay")
+    retry_max_delay: float = default("--retry-max-delay")
+    retry_reset_after: float = default("--retry-reset-after")
+    hang_window: float = default("--hang-window")
+    memory_budget: Optional[int] = default("--memory-budget")
+    memory_every: float = default("--memory-every")
+    max_requests: Optional[int] = default("--max-requests")
+    max_requests_jitter: Optional[int] = default("--max-requests-jitter")
+    user: str = default("--user")
+    no_traffic_metrics: bool = default("--no-traffic-metrics")
 
     @property
     def config_path(self) -> str:

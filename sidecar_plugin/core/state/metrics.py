@@ -37,8 +37,10 @@ def render_metrics(docs: Iterable[Mapping[str, Any]], now: float) -> str:
         ("probe_latency_seconds", "gauge", "latency of the last health probe"),
         ("probe_failures", "gauge", "failed health probes in a row"),
         ("heartbeat_timestamp_seconds", "gauge", "unix time the listener last wrote this sidecar's state"),
-        ("retry_attempt", "gauge", "number of the listener's current retry of a sidecar down for good, 0 when not retrying"),
-        ("next_retry_timestamp_seconds", "gauge", "unix time of the listener's next try to start the sidecar, 0 when none is scheduled"),
+        ("retry_attempt", "gauge",
+         "number of the listener's current retry of a sidecar down for good, 0 when not retrying"),
+        ("next_retry_timestamp_seconds", "gauge",
+         "unix time of the listener's next try to start the sidecar, 0 when none is scheduled"),
     ] + list(MEMORY_FAMILIES)
     out: List[str] = []
     for name, kind, text in families:

@@ -21,6 +21,7 @@ import secrets
 import stat
 from typing import Optional, Tuple
 
+from sidecar_plugin.errors import SidecarError
 from sidecar_plugin.shell.files.acl import ACL_ACCESS
 
 Owner = Optional[Tuple[int, int]]
@@ -28,8 +29,11 @@ Owner = Optional[Tuple[int, int]]
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class UnsafePath(OSError):
-    """A path is a symlink, or not the kind of file expected, where root is about to write."""
+class UnsafePath(OSError, SidecarError):
+    """A path is a symlink, or not the kind of file expected, where root is about to write.
+
+    An OSError first: it is reported as the refused path, like any error of the file system.
+    """
 
 
 def _refuse(path: str, what: str) -> UnsafePath:

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from sidecar_plugin.core.state.endpoint import with_base_url
 from sidecar_plugin.core.state.schema import SidecarState, StateMissing, StateUnavailable, parse_state
+from sidecar_plugin.errors import SidecarError
 from sidecar_plugin.names import HISTORY_NAME, STALE_AFTER, State
 from sidecar_plugin.shell.files.atomic import write_atomic
-from sidecar_plugin.shell.files.safefs import plain_mode
+from sidecar_plugin.shell.files.safefs import UnsafePath, plain_mode
 
 if TYPE_CHECKING:
     import logging
@@ -146,10 +147,10 @@ def _own_regular_file(fd: int, path: str) -> None:
     """Refuse to write into anything but a regular file with one name (not a FIFO, not a hard link)."""
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
-        raise OSError(errno.EPERM, "not a regular file with a single name", path)
+        raise UnsafePath(errno.EPERM, "not a regular file with a single name", path)
 
 
-class LockHeld(Exception):
+class LockHeld(SidecarError):
     """Another listener already owns this state file."""
 
 

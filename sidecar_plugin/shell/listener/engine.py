@@ -96,7 +96,8 @@ class Listener:
         """Called by the protocol loop: queue our program's events and TICKs, drop the rest."""
         group = self.opts.group or self.opts.program
         at = self.clock()
-        ev = event_input(name, body, self.opts.program, group, at=at) or command_input(name, body, self.opts.program, at)
+        ev = (event_input(name, body, self.opts.program, group, at=at)
+              or command_input(name, body, self.opts.program, at))
         if ev is not None:
             self.inbox.put(ev)
         elif name.startswith("TICK"):

@@ -28,7 +28,7 @@ class JsonFormatter(logging.Formatter):
             "pid": os.getpid(),
         }
         if record.exc_text or record.exc_info:
-            doc["exc"] = record.exc_text or self.formatException(record.exc_info)
+            doc["exc"] = record.exc_text or (self.formatException(record.exc_info) if record.exc_info else None)
         return json.dumps({k: v for k, v in doc.items() if v is not None}, sort_keys=False)
 
 

@@ -96,7 +96,8 @@ def secrets_from_config(config_path: str) -> List[str]:
     found: List[str] = []
     if not isinstance(doc, dict):
         return found
-    master = (doc.get("general_settings") or {}).get("master_key") if isinstance(doc.get("general_settings"), dict) else None
+    settings = doc.get("general_settings")
+    master = settings.get("master_key") if isinstance(settings, dict) else None
     if isinstance(master, str):
         found.append(master)
     for entry in doc.get("model_list") or []:

@@ -25,6 +25,7 @@ import json
 import os
 import socket
 import sys
+from typing import Any, Callable, Dict, List, Optional
 
 try:
     import multiproc_metrics  # run as `python <this folder>`: its modules are importable by name
@@ -36,7 +37,7 @@ NO_SOCKET = ("sidecar launcher: fd 0 is not a listening socket: supervisord coul
              "(another process holds it?), or this was not run as supervisord's [fcgi-program]")
 
 
-def listening_fd0():
+def listening_fd0() -> Optional[int]:
     """Move a listening socket on fd 0 off it (LiteLLM's subprocesses must not get it as stdin); return its fd.
 
     None when fd 0 is no listening socket (it is left as it is).
@@ -60,7 +61,7 @@ def listening_fd0():
     return fd
 
 
-def take_listening_socket():
+def take_listening_socket() -> int:
     """Return the fd of the listening socket supervisord handed over; exit saying why when there is none."""
     fd = listening_fd0()
     if fd is None:
@@ -68,7 +69,7 @@ def take_listening_socket():
     return fd
 
 
-def health_socket():
+def health_socket() -> Optional[socket.socket]:
     """Return the tree's private health socket (listening, inheritable), or None when not asked for."""
     prefix = os.environ.get("SIDECAR_HEALTH_SOCKET")
     if not prefix:
@@ -80,7 +81,7 @@ def health_socket():
     return sock
 
 
-def preload(app):
+def preload(app: str) -> None:
     """Import the app here once and fork the workers from this process (copy-on-write).
 
     uvicorn spawns each worker as a fresh interpreter that imports all of
@@ -108,7 +109,7 @@ def preload(app):
 FRESH_GRACE = 1.0
 
 
-def answer_fresh_connections():
+def answer_fresh_connections() -> None:
     """Answer, on shutdown, the connections whose request has not arrived yet.
 
     uvicorn's graceful shutdown closes every connection without a request in
@@ -119,13 +120,13 @@ def answer_fresh_connections():
     """
     protocols = []
     for name in ("h11_impl.H11Protocol", "httptools_impl.HttpToolsProtocol"):
-        module, _, cls = name.partition(".")
+        module, _, attr = name.partition(".")
         try:
-            protocols.append(getattr(importlib.import_module("uvicorn.protocols.http." + module), cls))
+            protocols.append(getattr(importlib.import_module("uvicorn.protocols.http." + module), attr))
         except (ImportError, AttributeError):
             continue
     for cls in protocols:
-        def shutdown(self, _original=cls.shutdown):
+        def shutdown(self: Any, _original: Callable[[Any], None] = cls.shutdown) -> None:
             if self.transport.is_closing():
                 return
             if self.cycle is None and not getattr(self, "_sidecar_waited", False):
@@ -136,7 +137,7 @@ def answer_fresh_connections():
         cls.shutdown = shutdown
 
 
-def litellm_version():
+def litellm_version() -> str:
     """The version of the LiteLLM this interpreter imports (said in the log: apply restarts for a new one)."""
     try:
         import importlib.metadata
@@ -146,7 +147,7 @@ def litellm_version():
         return "(version unknown)"
 
 
-def parse(argv):
+def parse(argv: List[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="sidecar launcher")
     p.add_argument("--config", required=True)
     p.add_argument("--host", default="127.0.0.1")  # supervisord bound it: only said for the logs
@@ -162,7 +163,7 @@ def parse(argv):
     return p.parse_args(argv)
 
 
-def uvicorn_options(args, uvicorn):
+def uvicorn_options(args: argparse.Namespace, uvicorn: Any) -> Dict[str, int]:
     """The uvicorn settings LiteLLM's CLI would give: drain window, max requests (+ jitter)."""
     extra = {"timeout_graceful_shutdown": int(os.environ["GRACEFUL_SHUTDOWN_TIMEOUT"])} \
         if os.environ.get("GRACEFUL_SHUTDOWN_TIMEOUT", "").isdigit() else {}
@@ -176,7 +177,7 @@ def uvicorn_options(args, uvicorn):
     return extra
 
 
-def supervise(config, sockets, control):
+def supervise(config: Any, sockets: List[socket.socket], control: bool) -> None:
     """Run uvicorn's supervisor (with a worker replaceable on request when ``control``) until it exits."""
     from uvicorn.supervisors import Multiprocess
 
@@ -192,7 +193,7 @@ def supervise(config, sockets, control):
     supervisor.run()
 
 
-def main(argv=None):
+def main(argv: Optional[List[str]] = None) -> None:
     args = parse(sys.argv[1:] if argv is None else argv)
     config = os.path.abspath(args.config)
     # what `litellm --config C --num_workers N` sets before uvicorn.run (proxy_cli.run_server)
@@ -206,7 +207,8 @@ def main(argv=None):
 
     config = uvicorn.Config(os.environ.get("SIDECAR_APP", "litellm.proxy.proxy_server:app"), fd=fd,
                             workers=args.num_workers, server_header=False,
-                            timeout_worker_healthcheck=args.timeout_worker_healthcheck, **uvicorn_options(args, uvicorn))
+                            timeout_worker_healthcheck=args.timeout_worker_healthcheck,
+                            **uvicorn_options(args, uvicorn))
     # a worker recycled (max requests) or replaced is forked again by uvicorn's supervisor while the
     # others (or the socket's queue) take the connections: with one worker too, never the launcher's exit
     supervised = args.num_workers > 1 or bool(args.max_requests_before_restart) or args.worker_control

@@ -9,12 +9,13 @@ worker has left (LiteLLM's install may lack it: then nothing was counted).
 """
 
 import os
+from typing import Any, Callable, Optional
 
 # prometheus_client's multiprocess mode: rendered in the program's environment (core.render.sections)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def fresh_folder():
+def fresh_folder() -> Optional[str]:
     """Empty the tree's Prometheus folder, before anything imports prometheus_client; return it (None: off).
 
     Each worker writes its samples to its own files there and LiteLLM's
@@ -41,7 +42,7 @@ def fresh_folder():
     return folder
 
 
-def counted_over_workers():
+def counted_over_workers() -> None:
     """Tell prometheus_client of every worker uvicorn's supervisor has joined (exited), as its docs ask.
 
     ``mark_process_dead`` drops only the dead worker's live gauges (requests in
@@ -63,7 +64,7 @@ def counted_over_workers():
             and all(isinstance(getattr(Process, n, None), property) for n in ("pid", "exitcode"))):
         return
 
-    def join(self, _original=Process.join):
+    def join(self: Any, _original: Callable[[Any], None] = Process.join) -> None:
         _original(self)
         pid = self.pid
         if pid is not None and self.exitcode is not None:

@@ -21,11 +21,11 @@ import signal
 import socket
 import struct
 import threading
-
-CONTROL = "%s/control/%d"
-
+from typing import Any, Optional
 
 from uvicorn.supervisors import Multiprocess
+
+CONTROL = "%s/control/%d"
 
 try:
     from uvicorn.supervisors.multiprocess import Process
@@ -33,7 +33,7 @@ except ImportError:  # another uvicorn: its own supervisor, no replacement on re
     Process = None
 
 
-def supported():
+def supported() -> bool:
     """Whether this uvicorn's Multiprocess has what a graceful replacement needs (0.55's shape)."""
     return Process is not None and all(hasattr(Process, n) for n in ("wait_until_ready", "terminate", "kill")) \
         and all(hasattr(Multiprocess, n) for n in ("handle_signals", "keep_subprocess_alive"))
@@ -42,9 +42,9 @@ def supported():
 class Replacing(Multiprocess):
     """uvicorn's supervisor, plus: replace the worker the listener names (SIGUSR1 wakes its loop)."""
 
-    pending = None  # the pid asked for, until its replacement serves (or failed)
+    pending: Optional[int] = None  # the pid asked for, until its replacement serves (or failed)
 
-    def ask(self, pid):
+    def ask(self, pid: int) -> str:
         if self.pending is not None:
             return "busy"
         if pid not in [p.pid for p in self.processes]:
@@ -53,13 +53,14 @@ class Replacing(Multiprocess):
         self.signal_queue.append(signal.SIGUSR1)
         return "accepted"
 
-    def handle_usr1(self):
+    def handle_usr1(self) -> None:
         try:
-            self._replace(self.pending)
+            if self.pending is not None:  # not a signal sent by hand
+                self._replace(self.pending)
         finally:
             self.pending = None  # the next request is heard only now: one replacement at a time
 
-    def _replace(self, pid):
+    def _replace(self, pid: int) -> None:
         found = [i for i, p in enumerate(self.processes) if p.pid == pid]
         if not found or self.should_exit.is_set():
             return
@@ -77,12 +78,12 @@ class Replacing(Multiprocess):
         print("sidecar launcher: worker %d replaced by %d (asked by the listener)" % (pid, new.pid), flush=True)
 
 
-def replacing_multiprocess():
+def replacing_multiprocess() -> Any:
     """Return the supervisor class: ``Replacing``, or uvicorn's own where its shape is another."""
     return Replacing if supported() else Multiprocess
 
 
-def serve_control(supervisor, prefix):
+def serve_control(supervisor: Any, prefix: Optional[str]) -> Optional[socket.socket]:
     """Listen on the tree's control socket in a daemon thread; return the socket (None when not possible)."""
     if not prefix or not hasattr(supervisor, "ask"):
         print("sidecar launcher: no worker replacement on request (this uvicorn's supervisor has another shape)"
@@ -99,7 +100,7 @@ def serve_control(supervisor, prefix):
     return sock
 
 
-def _control_loop(sock, supervisor):
+def _control_loop(sock: socket.socket, supervisor: Any) -> None:
     while True:
         try:
             conn, _ = sock.accept()

@@ -42,7 +42,7 @@ Identity = Tuple[int, float]
 
 @dataclass(frozen=True)
 class ReapResult:
-    """What a reap did, by pid and name; the listener hands the machine its summary (``core.listener.inputs.Reaped``)."""
+    """What a reap did, by pid and name; the listener hands the machine its summary (core.listener.inputs.Reaped)."""
 
     killed: Tuple[int, ...]
     survivors: Tuple[int, ...]
@@ -166,7 +166,7 @@ class TreeTracker:
     def _candidates(self, spare: Set[int]) -> Dict[int, psutil.Process]:
         """The tree's live members and every marked process, by pid (``spare`` excepted)."""
         victims: Dict[int, psutil.Process] = {}
-        for (pid, ctime), proc in list(self.procs.items()):
+        for (pid, _), proc in list(self.procs.items()):
             if pid not in spare and alive(proc):
                 victims[pid] = proc
         for proc in self._marked(spare):

@@ -61,7 +61,8 @@ def clock_offset() -> float:
     return time.time() - (psutil.boot_time() + uptime)
 
 
-def connections(pid: int, port: int, exclude: FrozenSet[int] = frozenset()) -> Optional[FrozenSet[Tuple[int, int, Any]]]:
+def connections(pid: int, port: int,
+                exclude: FrozenSet[int] = frozenset()) -> Optional[FrozenSet[Tuple[int, int, Any]]]:
     """Return the tree's accepted TCP connections on ``port`` as (pid, fd, remote address); None if gone.
 
     Connections from a remote port in ``exclude`` (the listener's own probes) are left out.

@@ -33,6 +33,7 @@ import os
 import time
 import xmlrpc.client
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Set, Tuple
 
 from supervisor.xmlrpc import Faults
@@ -172,7 +173,7 @@ class Applier:
             restarted.append(s.program)
         for s in self.rendered.sidecars:
             if s.program in restarted:
-                control.wait_started(lambda s=s: state_dict(s.state_file), requested, self.timeout, fresh=True)
+                control.wait_started(partial(state_dict, s.state_file), requested, self.timeout, fresh=True)
         return restarted
 
     def roll_back(self, exc: BaseException, snap: Snapshot, changed_configs: Set[str], was_live: Dict[str, str],
@@ -213,7 +214,7 @@ def apply(rendered: Rendered, rpc: Any, timeout: float, say: Callable[[str], Non
     snap = snapshot(paths)
     ours = our_groups(rendered, snap)
     new_configs = {f.path for f in rendered.files
-                   if f.path.endswith(LITELLM_YAML) and (snap[f.path] is None or snap[f.path][0] != f.data)}
+                   if f.path.endswith(LITELLM_YAML) and ((old := snap[f.path]) is None or old[0] != f.data)}
     new_code = reinstalled(rendered.sidecars, say)
     if validate:
         _validate(rendered, new_configs, say, new_code)

@@ -17,16 +17,18 @@ import sys
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from sidecar_plugin.core.options.declared import PLAN, RENDER, copied, with_options
+from sidecar_plugin.core.options.declared import PLAN, RENDER, copied, default, fields_of
 from sidecar_plugin.core.options.remember import blamed
 from sidecar_plugin.core.profiles.profile import ProfileError, load_profile
 from sidecar_plugin.core.render import ini
 from sidecar_plugin.core.render.layout import plan
 from sidecar_plugin.core.render.files import Plan, render_files
 from sidecar_plugin.core.render.options import RenderError, RenderOptions, RenderedFile
+from sidecar_plugin.errors import BinaryNotFoundError
 from sidecar_plugin.names import (
     DEFAULT_PORT, DEFAULT_PROGRAM, GROUP,
-    LISTENER_LOG_NAME, LITELLM_YAML, LOG_NAME, MASTER_KEY, PROFILE_EXTENSIONS, RECORD_NAME, RUN_DIR, SIDECAR_CONF, STATE_NAME,
+    LISTENER_LOG_NAME, LITELLM_YAML, LOG_NAME, MASTER_KEY, PROFILE_EXTENSIONS, RECORD_NAME, RUN_DIR, SIDECAR_CONF,
+    STATE_NAME,
 )
 from sidecar_plugin.shell.render.executables import (
     listener_entry_point, litellm_launcher, resolve_binary, shim_target,
@@ -38,8 +40,8 @@ from sidecar_plugin.shell.files.statefile import history_path
 from sidecar_plugin.shell.render import filewrite, precheck
 
 
+@fields_of(RENDER)
 @dataclass(frozen=True)
-@with_options(RENDER)  # and every option of render and apply, with its declared default
 class RenderRequest:
     """What the operator asked ``render`` or ``apply`` for (their shared options)."""
 
@@ -47,6 +49,31 @@ class RenderRequest:
     out_dir: str
     remember: Tuple[Tuple[str, Any], ...] = ()  # the options to record in sidecar.json (core.options.remember)
     kept: Tuple[Tuple[str, Any, str], ...] = ()  # (option, value, where) of those kept, not given now
+    # every option of render and apply (core.options.declared)
+    port: Optional[int] = default("--port")
+    host: str = default("--host")
+    program: Optional[str] = default("--program")
+    binary: str = default("--binary")
+    supervisord: Optional[str] = default("--supervisord")
+    workers: int = default("--workers")
+    api_key_env: str = default("--api-key-env")
+    master_key_env: str = default("--master-key-env")
+    health_timeout: float = default("--health-timeout")
+    stop_timeout: int = default("--stop-timeout")
+    retry_delay: float = default("--retry-delay")
+    retry_max_delay: float = default("--retry-max-delay")
+    retry_reset_after: float = default("--retry-reset-after")
+    hang_window: float = default("--hang-window")
+    memory_budget: Optional[int] = default("--memory-budget")
+    memory_every: float = default("--memory-every")
+    max_requests: Optional[int] = default("--max-requests")
+    max_requests_jitter: Optional[int] = default("--max-requests-jitter")
+    state_file: Optional[str] = default("--state-file")
+    log_file: Optional[str] = default("--log-file")
+    no_autostart: bool = default("--no-autostart")
+    no_traffic_metrics: bool = default("--no-traffic-metrics")
+    user: str = default("--user")
+    metrics_file: Optional[str] = default("--metrics-file")
 
 
 @dataclass(frozen=True)
@@ -125,7 +152,7 @@ def build(req: RenderRequest, env: Mapping[str, str], live_note: str = "") -> Re
     """
     try:
         return _build(req, env, live_note)
-    except RenderError as exc:
+    except (RenderError, BinaryNotFoundError) as exc:  # a --binary kept from an earlier render may be gone
         exc.args = (blamed(str(exc), req.kept),)
         raise
 

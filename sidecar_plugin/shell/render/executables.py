@@ -14,7 +14,6 @@ import subprocess
 import sys
 from typing import Optional, Sequence, Tuple
 
-from sidecar_plugin.core.render.options import RenderError
 from sidecar_plugin.errors import BinaryNotFoundError
 from sidecar_plugin.names import FD0_MARKER
 
@@ -23,15 +22,8 @@ SHIM_MANAGERS = ("pyenv", "asdf")
 SHIM_TIMEOUT = 10.0
 
 
-class BinaryNotFound(RenderError, BinaryNotFoundError):
-    """The LiteLLM binary is not installed where render can see it."""
-
-    def __init__(self, binary: str) -> None:
-        BinaryNotFoundError.__init__(self, os.path.basename(binary) or binary)
-
-
 def resolve_binary(binary: str, extra_dirs: Sequence[str] = ()) -> str:
-    """Return the absolute path of ``binary`` or raise BinaryNotFound.
+    """Return the absolute path of ``binary`` or raise BinaryNotFoundError.
 
     Resolved at render time because supervisord's PATH is not the operator's.
     The interpreter's own bin folder is searched after PATH, so a LiteLLM
@@ -41,7 +33,7 @@ def resolve_binary(binary: str, extra_dirs: Sequence[str] = ()) -> str:
         path = os.path.abspath(binary)
         if os.path.isfile(path) and os.access(path, os.X_OK):
             return path
-        raise BinaryNotFound(binary)
+        raise BinaryNotFoundError(os.path.basename(binary) or binary)
     found = shutil.which(binary)
     if found is None:
         for folder in extra_dirs:
@@ -49,7 +41,7 @@ def resolve_binary(binary: str, extra_dirs: Sequence[str] = ()) -> str:
             if found:
                 break
     if found is None:
-        raise BinaryNotFound(binary)
+        raise BinaryNotFoundError(os.path.basename(binary) or binary)
     return os.path.abspath(found)
 
 

@@ -24,10 +24,11 @@ import os
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Union
+from typing import Callable, Dict, Optional, Sequence, Union
 
 import psutil
 
+from sidecar_plugin.core.render.options import RenderOptions
 from sidecar_plugin.shell.render.executables import litellm_launcher
 from sidecar_plugin.shell.files.statefile import state_dict
 
@@ -100,7 +101,7 @@ def started_at(pid: object) -> Optional[float]:
         return None
 
 
-def reinstalled(sidecars, say: Callable[[str], None] = lambda line: None) -> Dict[str, str]:
+def reinstalled(sidecars: Sequence[RenderOptions], say: Callable[[str], None] = lambda line: None) -> Dict[str, str]:
     """Map program -> why its live sidecar runs an older LiteLLM than its install now holds.
 
     Only sidecars whose ``--binary`` is LiteLLM's entry point (an interpreter

@@ -19,6 +19,7 @@ from sidecar_plugin.core.options.remember import (
     KINDS, changes, dest, merge, port_line, problem, profile_takes_port, read_back_lines, recorded,
 )
 from sidecar_plugin.core.render.options import RenderError
+from sidecar_plugin.errors import BinaryNotFoundError
 from sidecar_plugin.names import PROFILE_PORT, RECORD_NAME, SIDECAR_CONF
 from sidecar_plugin.shell.render.build import RenderRequest, expand_profiles
 from sidecar_plugin.shell.render.executables import resolve_binary
@@ -104,5 +105,5 @@ def _binary() -> str:
     """Where the default binary (``litellm``) is found now: an include naming it was not given ``--binary``."""
     try:
         return resolve_binary("litellm", extra_dirs=[os.path.dirname(os.path.abspath(sys.executable))])
-    except (OSError, ValueError):
+    except (OSError, BinaryNotFoundError):
         return ""

@@ -61,6 +61,7 @@ class HeldSocketManager(SocketManager):
     """
 
     keeps_held = True  # this module's, not supervisor's (``shape``)
+    prepared: bool  # SocketManager's (supervisor has no types)
 
     def _prepare_socket(self) -> None:
         if self.prepared:

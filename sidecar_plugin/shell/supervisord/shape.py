@@ -42,7 +42,7 @@ def problem() -> Optional[str]:
     for name, cls in classes.items():
         if not isinstance(cls, type):
             return f"supervisor {version} has no class {name}"
-    found = _methods(classes) or _wiring(classes["SocketManager"])
+    found = _methods(classes) or _wiring(classes["SocketManager"])  # type: ignore[arg-type]  # a type: checked above
     return f"supervisor {version}{found}" if found else None
 
 
@@ -55,7 +55,8 @@ def _methods(classes: Dict[str, Any]) -> Optional[str]:
         if code is None:
             return f"'s {owner} has no method {name}"
         try:
-            inspect.signature(method).bind(*args, **({"logger": None} if name == "__init__" else {}))
+            inspect.signature(method).bind(  # type: ignore[arg-type]  # a method: found above
+                *args, **({"logger": None} if name == "__init__" else {}))
         except (TypeError, ValueError):
             return f"'s {owner}.{name} takes other arguments"
         missing = [n for n in names if n not in code.co_names]
