@@ -18,7 +18,8 @@ from sidecar_plugin.core.profiles.profile import load_profile
 
 DEMO = os.path.join(ROOT, "tests", "demo.py")
 _spec = importlib.util.spec_from_file_location("demo", DEMO)
-assert _spec is not None and _spec.loader is not None
+assert _spec is not None
+assert _spec.loader is not None
 demo = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(demo)
 

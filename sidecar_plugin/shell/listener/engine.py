@@ -94,8 +94,7 @@ class Listener:
     # -- inputs from other threads --
     def on_event(self, name: str, body: Dict[str, str]) -> None:
         """Called by the protocol loop: queue our program's events and TICKs, drop the rest."""
-        group = self.opts.group or self.opts.program
-        at = self.clock()
+        group, at = self.opts.group or self.opts.program, self.clock()
         ev = (event_input(name, body, self.opts.program, group, at=at)
               or command_input(name, body, self.opts.program, at))
         if ev is not None:

@@ -27,16 +27,14 @@ from sidecar_plugin.core.render.options import RenderError, RenderOptions, Rende
 from sidecar_plugin.errors import BinaryNotFoundError
 from sidecar_plugin.names import (
     DEFAULT_PORT, DEFAULT_PROGRAM, GROUP,
-    LISTENER_LOG_NAME, LITELLM_YAML, LOG_NAME, MASTER_KEY, PROFILE_EXTENSIONS, RECORD_NAME, RUN_DIR, SIDECAR_CONF,
-    STATE_NAME,
+    LISTENER_LOG_NAME, LOG_NAME, PROFILE_EXTENSIONS, RUN_DIR, STATE_NAME,
 )
 from sidecar_plugin.shell.render.executables import (
     listener_entry_point, litellm_launcher, resolve_binary, shim_target,
 )
 from sidecar_plugin.shell.render.plugin_host import binary_note, plugin_host
-from sidecar_plugin.shell.render.installed import finds
+from sidecar_plugin.shell.render.installed import without_prometheus
 from sidecar_plugin.shell.render.previous import choose_master_key, previous_ports, previous_record
-from sidecar_plugin.shell.files.statefile import history_path
 from sidecar_plugin.shell.render import filewrite, precheck
 
 
@@ -185,7 +183,7 @@ def _build(req: RenderRequest, env: Mapping[str, str], live_note: str = "") -> R
     _check_text(binary, "--binary")
     launcher = litellm_launcher(binary)
     host = plugin_host(req.supervisord)
-    notes = _without_prometheus(launcher) if common.traffic_metrics else ()
+    notes = without_prometheus(launcher) if common.traffic_metrics else ()
     common = replace(common, binary=binary, launcher=launcher, plugin=host.loads,
                      port_note=binary_note(binary, launcher) or host.note or live_note,
                      no_traffic_metrics=common.no_traffic_metrics or bool(notes))
@@ -193,21 +191,6 @@ def _build(req: RenderRequest, env: Mapping[str, str], live_note: str = "") -> R
     master_key, keep_file = choose_master_key(env, req.master_key_env, out_dir)
     files = render_files(the_plan, api_key, master_key, keep_file, dict(req.remember))
     return Rendered(the_plan, tuple(files), owner, notes)
-
-
-def _without_prometheus(launcher: Tuple[str, ...]) -> Tuple[str, ...]:
-    """The line saying traffic metrics stay off, when LiteLLM's install lacks prometheus_client; else none.
-
-    LiteLLM's Prometheus callback imports it, and a LiteLLM that cannot does
-    not start: the sidecar must start without its metrics rather than not at
-    all. Only an install whose interpreter is known (``--binary`` is LiteLLM's
-    own entry point) is asked; a wrapper is taken to hold it (the install
-    paths of this package put it beside LiteLLM).
-    """
-    if not launcher or finds(launcher[0], "prometheus_client") is not False:
-        return ()
-    return (f"traffic metrics: off, LiteLLM's install ({launcher[0]}) lacks prometheus_client: "
-            f"{os.path.join(os.path.dirname(launcher[0]), 'pip')} install prometheus_client, then apply again",)
 
 
 def lookup_user(name: str) -> Tuple[int, int]:
@@ -250,30 +233,10 @@ def _check_places(req: RenderRequest, sidecars: Sequence[RenderOptions], owner: 
             precheck.check_folder("--state-file", s.state_file, uid, gid, req.user)
     if req.metrics_file:
         precheck.check_folder("--metrics-file", req.metrics_file, uid, gid, req.user)
-    _check_distinct(req, sidecars)
+    precheck.check_distinct(req.out_dir, req.metrics_file, sidecars)
     places = [req.out_dir] + [s.out_dir for s in sidecars] + [s.log_file for s in sidecars]
     places += [s.listener_log_file for s in sidecars[:1]]
     if owner is not None:
         places += [os.path.join(s.out_dir, RUN_DIR) for s in sidecars]
     for path in places:
         precheck.check_no_link(path)
-
-
-def _check_distinct(req: RenderRequest, sidecars: Sequence[RenderOptions]) -> None:
-    """Refuse a state, log or metrics file that is another file of the render (or of another sidecar).
-
-    ``--state-file OUT/sidecar.conf`` would have the listener replace
-    supervisord's include with JSON, and supervisord would not start again.
-    """
-    out_dir = os.path.abspath(req.out_dir)
-    taken: Dict[str, str] = {os.path.join(out_dir, n): n for n in (SIDECAR_CONF, RECORD_NAME, MASTER_KEY)}
-    taken.update({s.config_path: LITELLM_YAML for s in sidecars})
-    wanted = [("--state-file", s.state_file) for s in sidecars] + [("--log-file", s.log_file) for s in sidecars]
-    wanted += [("--state-file", history_path(s.state_file)) for s in sidecars]
-    wanted += [("--out-dir", s.listener_log_file) for s in sidecars[:1]]
-    wanted += [("--metrics-file", os.path.abspath(req.metrics_file))] if req.metrics_file else []
-    for flag, path in wanted:
-        path = os.path.abspath(path)
-        if path in taken:
-            raise RenderError(f"{flag}: {path} is also {taken[path]}; give each file a place of its own")
-        taken[path] = f"the {flag[2:]}"

@@ -24,7 +24,7 @@ import os
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import psutil
 
@@ -127,3 +127,18 @@ def reinstalled(sidecars: Sequence[RenderOptions], say: Callable[[str], None] = 
         if isinstance(now, Install) and now.installed_at > since + SAME_START:
             out[s.program] = f"LiteLLM {now.version} installed since it started"
     return out
+
+
+def without_prometheus(launcher: Tuple[str, ...]) -> Tuple[str, ...]:
+    """The line saying traffic metrics stay off, when LiteLLM's install lacks prometheus_client; else none.
+
+    LiteLLM's Prometheus callback imports it, and a LiteLLM that cannot does
+    not start: the sidecar must start without its metrics rather than not at
+    all. Only an install whose interpreter is known (``--binary`` is LiteLLM's
+    own entry point) is asked; a wrapper is taken to hold it (the install
+    paths of this package put it beside LiteLLM).
+    """
+    if not launcher or finds(launcher[0], "prometheus_client") is not False:
+        return ()
+    return (f"traffic metrics: off, LiteLLM's install ({launcher[0]}) lacks prometheus_client: "
+            f"{os.path.join(os.path.dirname(launcher[0]), 'pip')} install prometheus_client, then apply again",)

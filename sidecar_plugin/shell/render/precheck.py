@@ -14,9 +14,11 @@ import grp
 import os
 import pwd
 import stat
-from typing import Optional, Set
+from typing import Dict, Optional, Sequence, Set
 
-from sidecar_plugin.core.render.options import RenderError
+from sidecar_plugin.core.render.options import RenderError, RenderOptions
+from sidecar_plugin.names import LITELLM_YAML, MASTER_KEY, RECORD_NAME, SIDECAR_CONF
+from sidecar_plugin.shell.files.statefile import history_path
 
 
 def check_user(name: str, uid: int, gid: int) -> None:
@@ -108,3 +110,23 @@ def check_no_link(path: str) -> None:
 
 def _why(exc: OSError) -> str:
     return "does not exist" if exc.errno == errno.ENOENT else f"cannot be used ({exc.strerror or exc})"
+
+
+def check_distinct(out_dir: str, metrics_file: Optional[str], sidecars: Sequence[RenderOptions]) -> None:
+    """Refuse a state, log or metrics file that is another file of the render (or of another sidecar).
+
+    ``--state-file OUT/sidecar.conf`` would have the listener replace
+    supervisord's include with JSON, and supervisord would not start again.
+    """
+    out_dir = os.path.abspath(out_dir)
+    taken: Dict[str, str] = {os.path.join(out_dir, n): n for n in (SIDECAR_CONF, RECORD_NAME, MASTER_KEY)}
+    taken.update({s.config_path: LITELLM_YAML for s in sidecars})
+    wanted = [("--state-file", s.state_file) for s in sidecars] + [("--log-file", s.log_file) for s in sidecars]
+    wanted += [("--state-file", history_path(s.state_file)) for s in sidecars]
+    wanted += [("--out-dir", s.listener_log_file) for s in sidecars[:1]]
+    wanted += [("--metrics-file", os.path.abspath(metrics_file))] if metrics_file else []
+    for flag, path in wanted:
+        path = os.path.abspath(path)
+        if path in taken:
+            raise RenderError(f"{flag}: {path} is also {taken[path]}; give each file a place of its own")
+        taken[path] = f"the {flag[2:]}"
