@@ -82,7 +82,21 @@ def plugin_venv(tmp_path_factory):
             os.unlink(pth)
 
 
-class DebianSidecar(Sidecar):
+class RunByDebian(Sidecar):
+    """The harness's sidecar, with Debian's supervisord and supervisorctl (a service's bare environment)."""
+
+    def start_supervisord(self, wait_state="running", timeout=30):
+        self.proc = subprocess.Popen([SUPERVISORD, "-c", self.conf], cwd=self.dir, env=SERVICE_ENV,
+                                     start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        poll(self._rpc_up, 20, what="Debian's supervisord's socket")
+        if wait_state:
+            self.wait_state(wait_state, timeout)
+
+    def ctl(self, *args, timeout=60):
+        return run([SUPERVISORCTL, "-c", self.conf] + list(args), env=SERVICE_ENV, timeout=timeout)
+
+
+class DebianSidecar(RunByDebian):
     """The harness's sidecar, rendered by the venv's CLI and run by Debian's supervisord.
 
     With the include alone: it carries the plugin, since Debian's Python imports it (the .pth).
@@ -104,16 +118,6 @@ class DebianSidecar(Sidecar):
         res = run([self.cli, "render"] + self.render_args, env=dict(SERVICE_ENV, **KEYS), cwd=folder)
         assert res.returncode == 0, res.stderr
         self.write_supervisord_conf()
-
-    def start_supervisord(self, wait_state="running", timeout=30):
-        self.proc = subprocess.Popen([SUPERVISORD, "-c", self.conf], cwd=self.dir, env=SERVICE_ENV,
-                                     start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        poll(self._rpc_up, 20, what="Debian's supervisord's socket")
-        if wait_state:
-            self.wait_state(wait_state, timeout)
-
-    def ctl(self, *args, timeout=60):
-        return run([SUPERVISORCTL, "-c", self.conf] + list(args), env=SERVICE_ENV, timeout=timeout)
 
 
 @pytest.fixture

@@ -11,18 +11,17 @@ after each; the state says the port is not held, and why.
 """
 
 import os
-import subprocess
 
 import pytest
 
 from ecosystem import apt_hint, apt_installs, missing, run
-from harness import KEYS, Sidecar, poll, run_cli
+from harness import KEYS, run_cli
+from test_ecosystem_debian import RunByDebian
 from test_safe_anywhere import doc, every_event
 
 pytestmark = [pytest.mark.ecosystem, pytest.mark.integration]
 
 SUPERVISORD = "/usr/bin/supervisord"
-SUPERVISORCTL = "/usr/bin/supervisorctl"
 SERVICE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 CONF = """[unix_http_server]
 file={sock}
@@ -44,22 +43,12 @@ files = {include}
 """
 
 
-class PlainDebianSidecar(Sidecar):
+class PlainDebianSidecar(RunByDebian):
     """Rendered by this venv's CLI for Debian's supervisord, whose Python cannot import the plugin."""
 
     def write_supervisord_conf(self):
         with open(self.conf, "w") as fh:
             fh.write(CONF.format(sock=self.sock, dir=self.dir, include=os.path.join(self.out, "sidecar.conf")))
-
-    def start_supervisord(self, wait_state="running", timeout=30):
-        self.proc = subprocess.Popen([SUPERVISORD, "-c", self.conf], cwd=self.dir, env=SERVICE_ENV,
-                                     start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        poll(self._rpc_up, 20, what="Debian's supervisord's socket")
-        if wait_state:
-            self.wait_state(wait_state, timeout)
-
-    def ctl(self, *args, timeout=60):
-        return run([SUPERVISORCTL, "-c", self.conf] + list(args), env=SERVICE_ENV, timeout=timeout)
 
 
 @pytest.fixture
