@@ -1,0 +1,151 @@
+"""No wait either (issue 31): a crash never freezes the gateway for a LiteLLM start, with the stand-in LiteLLM.
+
+The clients keep their connections alive, as the gateway's Go transport
+does (``traffic.Pool``), and each test measures the longest a short request
+took during the event against a quiet window of the same traffic in the same
+test: the excess over the quiet window, as a share of the start the event
+would otherwise make requests wait for (a ratio, not an absolute time).
+"""
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+
+import psutil
+import pytest
+
+from harness import MASTER_KEY, poll
+from sidecar_plugin.names import health_socket_name
+from test_memory_budget import light_sidecar
+from traffic import Hammer, Traffic
+
+pytestmark = pytest.mark.integration
+
+FAST = "agentroute-fast"
+START = 4.0  # seconds the replacement's start takes (the stand-in's start_delay): what a request must not wait
+QUIET = 3.0  # seconds of traffic measured before the event
+
+
+def running(sc, timeout=30, other_than=None):
+    return sc.wait_state("running", timeout, pred=lambda s: s.pid is not None and s.pid != other_than)
+
+
+def started(sc, workers=2):
+    sc.start_supervisord()
+    st = running(sc)
+    poll(lambda: len(psutil.Process(st.pid).children()) == workers, 10, what=f"{workers} workers")
+    return st
+
+
+def kept_alive(sc):
+    """Traffic through a pool of kept-alive connections, flowing; return it and the quiet window's longest wait."""
+    traffic = Traffic(sc.port, MASTER_KEY, FAST, rate=10, keepalive=True).start()
+    poll(lambda: traffic.short["ok"] >= 5, 15, what="traffic flowing")
+    t0 = time.monotonic()
+    time.sleep(QUIET)  # the quiet window the traffic runs through (a measurement, not a synchronisation)
+    return traffic, traffic.longest_between(t0, time.monotonic())
+
+
+def listener_lines(sc, offset=0):
+    with open(os.path.join(sc.out, "listener.log"), errors="replace") as fh:
+        fh.seek(offset)
+        return [json.loads(line)["msg"] for line in fh.read().splitlines() if line.startswith("{")]
+
+
+def report(event, traffic, quiet, longest):
+    print(f"\nROW | {event} | refused {traffic.short['refused']} | failed {traffic.short['failed']} | "
+          f"longest wait {longest:.2f} s (quiet {quiet:.2f} s) | {traffic.summary()}")
+
+
+def test_sigkill_orphans_serve_until_the_replacement_answers(make_sidecar):
+    sc = make_sidecar(workers=2)
+    st = started(sc)
+    orphans = psutil.Process(st.pid).children()
+    sc.set_mode({"start_delay": START})  # the replacement takes START s before it listens
+    traffic, quiet = kept_alive(sc)
+    offset = os.path.getsize(os.path.join(sc.out, "listener.log"))
+    killed_at = time.monotonic()
+    os.kill(st.pid, signal.SIGKILL)
+    again = running(sc, other_than=st.pid)
+    poll(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in orphans), 30,
+         what="the orphans drained")
+    poll(lambda: traffic.short["ok"] >= 80, 20, what="more answers")
+    traffic.stop()
+    longest = traffic.longest_between(killed_at)
+    report("SIGKILL of the main process", traffic, quiet, longest)
+    assert traffic.lost == 0 and traffic.pool.reused_failed == 0, traffic.summary()
+    # the orphans served while the replacement started: no request waited for that start
+    assert (longest - quiet) / START < 0.5, traffic.summary()
+    # "draining" is said once it is true: after the new tree answered its health check (running)
+    lines = listener_lines(sc, offset)
+    served = [i for i, msg in enumerate(lines) if msg.endswith("-> running")]
+    drained = [i for i, msg in enumerate(lines) if "draining orphaned process(es)" in msg]
+    assert served and drained and drained[0] > served[0], lines
+    assert again.pid != st.pid
+
+
+class Workers:
+    """Every worker pid the launcher's tree shows, sampled every 50 ms: the drains are the workers gone."""
+
+    def __init__(self, sc):
+        self.sc, self.seen, self.stop = sc, set(), threading.Event()
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def now(self):
+        st = self.sc.state()
+        try:
+            return {c.pid for c in psutil.Process(st.pid).children()} if st and st.pid else set()
+        except psutil.Error:
+            return set()
+
+    def _loop(self):
+        while not self.stop.wait(0.05):
+            self.seen |= self.now()
+
+    def drained(self):
+        return len(self.seen - self.now())
+
+
+def replace_worker(sc, launcher, worker):
+    """Ask the launcher over its control socket to replace one worker (as the memory budget does)."""
+    prefix = health_socket_name(sc.program, os.path.join(sc.out, "litellm.yaml"))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect("\0%s/control/%d" % (prefix, launcher))
+        s.sendall(b"replace %d\n" % worker)
+        return s.recv(64).decode().strip()
+
+
+def test_drains_never_reset_a_kept_alive_connection(make_sidecar, tmp_path):
+    # the real launcher (light_app for LiteLLM's app); --memory-budget only for the control socket
+    sc = light_sidecar(make_sidecar, tmp_path, {}, ["--memory-budget", str(1 << 20), "--max-requests", "400",
+                                                    "--max-requests-jitter", "100"])
+    sc.start_supervisord()
+    st = running(sc)
+    hammer = Hammer(sc.port, MASTER_KEY, FAST, clients=6).start()
+    workers = Workers(sc)
+    try:
+        poll(lambda: hammer.outcomes["ok"] >= 50, 15, what="traffic flowing")
+        for _ in range(4):  # rolling reloads: every worker drains
+            before = workers.now()
+            os.kill(st.pid, signal.SIGHUP)
+            poll(lambda: not before & workers.now() and len(workers.now()) == 2, 30, what="the workers reloaded")
+        for _ in range(2):  # a worker replaced on the listener's request (memory budget)
+            victim = min(workers.now())
+            assert replace_worker(sc, st.pid, victim) == "accepted"
+            poll(lambda: victim not in workers.now() and len(workers.now()) == 2, 30, what="the worker replaced")
+        os.kill(st.pid, signal.SIGKILL)  # the orphans serve, then drain
+        st = running(sc, other_than=st.pid)
+        res = sc.ctl("restart", sc.program, timeout=120)  # supervisord's stop drains the workers
+        assert res.returncode == 0, res.stdout + res.stderr
+        st = running(sc, other_than=st.pid)
+        poll(lambda: workers.drained() >= 16, 60, what="more drains (max requests)")
+    finally:
+        hammer.stop()
+        workers.stop.set()
+    print(f"\nROW | drains under kept-alive connections | {workers.drained()} drains | {hammer.summary()}")
+    assert hammer.pool.reused_failed == 0 and set(hammer.outcomes) == {"ok"}, hammer.summary()
+    assert hammer.pool.reused > 1000, hammer.summary()  # the connections were kept alive and reused
