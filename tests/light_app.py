@@ -11,6 +11,8 @@ Its memory misbehaves as ``fake_mode.json`` beside the config says:
 at most ``grow_cap_mb`` in all (bounded); ``born_mb`` MB taken at startup by
 a worker born after the first ``NUM_WORKERS`` (a replacement born over budget).
 Births are counted in ``light_births`` beside the config (one byte each).
+A request whose body holds ``"hang_loop": S`` blocks the event loop of the
+worker serving it for S seconds (at most 600): a hung worker.
 """
 
 import asyncio
@@ -87,6 +89,11 @@ async def _messages(scope, receive, send):
     if given.decode() != _key():
         return await _send(send, 401, b'{"error": "bad key"}')
     take(float(_mode().get("grow_mb", 0)))
+    if request.get("hang_loop"):  # this worker's event loop blocks (bounded): alive, its siblings serving
+        import time
+
+        print("light app worker %d: hanging its loop" % os.getpid(), flush=True)
+        time.sleep(min(float(request["hang_loop"]), 600))
     if not request.get("stream"):
         return await _send(send, 200, json.dumps({"type": "message", "content": [
             {"type": "text", "text": "pong from %d" % os.getpid()}]}).encode())

@@ -7,8 +7,10 @@ test: the excess over the quiet window, as a share of the start the event
 would otherwise make requests wait for (a ratio, not an absolute time).
 """
 
+import http.client
 import json
 import os
+import re
 import signal
 import socket
 import threading
@@ -19,7 +21,7 @@ import pytest
 
 from harness import MASTER_KEY, poll
 from sidecar_plugin.names import health_socket_name
-from test_memory_budget import light_sidecar
+from test_memory_budget import HERE, light_binary, light_sidecar
 from traffic import Hammer, Traffic
 
 pytestmark = pytest.mark.integration
@@ -149,3 +151,49 @@ def test_drains_never_reset_a_kept_alive_connection(make_sidecar, tmp_path):
     print(f"\nROW | drains under kept-alive connections | {workers.drained()} drains | {hammer.summary()}")
     assert hammer.pool.reused_failed == 0 and set(hammer.outcomes) == {"ok"}, hammer.summary()
     assert hammer.pool.reused > 1000, hammer.summary()  # the connections were kept alive and reused
+
+
+HANG = 4.0  # the launcher's hung-worker window in this test (SIDECAR_WORKER_HANG_WINDOW; 20 s by default)
+
+
+def hang_one_worker(port):
+    """Send the request that blocks the event loop of the worker serving it (it is lost with that worker)."""
+    def send():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        try:
+            conn.request("POST", "/v1/messages", json.dumps({"model": FAST, "hang_loop": 300, "messages": []}),
+                         {"x-api-key": MASTER_KEY, "content-type": "application/json"})
+            conn.getresponse().read()
+        except (OSError, http.client.HTTPException):
+            pass
+        finally:
+            conn.close()
+    threading.Thread(target=send, daemon=True).start()
+
+
+def test_a_hung_worker_is_replaced_alone_its_siblings_serving(make_sidecar, tmp_path):
+    sc = make_sidecar(workers=2, binary=light_binary(str(tmp_path)), env={
+        "SIDECAR_APP": "light_app:app", "PYTHONPATH": HERE, "SIDECAR_WORKER_HANG_WINDOW": str(HANG)})
+    st = started(sc)
+    traffic = Traffic(sc.port, MASTER_KEY, FAST, rate=10).start()  # a connection each: the siblings take them
+    poll(lambda: traffic.short["ok"] >= 5, 15, what="traffic flowing")
+    t0 = time.monotonic()
+    time.sleep(QUIET)  # the quiet window the traffic runs through (a measurement, not a synchronisation)
+    quiet = traffic.longest_between(t0, time.monotonic())
+    hung_at = time.monotonic()
+    hang_one_worker(sc.port)
+    line = poll(lambda: re.search(r"light app worker (\d+): hanging its loop", open(sc.log_file).read()), 15,
+                what="a worker hangs")
+    hung = int(line.group(1))
+    poll(lambda: hung not in {c.pid for c in psutil.Process(st.pid).children()}
+         and len(psutil.Process(st.pid).children()) == 2, HANG + 30, what="the hung worker replaced")
+    poll(lambda: traffic.short["ok"] >= 100, 30, what="more answers")
+    traffic.stop()
+    longest = traffic.longest_between(hung_at)
+    report("a worker hangs", traffic, quiet, longest)
+    assert traffic.lost == 0, traffic.summary()
+    assert (longest - quiet) / HANG < 0.5, traffic.summary()  # nobody waited for the hung worker
+    log = open(sc.log_file).read()
+    assert f"worker {hung} has not run its event loop" in log and "(hung)" in log, log[-2000:]
+    now = sc.state()
+    assert now.state.value == "running" and now.pid == st.pid  # the launcher and the sibling stayed: no restart

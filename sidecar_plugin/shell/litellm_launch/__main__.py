@@ -230,18 +230,17 @@ def uvicorn_options(args, uvicorn):
 
 
 def supervise(config, sockets, control):
-    """Run uvicorn's supervisor (with a worker replaceable on request when ``control``) until it exits."""
-    from uvicorn.supervisors import Multiprocess
-
-    if not control:
-        Multiprocess(config, sockets=sockets).run()
-        return
+    """Run uvicorn's supervisor until it exits: a hung worker replaced alone, one replaceable on request when ``control``."""
     try:
         import worker_replace  # run as `python <this folder>`: its modules are importable by name
     except ImportError:
         from sidecar_plugin.shell.litellm_launch import worker_replace
+    if not worker_replace.beating(config):
+        print("sidecar launcher: no hung-worker watch (this uvicorn's supervisor has another shape)", flush=True)
     supervisor = worker_replace.replacing_multiprocess()(config, sockets=sockets)
-    worker_replace.serve_control(supervisor, os.environ.get("SIDECAR_HEALTH_SOCKET"))
+    supervisor.hang_window = worker_replace.hang_window()
+    if control:
+        worker_replace.serve_control(supervisor, os.environ.get("SIDECAR_HEALTH_SOCKET"))
     supervisor.run()
 
 
