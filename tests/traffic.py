@@ -148,18 +148,23 @@ class Traffic:
         self.inflight: Dict[int, float] = {}  # thread -> when its short request was sent
         self.timeout = 60.0
         self.pool = Pool(port, self.timeout) if keepalive else None
-        self.took: List["tuple[float, float]"] = []  # (sent at, took) of every short request answered or failed
+        self.took: List["tuple[float, float, str]"] = []  # (sent at, took, outcome) of every short request ended
 
     def _record(self, outcome: str, took: float = 0.0, sent: float = 0.0) -> None:
         with self.lock:
             self.short[outcome] += 1
             self.longest = max(self.longest, took)
-            self.took.append((sent, took))
+            self.took.append((sent, took, outcome))
 
     def longest_between(self, start: float, end: float = float("inf")) -> float:
         """The longest a short request sent between two ``time.monotonic()`` instants took."""
         with self.lock:
-            return max((took for sent, took in self.took if start <= sent < end), default=0.0)
+            return max((took for sent, took, _ in self.took if start <= sent < end), default=0.0)
+
+    def failures(self) -> List["tuple[float, float, str]"]:
+        """(sent at, took, outcome) of every short request that did not end ``ok``."""
+        with self.lock:
+            return [t for t in self.took if t[2] != "ok"]
 
     def _timed(self) -> None:
         t0, me = time.monotonic(), threading.get_ident()
