@@ -58,6 +58,7 @@ def test_real_litellm_sigkill_orphans_serve_until_the_replacement_answers(make_s
     tail = open(sc.log_file, errors="replace").read().splitlines()[-60:]
     assert traffic.lost == 0 and traffic.pool.reused_failed == 0, (traffic.summary(), lines, tail)
     assert (longest - quiet) / start < 0.25, (traffic.summary(), lines)
+    assert "(hung)" not in "\n".join(tail), tail  # a worker busy or starved is no hung worker
     served = [i for i, msg in enumerate(lines) if msg.endswith("-> running")]
     drained = [i for i, msg in enumerate(lines) if "draining orphaned process(es)" in msg]
     assert served and drained and drained[0] > served[0], lines

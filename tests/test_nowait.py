@@ -156,24 +156,31 @@ def test_drains_never_reset_a_kept_alive_connection(make_sidecar, tmp_path):
 HANG = 4.0  # the launcher's hung-worker window in this test (SIDECAR_WORKER_HANG_WINDOW; 20 s by default)
 
 
-def hang_one_worker(port):
-    """Send the request that blocks the event loop of the worker serving it (it is lost with that worker)."""
+def block_one_worker(port, how="hang_loop", seconds=300):
+    """Send the request that blocks the event loop of the worker serving it (``hang_loop``: sleeping, lost with
+    that worker; ``burn_loop``: computing); return its thread."""
     def send():
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         try:
-            conn.request("POST", "/v1/messages", json.dumps({"model": FAST, "hang_loop": 300, "messages": []}),
+            conn.request("POST", "/v1/messages", json.dumps({"model": FAST, how: seconds, "messages": []}),
                          {"x-api-key": MASTER_KEY, "content-type": "application/json"})
             conn.getresponse().read()
         except (OSError, http.client.HTTPException):
             pass
         finally:
             conn.close()
-    threading.Thread(target=send, daemon=True).start()
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread
+
+
+def light(make_sidecar, tmp_path, **env):
+    return make_sidecar(workers=2, binary=light_binary(str(tmp_path)), env=dict(
+        {"SIDECAR_APP": "light_app:app", "PYTHONPATH": HERE}, **env))
 
 
 def test_a_hung_worker_is_replaced_alone_its_siblings_serving(make_sidecar, tmp_path):
-    sc = make_sidecar(workers=2, binary=light_binary(str(tmp_path)), env={
-        "SIDECAR_APP": "light_app:app", "PYTHONPATH": HERE, "SIDECAR_WORKER_HANG_WINDOW": str(HANG)})
+    sc = light(make_sidecar, tmp_path, SIDECAR_WORKER_HANG_WINDOW=str(HANG))
     st = started(sc)
     traffic = Traffic(sc.port, MASTER_KEY, FAST, rate=10).start()  # a connection each: the siblings take them
     poll(lambda: traffic.short["ok"] >= 5, 15, what="traffic flowing")
@@ -181,7 +188,7 @@ def test_a_hung_worker_is_replaced_alone_its_siblings_serving(make_sidecar, tmp_
     time.sleep(QUIET)  # the quiet window the traffic runs through (a measurement, not a synchronisation)
     quiet = traffic.longest_between(t0, time.monotonic())
     hung_at = time.monotonic()
-    hang_one_worker(sc.port)
+    block_one_worker(sc.port)
     line = poll(lambda: re.search(r"light app worker (\d+): hanging its loop", open(sc.log_file).read()), 15,
                 what="a worker hangs")
     hung = int(line.group(1))
@@ -197,3 +204,43 @@ def test_a_hung_worker_is_replaced_alone_its_siblings_serving(make_sidecar, tmp_
     assert f"worker {hung} has not run its event loop" in log and "(hung)" in log, log[-2000:]
     now = sc.state()
     assert now.state.value == "running" and now.pid == st.pid  # the launcher and the sibling stayed: no restart
+
+
+
+def test_a_busy_worker_is_no_hung_worker(make_sidecar, tmp_path):
+    # its loop computes for twice the hang window (a lazy import on a starved host): slow, never replaced
+    sc = light(make_sidecar, tmp_path, SIDECAR_WORKER_HANG_WINDOW=str(HANG))
+    st = started(sc)
+    workers = {c.pid for c in psutil.Process(st.pid).children()}
+    busy = block_one_worker(sc.port, "burn_loop", 2 * HANG)
+    poll(lambda: "burning its loop" in open(sc.log_file).read(), 15, what="a worker computes")
+    busy.join(2 * HANG + 60)  # its answer came: the burn is over
+    assert not busy.is_alive()
+    assert {c.pid for c in psutil.Process(st.pid).children()} == workers
+    assert "(hung)" not in open(sc.log_file).read()
+
+
+IMPORT = 4.0  # seconds the light app's import takes in the re-executed launcher (LiteLLM's takes 7 to 60)
+
+
+def test_sigusr2_replaces_the_tree_in_place_the_old_workers_serving(make_sidecar, tmp_path):
+    sc = light(make_sidecar, tmp_path)
+    st = started(sc)
+    old = {c.pid for c in psutil.Process(st.pid).children()}
+    sc.set_mode({"import_seconds": IMPORT})  # the new image's import is slow: requests must not wait for it
+    traffic, quiet = kept_alive(sc)
+    sent_at = time.monotonic()
+    sc.rpc().supervisor.signalProcess(sc.program, "USR2")  # what an operator can do: supervisorctl signal USR2
+    poll(lambda: not old & {c.pid for c in psutil.Process(st.pid).children()}
+         and len(psutil.Process(st.pid).children()) == 2, IMPORT + 60, what="the new workers alone")
+    poll(lambda: traffic.short["ok"] >= 100, 30, what="more answers")
+    traffic.stop()
+    longest = traffic.longest_between(sent_at)
+    report("SIGUSR2 (re-exec in place)", traffic, quiet, longest)
+    assert traffic.lost == 0 and traffic.pool.reused_failed == 0, traffic.summary()
+    assert (longest - quiet) / IMPORT < 0.5, traffic.summary()  # the old workers served through the import
+    now = sc.state()
+    assert now.state.value == "running" and now.pid == st.pid  # supervisord saw no exit, the listener no restart
+    log = open(sc.log_file).read()
+    assert "executing itself again" in log and "the new workers serve: draining the previous ones" in log, log[-3000:]
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in old)

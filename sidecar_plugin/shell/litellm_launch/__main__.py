@@ -62,11 +62,13 @@ def take_listening_socket():
     return fd
 
 
-def health_socket():
+def health_socket(handed=None):
     """Return the tree's private health socket (listening, inheritable), or None when not asked for."""
     prefix = os.environ.get("SIDECAR_HEALTH_SOCKET")
     if not prefix:
         return None
+    if handed is not None:  # a re-exec: the same pid, so the same name, held by the previous workers
+        return socket.socket(fileno=handed)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind("\0%s/%d" % (prefix, os.getpid()))
     sock.listen(64)
@@ -138,22 +140,32 @@ def uvicorn_options(args, uvicorn):
     return extra
 
 
-def supervise(config, sockets, control):
-    """Run uvicorn's supervisor until it exits: a hung worker replaced alone, one replaceable on request when ``control``."""
+def sibling(name):
+    """A module of this folder: by name when run as ``python <this folder>``, else from the package."""
     try:
-        import worker_replace  # run as `python <this folder>`: its modules are importable by name
+        return importlib.import_module(name)
     except ImportError:
-        from sidecar_plugin.shell.litellm_launch import worker_replace
-    if not worker_replace.beating(config):
+        return importlib.import_module("sidecar_plugin.shell.litellm_launch." + name)
+
+
+def supervise(config, sockets, control, handover):
+    """Run uvicorn's supervisor until it exits: a hung worker replaced alone, one replaceable on request when
+    ``control``, the whole tree replaced in place on SIGUSR2 (``reexec``; ``handover``: the fd and sockets)."""
+    hang_watch, worker_replace = sibling("hang_watch"), sibling("worker_replace")
+    if not hang_watch.beating(config, worker_replace.supported()):
         print("sidecar launcher: no hung-worker watch (this uvicorn's supervisor has another shape)", flush=True)
     supervisor = worker_replace.replacing_multiprocess()(config, sockets=sockets)
-    supervisor.hang_window = worker_replace.hang_window()
+    supervisor.hang_window = hang_watch.hang_window()
+    supervisor.listen_fd, supervisor.health, supervisor.adopted = handover
     if control:
         worker_replace.serve_control(supervisor, os.environ.get("SIDECAR_HEALTH_SOCKET"))
     supervisor.run()
 
 
 def main(argv=None):
+    import signal
+
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # a re-exec asked while LiteLLM imports: not a death
     args = parse(sys.argv[1:] if argv is None else argv)
     config = os.path.abspath(args.config)
     # what `litellm --config C --num_workers N` sets before uvicorn.run (proxy_cli.run_server)
@@ -161,7 +173,8 @@ def main(argv=None):
                                               "detailed_debug": False, "save": False, "use_queue": False})
     os.environ["CONFIG_FILE_PATH"] = config
     os.environ["NUM_WORKERS"] = str(args.num_workers)
-    fd = take_listening_socket()
+    handed = sibling("reexec").inherited()
+    fd = handed["listen"] if handed else take_listening_socket()
     import uvicorn
 
     config = uvicorn.Config(os.environ.get("SIDECAR_APP", "litellm.proxy.proxy_server:app"), fd=fd,
@@ -170,21 +183,17 @@ def main(argv=None):
     # a worker recycled (max requests) or replaced is forked again by uvicorn's supervisor while the
     # others (or the socket's queue) take the connections: with one worker too, never the launcher's exit
     supervised = args.num_workers > 1 or bool(args.max_requests_before_restart) or args.worker_control
-    try:
-        import drain_connections  # run as `python <this folder>`: its modules are importable by name
-    except ImportError:
-        from sidecar_plugin.shell.litellm_launch import drain_connections
-    drain_connections.drain_without_resets()
+    sibling("drain_connections").drain_without_resets()
     if supervised:
         preload(config.app)
     sockets = [config.bind_socket()]
-    private = health_socket()
+    private = health_socket(handed["health"] if handed else None)
     if private is not None:
         sockets.append(private)
     print("sidecar launcher: pid %d serves port %d (fd %d) with %d worker(s), LiteLLM %s"
           % (os.getpid(), args.port, fd, args.num_workers, litellm_version()), flush=True)
     if supervised:
-        supervise(config, sockets, args.worker_control)
+        supervise(config, sockets, args.worker_control, (fd, private, tuple(handed["adopt"]) if handed else ()))
     else:
         uvicorn.Server(config).run(sockets=sockets)
 

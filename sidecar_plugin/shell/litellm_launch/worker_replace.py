@@ -15,20 +15,9 @@ The request comes over the tree's private control socket,
 (or root) is heard. The replacement runs in uvicorn's main loop (as SIGHUP's
 does), woken by SIGUSR1. Imports nothing of sidecar_plugin.
 
-A worker whose event loop hangs while the launcher runs is replaced alone,
-the same way: uvicorn's own check pings each worker from a thread, which
-answers while the loop is blocked, and the listener's probes are answered by
-its siblings, so nothing else sees it. Each worker's loop beats (uvicorn's
-``callback_notify``, once a second, from the loop itself) into memory the
-launcher shares; a worker serving (not draining) whose beat is older than
-``SIDECAR_WORKER_HANG_WINDOW`` seconds (default 20, the listener's hang
-window) gets a replacement that serves first, then SIGTERM, and SIGKILL
-``HUNG_GRACE`` seconds later (a blocked loop never drains). Only when the
-launcher itself (or every worker) stops answering does the listener restart
-the whole tree.
+A worker whose event loop hangs is replaced alone the same way (``hang_watch`` says when).
 """
 
-import multiprocessing
 import os
 import signal
 import socket
@@ -37,16 +26,13 @@ import threading
 import time
 
 CONTROL = "%s/control/%d"
-HANG_WINDOW = 20.0  # the listener's default --hang-window
 HUNG_GRACE = 5.0  # seconds a hung worker gets after SIGTERM, should its loop come back, before SIGKILL
-BEAT_EVERY = 1.0
-BEAT = []  # in a worker: its shared beat (seconds on the monotonic clock; -1 once it drains)
 
 
 from uvicorn.supervisors import Multiprocess
 
 try:
-    from uvicorn.supervisors import multiprocess as _multiprocess
+    from uvicorn.supervisors import multiprocess as _multiprocess  # hang_watch puts its own Process there
     from uvicorn.supervisors.multiprocess import Process
 except ImportError:  # another uvicorn: its own supervisor, no replacement on request
     Process = None
@@ -56,57 +42,6 @@ def supported():
     """Whether this uvicorn's Multiprocess has what a graceful replacement needs (0.55's shape)."""
     return Process is not None and all(hasattr(Process, n) for n in ("wait_until_ready", "terminate", "kill", "target")) \
         and all(hasattr(Multiprocess, n) for n in ("handle_signals", "keep_subprocess_alive"))
-
-
-def hang_window():
-    value = os.environ.get("SIDECAR_WORKER_HANG_WINDOW", "")
-    try:
-        return float(value) if float(value) > 0 else HANG_WINDOW
-    except ValueError:
-        return HANG_WINDOW
-
-
-async def _beat():
-    if BEAT:
-        BEAT[0].value = time.monotonic()
-
-
-if Process is not None:
-    class Beating(Process):
-        """A uvicorn worker whose event loop beats into memory shared with the launcher (forked: inherited)."""
-
-        def __init__(self, config, sockets):
-            self.beat = multiprocessing.RawValue("d", 0.0)  # 0: not serving yet (uvicorn's start check covers it)
-            super().__init__(config, sockets)
-
-        def target(self, sockets=None):
-            BEAT[:] = [self.beat]
-            from uvicorn.server import Server
-
-            shutdown = Server.shutdown
-
-            async def draining(server, sockets=None):
-                self.beat.value = -1.0  # draining: its loop stops beating on purpose
-                await shutdown(server, sockets)
-
-            Server.shutdown = draining
-            super().target(sockets)
-
-        def hung(self, now, window):
-            return self.beat.value > 0 and now - self.beat.value > window
-
-
-def beating(config):
-    """Make every worker uvicorn starts from now on beat from its loop; False where it cannot (not forked)."""
-    import uvicorn._subprocess
-
-    context = getattr(uvicorn._subprocess, "spawn", None)
-    if not supported() or getattr(context, "get_start_method", lambda: "")() != "fork":
-        return False  # the beat lives in memory the workers inherit
-    config.callback_notify = _beat
-    config.timeout_notify = BEAT_EVERY
-    _multiprocess.Process = Beating
-    return True
 
 
 class Replacing(Multiprocess):
@@ -123,7 +58,22 @@ class Replacing(Multiprocess):
         self.signal_queue.append(signal.SIGUSR1)
         return "accepted"
 
-    hang_window = HANG_WINDOW
+    hang_window = 20.0  # the listener's default --hang-window (SIDECAR_WORKER_HANG_WINDOW: hang_watch)
+    listen_fd = None  # what a re-exec hands over (SIGUSR2): the listening socket's fd, the health socket
+    health = None
+    adopted = ()  # workers of the previous image: they serve until every new worker does
+
+    def handle_usr2(self):
+        if self.listen_fd is None or self.adopted:
+            print("sidecar launcher: SIGUSR2 ignored (%s)" % ("a re-exec is under way" if self.adopted
+                                                            else "nothing to hand over"), flush=True)
+            return
+        _reexec().reexec(self.listen_fd, self.health)
+
+    def terminate_all(self):
+        super().terminate_all()
+        _reexec().retire(self.adopted)  # a stop during a re-exec: the previous workers drain too
+        self.adopted = ()
 
     def handle_usr1(self):
         try:
@@ -133,6 +83,10 @@ class Replacing(Multiprocess):
 
     def keep_subprocess_alive(self):
         super().keep_subprocess_alive()
+        if self.adopted and not self.should_exit.is_set() and len(self.processes) >= self.processes_num \
+                and all(p.is_ready(timeout=1) for p in self.processes):
+            adopted, self.adopted = self.adopted, ()
+            _reexec().retire(adopted)
         now = time.monotonic()
         for proc in list(self.processes):
             if not self.should_exit.is_set() and getattr(proc, "hung", lambda *_: False)(now, self.hang_window):
@@ -156,6 +110,14 @@ class Replacing(Multiprocess):
         old.terminate()  # it drains; joined aside so the loop keeps watching the others meanwhile
         threading.Thread(target=_retire, args=(old, grace), name="retire-%d" % pid, daemon=True).start()
         print("sidecar launcher: worker %d replaced by %d (%s)" % (pid, new.pid, why), flush=True)
+
+
+def _reexec():
+    try:
+        import reexec  # run as `python <this folder>`: its modules are importable by name
+    except ImportError:
+        from sidecar_plugin.shell.litellm_launch import reexec
+    return reexec
 
 
 def _retire(proc, grace):
