@@ -19,7 +19,7 @@ import time
 import psutil
 import pytest
 
-from harness import MASTER_KEY, poll
+from harness import MASTER_KEY, poll, run_cli
 from sidecar_plugin.names import health_socket_name
 from test_memory_budget import HERE, light_binary, light_sidecar
 from traffic import Hammer, Traffic
@@ -244,3 +244,32 @@ def test_sigusr2_replaces_the_tree_in_place_the_old_workers_serving(make_sidecar
     log = open(sc.log_file).read()
     assert "executing itself again" in log and "the new workers serve: draining the previous ones" in log, log[-3000:]
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in old)
+
+
+def test_sidecar_plugin_restart_replaces_the_tree_without_a_wait(make_sidecar, tmp_path):
+    sc = light(make_sidecar, tmp_path)
+    st = started(sc)
+    old = {c.pid for c in psutil.Process(st.pid).children()}
+    sc.set_mode({"import_seconds": IMPORT})
+    traffic, quiet = kept_alive(sc)
+    asked_at = time.monotonic()
+    res = run_cli("restart", "--state-file", sc.state_file, "-s", "unix://" + sc.sock, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"running (pid {st.pid}, port {sc.port}); in place" in res.stdout, res.stdout
+    new = {c.pid for c in psutil.Process(st.pid).children()}
+    assert new and not new & old  # it returned once the new workers served alone
+    poll(lambda: traffic.short["ok"] >= 100, 30, what="more answers")
+    traffic.stop()
+    longest = traffic.longest_between(asked_at)
+    report("sidecar-plugin restart", traffic, quiet, longest)
+    assert traffic.lost == 0 and traffic.pool.reused_failed == 0, traffic.summary()
+    assert (longest - quiet) / IMPORT < 0.5, traffic.summary()
+
+
+def test_restart_of_a_binary_that_cannot_reexec_is_a_stop_then_start(make_sidecar):
+    sc = make_sidecar(workers=2)  # the stand-in runs as given: no launcher to re-execute
+    st = started(sc)
+    res = run_cli("restart", "--state-file", sc.state_file, "-s", "unix://" + sc.sock, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "stopped and started by supervisord" in res.stdout, res.stdout
+    assert sc.state().pid != st.pid and sc.state().state.value == "running"
