@@ -22,6 +22,7 @@ import pytest
 from harness import MASTER_KEY, poll, run_cli
 from sidecar_plugin.names import health_socket_name
 from test_memory_budget import HERE, light_binary, light_sidecar
+from test_port import running, started
 from traffic import Hammer, Traffic
 
 pytestmark = pytest.mark.integration
@@ -29,17 +30,6 @@ pytestmark = pytest.mark.integration
 FAST = "agentroute-fast"
 START = 4.0  # seconds the replacement's start takes (the stand-in's start_delay): what a request must not wait
 QUIET = 3.0  # seconds of traffic measured before the event
-
-
-def running(sc, timeout=30, other_than=None):
-    return sc.wait_state("running", timeout, pred=lambda s: s.pid is not None and s.pid != other_than)
-
-
-def started(sc, workers=2):
-    sc.start_supervisord()
-    st = running(sc)
-    poll(lambda: len(psutil.Process(st.pid).children()) == workers, 10, what=f"{workers} workers")
-    return st
 
 
 def kept_alive(sc):
@@ -57,9 +47,16 @@ def listener_lines(sc, offset=0):
         return [json.loads(line)["msg"] for line in fh.read().splitlines() if line.startswith("{")]
 
 
-def report(event, traffic, quiet, longest):
+def judged(event, traffic, quiet, since, spared, more=100):
+    """Stop the traffic once ``more`` answers came; nothing lost, and no request sent since ``since`` waited
+    for what the event's design spares it (``spared`` seconds: a start, an import, a hang window)."""
+    poll(lambda: traffic.short["ok"] >= more, 30, what="more answers")
+    traffic.stop()
+    longest = traffic.longest_between(since)
     print(f"\nROW | {event} | refused {traffic.short['refused']} | failed {traffic.short['failed']} | "
           f"longest wait {longest:.2f} s (quiet {quiet:.2f} s) | {traffic.summary()}")
+    assert traffic.lost == 0 and (traffic.pool is None or traffic.pool.reused_failed == 0), traffic.summary()
+    assert (longest - quiet) / spared < 0.5, traffic.summary()
 
 
 def test_sigkill_orphans_serve_until_the_replacement_answers(make_sidecar):
@@ -74,13 +71,8 @@ def test_sigkill_orphans_serve_until_the_replacement_answers(make_sidecar):
     again = running(sc, other_than=st.pid)
     poll(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in orphans), 30,
          what="the orphans drained")
-    poll(lambda: traffic.short["ok"] >= 80, 20, what="more answers")
-    traffic.stop()
-    longest = traffic.longest_between(killed_at)
-    report("SIGKILL of the main process", traffic, quiet, longest)
-    assert traffic.lost == 0 and traffic.pool.reused_failed == 0, traffic.summary()
     # the orphans served while the replacement started: no request waited for that start
-    assert (longest - quiet) / START < 0.5, traffic.summary()
+    judged("SIGKILL of the main process", traffic, quiet, killed_at, START, more=80)
     # "draining" is said once it is true: after the new tree answered its health check (running)
     lines = listener_lines(sc, offset)
     served = [i for i, msg in enumerate(lines) if msg.endswith("-> running")]
@@ -194,12 +186,7 @@ def test_a_hung_worker_is_replaced_alone_its_siblings_serving(make_sidecar, tmp_
     hung = int(line.group(1))
     poll(lambda: hung not in {c.pid for c in psutil.Process(st.pid).children()}
          and len(psutil.Process(st.pid).children()) == 2, HANG + 30, what="the hung worker replaced")
-    poll(lambda: traffic.short["ok"] >= 100, 30, what="more answers")
-    traffic.stop()
-    longest = traffic.longest_between(hung_at)
-    report("a worker hangs", traffic, quiet, longest)
-    assert traffic.lost == 0, traffic.summary()
-    assert (longest - quiet) / HANG < 0.5, traffic.summary()  # nobody waited for the hung worker
+    judged("a worker hangs", traffic, quiet, hung_at, HANG)  # nobody waited for the hung worker
     log = open(sc.log_file).read()
     assert f"worker {hung} has not run its event loop" in log and "(hung)" in log, log[-2000:]
     now = sc.state()
@@ -233,12 +220,7 @@ def test_sigusr2_replaces_the_tree_in_place_the_old_workers_serving(make_sidecar
     sc.rpc().supervisor.signalProcess(sc.program, "USR2")  # what an operator can do: supervisorctl signal USR2
     poll(lambda: not old & {c.pid for c in psutil.Process(st.pid).children()}
          and len(psutil.Process(st.pid).children()) == 2, IMPORT + 60, what="the new workers alone")
-    poll(lambda: traffic.short["ok"] >= 100, 30, what="more answers")
-    traffic.stop()
-    longest = traffic.longest_between(sent_at)
-    report("SIGUSR2 (re-exec in place)", traffic, quiet, longest)
-    assert traffic.lost == 0 and traffic.pool.reused_failed == 0, traffic.summary()
-    assert (longest - quiet) / IMPORT < 0.5, traffic.summary()  # the old workers served through the import
+    judged("SIGUSR2 (re-exec in place)", traffic, quiet, sent_at, IMPORT)  # the old workers served meanwhile
     now = sc.state()
     assert now.state.value == "running" and now.pid == st.pid  # supervisord saw no exit, the listener no restart
     log = open(sc.log_file).read()
@@ -258,12 +240,7 @@ def test_sidecar_plugin_restart_replaces_the_tree_without_a_wait(make_sidecar, t
     assert f"running (pid {st.pid}, port {sc.port}); in place" in res.stdout, res.stdout
     new = {c.pid for c in psutil.Process(st.pid).children()}
     assert new and not new & old  # it returned once the new workers served alone
-    poll(lambda: traffic.short["ok"] >= 100, 30, what="more answers")
-    traffic.stop()
-    longest = traffic.longest_between(asked_at)
-    report("sidecar-plugin restart", traffic, quiet, longest)
-    assert traffic.lost == 0 and traffic.pool.reused_failed == 0, traffic.summary()
-    assert (longest - quiet) / IMPORT < 0.5, traffic.summary()
+    judged("sidecar-plugin restart", traffic, quiet, asked_at, IMPORT)
 
 
 def test_restart_of_a_binary_that_cannot_reexec_is_a_stop_then_start(make_sidecar):
