@@ -250,3 +250,13 @@ def test_restart_of_a_binary_that_cannot_reexec_is_a_stop_then_start(make_sideca
     assert res.returncode == 0, res.stdout + res.stderr
     assert "stopped and started by supervisord" in res.stdout, res.stdout
     assert sc.state().pid != st.pid and sc.state().state.value == "running"
+
+
+def test_supervisorctl_sidecar_restart_replaces_the_tree_in_place(make_sidecar, tmp_path):
+    sc = light(make_sidecar, tmp_path)
+    st = started(sc)
+    old = {c.pid for c in psutil.Process(st.pid).children()}
+    res = sc.ctl("sidecar", "restart", timeout=120)
+    assert res.returncode == 0 and "in place" in res.stdout, res.stdout + res.stderr
+    new = {c.pid for c in psutil.Process(st.pid).children()}
+    assert new and not new & old and sc.state().pid == st.pid
