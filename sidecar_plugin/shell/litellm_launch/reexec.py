@@ -57,7 +57,8 @@ def children():
 
 
 def reexec(listen_fd, health):
-    """Execute this launcher again in this process, handing over the sockets and the workers (never returns)."""
+    """Execute this launcher again in this process, handing over the sockets and the workers (returns only when
+    the interpreter cannot be executed)."""
     os.set_inheritable(listen_fd, True)
     health_fd = None
     if health is not None:
@@ -68,7 +69,12 @@ def reexec(listen_fd, health):
     argv = list(getattr(sys, "orig_argv", None) or [sys.executable] + sys.argv)
     print("sidecar launcher: SIGUSR2: executing itself again (pid %d); workers %s serve until the new ones do"
           % (os.getpid(), " ".join(map(str, adopt)) or "(none)"), flush=True)
-    os.execv(sys.executable, argv)
+    try:
+        os.execv(sys.executable, argv)
+    except OSError as exc:  # the interpreter is gone (its install removed): keep serving as it is
+        os.environ.pop(HANDOVER, None)
+        print("sidecar launcher: cannot execute %s again (%s): this tree keeps serving" % (sys.executable, exc),
+              flush=True)
 
 
 def drain_window():
