@@ -24,17 +24,22 @@ from traffic import Traffic
 pytestmark = pytest.mark.e2e
 
 
-@pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
-def test_real_litellm_sigkill_orphans_serve_until_the_replacement_answers(make_sidecar, upstream, busy):  # noqa: F811
-    sc, st = real_sidecar(make_sidecar, upstream, 2, "name: nowait\n")
-    poll(lambda: len(workers(st.pid)) == 2, 60, what="two workers")
+def flowing_kept_alive(sc):
+    """The gateway's traffic over kept-alive connections, flowing; return it and its quiet window's longest wait."""
     traffic = Traffic(sc.port, GATEWAY_TOKEN, "agentroute-fast", rate=5, streams=(10,), keepalive=True)
     traffic.timeout = traffic.pool.timeout = START
     traffic.start()
     poll(lambda: traffic.short["ok"] >= 5, 60, what="traffic flowing")
     t0 = time.monotonic()
     time.sleep(QUIET)  # the quiet window the traffic runs through (a measurement, not a synchronisation)
-    quiet = traffic.longest_between(t0, time.monotonic())
+    return traffic, traffic.longest_between(t0, time.monotonic())
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
+def test_real_litellm_sigkill_orphans_serve_until_the_replacement_answers(make_sidecar, upstream, busy):  # noqa: F811
+    sc, st = real_sidecar(make_sidecar, upstream, 2, "name: nowait\n")
+    poll(lambda: len(workers(st.pid)) == 2, 60, what="two workers")
+    traffic, quiet = flowing_kept_alive(sc)
     orphans = workers(st.pid)
     offset = os.path.getsize(os.path.join(sc.out, "listener.log"))
     hogs = CpuHogs() if busy else None  # a host busy with other work while the replacement starts
@@ -92,13 +97,7 @@ def test_real_litellm_restart_in_place_waits_for_nothing(make_sidecar, upstream)
     sc, st = real_sidecar(make_sidecar, upstream, 2, "name: nowait-restart\n")
     poll(lambda: len(workers(st.pid)) == 2, 60, what="two workers")
     old = set(p.pid for p in workers(st.pid))
-    traffic = Traffic(sc.port, GATEWAY_TOKEN, "agentroute-fast", rate=5, streams=(10,), keepalive=True)
-    traffic.timeout = traffic.pool.timeout = START
-    traffic.start()
-    poll(lambda: traffic.short["ok"] >= 5, 60, what="traffic flowing")
-    t0 = time.monotonic()
-    time.sleep(QUIET)  # the quiet window the traffic runs through (a measurement, not a synchronisation)
-    quiet = traffic.longest_between(t0, time.monotonic())
+    traffic, quiet = flowing_kept_alive(sc)
     idle = PeakPss(st.pid)
     time.sleep(2)  # two samples of the tree before the restart (a measurement)
     before = idle.done()
