@@ -66,7 +66,10 @@ def _state_commands(sub: Any) -> None:
                        ("wait", "wait until the sidecar reaches a state"),
                        ("start", "start the sidecar and wait until it is running"),
                        ("stop", "stop the sidecar; returns when its tree is gone (and its port free, unless "
-                                 "supervisord keeps it: connections then wait in its queue until a start)")):
+                                 "supervisord keeps it: connections then wait in its queue until a start)"),
+                       ("restart", "replace the sidecar's tree, the old one serving until the new one does; "
+                                   "returns when the new one runs (a launcher serving alone: supervisord's stop "
+                                   "then start)")):
         c = sub.add_parser(name, help=text)
         c.add_argument("--state-file", default=os.environ.get("SIDECAR_STATE_FILE"),
                        help="default: $SIDECAR_STATE_FILE, else asked from supervisord")
@@ -84,7 +87,7 @@ def _state_commands(sub: Any) -> None:
             c.add_argument("--state", default=State.RUNNING.value, choices=[s.value for s in State])
         if name not in ("status", "endpoint"):
             c.add_argument("--timeout", type=_checked(positive_number), default=None,
-                           help="seconds (default: start/wait 300; stop: the drain window plus 30)")
+                           help="seconds (default: start/wait 300; stop: the drain window plus 30; restart: both)")
 
 
 def _render_options(r: argparse.ArgumentParser) -> None:

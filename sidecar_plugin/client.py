@@ -214,3 +214,30 @@ class Sidecar:
             return port_is_free(str(before.get("host") or "127.0.0.1"), int(port))
 
         control.wait_stopped(lambda: self._doc(), timeout, gone)
+
+    def restart(self, timeout: Optional[float] = None) -> bool:
+        """Replace the sidecar's tree and block until the new one runs; return whether it was replaced in place.
+
+        In place (``shell.processes.inplace``): the launcher re-executes
+        itself, its old workers serve until every new one does, then drain;
+        no request waits. Otherwise (not running, or a launcher that does not
+        supervise its workers) it is supervisord's stop then start.
+        """
+        from sidecar_plugin.shell.processes import inplace
+
+        before = self._doc()
+        pid = before.get("pid")
+        if self.state() is not State.RUNNING or not pid or not inplace.replaceable(int(pid)):
+            self.stop(timeout)
+            self.start(timeout)
+            return False
+        old = inplace.workers(int(pid))
+        try:
+            window = timeout if timeout is not None else control.DEFAULT_WAIT + stop_window(self.rpc, self.name)
+            self.rpc.supervisor.signalProcess(self.name, "USR2")
+        except xmlrpc.client.Fault as exc:
+            raise SidecarError(f"supervisord refused to signal {fault_words(exc, self.name)}") from None
+        except OSError as exc:
+            raise unreachable(self.server_url, exc, near=self._state_file) from None
+        inplace.wait_replaced(int(pid), old, lambda: self.state() is State.RUNNING, window)
+        return True

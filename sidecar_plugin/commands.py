@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from sidecar_plugin.errors import SidecarError
 from sidecar_plugin.names import (
-    DEFAULT_PROGRAM, EXIT_DOWN, EXIT_FAIL, EXIT_NOT_RUNNING, EXIT_OK, EXIT_REFUSED, EXIT_UNKNOWN, EXIT_USAGE, State,
+    DEFAULT_PROGRAM, EXIT_FAIL, EXIT_NOT_RUNNING, EXIT_OK, EXIT_REFUSED, EXIT_UNKNOWN, EXIT_USAGE, State,
 )
 
 
@@ -84,27 +84,9 @@ def cmd_apply(a: argparse.Namespace) -> int:
             print(f"  {line}", file=sys.stderr)
         print(f"changed: {'false' if exc.rolled_back else 'true'}")
         return EXIT_FAIL
-    return _report_apply(outcome, timeout)
+    from sidecar_plugin.display import report_apply
 
-
-def _report_apply(outcome: Any, timeout: float) -> int:
-    """Print what apply did and what each sidecar does now; exit 5 when one meant to run does not."""
-    from sidecar_plugin.display import doing_line
-
-    for doc in outcome.running:
-        print(f"{doc.get('program')}: running (pid {doc.get('pid')}, port {doc.get('port')})")
-    for program, doc in outcome.states.items():
-        if doc.get("state") == State.STOPPED:
-            print(doing_line(program, doc))
-    if not outcome.changed:
-        print("nothing to do: the files and supervisord already match the profiles")
-    if down := outcome.down:
-        print(f"sidecar-plugin: apply: the new configuration is in place, but {len(down)} sidecar(s) it "
-              f"manages not running (waited up to {timeout:g} s):", file=sys.stderr)
-        for program in down:
-            print(f"  {doing_line(program, outcome.states[program])}", file=sys.stderr)
-    print(f"changed: {'true' if outcome.changed else 'false'}")
-    return EXIT_DOWN if down else EXIT_OK
+    return report_apply(outcome, timeout)
 
 
 def cmd_listen(a: argparse.Namespace) -> int:
@@ -232,6 +214,15 @@ def cmd_stop(a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_restart(a: argparse.Namespace) -> int:
+    sc = _sidecar(a)
+    how = "in place: the previous workers served until the new ones did" if sc.restart(timeout=a.timeout) else \
+        "stopped and started by supervisord: requests waited for the start"
+    doc = sc.read()
+    print(f"{a.program}: running (pid {doc.pid}, port {doc.port}); {how}")
+    return EXIT_OK
+
+
 def cmd_endpoint(a: argparse.Namespace) -> int:
     """Print where the gateway sends its requests and where the key it sends is kept; never the key."""
     from sidecar_plugin.core.state.schema import StateUnavailable
@@ -243,18 +234,14 @@ def cmd_endpoint(a: argparse.Namespace) -> int:
             found.append({"program": program, "base_url": sc.base_url, "key_file": sc.key_file()})
         except StateUnavailable as exc:
             raise CliError(f"endpoint unknown: {exc}", EXIT_UNKNOWN) from None
-    if a.json:
-        print(json.dumps(found[0] if len(found) == 1 else found, sort_keys=True, indent=2))
-        return EXIT_OK
-    for i, doc in enumerate(found):
-        if len(found) > 1:
-            print(("\n" if i else "") + f"program:  {doc['program']}")
-        print(f"base_url: {doc['base_url']}")
-        print(f"key_file: {doc['key_file'] or 'unknown (the listener has not published it yet)'}")
+    from sidecar_plugin.display import endpoint_text
+
+    print(json.dumps(found[0] if len(found) == 1 else found, sort_keys=True, indent=2) if a.json
+          else endpoint_text(found))
     return EXIT_OK
 
 
 COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "render": cmd_render, "apply": cmd_apply, "listen": cmd_listen, "status": cmd_status,
-    "wait": cmd_wait, "start": cmd_start, "stop": cmd_stop, "endpoint": cmd_endpoint,
+    "wait": cmd_wait, "start": cmd_start, "stop": cmd_stop, "restart": cmd_restart, "endpoint": cmd_endpoint,
 }

@@ -31,7 +31,8 @@ from sidecar_plugin.shell.supervisord.supervisor import fault_words, stop_window
 USAGE = """sidecar status [program ...]       show each sidecar's state (all by default)
 sidecar wait [--state S] [--timeout T] [program]   wait until it reaches state S (running)
 sidecar start [--timeout T] [program]  start it and wait until it answers healthy
-sidecar stop [--timeout T] [program]   stop it; returns when its tree is gone (connections then wait where supervisord keeps the port)"""  # noqa: E501 (the usage as supervisorctl prints it)
+sidecar stop [--timeout T] [program]   stop it; returns when its tree is gone (connections then wait where supervisord keeps the port)
+sidecar restart [--timeout T] [program]  replace its tree, the old one serving until the new one does (else stop + start)"""  # noqa: E501 (the usage as supervisorctl prints it)
 
 
 class _ArgError(SidecarError):
@@ -53,7 +54,7 @@ def _seconds(text: str) -> float:
 
 def _parser() -> _Parser:
     p = _Parser(prog="sidecar", add_help=False)
-    p.add_argument("action", choices=["status", "wait", "start", "stop"])
+    p.add_argument("action", choices=["status", "wait", "start", "stop", "restart"])
     p.add_argument("programs", nargs="*")
     p.add_argument("--timeout", type=_seconds, default=None)
     p.add_argument("--state", default=State.RUNNING.value, choices=[s.value for s in State])
@@ -79,7 +80,7 @@ class SidecarControllerPlugin(ControllerPluginBase):
         self.ctl.exitstatus = status
 
     def do_sidecar(self, arg: str) -> None:
-        """sidecar status|wait|start|stop [program]: the AgentRoute LiteLLM sidecar."""
+        """sidecar status|wait|start|stop|restart [program]: the AgentRoute LiteLLM sidecar."""
         if not self.ctl.upcheck():
             self.ctl.exitstatus = LSBStatusExitStatuses.UNKNOWN
             return
@@ -158,6 +159,27 @@ class SidecarControllerPlugin(ControllerPluginBase):
         timeout = args.timeout if args.timeout is not None else stop_window(self.ctl.get_server_proxy(), name)
         control.wait_stopped(get, timeout)
         self.ctl.output(stopped_line(program, get()))
+
+    def _restart(self, args: argparse.Namespace) -> None:
+        """In place when the launcher can (``shell.processes.inplace``; read on this host), else stop then start."""
+        from sidecar_plugin.shell.processes import inplace
+
+        program = self._one(args)
+        get = self._getter(program)
+        first = get()
+        pid, name = first.get("pid"), process_name(program, first.get("group"))
+        if first.get("state") != State.RUNNING or not pid or not inplace.replaceable(int(pid)):
+            self._stop(args)
+            self._start(args)
+            self.ctl.output(f"{program}: stopped and started by supervisord: requests waited for the start")
+            return
+        old = inplace.workers(int(pid))
+        timeout = args.timeout if args.timeout is not None else \
+            control.DEFAULT_WAIT + stop_window(self.ctl.get_server_proxy(), name)
+        self._supervisor().signalProcess(name, "USR2")
+        inplace.wait_replaced(int(pid), old, lambda: get().get("state") == State.RUNNING, timeout)
+        self.ctl.output(f"{program}: running (pid {pid}, port {first.get('port')}); in place: the previous workers "
+                        "served until the new ones did")
 
     def help_sidecar(self) -> None:
         self.ctl.output(USAGE)

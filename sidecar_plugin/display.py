@@ -14,7 +14,7 @@ import time
 from typing import IO, Any, Callable, Dict, List, Optional
 
 from sidecar_plugin.core.state.text import printable
-from sidecar_plugin.names import OWNER_SUPERVISORD, State
+from sidecar_plugin.names import EXIT_DOWN, EXIT_OK, OWNER_SUPERVISORD, State
 
 
 def stopped_line(program: str, doc: Dict[str, Any]) -> str:
@@ -216,3 +216,33 @@ def _section(doc: Dict[str, Any], key: str) -> Dict[str, Any]:
     """``doc[key]`` where it is a mapping, else empty: a state file of another release may lack it."""
     value = doc.get(key)
     return value if isinstance(value, dict) else {}
+
+
+def endpoint_text(found: List[Dict[str, Any]]) -> str:
+    """``sidecar-plugin endpoint``'s lines: base URL and key file per sidecar (the program too, when several)."""
+    lines: List[str] = []
+    for i, doc in enumerate(found):
+        if len(found) > 1:
+            lines.append(("\n" if i else "") + f"program:  {doc['program']}")
+        lines.append(f"base_url: {doc['base_url']}")
+        lines.append(f"key_file: {doc['key_file'] or 'unknown (the listener has not published it yet)'}")
+    return "\n".join(lines)
+
+
+def report_apply(outcome: Any, timeout: float) -> int:
+    """Print what apply did and what each sidecar does now; exit 5 when one meant to run does not."""
+    for doc in outcome.running:
+        print(f"{doc.get('program')}: running (pid {doc.get('pid')}, port {doc.get('port')})")
+    for program, doc in outcome.states.items():
+        if doc.get("state") == State.STOPPED:
+            print(doing_line(program, doc))
+    if not outcome.changed:
+        print("nothing to do: the files and supervisord already match the profiles")
+    down = outcome.down
+    if down:
+        print(f"sidecar-plugin: apply: the new configuration is in place, but {len(down)} sidecar(s) it "
+              f"manages not running (waited up to {timeout:g} s):", file=sys.stderr)
+        for program in down:
+            print(f"  {doing_line(program, outcome.states[program])}", file=sys.stderr)
+    print(f"changed: {'true' if outcome.changed else 'false'}")
+    return EXIT_DOWN if down else EXIT_OK

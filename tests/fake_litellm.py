@@ -101,6 +101,7 @@ class State:
     mode: Dict[str, Any] = {}
     started = time.monotonic()
     inflight = 0
+    draining = False  # from a SIGTERM on, every answer says Connection: close (as the launcher's workers do)
     lock = threading.Lock()
 
 
@@ -127,6 +128,7 @@ def refused_models(cfg):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    timeout = 5  # uvicorn's keep-alive timeout: an idle kept-alive connection is closed after it
 
     def log_message(self, fmt, *args):  # quiet
         pass
@@ -140,6 +142,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
+        if State.draining:
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
         self.wfile.write(data)
 
@@ -334,6 +339,7 @@ def serve(sock, hang_after, ready=None, health=None):
         os.write(ready, b"r")
         os.close(ready)
     server.serve_forever(poll_interval=0.2)
+    State.draining = True
     sock.close()  # no new connection from now on
     grace = float(os.environ.get("GRACEFUL_SHUTDOWN_TIMEOUT", "30"))
     deadline = time.monotonic() + grace

@@ -11,6 +11,10 @@ Its memory misbehaves as ``fake_mode.json`` beside the config says:
 at most ``grow_cap_mb`` in all (bounded); ``born_mb`` MB taken at startup by
 a worker born after the first ``NUM_WORKERS`` (a replacement born over budget).
 Births are counted in ``light_births`` beside the config (one byte each).
+``import_seconds`` makes its import take that long (a slow launcher start).
+A request whose body holds ``"hang_loop": S`` blocks the event loop of the
+worker serving it for S seconds (at most 600): a hung worker; ``"burn_loop": S``
+keeps it computing for S seconds (at most 60): a busy one.
 """
 
 import asyncio
@@ -42,6 +46,16 @@ def _key():
             return ((yaml.safe_load(fh) or {}).get("general_settings") or {}).get("master_key", "")
     except OSError:
         return ""
+
+
+def _import_delay():
+    """``import_seconds`` of the mode: this import takes that long (as LiteLLM's does: a slow launcher start)."""
+    import time
+
+    time.sleep(min(float(_mode().get("import_seconds", 0)), 120))
+
+
+_import_delay()
 
 
 def take(mb):
@@ -88,6 +102,18 @@ async def _messages(scope, receive, send):
     if given.decode() != _key():
         return await _send(send, 401, b'{"error": "bad key"}')
     take(float(_mode().get("grow_mb", 0)))
+    if request.get("hang_loop"):  # this worker's event loop blocks (bounded): alive, its siblings serving
+        import time
+
+        print("light app worker %d: hanging its loop" % os.getpid(), flush=True)
+        time.sleep(min(float(request["hang_loop"]), 600))
+    if request.get("burn_loop"):  # this worker's event loop computes (bounded): busy, not hung
+        import time
+
+        print("light app worker %d: burning its loop" % os.getpid(), flush=True)
+        until = time.monotonic() + min(float(request["burn_loop"]), 60)
+        while time.monotonic() < until:
+            sum(i * i for i in range(10000))
     if not request.get("stream"):
         return await _send(send, 200, json.dumps({"type": "message", "content": [
             {"type": "text", "text": "pong from %d" % os.getpid()}]}).encode())

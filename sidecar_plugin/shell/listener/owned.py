@@ -58,6 +58,7 @@ class Drainer:
     def __init__(self, log: Any) -> None:
         self.log = log
         self.pending: Dict[int, psutil.Process] = {}
+        self.exited: Optional[int] = None  # the root whose exit left the pending orphans
         self.draining: Dict[int, psutil.Process] = {}
         self.lock = threading.Lock()
 
@@ -67,12 +68,15 @@ class Drainer:
             self.draining = {pid: p for pid, p in self.draining.items() if alive(p)}
             return sorted(self.draining)
 
-    def defer(self, procs: Dict[int, psutil.Process]) -> None:
+    def defer(self, procs: Dict[int, psutil.Process], exited: Optional[int] = None) -> None:
         with self.lock:
+            fresh = sorted(pid for pid, p in procs.items() if alive(p) and pid not in self.pending)
             self.pending.update({pid: p for pid, p in procs.items() if alive(p)})
-        if procs:
+            if exited is not None:
+                self.exited = exited
+        if fresh:
             self.log.info("orphaned process(es) %s keep serving until the new sidecar does",
-                          " ".join(map(str, sorted(procs))))
+                          " ".join(map(str, fresh)))
 
     def drain(self) -> List[int]:
         """SIGTERM every pending orphan now; SIGKILL what is left after the drain window (in a thread)."""
@@ -110,12 +114,16 @@ def supervisord_pid(link: Any) -> int:
 def defer_reap(tracker: TreeTracker, link: Any, port: int, action: m.Reap, drainer: Drainer,
                live: Callable[[], Optional[List[int]]]) -> m.Reaped:
     """Carry out ``Reap`` of a tree that exited unexpectedly: its orphans serve on, the drainer ends them."""
-    # Orphans still pending from an earlier exit: the replacement died too before it served (it may
-    # not even bind, when supervisord restarted and the orphans hold the old socket): drain them now.
-    drainer.drain()
-    spare_roots = (action.spare,) if action.spare else ()
+    # Orphans still pending from an earlier exit, and another tree exited since: the replacement died
+    # too before it served (it may not even bind, when supervisord restarted and the orphans hold the
+    # old socket): drain them now. The same exit reported twice (the pid watch, then supervisord's
+    # EXITED: the root is forgotten by then) leaves them serving: nothing replaces them yet.
+    root = tracker.root.pid if tracker.root is not None else None
+    if root is not None and root != drainer.exited:
+        drainer.drain()
+    spare_roots = ((action.spare,) if action.spare else ()) + tuple(drainer.busy())  # draining: not pending again
     spare, orphans = tracker.survivors(spare_roots, before=action.before, live=live)
-    drainer.defer(orphans)
+    drainer.defer(orphans, exited=root)
     tracker.forget(orphans)
     owner = supervisord_pid(link)
     foreign = tracker.foreign_holders(port, spare | set(orphans) | {owner})

@@ -2,7 +2,9 @@
 
 ``python <this folder> --config C ...`` runs ``__main__.py`` with LiteLLM's own
 interpreter; the folder holds nothing else (but ``worker_replace``, the
-replacement of one chosen worker on request, and ``multiproc_metrics``, LiteLLM's
+replacement of one chosen or hung worker, ``hang_watch``, which tells a hung
+worker, ``drain_connections``, drains that reset no kept-alive connection, and
+``reexec``, the tree replaced in place, and ``multiproc_metrics``, LiteLLM's
 Prometheus metrics counted over the workers), so nothing in it shadows a module
 LiteLLM imports.
 """

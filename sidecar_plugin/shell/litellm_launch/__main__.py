@@ -25,19 +25,13 @@ import json
 import os
 import socket
 import sys
-from typing import Any, Callable, Dict, List, Optional
-
-try:
-    import multiproc_metrics  # run as `python <this folder>`: its modules are importable by name
-except ImportError:
-    from sidecar_plugin.shell.litellm_launch import multiproc_metrics
 
 
 NO_SOCKET = ("sidecar launcher: fd 0 is not a listening socket: supervisord could not listen on the port "
              "(another process holds it?), or this was not run as supervisord's [fcgi-program]")
 
 
-def listening_fd0() -> Optional[int]:
+def listening_fd0():
     """Move a listening socket on fd 0 off it (LiteLLM's subprocesses must not get it as stdin); return its fd.
 
     None when fd 0 is no listening socket (it is left as it is).
@@ -61,7 +55,7 @@ def listening_fd0() -> Optional[int]:
     return fd
 
 
-def take_listening_socket() -> int:
+def take_listening_socket():
     """Return the fd of the listening socket supervisord handed over; exit saying why when there is none."""
     fd = listening_fd0()
     if fd is None:
@@ -69,11 +63,13 @@ def take_listening_socket() -> int:
     return fd
 
 
-def health_socket() -> Optional[socket.socket]:
+def health_socket(handed=None):
     """Return the tree's private health socket (listening, inheritable), or None when not asked for."""
     prefix = os.environ.get("SIDECAR_HEALTH_SOCKET")
     if not prefix:
         return None
+    if handed is not None:  # a re-exec: the same pid, so the same name, held by the previous workers
+        return socket.socket(fileno=handed)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind("\0%s/%d" % (prefix, os.getpid()))
     sock.listen(64)
@@ -81,7 +77,7 @@ def health_socket() -> Optional[socket.socket]:
     return sock
 
 
-def preload(app: str) -> None:
+def preload(app):
     """Import the app here once and fork the workers from this process (copy-on-write).
 
     uvicorn spawns each worker as a fresh interpreter that imports all of
@@ -105,39 +101,7 @@ def preload(app: str) -> None:
     uvicorn._subprocess.spawn = multiprocessing.get_context("fork")
 
 
-# Seconds a connection that has not sent its request yet gets, at a worker's shutdown, to send it.
-FRESH_GRACE = 1.0
-
-
-def answer_fresh_connections() -> None:
-    """Answer, on shutdown, the connections whose request has not arrived yet.
-
-    uvicorn's graceful shutdown closes every connection without a request in
-    progress, including one the kernel handed over a moment ago whose request
-    is still on its way (Kludex/uvicorn#2757): that client sees its connection
-    reset. Such a connection gets ``FRESH_GRACE`` seconds to send its request,
-    which is then answered before the connection closes.
-    """
-    protocols = []
-    for name in ("h11_impl.H11Protocol", "httptools_impl.HttpToolsProtocol"):
-        module, _, attr = name.partition(".")
-        try:
-            protocols.append(getattr(importlib.import_module("uvicorn.protocols.http." + module), attr))
-        except (ImportError, AttributeError):
-            continue
-    for cls in protocols:
-        def shutdown(self: Any, _original: Callable[[Any], None] = cls.shutdown) -> None:
-            if self.transport.is_closing():
-                return
-            if self.cycle is None and not getattr(self, "_sidecar_waited", False):
-                self._sidecar_waited = True
-                self.loop.call_later(FRESH_GRACE, self.shutdown)
-                return
-            _original(self)
-        cls.shutdown = shutdown
-
-
-def litellm_version() -> str:
+def litellm_version():
     """The version of the LiteLLM this interpreter imports (said in the log: apply restarts for a new one)."""
     try:
         import importlib.metadata
@@ -147,7 +111,7 @@ def litellm_version() -> str:
         return "(version unknown)"
 
 
-def parse(argv: List[str]) -> argparse.Namespace:
+def parse(argv):
     p = argparse.ArgumentParser(prog="sidecar launcher")
     p.add_argument("--config", required=True)
     p.add_argument("--host", default="127.0.0.1")  # supervisord bound it: only said for the logs
@@ -163,7 +127,7 @@ def parse(argv: List[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def uvicorn_options(args: argparse.Namespace, uvicorn: Any) -> Dict[str, int]:
+def uvicorn_options(args, uvicorn):
     """The uvicorn settings LiteLLM's CLI would give: drain window, max requests (+ jitter)."""
     extra = {"timeout_graceful_shutdown": int(os.environ["GRACEFUL_SHUTDOWN_TIMEOUT"])} \
         if os.environ.get("GRACEFUL_SHUTDOWN_TIMEOUT", "").isdigit() else {}
@@ -177,23 +141,32 @@ def uvicorn_options(args: argparse.Namespace, uvicorn: Any) -> Dict[str, int]:
     return extra
 
 
-def supervise(config: Any, sockets: List[socket.socket], control: bool) -> None:
-    """Run uvicorn's supervisor (with a worker replaceable on request when ``control``) until it exits."""
-    from uvicorn.supervisors import Multiprocess
-
-    if not control:
-        Multiprocess(config, sockets=sockets).run()
-        return
+def sibling(name):
+    """A module of this folder: by name when run as ``python <this folder>``, else from the package."""
     try:
-        import worker_replace  # run as `python <this folder>`: its modules are importable by name
+        return importlib.import_module(name)
     except ImportError:
-        from sidecar_plugin.shell.litellm_launch import worker_replace
+        return importlib.import_module("sidecar_plugin.shell.litellm_launch." + name)
+
+
+def supervise(config, sockets, control, handover):
+    """Run uvicorn's supervisor until it exits: a hung worker replaced alone, one replaceable on request when
+    ``control``, the whole tree replaced in place on SIGUSR2 (``reexec``; ``handover``: the fd and sockets)."""
+    hang_watch, worker_replace = sibling("hang_watch"), sibling("worker_replace")
+    if not hang_watch.beating(config, worker_replace.supported()):
+        print("sidecar launcher: no hung-worker watch (this uvicorn's supervisor has another shape)", flush=True)
     supervisor = worker_replace.replacing_multiprocess()(config, sockets=sockets)
-    worker_replace.serve_control(supervisor, os.environ.get("SIDECAR_HEALTH_SOCKET"))
+    supervisor.hang_window = hang_watch.hang_window()
+    supervisor.listen_fd, supervisor.health, supervisor.adopted = handover
+    if control:
+        worker_replace.serve_control(supervisor, os.environ.get("SIDECAR_HEALTH_SOCKET"))
     supervisor.run()
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv=None):
+    import signal
+
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # a re-exec asked while LiteLLM imports: not a death
     args = parse(sys.argv[1:] if argv is None else argv)
     config = os.path.abspath(args.config)
     # what `litellm --config C --num_workers N` sets before uvicorn.run (proxy_cli.run_server)
@@ -201,8 +174,12 @@ def main(argv: Optional[List[str]] = None) -> None:
                                               "detailed_debug": False, "save": False, "use_queue": False})
     os.environ["CONFIG_FILE_PATH"] = config
     os.environ["NUM_WORKERS"] = str(args.num_workers)
-    fd = take_listening_socket()
-    multiproc_metrics.fresh_folder()  # before LiteLLM (and prometheus_client) is imported, here or in a worker
+    handed = sibling("reexec").inherited()
+    fd = handed["listen"] if handed else take_listening_socket()
+    metrics = sibling("multiproc_metrics")
+    # before LiteLLM (and prometheus_client) is imported, here or in a worker; a re-exec in place keeps the
+    # folder: the previous workers' counts stay in the sum (no reset where nothing restarted)
+    metrics.fresh_folder(keep=bool(handed))
     import uvicorn
 
     config = uvicorn.Config(os.environ.get("SIDECAR_APP", "litellm.proxy.proxy_server:app"), fd=fd,
@@ -212,18 +189,18 @@ def main(argv: Optional[List[str]] = None) -> None:
     # a worker recycled (max requests) or replaced is forked again by uvicorn's supervisor while the
     # others (or the socket's queue) take the connections: with one worker too, never the launcher's exit
     supervised = args.num_workers > 1 or bool(args.max_requests_before_restart) or args.worker_control
-    answer_fresh_connections()
+    sibling("drain_connections").drain_without_resets()
     if supervised:
         preload(config.app)
     sockets = [config.bind_socket()]
-    private = health_socket()
+    private = health_socket(handed["health"] if handed else None)
     if private is not None:
         sockets.append(private)
     print("sidecar launcher: pid %d serves port %d (fd %d) with %d worker(s), LiteLLM %s"
           % (os.getpid(), args.port, fd, args.num_workers, litellm_version()), flush=True)
     if supervised:
-        multiproc_metrics.counted_over_workers()
-        supervise(config, sockets, args.worker_control)
+        metrics.counted_over_workers()
+        supervise(config, sockets, args.worker_control, (fd, private, tuple(handed["adopt"]) if handed else ()))
     else:
         uvicorn.Server(config).run(sockets=sockets)
 

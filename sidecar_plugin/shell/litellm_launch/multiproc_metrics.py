@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def fresh_folder() -> Optional[str]:
+def fresh_folder(keep: bool = False) -> Optional[str]:
     """Empty the tree's Prometheus folder, before anything imports prometheus_client; return it (None: off).
 
     Each worker writes its samples to its own files there and LiteLLM's
@@ -31,7 +31,7 @@ def fresh_folder() -> Optional[str]:
         return None
     try:
         os.makedirs(folder, mode=0o700, exist_ok=True)
-        for entry in os.scandir(folder):
+        for entry in [] if keep else os.scandir(folder):  # keep: a re-exec in place, its old workers counting
             if entry.is_file(follow_symlinks=False) or entry.is_symlink():
                 os.unlink(entry.path)
     except OSError as exc:

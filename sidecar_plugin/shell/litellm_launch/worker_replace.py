@@ -1,4 +1,4 @@
-"""Replace one chosen worker, gracefully, when the listener asks (a worker over its memory budget).
+"""Replace one chosen worker, gracefully, when the listener asks (a worker over its memory budget) or when it hangs.
 
 uvicorn's ``Multiprocess`` replaces workers only in bulk (SIGHUP: all, one at
 a time) or blindly (SIGTTOU removes the newest; a dead worker is respawned
@@ -14,6 +14,8 @@ The request comes over the tree's private control socket,
 ``unknown`` (not one of its workers). Only a peer of the launcher's own user
 (or root) is heard. The replacement runs in uvicorn's main loop (as SIGHUP's
 does), woken by SIGUSR1. Imports nothing of sidecar_plugin.
+
+A worker whose event loop hangs is replaced alone the same way (``hang_watch`` says when).
 """
 
 import os
@@ -21,30 +23,33 @@ import signal
 import socket
 import struct
 import threading
-from typing import Any, Optional
+import time
 
 from uvicorn.supervisors import Multiprocess
 
 CONTROL = "%s/control/%d"
+HUNG_GRACE = 5.0  # seconds a hung worker gets after SIGTERM, should its loop come back, before SIGKILL
 
 try:
+    from uvicorn.supervisors import multiprocess as _multiprocess  # hang_watch puts its own Process there
     from uvicorn.supervisors.multiprocess import Process
 except ImportError:  # another uvicorn: its own supervisor, no replacement on request
     Process = None
 
 
-def supported() -> bool:
+def supported():
     """Whether this uvicorn's Multiprocess has what a graceful replacement needs (0.55's shape)."""
-    return Process is not None and all(hasattr(Process, n) for n in ("wait_until_ready", "terminate", "kill")) \
+    needs = ("wait_until_ready", "terminate", "kill", "target")
+    return Process is not None and all(hasattr(Process, n) for n in needs) \
         and all(hasattr(Multiprocess, n) for n in ("handle_signals", "keep_subprocess_alive"))
 
 
 class Replacing(Multiprocess):
-    """uvicorn's supervisor, plus: replace the worker the listener names (SIGUSR1 wakes its loop)."""
+    """uvicorn's supervisor, plus: replace the worker the listener names (SIGUSR1 wakes its loop), or a hung one."""
 
-    pending: Optional[int] = None  # the pid asked for, until its replacement serves (or failed)
+    pending = None  # the pid asked for, until its replacement serves (or failed)
 
-    def ask(self, pid: int) -> str:
+    def ask(self, pid):
         if self.pending is not None:
             return "busy"
         if pid not in [p.pid for p in self.processes]:
@@ -53,19 +58,48 @@ class Replacing(Multiprocess):
         self.signal_queue.append(signal.SIGUSR1)
         return "accepted"
 
-    def handle_usr1(self) -> None:
+    hang_window = 20.0  # the listener's default --hang-window (SIDECAR_WORKER_HANG_WINDOW: hang_watch)
+    listen_fd = None  # what a re-exec hands over (SIGUSR2): the listening socket's fd, the health socket
+    health = None
+    adopted = ()  # workers of the previous image: they serve until every new worker does
+
+    def handle_usr2(self):
+        if self.listen_fd is None or self.adopted:
+            print("sidecar launcher: SIGUSR2 ignored (%s)" % ("a re-exec is under way" if self.adopted
+                                                            else "nothing to hand over"), flush=True)
+            return
+        _reexec().reexec(self.listen_fd, self.health)
+
+    def terminate_all(self):
+        super().terminate_all()
+        _reexec().retire(self.adopted)  # a stop during a re-exec: the previous workers drain too
+        self.adopted = ()
+
+    def handle_usr1(self):
         try:
-            if self.pending is not None:  # not a signal sent by hand
-                self._replace(self.pending)
+            self._replace(self.pending, "asked by the listener")
         finally:
             self.pending = None  # the next request is heard only now: one replacement at a time
 
-    def _replace(self, pid: int) -> None:
+    def keep_subprocess_alive(self):
+        super().keep_subprocess_alive()
+        if self.adopted and not self.should_exit.is_set() and len(self.processes) >= self.processes_num \
+                and all(p.is_ready(timeout=1) for p in self.processes):
+            adopted, self.adopted = self.adopted, ()
+            _reexec().retire(adopted)
+        now = time.monotonic()
+        for proc in list(self.processes):
+            if not self.should_exit.is_set() and getattr(proc, "hung", lambda *_: False)(now, self.hang_window):
+                print("sidecar launcher: worker %d has not run its event loop for %.0f s (hung): replacing it alone"
+                      % (proc.pid, now - proc.beat.value), flush=True)
+                self._replace(proc.pid, "hung", grace=HUNG_GRACE)
+
+    def _replace(self, pid, why, grace=None):
         found = [i for i, p in enumerate(self.processes) if p.pid == pid]
         if not found or self.should_exit.is_set():
             return
         old = self.processes[found[0]]
-        new = Process(self.config, self.sockets)
+        new = _multiprocess.Process(self.config, self.sockets)
         new.start()
         if not new.wait_until_ready(self.config.timeout_worker_healthcheck, self.should_exit):
             new.kill()
@@ -74,16 +108,33 @@ class Replacing(Multiprocess):
             return
         self.processes[found[0]] = new
         old.terminate()  # it drains; joined aside so the loop keeps watching the others meanwhile
-        threading.Thread(target=old.join, name="retire-%d" % pid, daemon=True).start()
-        print("sidecar launcher: worker %d replaced by %d (asked by the listener)" % (pid, new.pid), flush=True)
+        threading.Thread(target=_retire, args=(old, grace), name="retire-%d" % pid, daemon=True).start()
+        print("sidecar launcher: worker %d replaced by %d (%s)" % (pid, new.pid, why), flush=True)
 
 
-def replacing_multiprocess() -> Any:
+def _reexec():
+    try:
+        import reexec  # run as `python <this folder>`: its modules are importable by name
+    except ImportError:
+        from sidecar_plugin.shell.litellm_launch import reexec
+    return reexec
+
+
+def _retire(proc, grace):
+    """Wait for a replaced worker to go; SIGKILL it after ``grace`` seconds, if given (a hung loop never drains)."""
+    proc.process.join(grace)
+    if proc.process.exitcode is None:
+        proc.process.kill()
+        print("sidecar launcher: worker %d did not drain in %.0f s: SIGKILL" % (proc.pid, grace), flush=True)
+    proc.process.join()
+
+
+def replacing_multiprocess():
     """Return the supervisor class: ``Replacing``, or uvicorn's own where its shape is another."""
     return Replacing if supported() else Multiprocess
 
 
-def serve_control(supervisor: Any, prefix: Optional[str]) -> Optional[socket.socket]:
+def serve_control(supervisor, prefix):
     """Listen on the tree's control socket in a daemon thread; return the socket (None when not possible)."""
     if not prefix or not hasattr(supervisor, "ask"):
         print("sidecar launcher: no worker replacement on request (this uvicorn's supervisor has another shape)"
@@ -100,7 +151,7 @@ def serve_control(supervisor: Any, prefix: Optional[str]) -> Optional[socket.soc
     return sock
 
 
-def _control_loop(sock: socket.socket, supervisor: Any) -> None:
+def _control_loop(sock, supervisor):
     while True:
         try:
             conn, _ = sock.accept()

@@ -2,6 +2,7 @@
 
 ``procs`` reads the facts (psutil, /proc), ``watch`` waits for an exit (pidfd),
 ``signs`` reads what the tree says of itself (stopped, CPU, workers),
-``identity`` who answers on the port, ``reaper`` tracks the tree and
-``reaping`` carries out the machine's ``Reap``.
+``identity`` who answers on the port, ``reaper`` tracks the tree,
+``reaping`` carries out the machine's ``Reap`` and ``inplace`` waits for a
+tree replaced in place (``sidecar-plugin restart``).
 """

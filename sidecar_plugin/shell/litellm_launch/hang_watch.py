@@ -1,0 +1,98 @@
+"""Tell a hung worker from a busy one: its event loop beats into memory the launcher shares.
+
+uvicorn's own check pings each worker from a thread, which answers while the
+loop is blocked, and the listener's probes are answered by its siblings (a
+blocked loop accepts nothing), so nothing else sees a worker whose loop
+hangs. Each worker's loop beats once a second (uvicorn's ``callback_notify``,
+run by the loop itself) into shared memory (the workers are forked). A
+serving worker (not draining) whose beat and CPU time both stood still for
+``SIDECAR_WORKER_HANG_WINDOW`` seconds (default 20, the listener's hang
+window) is hung: blocked, not busy. A lazy import on a starved host blocks a
+loop for a while, burning CPU: that worker is slow, and killing it would only
+lose its requests. ``worker_replace`` replaces a hung worker alone. A loop
+that spins forever burning CPU is not told from a busy one. Imports nothing
+of sidecar_plugin.
+"""
+
+import multiprocessing
+import os
+import time
+
+HANG_WINDOW = 20.0  # the listener's default --hang-window
+BEAT_EVERY = 1.0
+WORK = 0.5  # CPU seconds that say a worker works (its ping thread alone uses far less in a window)
+BEAT = []  # in a worker: its shared beat (seconds on the monotonic clock; -1 once it drains)
+
+try:
+    from uvicorn.supervisors import multiprocess as _multiprocess
+    from uvicorn.supervisors.multiprocess import Process
+except ImportError:  # another uvicorn: no watch
+    Process = None
+
+
+def hang_window():
+    value = os.environ.get("SIDECAR_WORKER_HANG_WINDOW", "")
+    try:
+        return float(value) if float(value) > 0 else HANG_WINDOW
+    except ValueError:
+        return HANG_WINDOW
+
+
+async def _beat():
+    if BEAT:
+        BEAT[0].value = time.monotonic()
+
+
+if Process is not None:
+    class Beating(Process):
+        """A uvicorn worker whose event loop beats into memory shared with the launcher (forked: inherited)."""
+
+        def __init__(self, config, sockets):
+            self.beat = multiprocessing.RawValue("d", 0.0)  # 0: not serving yet (uvicorn's start check covers it)
+            super().__init__(config, sockets)
+
+        def target(self, sockets=None):
+            BEAT[:] = [self.beat]
+            from uvicorn.server import Server
+
+            shutdown = Server.shutdown
+
+            async def draining(server, sockets=None):
+                self.beat.value = -1.0  # draining: its loop stops beating on purpose
+                await shutdown(server, sockets)
+
+            Server.shutdown = draining
+            super().target(sockets)
+
+        cpu = (-1.0, 0.0)  # (its CPU seconds when last seen working, when)
+
+        def hung(self, now, window):
+            """Serving, and neither a beat nor work (``WORK`` CPU seconds) for ``window`` seconds."""
+            used = cpu_seconds(self.pid)
+            if used is None or used - self.cpu[0] >= WORK or self.cpu[0] < 0:
+                self.cpu = (used if used is not None else self.cpu[0], now)
+            return self.beat.value > 0 and now - self.beat.value > window and now - self.cpu[1] > window
+
+
+def cpu_seconds(pid):
+    """CPU seconds ``pid`` used (user + system), from /proc; None when unreadable."""
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def beating(config, supported):
+    """Make every worker uvicorn starts from now on beat from its loop; False where it cannot (not forked)."""
+    import uvicorn._subprocess
+
+    context = getattr(uvicorn._subprocess, "spawn", None)
+    if not supported or getattr(context, "get_start_method", lambda: "")() != "fork":
+        return False  # the beat lives in memory the workers inherit
+    config.callback_notify = _beat
+    config.timeout_notify = BEAT_EVERY
+    _multiprocess.Process = Beating
+    return True

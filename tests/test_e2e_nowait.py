@@ -1,0 +1,121 @@
+"""No wait either, with the real LiteLLM (issue 31): a SIGKILL of the main process freezes no request.
+
+The orphaned workers serve until the replacement answers its health check,
+then drain; the clients keep their connections alive as the gateway's Go
+transport does. The longest a short request took after the kill is measured
+against a quiet window of the same traffic (a ratio of the replacement's
+start, which requests used to wait for), printed with ``-s``.
+"""
+
+import os
+import signal
+import threading
+import time
+
+import psutil
+import pytest
+
+from harness import CpuHogs, poll, run_cli
+from test_e2e_litellm import GATEWAY_TOKEN, real_sidecar, upstream  # noqa: F401 (a fixture)
+from test_e2e_port import START, workers
+from test_nowait import QUIET, listener_lines
+from traffic import Traffic
+
+pytestmark = pytest.mark.e2e
+
+
+def flowing_kept_alive(sc):
+    """The gateway's traffic over kept-alive connections, flowing; return it and its quiet window's longest wait."""
+    traffic = Traffic(sc.port, GATEWAY_TOKEN, "agentroute-fast", rate=5, streams=(10,), keepalive=True)
+    traffic.timeout = traffic.pool.timeout = START
+    traffic.start()
+    poll(lambda: traffic.short["ok"] >= 5, 60, what="traffic flowing")
+    t0 = time.monotonic()
+    time.sleep(QUIET)  # the quiet window the traffic runs through (a measurement, not a synchronisation)
+    return traffic, traffic.longest_between(t0, time.monotonic())
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
+def test_real_litellm_sigkill_orphans_serve_until_the_replacement_answers(make_sidecar, upstream, busy):  # noqa: F811
+    sc, st = real_sidecar(make_sidecar, upstream, 2, "name: nowait\n")
+    poll(lambda: len(workers(st.pid)) == 2, 60, what="two workers")
+    traffic, quiet = flowing_kept_alive(sc)
+    orphans = workers(st.pid)
+    offset = os.path.getsize(os.path.join(sc.out, "listener.log"))
+    hogs = CpuHogs() if busy else None  # a host busy with other work while the replacement starts
+    try:
+        killed_at = time.monotonic()
+        os.kill(st.pid, signal.SIGKILL)
+        sc.wait_state("running", START, pred=lambda s: s.pid not in (None, st.pid))
+        start = time.monotonic() - killed_at
+    finally:
+        if hogs is not None:
+            hogs.stop()
+    poll(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in orphans), 90,
+         what="the orphans drained")
+    traffic.stop()
+    longest = traffic.longest_between(killed_at)
+    print(f"\nROW real LiteLLM | SIGKILL of the main process ({'busy' if busy else 'idle'} host), kept-alive clients | "
+          f"longest wait {longest:.2f} s "
+          f"(quiet {quiet:.2f} s; the replacement took {start:.1f} s to serve) | {traffic.summary()}")
+    failures = [(round(sent - killed_at, 2), round(took, 2), out) for sent, took, out in traffic.failures()]
+    print(f"failures (sent after the kill, took, outcome): {failures}")
+    lines = listener_lines(sc, offset)
+    tail = open(sc.log_file, errors="replace").read().splitlines()[-60:]
+    assert traffic.lost == 0 and traffic.pool.reused_failed == 0, (traffic.summary(), lines, tail)
+    assert (longest - quiet) / start < 0.25, (traffic.summary(), lines)
+    assert "(hung)" not in "\n".join(tail), tail  # a worker busy or starved is no hung worker
+    served = [i for i, msg in enumerate(lines) if msg.endswith("-> running")]
+    drained = [i for i, msg in enumerate(lines) if "draining orphaned process(es)" in msg]
+    assert served and drained and drained[0] > served[0], lines
+
+
+class PeakPss:
+    """The tree's PSS (launcher and every child) sampled every half second: the peak while two trees overlap."""
+
+    def __init__(self, pid):
+        self.pid, self.peak, self.stop = pid, 0.0, threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        while not self.stop.wait(0.5):
+            try:
+                root = psutil.Process(self.pid)
+                procs = [root] + root.children(recursive=True)
+                self.peak = max(self.peak, sum(p.memory_full_info().pss for p in procs) / 2**20)
+            except psutil.Error:
+                continue
+
+    def done(self):
+        self.stop.set()
+        self.thread.join(5)
+        return self.peak
+
+
+def test_real_litellm_restart_in_place_waits_for_nothing(make_sidecar, upstream):  # noqa: F811
+    sc, st = real_sidecar(make_sidecar, upstream, 2, "name: nowait-restart\n")
+    poll(lambda: len(workers(st.pid)) == 2, 60, what="two workers")
+    old = set(p.pid for p in workers(st.pid))
+    traffic, quiet = flowing_kept_alive(sc)
+    idle = PeakPss(st.pid)
+    time.sleep(2)  # two samples of the tree before the restart (a measurement)
+    before = idle.done()
+    pss = PeakPss(st.pid)
+    asked_at = time.monotonic()
+    res = run_cli("restart", "--state-file", sc.state_file, "-s", "unix://" + sc.sock, timeout=START + 120)
+    took = time.monotonic() - asked_at
+    peak = pss.done()
+    traffic.stop()
+    longest = traffic.longest_between(asked_at)
+    print(f"\nROW real LiteLLM | sidecar-plugin restart (in place) | longest wait {longest:.2f} s (quiet {quiet:.2f} s; "
+          f"the restart took {took:.1f} s) | PSS {before:.0f} MB before, peak {peak:.0f} MB during | {traffic.summary()}")
+    slowest = sorted(((round(took_, 2), round(sent - asked_at, 2)) for sent, took_, _ in traffic.took
+                      if sent >= asked_at), reverse=True)[:5]
+    print(f"slowest (took, sent after the restart was asked): {slowest}")
+    assert res.returncode == 0 and "in place" in res.stdout, res.stdout + res.stderr
+    assert traffic.lost == 0 and traffic.pool.reused_failed == 0, traffic.summary()
+    # the old workers serve through the new image's import; the new ones' first requests are cold (LiteLLM
+    # imports more on its first request), which a start costs too
+    assert (longest - quiet) / took < 0.5, traffic.summary()
+    assert sc.state().pid == st.pid and not old & set(p.pid for p in workers(st.pid))
