@@ -25,13 +25,13 @@ import json
 import os
 import socket
 import sys
-
+from typing import Any, Dict, List, Optional, Tuple
 
 NO_SOCKET = ("sidecar launcher: fd 0 is not a listening socket: supervisord could not listen on the port "
              "(another process holds it?), or this was not run as supervisord's [fcgi-program]")
 
 
-def listening_fd0():
+def listening_fd0() -> Optional[int]:
     """Move a listening socket on fd 0 off it (LiteLLM's subprocesses must not get it as stdin); return its fd.
 
     None when fd 0 is no listening socket (it is left as it is).
@@ -55,7 +55,7 @@ def listening_fd0():
     return fd
 
 
-def take_listening_socket():
+def take_listening_socket() -> int:
     """Return the fd of the listening socket supervisord handed over; exit saying why when there is none."""
     fd = listening_fd0()
     if fd is None:
@@ -63,7 +63,7 @@ def take_listening_socket():
     return fd
 
 
-def health_socket(handed=None):
+def health_socket(handed: Optional[int] = None) -> Optional[socket.socket]:
     """Return the tree's private health socket (listening, inheritable), or None when not asked for."""
     prefix = os.environ.get("SIDECAR_HEALTH_SOCKET")
     if not prefix:
@@ -77,7 +77,7 @@ def health_socket(handed=None):
     return sock
 
 
-def preload(app):
+def preload(app: str) -> None:
     """Import the app here once and fork the workers from this process (copy-on-write).
 
     uvicorn spawns each worker as a fresh interpreter that imports all of
@@ -101,7 +101,7 @@ def preload(app):
     uvicorn._subprocess.spawn = multiprocessing.get_context("fork")
 
 
-def litellm_version():
+def litellm_version() -> str:
     """The version of the LiteLLM this interpreter imports (said in the log: apply restarts for a new one)."""
     try:
         import importlib.metadata
@@ -111,7 +111,7 @@ def litellm_version():
         return "(version unknown)"
 
 
-def parse(argv):
+def parse(argv: List[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="sidecar launcher")
     p.add_argument("--config", required=True)
     p.add_argument("--host", default="127.0.0.1")  # supervisord bound it: only said for the logs
@@ -127,9 +127,9 @@ def parse(argv):
     return p.parse_args(argv)
 
 
-def uvicorn_options(args, uvicorn):
+def uvicorn_options(args: argparse.Namespace, uvicorn: Any) -> Dict[str, Any]:
     """The uvicorn settings LiteLLM's CLI would give: drain window, max requests (+ jitter)."""
-    extra = {"timeout_graceful_shutdown": int(os.environ["GRACEFUL_SHUTDOWN_TIMEOUT"])} \
+    extra: Dict[str, Any] = {"timeout_graceful_shutdown": int(os.environ["GRACEFUL_SHUTDOWN_TIMEOUT"])} \
         if os.environ.get("GRACEFUL_SHUTDOWN_TIMEOUT", "").isdigit() else {}
     if args.max_requests_before_restart:
         from inspect import signature
@@ -141,7 +141,7 @@ def uvicorn_options(args, uvicorn):
     return extra
 
 
-def sibling(name):
+def sibling(name: str) -> Any:
     """A module of this folder: by name when run as ``python <this folder>``, else from the package."""
     try:
         return importlib.import_module(name)
@@ -149,7 +149,8 @@ def sibling(name):
         return importlib.import_module("sidecar_plugin.shell.litellm_launch." + name)
 
 
-def supervise(config, sockets, control, handover):
+def supervise(config: Any, sockets: List[socket.socket], control: bool,
+              handover: Tuple[int, Optional[socket.socket], Tuple[int, ...]]) -> None:
     """Run uvicorn's supervisor until it exits: a hung worker replaced alone, one replaceable on request when
     ``control``, the whole tree replaced in place on SIGUSR2 (``reexec``; ``handover``: the fd and sockets)."""
     hang_watch, worker_replace = sibling("hang_watch"), sibling("worker_replace")
@@ -163,7 +164,7 @@ def supervise(config, sockets, control, handover):
     supervisor.run()
 
 
-def main(argv=None):
+def main(argv: Optional[List[str]] = None) -> None:
     import signal
 
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # a re-exec asked while LiteLLM imports: not a death

@@ -4,15 +4,16 @@ Imports nothing of sidecar_plugin (the launcher runs under LiteLLM's interpreter
 """
 
 import importlib
+from typing import Any, Callable, Dict, List
 
 # Seconds a connection that has not sent its request yet gets, at a worker's shutdown, to send it.
 FRESH_GRACE = 1.0
 # Seconds between two looks at an idle connection whose request may be arriving, before it is closed.
 RECHECK = 0.05
-DRAINING = []  # not empty once this worker's server began its shutdown
+DRAINING: List[Any] = []  # not empty once this worker's server began its shutdown
 
 
-def _unread(transport):
+def _unread(transport: Any) -> bool:
     """Whether bytes (a request) or the client's close wait on the connection, not yet read by the loop."""
     import select
 
@@ -23,7 +24,7 @@ def _unread(transport):
         return False
 
 
-def drain_without_resets():
+def drain_without_resets() -> None:
     """Never reset, at a worker's shutdown, a connection a request is on its way on.
 
     uvicorn's graceful shutdown closes at once every connection without a
@@ -54,8 +55,8 @@ def drain_without_resets():
             continue
 
 
-def _patch_protocol(cls):
-    def close_idle(self, _original=cls.shutdown):
+def _patch_protocol(cls: Any) -> None:
+    def close_idle(self: Any, _original: Callable[..., Any] = cls.shutdown) -> None:
         if self.transport.is_closing() or self.cycle is not None and not self.cycle.response_complete:
             return  # closed already, or a request came: its response says Connection: close and ends it
         if _unread(self.transport):
@@ -63,7 +64,7 @@ def _patch_protocol(cls):
             return
         _original(self)
 
-    def shutdown(self, _original=cls.shutdown):
+    def shutdown(self: Any, _original: Callable[..., Any] = cls.shutdown) -> None:
         DRAINING[:] = [True]
         if self.transport.is_closing():
             return
@@ -73,7 +74,7 @@ def _patch_protocol(cls):
             self.loop.call_later(FRESH_GRACE, self._sidecar_close_idle)  # fresh: its request may be on its way
         # else: kept alive and idle: its keep-alive timeout closes it, unless a request comes first
 
-    def timeout_keep_alive_handler(self, _original=cls.timeout_keep_alive_handler):
+    def timeout_keep_alive_handler(self: Any, _original: Callable[..., Any] = cls.timeout_keep_alive_handler) -> None:
         if not self.transport.is_closing() and _unread(self.transport):
             self.timeout_keep_alive_task = self.loop.call_later(RECHECK, self.timeout_keep_alive_handler)
             return
@@ -84,8 +85,8 @@ def _patch_protocol(cls):
     cls.timeout_keep_alive_handler = timeout_keep_alive_handler
 
 
-def _patch_cycle(cls):
-    async def send(self, message, _original=cls.send):
+def _patch_cycle(cls: Any) -> None:
+    async def send(self: Any, message: Dict[str, Any], _original: Callable[..., Any] = cls.send) -> None:
         if DRAINING and message.get("type") == "http.response.start" and not self.response_started:
             self.keep_alive = False
             headers = list(message.get("headers", []))

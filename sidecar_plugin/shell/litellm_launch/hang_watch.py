@@ -17,11 +17,12 @@ of sidecar_plugin.
 import multiprocessing
 import os
 import time
+from typing import Any, List, Optional
 
 HANG_WINDOW = 20.0  # the listener's default --hang-window
 BEAT_EVERY = 1.0
 WORK = 0.5  # CPU seconds that say a worker works (its ping thread alone uses far less in a window)
-BEAT = []  # in a worker: its shared beat (seconds on the monotonic clock; -1 once it drains)
+BEAT: List[Any] = []  # in a worker: its shared beat (seconds on the monotonic clock; -1 once it drains)
 
 try:
     from uvicorn.supervisors import multiprocess as _multiprocess
@@ -30,7 +31,7 @@ except ImportError:  # another uvicorn: no watch
     Process = None
 
 
-def hang_window():
+def hang_window() -> float:
     value = os.environ.get("SIDECAR_WORKER_HANG_WINDOW", "")
     try:
         return float(value) if float(value) > 0 else HANG_WINDOW
@@ -38,7 +39,7 @@ def hang_window():
         return HANG_WINDOW
 
 
-async def _beat():
+async def _beat() -> None:
     if BEAT:
         BEAT[0].value = time.monotonic()
 
@@ -47,17 +48,17 @@ if Process is not None:
     class Beating(Process):
         """A uvicorn worker whose event loop beats into memory shared with the launcher (forked: inherited)."""
 
-        def __init__(self, config, sockets):
+        def __init__(self, config: Any, sockets: List[Any]) -> None:
             self.beat = multiprocessing.RawValue("d", 0.0)  # 0: not serving yet (uvicorn's start check covers it)
             super().__init__(config, sockets)
 
-        def target(self, sockets=None):
+        def target(self, sockets: Optional[List[Any]] = None) -> None:
             BEAT[:] = [self.beat]
             from uvicorn.server import Server
 
             shutdown = Server.shutdown
 
-            async def draining(server, sockets=None):
+            async def draining(server: Any, sockets: Optional[List[Any]] = None) -> None:
                 self.beat.value = -1.0  # draining: its loop stops beating on purpose
                 await shutdown(server, sockets)
 
@@ -66,7 +67,7 @@ if Process is not None:
 
         cpu = (-1.0, 0.0)  # (its CPU seconds when last seen working, when)
 
-        def hung(self, now, window):
+        def hung(self, now: float, window: float) -> bool:
             """Serving, and neither a beat nor work (``WORK`` CPU seconds) for ``window`` seconds."""
             used = cpu_seconds(self.pid)
             if used is None or used - self.cpu[0] >= WORK or self.cpu[0] < 0:
@@ -74,7 +75,7 @@ if Process is not None:
             return self.beat.value > 0 and now - self.beat.value > window and now - self.cpu[1] > window
 
 
-def cpu_seconds(pid):
+def cpu_seconds(pid: int) -> Optional[float]:
     """CPU seconds ``pid`` used (user + system), from /proc; None when unreadable."""
     try:
         with open("/proc/%d/stat" % pid) as fh:
@@ -85,7 +86,7 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def beating(config, supported):
+def beating(config: Any, supported: bool) -> bool:
     """Make every worker uvicorn starts from now on beat from its loop; False where it cannot (not forked)."""
     import uvicorn._subprocess
 

@@ -21,16 +21,17 @@ import signal
 import sys
 import threading
 import time
+from typing import Any, Dict, List, Optional, Tuple
 
 HANDOVER = "SIDECAR_HANDOVER"
 MARGIN = 5.0  # seconds past the drain window before an adopted worker is SIGKILLed
 
 
-def inherited():
+def inherited() -> Optional[Dict[str, Any]]:
     """What the previous image handed over (listening fd, health fd, adopted pids), or None; taken once."""
     raw = os.environ.pop(HANDOVER, "")
     try:
-        doc = json.loads(raw) if raw else None
+        doc: Any = json.loads(raw) if raw else None  # None: the TypeError below says nothing handed over
         listen = int(doc["listen"])
         health = None if doc.get("health") is None else int(doc["health"])
         adopt = [int(p) for p in doc.get("adopt") or []]
@@ -39,7 +40,7 @@ def inherited():
     return {"listen": listen, "health": health, "adopt": adopt}
 
 
-def children():
+def children() -> List[int]:
     """The live children of this process (its workers, retiring ones too), read from /proc."""
     me, found = os.getpid(), []
     for name in os.listdir("/proc"):
@@ -56,7 +57,7 @@ def children():
     return sorted(found)
 
 
-def reexec(listen_fd, health):
+def reexec(listen_fd: int, health: Any) -> None:
     """Execute this launcher again in this process, handing over the sockets and the workers (returns only when
     the interpreter cannot be executed)."""
     os.set_inheritable(listen_fd, True)
@@ -77,12 +78,12 @@ def reexec(listen_fd, health):
               flush=True)
 
 
-def drain_window():
+def drain_window() -> float:
     value = os.environ.get("GRACEFUL_SHUTDOWN_TIMEOUT", "")
     return (float(value) if value.isdigit() else 30.0) + MARGIN
 
 
-def retire(pids):
+def retire(pids: Tuple[int, ...]) -> None:
     """SIGTERM the adopted workers (they drain); reap them in a thread, SIGKILL what outlives the drain window."""
     for pid in pids:
         try:
@@ -96,7 +97,7 @@ def retire(pids):
                          daemon=True).start()
 
 
-def _reap(pids, deadline):
+def _reap(pids: List[int], deadline: float) -> None:
     left = set(pids)
     while left:
         for pid in list(left):

@@ -24,6 +24,7 @@ import socket
 import struct
 import threading
 import time
+from typing import Any, Optional, Tuple
 
 from uvicorn.supervisors import Multiprocess
 
@@ -37,7 +38,7 @@ except ImportError:  # another uvicorn: its own supervisor, no replacement on re
     Process = None
 
 
-def supported():
+def supported() -> bool:
     """Whether this uvicorn's Multiprocess has what a graceful replacement needs (0.55's shape)."""
     needs = ("wait_until_ready", "terminate", "kill", "target")
     return Process is not None and all(hasattr(Process, n) for n in needs) \
@@ -47,9 +48,9 @@ def supported():
 class Replacing(Multiprocess):
     """uvicorn's supervisor, plus: replace the worker the listener names (SIGUSR1 wakes its loop), or a hung one."""
 
-    pending = None  # the pid asked for, until its replacement serves (or failed)
+    pending: Optional[int] = None  # the pid asked for, until its replacement serves (or failed)
 
-    def ask(self, pid):
+    def ask(self, pid: int) -> str:
         if self.pending is not None:
             return "busy"
         if pid not in [p.pid for p in self.processes]:
@@ -59,29 +60,29 @@ class Replacing(Multiprocess):
         return "accepted"
 
     hang_window = 20.0  # the listener's default --hang-window (SIDECAR_WORKER_HANG_WINDOW: hang_watch)
-    listen_fd = None  # what a re-exec hands over (SIGUSR2): the listening socket's fd, the health socket
-    health = None
-    adopted = ()  # workers of the previous image: they serve until every new worker does
+    listen_fd: Optional[int] = None  # what a re-exec hands over (SIGUSR2): the listening socket's fd, the health socket
+    health: Any = None
+    adopted: Tuple[int, ...] = ()  # workers of the previous image: they serve until every new worker does
 
-    def handle_usr2(self):
+    def handle_usr2(self) -> None:
         if self.listen_fd is None or self.adopted:
             print("sidecar launcher: SIGUSR2 ignored (%s)" % ("a re-exec is under way" if self.adopted
                                                             else "nothing to hand over"), flush=True)
             return
         _reexec().reexec(self.listen_fd, self.health)
 
-    def terminate_all(self):
+    def terminate_all(self) -> None:
         super().terminate_all()
         _reexec().retire(self.adopted)  # a stop during a re-exec: the previous workers drain too
         self.adopted = ()
 
-    def handle_usr1(self):
+    def handle_usr1(self) -> None:
         try:
             self._replace(self.pending, "asked by the listener")
         finally:
             self.pending = None  # the next request is heard only now: one replacement at a time
 
-    def keep_subprocess_alive(self):
+    def keep_subprocess_alive(self) -> None:
         super().keep_subprocess_alive()
         if self.adopted and not self.should_exit.is_set() and len(self.processes) >= self.processes_num \
                 and all(p.is_ready(timeout=1) for p in self.processes):
@@ -94,7 +95,7 @@ class Replacing(Multiprocess):
                       % (proc.pid, now - proc.beat.value), flush=True)
                 self._replace(proc.pid, "hung", grace=HUNG_GRACE)
 
-    def _replace(self, pid, why, grace=None):
+    def _replace(self, pid: Any, why: str, grace: Optional[float] = None) -> None:  # pid None (stray SIGUSR1): no-op
         found = [i for i, p in enumerate(self.processes) if p.pid == pid]
         if not found or self.should_exit.is_set():
             return
@@ -112,7 +113,7 @@ class Replacing(Multiprocess):
         print("sidecar launcher: worker %d replaced by %d (%s)" % (pid, new.pid, why), flush=True)
 
 
-def _reexec():
+def _reexec() -> Any:
     try:
         import reexec  # run as `python <this folder>`: its modules are importable by name
     except ImportError:
@@ -120,7 +121,7 @@ def _reexec():
     return reexec
 
 
-def _retire(proc, grace):
+def _retire(proc: Any, grace: Any) -> None:  # grace: seconds, or None (join waits: never printed)
     """Wait for a replaced worker to go; SIGKILL it after ``grace`` seconds, if given (a hung loop never drains)."""
     proc.process.join(grace)
     if proc.process.exitcode is None:
@@ -129,12 +130,12 @@ def _retire(proc, grace):
     proc.process.join()
 
 
-def replacing_multiprocess():
+def replacing_multiprocess() -> Any:
     """Return the supervisor class: ``Replacing``, or uvicorn's own where its shape is another."""
     return Replacing if supported() else Multiprocess
 
 
-def serve_control(supervisor, prefix):
+def serve_control(supervisor: Any, prefix: Optional[str]) -> Optional[socket.socket]:
     """Listen on the tree's control socket in a daemon thread; return the socket (None when not possible)."""
     if not prefix or not hasattr(supervisor, "ask"):
         print("sidecar launcher: no worker replacement on request (this uvicorn's supervisor has another shape)"
@@ -151,7 +152,7 @@ def serve_control(supervisor, prefix):
     return sock
 
 
-def _control_loop(sock, supervisor):
+def _control_loop(sock: socket.socket, supervisor: Any) -> None:
     while True:
         try:
             conn, _ = sock.accept()
