@@ -62,12 +62,15 @@ def test_real_litellm_sigkill_orphans_serve_until_the_replacement_answers(make_s
     print(f"failures (sent after the kill, took, outcome): {failures}")
     lines = listener_lines(sc, offset)
     tail = open(sc.log_file, errors="replace").read().splitlines()[-60:]
-    assert traffic.lost == 0 and traffic.pool.reused_failed == 0, (traffic.summary(), lines, tail)
+    assert traffic.lost == 0, ((traffic.summary(), lines, tail))
+    assert traffic.pool.reused_failed == 0, ((traffic.summary(), lines, tail))
     assert (longest - quiet) / start < 0.25, (traffic.summary(), lines)
     assert "(hung)" not in "\n".join(tail), tail  # a worker busy or starved is no hung worker
     served = [i for i, msg in enumerate(lines) if msg.endswith("-> running")]
     drained = [i for i, msg in enumerate(lines) if "draining orphaned process(es)" in msg]
-    assert served and drained and drained[0] > served[0], lines
+    assert served, lines
+    assert drained, lines
+    assert drained[0] > served[0], lines
 
 
 class PeakPss:
@@ -113,9 +116,12 @@ def test_real_litellm_restart_in_place_waits_for_nothing(make_sidecar, upstream)
     slowest = sorted(((round(took_, 2), round(sent - asked_at, 2)) for sent, took_, _ in traffic.took
                       if sent >= asked_at), reverse=True)[:5]
     print(f"slowest (took, sent after the restart was asked): {slowest}")
-    assert res.returncode == 0 and "in place" in res.stdout, res.stdout + res.stderr
-    assert traffic.lost == 0 and traffic.pool.reused_failed == 0, traffic.summary()
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "in place" in res.stdout, res.stdout + res.stderr
+    assert traffic.lost == 0, traffic.summary()
+    assert traffic.pool.reused_failed == 0, traffic.summary()
     # the old workers serve through the new image's import; the new ones' first requests are cold (LiteLLM
     # imports more on its first request), which a start costs too
     assert (longest - quiet) / took < 0.5, traffic.summary()
-    assert sc.state().pid == st.pid and not old & set(p.pid for p in workers(st.pid))
+    assert sc.state().pid == st.pid
+    assert not old & set(p.pid for p in workers(st.pid))

@@ -55,7 +55,8 @@ def judged(event, traffic, quiet, since, spared, more=100):
     longest = traffic.longest_between(since)
     print(f"\nROW | {event} | refused {traffic.short['refused']} | failed {traffic.short['failed']} | "
           f"longest wait {longest:.2f} s (quiet {quiet:.2f} s) | {traffic.summary()}")
-    assert traffic.lost == 0 and (traffic.pool is None or traffic.pool.reused_failed == 0), traffic.summary()
+    assert traffic.lost == 0, traffic.summary()
+    assert traffic.pool is None or traffic.pool.reused_failed == 0, traffic.summary()
     assert (longest - quiet) / spared < 0.5, traffic.summary()
 
 
@@ -77,7 +78,9 @@ def test_sigkill_orphans_serve_until_the_replacement_answers(make_sidecar):
     lines = listener_lines(sc, offset)
     served = [i for i, msg in enumerate(lines) if msg.endswith("-> running")]
     drained = [i for i, msg in enumerate(lines) if "draining orphaned process(es)" in msg]
-    assert served and drained and drained[0] > served[0], lines
+    assert served, lines
+    assert drained, lines
+    assert drained[0] > served[0], lines
     assert again.pid != st.pid
 
 
@@ -141,7 +144,8 @@ def test_drains_never_reset_a_kept_alive_connection(make_sidecar, tmp_path):
         hammer.stop()
         workers.stop.set()
     print(f"\nROW | drains under kept-alive connections | {workers.drained()} drains | {hammer.summary()}")
-    assert hammer.pool.reused_failed == 0 and set(hammer.outcomes) == {"ok"}, hammer.summary()
+    assert hammer.pool.reused_failed == 0, hammer.summary()
+    assert set(hammer.outcomes) == {"ok"}, hammer.summary()
     assert hammer.pool.reused > 1000, hammer.summary()  # the connections were kept alive and reused
 
 
@@ -188,9 +192,11 @@ def test_a_hung_worker_is_replaced_alone_its_siblings_serving(make_sidecar, tmp_
          and len(psutil.Process(st.pid).children()) == 2, HANG + 30, what="the hung worker replaced")
     judged("a worker hangs", traffic, quiet, hung_at, HANG)  # nobody waited for the hung worker
     log = open(sc.log_file).read()
-    assert f"worker {hung} has not run its event loop" in log and "(hung)" in log, log[-2000:]
+    assert f"worker {hung} has not run its event loop" in log, log[-2000:]
+    assert "(hung)" in log, log[-2000:]
     now = sc.state()
-    assert now.state.value == "running" and now.pid == st.pid  # the launcher and the sibling stayed: no restart
+    assert now.state.value == "running"
+    assert now.pid == st.pid  # the launcher and the sibling stayed: no restart
 
 
 
@@ -222,9 +228,11 @@ def test_sigusr2_replaces_the_tree_in_place_the_old_workers_serving(make_sidecar
          and len(psutil.Process(st.pid).children()) == 2, IMPORT + 60, what="the new workers alone")
     judged("SIGUSR2 (re-exec in place)", traffic, quiet, sent_at, IMPORT)  # the old workers served meanwhile
     now = sc.state()
-    assert now.state.value == "running" and now.pid == st.pid  # supervisord saw no exit, the listener no restart
+    assert now.state.value == "running"
+    assert now.pid == st.pid  # supervisord saw no exit, the listener no restart
     log = open(sc.log_file).read()
-    assert "executing itself again" in log and "the new workers serve: draining the previous ones" in log, log[-3000:]
+    assert "executing itself again" in log, log[-3000:]
+    assert "the new workers serve: draining the previous ones" in log, log[-3000:]
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in old)
 
 
@@ -239,7 +247,8 @@ def test_sidecar_plugin_restart_replaces_the_tree_without_a_wait(make_sidecar, t
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"running (pid {st.pid}, port {sc.port}); in place" in res.stdout, res.stdout
     new = {c.pid for c in psutil.Process(st.pid).children()}
-    assert new and not new & old  # it returned once the new workers served alone
+    assert new
+    assert not new & old  # it returned once the new workers served alone
     judged("sidecar-plugin restart", traffic, quiet, asked_at, IMPORT)
 
 
@@ -249,7 +258,8 @@ def test_restart_of_a_binary_that_cannot_reexec_is_a_stop_then_start(make_sideca
     res = run_cli("restart", "--state-file", sc.state_file, "-s", "unix://" + sc.sock, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "stopped and started by supervisord" in res.stdout, res.stdout
-    assert sc.state().pid != st.pid and sc.state().state.value == "running"
+    assert sc.state().pid != st.pid
+    assert sc.state().state.value == "running"
 
 
 def test_supervisorctl_sidecar_restart_replaces_the_tree_in_place(make_sidecar, tmp_path):
@@ -257,6 +267,9 @@ def test_supervisorctl_sidecar_restart_replaces_the_tree_in_place(make_sidecar, 
     st = started(sc)
     old = {c.pid for c in psutil.Process(st.pid).children()}
     res = sc.ctl("sidecar", "restart", timeout=120)
-    assert res.returncode == 0 and "in place" in res.stdout, res.stdout + res.stderr
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "in place" in res.stdout, res.stdout + res.stderr
     new = {c.pid for c in psutil.Process(st.pid).children()}
-    assert new and not new & old and sc.state().pid == st.pid
+    assert new
+    assert not new & old
+    assert sc.state().pid == st.pid
