@@ -222,3 +222,38 @@ def test_debian_supervisord_keeps_the_port_open_through_every_event(debian_sidec
     assert traffic.short["refused"] == 0, traffic.summary()
     assert traffic.short["failed"] == 0, traffic.summary()
     assert traffic.stream_outcomes == {3: "ok"}, traffic.summary()
+
+
+def test_debian_supervisord_with_the_include_alone_survives_every_event(debian_sidecar):
+    """Issue 30 under Debian's 4.2.5 with the plugin importable (the .pth) and the include alone: SIGKILL of the
+    main process and of a worker, restart, update unchanged and changed, reload; supervisord stays up."""
+    from test_safe_anywhere import doc, every_event
+
+    sc = debian_sidecar
+    sc.start_supervisord(wait_state=None)
+    every_event(sc, lambda *extra: run([sc.cli, "render"] + sc.render_args + list(extra),
+                                       env=dict(SERVICE_ENV, **KEYS), cwd=sc.dir))
+    assert sc.supervisord_listens()
+    assert doc(sc)["port_held"] is True
+
+
+def test_debian_supervisord_starts_beside_a_foreign_holder(debian_sidecar):
+    """Another server on the port at boot: Debian's supervisord starts, the sidecar is crashed naming it,
+    and running once the address is free (the listener's retries)."""
+    import socket
+
+    from test_safe_anywhere import running_again, up
+
+    sc = debian_sidecar
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", sc.port))
+    holder.listen(8)
+    try:
+        sc.start_supervisord(wait_state=None)
+        st = sc.wait_state("crashed", 60, pred=lambda s: bool(s.raw.get("port_holder")))
+        assert up(sc)
+        assert str(os.getpid()) in st.raw["port_holder"]
+    finally:
+        holder.close()
+    running_again(sc, None, timeout=120)

@@ -67,8 +67,10 @@ def workers(pid, count):
                 else None, 15, what=f"{count} workers")
 
 
-def every_event(sc):
-    """SIGKILL of the main process, of a worker, restart, update (unchanged, changed), reload."""
+def every_event(sc, render=None):
+    """SIGKILL of the main process, of a worker, restart, update (unchanged, changed), reload.
+
+    ``render(*extra)`` renders the sidecar again with ``extra`` options (default: this venv's CLI)."""
     st = sc.wait_state("running", 30)
     workers(st.pid, 2)
 
@@ -90,7 +92,8 @@ def every_event(sc):
     assert up(sc)
     assert sc.wait_state("running", 5).pid == st.pid
 
-    res = run_cli("render", *sc.render_args, "--workers", "3", env=sc.render_env)  # a changed group
+    render = render or (lambda *extra: run_cli("render", *sc.render_args, *extra, env=sc.render_env))
+    res = render("--workers", "3")  # a changed group
     assert res.returncode == 0, res.stderr
     for args in (("reread",), ("update",)):
         res = sc.ctl(*args, timeout=120)
