@@ -61,10 +61,21 @@ def doc(sc):
         return json.load(fh)
 
 
+def live_children(pid):
+    """The children of ``pid`` that live (one that exits while it is looked at is left out)."""
+    found = []
+    for child in psutil.Process(pid).children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
 def workers(pid, count):
-    return poll(lambda: [c for c in psutil.Process(pid).children() if c.status() != psutil.STATUS_ZOMBIE]
-                if len([c for c in psutil.Process(pid).children() if c.status() != psutil.STATUS_ZOMBIE]) == count
-                else None, 15, what=f"{count} workers")
+    return poll(lambda: (lambda found: found if len(found) == count else None)(live_children(pid)), 15,
+                what=f"{count} workers")
 
 
 def every_event(sc, render=None):
