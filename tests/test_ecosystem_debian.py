@@ -240,20 +240,6 @@ def test_debian_supervisord_with_the_include_alone_survives_every_event(debian_s
 def test_debian_supervisord_starts_beside_a_foreign_holder(debian_sidecar):
     """Another server on the port at boot: Debian's supervisord starts, the sidecar is crashed naming it,
     and running once the address is free (the listener's retries)."""
-    import socket
+    from test_safe_anywhere import starts_beside_a_foreign_holder
 
-    from test_safe_anywhere import running_again, up
-
-    sc = debian_sidecar
-    holder = socket.socket()
-    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    holder.bind(("127.0.0.1", sc.port))
-    holder.listen(8)
-    try:
-        sc.start_supervisord(wait_state=None)
-        st = sc.wait_state("crashed", 60, pred=lambda s: bool(s.raw.get("port_holder")))
-        assert up(sc)
-        assert str(os.getpid()) in st.raw["port_holder"]
-    finally:
-        holder.close()
-    running_again(sc, None, timeout=120)
+    starts_beside_a_foreign_holder(debian_sidecar, 120)

@@ -174,6 +174,12 @@ def test_a_foreign_holder_at_boot_never_stops_supervisord(make_sidecar, tmp_path
                                       if layout == "no-plugin" else [])
     sc = make_sidecar(workers=2, render_args=extra)
     include_alone(sc)
+    starts_beside_a_foreign_holder(sc, 90)
+
+
+def starts_beside_a_foreign_holder(sc, timeout):
+    """Another server on the port at boot: supervisord starts, the sidecar is crashed naming it, and running
+    once the address is free (the listener's retries)."""
     holder = foreign(sc.port)
     try:
         sc.start_supervisord(wait_state=None)
@@ -182,7 +188,7 @@ def test_a_foreign_holder_at_boot_never_stops_supervisord(make_sidecar, tmp_path
         assert str(os.getpid()) in st.raw["port_holder"]
     finally:
         holder.close()
-    running_again(sc, None, timeout=90)  # the listener's retries start it once the address is free
+    running_again(sc, None, timeout=timeout)
 
 
 def test_a_foreign_holder_after_a_stop_without_the_plugin(make_sidecar, tmp_path):
