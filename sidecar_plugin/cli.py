@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Type, cast
 
 from sidecar_plugin import __version__
 from sidecar_plugin.commands import COMMANDS, CliError
-from sidecar_plugin.core.options.declared import APPLY, BY_FLAG, LISTEN, RENDER, of
+from sidecar_plugin.core.options.table import APPLY, BY_FLAG, LISTEN, RENDER, of
 from sidecar_plugin.core.options.values import positive_number, switch
 from sidecar_plugin.core.options.remember import KINDS, RESET_ALL
 from sidecar_plugin.errors import BinaryNotFoundError, SidecarError, SidecarStartError
@@ -99,7 +99,7 @@ def _render_options(r: argparse.ArgumentParser) -> None:
 
 
 def _declared(r: argparse.ArgumentParser, layer: str) -> None:
-    """Add the options of ``layer`` as ``core.options.declared`` says them.
+    """Add the options of ``layer`` as ``core.options.table`` says them.
 
     render's and apply's default is None, "not given": an option not given
     keeps what an earlier render was given (``core.options.remember``).
@@ -170,8 +170,8 @@ def exit_codes() -> Dict[Type[BaseException], Tuple[Optional[int], Callable[[Bas
     binary is a ``BinaryNotFoundError`` (3) whatever else it is. Imported
     here, not at the top: ``status`` does not pay for rendering's modules.
     """
-    from sidecar_plugin.core.profiles.profile import ProfileError
-    from sidecar_plugin.core.render.options import RenderError
+    from sidecar_plugin.core.profiles.agentroute import ProfileError
+    from sidecar_plugin.core.render.terms import RenderError
     from sidecar_plugin.shell.supervisord.supervisor import BadServerUrl
 
     return {
@@ -212,7 +212,7 @@ def _hide_secrets(args_list: List[str]) -> None:
     """
     from sidecar_plugin.display import Redacting
     from sidecar_plugin.shell.listener.redact import MASK, encoded_forms
-    from sidecar_plugin.shell.render.previous import kept_options
+    from sidecar_plugin.shell.render.record import kept_options
     from sidecar_plugin.shell.supervisord.supervisor import credentials
 
     urls: List[Optional[str]] = [v.split("=", 1)[-1] if v.startswith("-") and "=" in v else v[2:]

@@ -32,7 +32,7 @@ def render_request(a: argparse.Namespace) -> Any:
     """Return the RenderRequest of the options ``render`` and ``apply`` share, the lines of those that change
     and the warnings; an option not given keeps the value the out-dir's record kept (``core.options.remember``).
     """
-    from sidecar_plugin.shell.render.remembered import given_options, request
+    from sidecar_plugin.shell.render.request import given_options, request
 
     return request(a.profiles, a.out_dir, given_options(vars(a)), a.reset)
 

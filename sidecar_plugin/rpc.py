@@ -21,7 +21,7 @@ from sidecar_plugin.core.state.discovery import sidecars
 from sidecar_plugin.core.state.endpoint import base_url
 from sidecar_plugin.core.state.text import printable
 from sidecar_plugin.names import DEFAULT_PROGRAM
-from sidecar_plugin.shell.supervisord import held
+from sidecar_plugin.shell.supervisord import socket_holder
 from sidecar_plugin.shell.files.statefile import state_dict
 
 API_VERSION = "1.0"
@@ -98,7 +98,7 @@ class SidecarNamespaceRPCInterface:
         args = self._listeners().get(program)
         if args is None:
             raise RPCError(Faults.BAD_NAME, f"no sidecar listener configured for {program}")
-        ok, note = held.port_state(self.supervisord, args.get("group") or program)
+        ok, note = socket_holder.port_state(self.supervisord, args.get("group") or program)
         return {"port_held": ok, "port_note": printable(note or "")}
 
     def getAllStates(self) -> List[Dict[str, Any]]:
@@ -119,7 +119,7 @@ def _int(text: Any) -> int:
 def make_rpcinterface(supervisord: Any, **config: Any) -> SidecarNamespaceRPCInterface:
     """supervisord's rpcinterface factory; takes no options of its own.
 
-    It also holds each sidecar's listening socket (``shell.supervisord.held``) when
+    It also holds each sidecar's listening socket (``shell.supervisord.socket_holder``) when
     supervisord owns it (``[fcgi-program]``): no exit of LiteLLM closes the port.
     """
     interface = SidecarNamespaceRPCInterface(supervisord)
@@ -127,7 +127,7 @@ def make_rpcinterface(supervisord: Any, **config: Any) -> SidecarNamespaceRPCInt
         return interface
     supervisord.sidecar_holds = True
     try:
-        held.install(supervisord, lambda: interface.listPrograms())
+        socket_holder.install(supervisord, lambda: interface.listPrograms())
     except Exception as exc:  # the include carries this factory: nothing in it may keep supervisord from starting
         supervisord.options.logger.warn(f"sidecar: cannot hold the sidecars' listening sockets ({exc!r}); "
                                         "their ports close while LiteLLM restarts")

@@ -162,7 +162,7 @@ def port_taken(port: int) -> Optional[str]:
 
 
 def profile_port(path: str) -> int:
-    from sidecar_plugin.core.profiles.profile import load_profile
+    from sidecar_plugin.core.profiles.agentroute import load_profile
 
     return load_profile(path).port or 4000
 

@@ -16,8 +16,8 @@ from hypothesis import given, settings, strategies as st
 
 from harness import KEYS, fake_binary, run_cli
 from sidecar_plugin.core.render.naming import fleet_programs, program_name, program_slug
-from sidecar_plugin.core.profiles.profile import Profile, ProfileError, load_profile, name_problem
-from sidecar_plugin.core.render.options import PROGRAM_RE
+from sidecar_plugin.core.profiles.agentroute import Profile, ProfileError, load_profile, name_problem
+from sidecar_plugin.core.render.terms import PROGRAM_RE
 
 ENV = KEYS
 

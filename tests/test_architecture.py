@@ -181,7 +181,7 @@ def test_the_core_does_no_io_of_processes_sockets_or_supervisord():
 def test_client_and_rpc_load_neither_cli_listener_render_apply_requests_nor_yaml():
     code = ("import sys, sidecar_plugin.client, sidecar_plugin.rpc\n"
             "heavy = ['sidecar_plugin.cli', 'sidecar_plugin.commands', 'sidecar_plugin.shell.listener.engine',\n"
-            "         'sidecar_plugin.core.render.files', 'sidecar_plugin.core.render.options', 'sidecar_plugin.core.render.sections',\n"
+            "         'sidecar_plugin.core.render.plan_files', 'sidecar_plugin.core.render.terms', 'sidecar_plugin.core.render.sections',\n"
             "         'sidecar_plugin.shell.render.apply', 'requests', 'yaml', 'argparse']\n"
             "print(' '.join(m for m in heavy if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -214,7 +214,7 @@ def test_get_state_path_builds_no_parser_and_opens_no_socket():
 
 MODULE_LINES = 260  # "none much over 250 lines"
 # Modules allowed over it, with the reason: a table that grows by an entry per option is one thing to read.
-LONG_MODULES = {"sidecar_plugin.core.options.declared": "the table of every option, an entry each"}
+LONG_MODULES = {"sidecar_plugin.core.options.table": "the table of every option, an entry each"}
 FUNCTION_LINES = 40  # "a function over about 40 lines only with a reason": the reasons live here
 LONG_FUNCTIONS: Dict[str, str] = {}  # "module.function": "why it is one function"
 

@@ -3,7 +3,7 @@
 import pytest
 
 from sidecar_plugin.core.listener import budget as bg
-from sidecar_plugin.core.state.metrics import render_metrics
+from sidecar_plugin.core.state.prometheus import render_metrics
 
 CFG = bg.BudgetConfig(budget_mb=300, every=10, workers=2)  # settle 60 s, back-off 300 s doubling to 3600 s
 T0 = 1_000_000.0

@@ -14,7 +14,7 @@ import urllib.request
 
 from harness import ROOT, poll, write_state_doc
 
-from sidecar_plugin.core.profiles.profile import load_profile
+from sidecar_plugin.core.profiles.agentroute import load_profile
 
 DEMO = os.path.join(ROOT, "tests", "demo.py")
 _spec = importlib.util.spec_from_file_location("demo", DEMO)

@@ -12,10 +12,10 @@ from sidecar_plugin import cli, client, errors
 from sidecar_plugin.commands import CliError
 from sidecar_plugin.core.options.listen_args import ListenArgsError, parse_listen_argv
 from sidecar_plugin.core.options.values import positive_number
-from sidecar_plugin.core.profiles.profile import ProfileError, parse_profile
+from sidecar_plugin.core.profiles.agentroute import ProfileError, parse_profile
 from sidecar_plugin.core.profiles.strictload import StrictLoadError
 from sidecar_plugin.core.render.ini import IniError
-from sidecar_plugin.core.render.options import RenderError
+from sidecar_plugin.core.render.terms import RenderError
 from sidecar_plugin.names import EXIT_FAIL, EXIT_NO_BINARY, EXIT_USAGE
 from sidecar_plugin.shell.files.safefs import UnsafePath
 from sidecar_plugin.shell.render.executables import resolve_binary

@@ -358,7 +358,7 @@ def test_3_inline_comment_in_a_path_is_refused(area):
 # -- 4. apply's rollback restores owner and mode ---------------------------------------------------------
 
 def test_4_rollback_restores_owner_and_mode(area, user):
-    from sidecar_plugin.shell.files.rendered import restore, snapshot
+    from sidecar_plugin.shell.files.outfiles import restore, snapshot
 
     name, uid, gid = user
     paths = [os.path.join(area, n) for n in ("litellm.yaml", "master.key")]

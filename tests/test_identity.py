@@ -11,7 +11,7 @@ import pytest
 
 from sidecar_plugin.core.listener import machine as m
 from sidecar_plugin.names import MARKER_ENV, State
-from sidecar_plugin.shell.processes import identity
+from sidecar_plugin.shell.processes import port_holders
 from sidecar_plugin.shell.processes.procs import born_at
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -118,7 +118,7 @@ def server():
 def test_a_stranger_on_the_port_is_not_the_sidecar(server):
     port = free_port()
     stranger = server(port)
-    own, holder = identity.owner(port, "127.0.0.1", None)
+    own, holder = port_holders.owner(port, "127.0.0.1", None)
     assert own is False
     assert f"pid {stranger.pid}" in holder
 
@@ -126,7 +126,7 @@ def test_a_stranger_on_the_port_is_not_the_sidecar(server):
 def test_the_sidecar_itself_on_the_port_is_its_own(server):
     port = free_port()
     sidecar = server(port)
-    assert identity.owner(port, "127.0.0.1", sidecar.pid) == (True, None)
+    assert port_holders.owner(port, "127.0.0.1", sidecar.pid) == (True, None)
 
 
 def test_an_older_marked_process_is_an_orphan_not_the_new_sidecar(server):
@@ -136,7 +136,7 @@ def test_an_older_marked_process_is_an_orphan_not_the_new_sidecar(server):
     # the scenario: the orphan is older than the sidecar supervisord runs now
     poll(lambda: time.time() - born_at(psutil.Process(orphan.pid)) > 0.3, 5, what="an older orphan")
     new_root = server(free_port(), env=env)
-    own, holder = identity.owner(port, "127.0.0.1", new_root.pid)
+    own, holder = port_holders.owner(port, "127.0.0.1", new_root.pid)
     assert own is False
     assert f"pid {orphan.pid}" in holder
 
@@ -197,7 +197,7 @@ def test_a_marked_worker_born_the_same_instant_as_the_new_sidecar_but_outside_it
         orphan, new_root = int(said[0]), int(said[1])
         assert start_ticks(orphan) == start_ticks(new_root)  # born in the same tick: no clock tells them apart
         assert orphan not in psutil.Process(new_root).children(recursive=True)
-        own, holder = identity.owner(port, "127.0.0.1", new_root)
+        own, holder = port_holders.owner(port, "127.0.0.1", new_root)
         assert own is False
         assert f"pid {orphan}" in holder
     finally:
@@ -218,7 +218,7 @@ def test_a_worker_of_the_sidecar_that_left_its_session_is_still_its_own():
         root = sessions.start([sys.executable, "-c", code])
         workers += psutil.Process(root.pid).children()  # forked before "up"
         poll(lambda: os.getsid(workers[0].pid) != os.getsid(root.pid), 5, what="the worker in a session of its own")
-        own, holder = identity.owner(port, "127.0.0.1", root.pid)
+        own, holder = port_holders.owner(port, "127.0.0.1", root.pid)
         assert (own, holder) == (True, None)
     finally:
         for worker in workers:
@@ -227,14 +227,14 @@ def test_a_worker_of_the_sidecar_that_left_its_session_is_still_its_own():
 
 
 def test_nobody_listening_is_not_an_answer_of_the_sidecar():
-    own, holder = identity.owner(free_port(), "127.0.0.1", os.getpid())
+    own, holder = port_holders.owner(free_port(), "127.0.0.1", os.getpid())
     assert own is False
     assert "nobody" in holder
 
 
 HIDEPID_CHECK = r"""
 import json, os, socket, subprocess, sys, time
-from sidecar_plugin.shell.processes import identity
+from sidecar_plugin.shell.processes import port_holders
 from sidecar_plugin.shell.processes.procs import tree_pids
 import psutil
 s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
@@ -252,7 +252,7 @@ try:
     except (psutil.AccessDenied, PermissionError):
         hidden = True
     print(json.dumps({"hidden": hidden, "tree": sorted(tree_pids(root.pid)), "expected": sorted([root.pid, worker]),
-                      "owner": identity.owner(port, "127.0.0.1", root.pid)}))
+                      "owner": port_holders.owner(port, "127.0.0.1", root.pid)}))
 finally:
     os.killpg(root.pid, 9)
     root.wait()

@@ -3,7 +3,7 @@
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar_plugin.core.listener.counters import Counters, crash_cause
-from sidecar_plugin.core.state.metrics import render_metrics
+from sidecar_plugin.core.state.prometheus import render_metrics
 
 
 def doc(program, state, **kw):

@@ -6,7 +6,7 @@ setup.cfg's lower bounds are the versions of ``tests/oldest-requirements.txt``
 The marked tests use each dependency the way the package does, in about three
 minutes on a busy host: supervisord holding the socket through a SIGKILL of
 LiteLLM, an apply that re-creates the group, ``update`` and ``reload``
-(tests/test_port.py: the private code ``held`` replaces); the listener's psutil
+(tests/test_port.py: the private code ``socket_holder`` replaces); the listener's psutil
 signs through a SIGSTOP hang and an orphans' reap (tests/test_listener_integration.py);
 render, the client module, the CLI and the ctl plugin (tests/test_control.py);
 the gateway's URL, key and request (tests/test_endpoint.py: requests, PyYAML); and
@@ -30,7 +30,7 @@ import pytest
 from harness import FAKE_LITELLM, MASTER_KEY, ROOT, poll
 from traffic import one_request
 
-from sidecar_plugin.shell.supervisord import held
+from sidecar_plugin.shell.supervisord import socket_holder
 
 pytestmark = pytest.mark.oldest
 
@@ -50,7 +50,7 @@ def test_setup_cfg_lower_bounds_are_the_versions_the_oldest_tier_runs():
         name, low = re.match(r"([\w.-]+)>=([\w.]+)", line).groups()
         bounds[name] = low
     assert bounds == pins()
-    assert "supervisor>=4.2.5,<4.4" in cfg["options"]["install_requires"]  # its private code: see held.py
+    assert "supervisor>=4.2.5,<4.4" in cfg["options"]["install_requires"]  # its private code: see socket_holder.py
 
 
 def errors(sc):
@@ -127,8 +127,8 @@ def test_stopped_workers_are_hung_and_replaced_with_no_error_line(make_sidecar):
 def test_the_supervisor_installed_has_the_shape_held_replaces():
     from sidecar_plugin.shell.supervisord import shape
 
-    assert held.PROBLEM is None  # before held replaced anything
-    assert held.shape_problem() is None
+    assert socket_holder.PROBLEM is None  # before held replaced anything
+    assert socket_holder.shape_problem() is None
     assert shape.problem() is None  # and after: its own code counts
 
 
@@ -148,7 +148,7 @@ def test_each_difference_of_shape_is_named(monkeypatch, breakage, said):
     from supervisor import options, process, socket_manager
 
     breakage(monkeypatch, socket_manager, process, options)
-    problem = held.shape_problem()
+    problem = socket_holder.shape_problem()
     assert problem is not None
     assert said in problem
     assert "\n" not in problem
@@ -159,8 +159,8 @@ def test_a_group_whose_socket_is_not_held_says_why():
     from types import SimpleNamespace
 
     supervisord = SimpleNamespace(process_groups={"fleet": SimpleNamespace(config=None)})
-    assert held.port_state(supervisord, "gone") == (False, "supervisord has no group gone: apply the sidecar")
-    ok, note = held.port_state(supervisord, "fleet")
+    assert socket_holder.port_state(supervisord, "gone") == (False, "supervisord has no group gone: apply the sidecar")
+    ok, note = socket_holder.port_state(supervisord, "fleet")
     assert not ok
     assert "LiteLLM binds the port itself" in note
 

@@ -1,4 +1,4 @@
-"""Each option is declared once (``core.options.declared``) and every layer derives from that one entry.
+"""Each option is declared once (``core.options.table``) and every layer derives from that one entry.
 
 A knob added to the table, and as a field to each layer's class (the check
 names each one missing), reaches render's parser, the request, the record,
@@ -21,13 +21,13 @@ import pytest
 
 import sidecar_plugin
 from harness import KEYS, PROFILE, fake_binary, package_classes, write
-from sidecar_plugin.core.options.declared import (
+from sidecar_plugin.core.options.table import (
     BY_FLAG, DEFAULTS, LISTEN, MACHINE, OPTIONS, PLAN, RENDER, WATCH, Written, default, fields_of, of,
 )
 from sidecar_plugin.core.options.values import shown
 
 PKG = pathlib.Path(sidecar_plugin.__file__).resolve().parent
-DECLARED = PKG / "core" / "options" / "declared.py"
+DECLARED = PKG / "core" / "options" / "table.py"
 
 KNOB = ('    Option("--test-knob", parse=positive_number, default=7.5, layers=at(RENDER, PLAN, LISTEN, WATCH, MACHINE), '
         'kept="seconds", written=Written.CHANGED, help="a knob added by the test"),\n')
@@ -74,7 +74,7 @@ def test_a_new_option_is_its_entry_and_the_fields_the_check_asks_for_and_reaches
     the knob from render's flag to the record, the listener's line, and the machine's Config."""
     pkg = tmp_path / "copy" / "sidecar_plugin"
     shutil.copytree(PKG, pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    declared = pkg / "core" / "options" / "declared.py"
+    declared = pkg / "core" / "options" / "table.py"
     text = declared.read_text()
     declared.write_text(text.replace("\n)\nBY_FLAG", "\n" + KNOB + ")\nBY_FLAG", 1))
     assert declared.read_text() != text
@@ -183,7 +183,7 @@ def test_every_layer_takes_the_declared_defaults():
     from sidecar_plugin.core.listener.model import Config
     from sidecar_plugin.core.options.listen_args import ListenerOptions
     from sidecar_plugin.core.options.remember import KINDS
-    from sidecar_plugin.core.render.options import RenderOptions
+    from sidecar_plugin.core.render.terms import RenderOptions
     from sidecar_plugin.shell.render.build import RenderRequest
 
     request = RenderRequest(profiles=[], out_dir="/x")

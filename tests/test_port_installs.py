@@ -22,9 +22,9 @@ import psutil
 import pytest
 
 from harness import FAKE_LITELLM, poll
-from sidecar_plugin.shell.render import installed
+from sidecar_plugin.shell.render import litellm_install
 from sidecar_plugin.shell.render.executables import litellm_launcher
-from sidecar_plugin.shell.render.installed import SAME_START, started_at
+from sidecar_plugin.shell.render.litellm_install import SAME_START, started_at
 from test_port import assert_nothing_lost, running, under_traffic
 
 pytestmark = pytest.mark.integration
@@ -257,6 +257,6 @@ def test_a_probe_that_hangs_or_cannot_run_is_given_up_with_the_reason(tmp_path, 
     hang = tmp_path / "python3"
     hang.write_text("#!/bin/sh\nexec sleep 30\n")
     hang.chmod(0o755)
-    monkeypatch.setattr(installed, "PROBE_TIMEOUT", 0.5)
-    assert installed.install_of(str(hang)) == "it did not answer within 0.5 s"
-    assert installed.install_of(str(tmp_path / "none")) == "it cannot run (FileNotFoundError)"
+    monkeypatch.setattr(litellm_install, "PROBE_TIMEOUT", 0.5)
+    assert litellm_install.install_of(str(hang)) == "it did not answer within 0.5 s"
+    assert litellm_install.install_of(str(tmp_path / "none")) == "it cannot run (FileNotFoundError)"

@@ -143,7 +143,7 @@ def _supervisord_reads(include):
 def _render_or_refuse(profiles, out, binary, **extra):
     import shlex
 
-    from sidecar_plugin.core.render.options import RenderError
+    from sidecar_plugin.core.render.terms import RenderError
     from sidecar_plugin.shell.render import build
 
     req = build.RenderRequest(profiles=profiles, out_dir=out, binary=binary, **extra)

@@ -20,8 +20,8 @@ from sidecar_plugin.core.options.listen_args import ListenerOptions
 from sidecar_plugin.names import MARKER_ENV, marker_value
 from sidecar_plugin.shell.listener.engine import Listener
 from sidecar_plugin.shell.processes.procs import born_at, tree_pids
-from sidecar_plugin.shell.processes.reaper import TreeTracker
-from sidecar_plugin.shell.processes.reaping import reap
+from sidecar_plugin.shell.processes.tree_tracker import TreeTracker
+from sidecar_plugin.shell.processes.reap import reap
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Sessions, free_port, poll  # noqa: E402

@@ -3,7 +3,7 @@
 import pytest
 
 from sidecar_plugin.display import doing_line
-from sidecar_plugin.shell.render.settle import current, settled
+from sidecar_plugin.shell.render.readiness import current, settled
 
 NOW = 1_000_000.0
 

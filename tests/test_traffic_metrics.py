@@ -18,7 +18,7 @@ import yaml
 
 from harness import KEYS, fake_binary, run_main
 from sidecar_plugin.names import MULTIPROC_ENV
-from sidecar_plugin.shell.files.rendered import snapshot
+from sidecar_plugin.shell.files.outfiles import snapshot
 from sidecar_plugin.shell.litellm_launch import multiproc_metrics
 from sidecar_plugin.shell.render.build import RenderRequest, build
 from sidecar_plugin.shell.render.changes import restart_reasons

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from harness import KEYS, fake_binary, run_main
-from sidecar_plugin.core.profiles.profile import ProfileError, parse_profile
+from sidecar_plugin.core.profiles.agentroute import ProfileError, parse_profile
 from sidecar_plugin.core.profiles.typos import near_misses
 
 GOOD = "name: w\nmodels:\n  fast: a/b\n"

@@ -4,6 +4,6 @@
 supervisord's ``events``) to the next model and the ``actions`` the shell carries
 out; it dispatches to ``lifecycle`` (supervisord's word), ``health`` (running,
 hung, the start timeout), ``recovery`` (a listener's restart), ``retry`` and
-``identity``, all built of ``moves``. ``budget`` decides which worker a memory
+``identity``, all built of ``transitions``. ``budget`` decides which worker a memory
 budget replaces; ``counters`` is what the listener counts.
 """

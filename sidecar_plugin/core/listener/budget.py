@@ -24,9 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Tuple
 
-from sidecar_plugin.core.options.declared import DEFAULTS
+from sidecar_plugin.core.options.table import DEFAULTS
 
-# --memory-every's default (core.options.declared); the settle time and back-off follow from it.
+# --memory-every's default (core.options.table); the settle time and back-off follow from it.
 DEFAULT_EVERY = DEFAULTS["memory_every"]
 
 

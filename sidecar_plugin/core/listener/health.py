@@ -22,7 +22,7 @@ from typing import Any, Dict, Optional
 from sidecar_plugin.core.listener.actions import CaptureLogTail, KillHung, Result, StopProgram, Write
 from sidecar_plugin.core.listener.inputs import Probe, TreeSigns, Workers
 from sidecar_plugin.core.listener.model import Config, Model
-from sidecar_plugin.core.listener.moves import crash, enter
+from sidecar_plugin.core.listener.transitions import crash, enter
 from sidecar_plugin.names import State
 
 # CPU seconds a tree must use over a window to count as working (an idle or blocked one uses none).

@@ -19,7 +19,7 @@ from sidecar_plugin.core.listener.actions import (
 )
 from sidecar_plugin.core.listener.inputs import Died, ProcEvent, Reaped
 from sidecar_plugin.core.listener.model import Model
-from sidecar_plugin.core.listener.moves import crash, enter, reap
+from sidecar_plugin.core.listener.transitions import crash, enter, reap
 from sidecar_plugin.names import LIVE_STATES, STOPPING_STATES, State
 
 START_FAILURE = {

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
 from sidecar_plugin.core.listener.counters import Counters
-from sidecar_plugin.core.options.declared import MACHINE, copied, default, fields_of
+from sidecar_plugin.core.options.table import MACHINE, copied, default, fields_of
 from sidecar_plugin.core.listener.retry import Backoff
 from sidecar_plugin.names import LIVE_STATES, State
 
@@ -19,7 +19,7 @@ from sidecar_plugin.names import LIVE_STATES, State
 @fields_of(MACHINE)
 @dataclass(frozen=True)
 class Config:
-    """The knobs of the machine: the listener's options (``core.options.declared``) and the machine's own."""
+    """The knobs of the machine: the listener's options (``core.options.table``) and the machine's own."""
 
     # The health timeout is the outer bound of a start: a start is judged by progress first
     # (``core.listener.health``): one that makes none fails sooner.
@@ -34,7 +34,7 @@ class Config:
     # answered for ``quiet_window`` seconds while its whole tree used no CPU at all.
     stopped_grace: float = 1.5
     quiet_window: float = 10.0
-    # the listener's options the decisions read (core.options.declared)
+    # the listener's options the decisions read (core.options.table)
     health_timeout: float = default("--health-timeout")
     hang_window: float = default("--hang-window")
     failure_threshold: int = default("--failure-threshold")

@@ -17,7 +17,7 @@ from sidecar_plugin.core.listener.actions import CaptureLogTail, Result, Write, 
 from sidecar_plugin.core.listener.counters import Counters, crash_cause
 from sidecar_plugin.core.listener.inputs import Recover
 from sidecar_plugin.core.listener.model import Model
-from sidecar_plugin.core.listener.moves import crash, enter, reap
+from sidecar_plugin.core.listener.transitions import crash, enter, reap
 from sidecar_plugin.names import LIVE_STATES, State
 
 

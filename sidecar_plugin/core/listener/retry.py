@@ -20,10 +20,10 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, List, Optional, Tuple
 
-from sidecar_plugin.core.options.declared import DEFAULTS
+from sidecar_plugin.core.options.table import DEFAULTS
 from sidecar_plugin.names import State
 
-# The options' defaults (core.options.declared: Kubernetes' CrashLoopBackOff numbers).
+# The options' defaults (core.options.table: Kubernetes' CrashLoopBackOff numbers).
 RETRY_DELAY, RETRY_MAX_DELAY, RETRY_RESET_AFTER = (DEFAULTS[k] for k in ("retry_delay", "retry_max_delay",
                                                                          "retry_reset_after"))
 # A start the listener asked for must show up (supervisord's STARTING) within this, else it asks again later.

@@ -5,7 +5,7 @@ place that says which programs a listener watches and where their state files
 are. Render builds it here, the listener parses it here, and clients (the
 helper module, ``sidecar.getState`` inside supervisord) find a program's state
 file by parsing supervisord's copy of it here, all from the one table of options
-(``core.options.declared``), so the three cannot drift. Pure and cheap (no argparse): ``getState`` calls it inside
+(``core.options.table``), so the three cannot drift. Pure and cheap (no argparse): ``getState`` calls it inside
 supervisord's single loop, and ``supervisorctl sidecar wait`` calls
 ``getState`` every 50 ms.
 """
@@ -17,7 +17,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from sidecar_plugin.core.options.declared import BY_FLAG, LISTEN, WATCH, Option, Written, default, fields_of, of
+from sidecar_plugin.core.options.table import BY_FLAG, LISTEN, WATCH, Option, Written, default, fields_of, of
 from sidecar_plugin.errors import SidecarError
 from sidecar_plugin.names import fleet_paths, process_name
 
@@ -38,7 +38,7 @@ class ListenerOptions:
     group: Optional[str] = None
     config_path: str = ""
     tail_lines: int = 40
-    # every option each watched sidecar shares (core.options.declared)
+    # every option each watched sidecar shares (core.options.table)
     host: str = default("--host")
     health_timeout: float = default("--health-timeout")
     retry_delay: float = default("--retry-delay")

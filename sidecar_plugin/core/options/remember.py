@@ -11,8 +11,8 @@ Every render writes ``options`` (``{}`` when none is kept): a record without
 it is an older release's, whose options are read back from its include
 (``core.options.readback``).
 
-Pure: the record is read and the request built by ``shell.render.remembered``; the
-options and their defaults are declared in ``core.options.declared``.
+Pure: the record is read and the request built by ``shell.render.request``; the
+options and their defaults are declared in ``core.options.table``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from sidecar_plugin.core.options.declared import RENDER, of
+from sidecar_plugin.core.options.table import RENDER, of
 
 # option name (the flag without --) -> the kind of value the record must hold: every option of render
 KINDS: Dict[str, str] = {o.name: o.kept for o in of(RENDER)}

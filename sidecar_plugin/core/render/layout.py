@@ -16,11 +16,11 @@ import re
 from dataclasses import replace
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from sidecar_plugin.core.options.declared import OPTIONS, out_of_bounds
+from sidecar_plugin.core.options.table import OPTIONS, out_of_bounds
 from sidecar_plugin.core.render.naming import fleet_programs, program_name
-from sidecar_plugin.core.profiles.profile import Profile, ProfileError
-from sidecar_plugin.core.render.files import Plan, render_sidecar_conf
-from sidecar_plugin.core.render.options import PROGRAM_RE, RenderError, RenderOptions
+from sidecar_plugin.core.profiles.agentroute import Profile, ProfileError
+from sidecar_plugin.core.render.plan_files import Plan, render_sidecar_conf
+from sidecar_plugin.core.render.terms import PROGRAM_RE, RenderError, RenderOptions
 from sidecar_plugin.core.render.sections import check_representable
 from sidecar_plugin.names import DEFAULT_PORT, GROUP, LISTENER_SUFFIX, RUN_DIR, fleet_paths
 
@@ -94,7 +94,7 @@ _HOSTNAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-
 def check_options(opts: RenderOptions) -> None:
     """Refuse options supervisord or LiteLLM would choke on, with one line.
 
-    Every value is checked against its declared bounds (``core.options.declared``):
+    Every value is checked against its declared bounds (``core.options.table``):
     a value kept in a record was never parsed.
     """
     if not PROGRAM_RE.match(opts.program):

@@ -12,7 +12,7 @@ from typing import Dict
 
 import yaml
 
-from sidecar_plugin.core.profiles.profile import Profile, alias, openrouter_model
+from sidecar_plugin.core.profiles.agentroute import Profile, alias, openrouter_model
 
 # Claude Code sends these; LiteLLM drops unknown OpenAI params unless allowed.
 ALLOWED_OPENAI_PARAMS = ["thinking", "betas"]

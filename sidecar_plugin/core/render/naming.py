@@ -29,7 +29,7 @@ import re
 import unicodedata
 from typing import Collection, Dict, Sequence
 
-from sidecar_plugin.core.profiles.profile import Profile, ProfileError
+from sidecar_plugin.core.profiles.agentroute import Profile, ProfileError
 
 SAFE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._-]+")

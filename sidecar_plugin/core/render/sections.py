@@ -4,7 +4,7 @@ Every value goes through ``ini``'s writers, which refuse what supervisord
 would not read back exactly; ``check_representable`` runs the same writers
 on the options before anything is written, so a bad value is the operator's
 one-line error, never half a render. Assembling the sections into the
-include is ``core.render.files``'s job.
+include is ``core.render.plan_files``'s job.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable, List, Sequence
 
 from sidecar_plugin.core.render import ini
-from sidecar_plugin.core.render.options import RenderError, RenderOptions
+from sidecar_plugin.core.render.terms import RenderError, RenderOptions
 from sidecar_plugin.names import (
     EXIT_REFUSED, HEALTH_SOCKET_ENV, MARKER_ENV, MULTIPROC_ENV, STOP_MARGIN, WORKER_HEALTHCHECK, health_socket_name,
     marker_value,
@@ -116,7 +116,7 @@ def _head(opts: RenderOptions) -> List[str]:
     """The section's name, and supervisord's socket when it owns it (``[fcgi-program]``).
 
     supervisord creates the socket and hands it to LiteLLM as fd 0; the
-    ``sidecar`` rpcinterface holds it open (``shell.supervisord.held``), so connections
+    ``sidecar`` rpcinterface holds it open (``shell.supervisord.socket_holder``), so connections
     wait in its queue while LiteLLM restarts instead of being refused.
     """
     if not opts.supervisord_socket:
@@ -138,7 +138,7 @@ def plugin_section() -> List[str]:
     include needs no section of the operator's (the same section there is merged with this one). Rendered
     only when render asked supervisord's interpreter and it imports the plugin (``shell.render.plugin_host``):
     a factory supervisord cannot import would keep it from starting. Without the plugin an
-    ``[fcgi-program]`` would end supervisord (``shell.supervisord.held`` says why), so none is rendered then.
+    ``[fcgi-program]`` would end supervisord (``shell.supervisord.socket_holder`` says why), so none is rendered then.
     """
     return ["; The sidecar.* XML-RPC namespace, and what holds each sidecar's port open while supervisord runs.",
             "[rpcinterface:sidecar]", "supervisor.rpcinterface_factory = sidecar_plugin.rpc:make_rpcinterface", ""]

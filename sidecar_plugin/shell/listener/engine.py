@@ -5,13 +5,13 @@ an event (superlance's ``httpok`` probes inside the event handler, on ticks):
 
 - the protocol loop (main thread) reads each event, queues it and acknowledges
   it at once, whatever its payload;
-- the prober (``shell.listener.probing``) starts a probe on its own schedule, each in its own
+- the prober (``shell.listener.probe_schedule``) starts a probe on its own schedule, each in its own
   thread with an overall deadline: a busy sidecar's late answers still arrive and count;
 - a pid watcher per sidecar pid wakes the moment that process exits (Linux
   pidfd), well before supervisord's one-second loop notices.
 
 One engine thread owns the model: it feeds every input to ``machine.step`` and
-carries out the actions (state file, ``shell.processes.reaping``, ``shell.supervisord.link``), samples the
+carries out the actions (state file, ``shell.processes.reap``, ``shell.supervisord.link``), samples the
 tree (``shell.listener.observe``; its memory: ``shell.listener.memory``, deciding by ``core.listener.budget``)
 and the heartbeat. It decides nothing itself: every decision is the core's.
 """
@@ -34,17 +34,17 @@ from sidecar_plugin.core.listener.recovery import recover_input
 from sidecar_plugin.core.options.listen_args import ListenerOptions
 from sidecar_plugin.core.state.schema import state_document
 from sidecar_plugin.names import HEARTBEAT_EVERY, MARKER_ENV, OWNER_SUPERVISORD, State, health_socket_name, marker_value
-from sidecar_plugin.shell.listener import owned
-from sidecar_plugin.shell.files.rendered import file_version, keep_private
+from sidecar_plugin.shell.listener import supervisord_socket
+from sidecar_plugin.shell.files.outfiles import file_version, keep_private
 from sidecar_plugin.shell.files.keyfile import KeyFileCache
 from sidecar_plugin.shell.supervisord.link import SupervisorLink
 from sidecar_plugin.shell.listener.memory import MemoryKeeper
 from sidecar_plugin.shell.listener.metrics import MetricsFile
 from sidecar_plugin.shell.listener.observe import TreeObserver
 from sidecar_plugin.shell.listener.probe import LIVELINESS_PATH, Prober, health_url
-from sidecar_plugin.shell.listener.probing import probe_loop
-from sidecar_plugin.shell.processes.reaper import TreeTracker
-from sidecar_plugin.shell.processes.reaping import reap
+from sidecar_plugin.shell.listener.probe_schedule import probe_loop
+from sidecar_plugin.shell.processes.tree_tracker import TreeTracker
+from sidecar_plugin.shell.processes.reap import reap
 from sidecar_plugin.shell.listener.redact import Redactor, secrets_from_config, tail_lines
 from sidecar_plugin.shell.listener.publish import Publisher
 from sidecar_plugin.shell.files.statefile import prior_state
@@ -83,13 +83,13 @@ class Listener:
         owner = opts.port_owner == OWNER_SUPERVISORD
         self.prober = Prober(health_url(opts.host, opts.port), private=health_socket_name(
             opts.program, opts.config_path) if owner else "")
-        self.drainer = owned.Drainer(self.log) if owner else None
+        self.drainer = supervisord_socket.Drainer(self.log) if owner else None
         self.observer = TreeObserver(opts.config_path, opts.port, self.prober.recent_ports, opts.log_file, opts.host,
                                      shared_port=owner)
         self.link = SupervisorLink(rpc_factory, opts.rpc_name, self.log)
         self.memory = MemoryKeeper(BudgetConfig(opts.memory_budget, opts.memory_every), self.prober.private,
                                    opts.state_file, self.log)
-        self.hold = owned.PortHold(opts, self.link, self.log)
+        self.hold = supervisord_socket.PortHold(opts, self.link, self.log)
 
     # -- inputs from other threads --
     def on_event(self, name: str, body: Dict[str, str]) -> None:
@@ -166,7 +166,7 @@ class Listener:
                           f" ({self.redact(self.model.error)})" if self.model.error else "")
         if self.model.probing != before.probing:
             self.plan_changed.set()
-        owned.after_step(self.drainer, before, self.model)
+        supervisord_socket.after_step(self.drainer, before, self.model)
         for action in actions:
             fed_back = self._do(action)
             if fed_back is not None:
@@ -188,7 +188,7 @@ class Listener:
         elif isinstance(action, (m.Ask, m.Query)):
             return self._answer(action)
         elif isinstance(action, m.Identify):
-            own, holder = owned.who_answers(self.opts, action.probe, self.model.pid)
+            own, holder = supervisord_socket.who_answers(self.opts, action.probe, self.model.pid)
             if not own:
                 self.log.warning("health answer on port %d is not the sidecar's: %s", self.opts.port, holder)
             return replace(action.probe, own=own, holder=holder)

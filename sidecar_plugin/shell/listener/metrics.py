@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Dict
 
-from sidecar_plugin.core.state.metrics import render_metrics
+from sidecar_plugin.core.state.prometheus import render_metrics
 from sidecar_plugin.shell.files.atomic import write_atomic
 
 

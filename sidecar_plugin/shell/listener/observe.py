@@ -1,7 +1,7 @@
 """What the sidecar's tree and its config file show between events, as inputs for the machine.
 
 Sampled about once a second by the engine: whether the main process is
-stopped, the tree's CPU time and workers (``shell.processes.signs``), whether new
+stopped, the tree's CPU time and workers (``shell.processes.tree_sample``), whether new
 connections are accepted while health answers are late (serving is progress:
 an overloaded sidecar is not hung), and a change of litellm.yaml on disk (a
 rolling reload is followed by the workers' birth times). While it starts,
@@ -17,9 +17,9 @@ import psutil
 
 from sidecar_plugin.core.listener import machine as m
 from sidecar_plugin.names import State
-from sidecar_plugin.shell.processes import signs
-from sidecar_plugin.shell.files.rendered import file_version
-from sidecar_plugin.shell.processes.identity import listeners
+from sidecar_plugin.shell.processes import tree_sample
+from sidecar_plugin.shell.files.outfiles import file_version
+from sidecar_plugin.shell.processes.port_holders import listeners
 from sidecar_plugin.shell.processes.procs import describe, tree_pids
 
 LATE_ANSWER = 2.0  # seconds without a health answer before connections are looked at (it costs a scan)
@@ -63,7 +63,7 @@ class TreeObserver:
         if pid is None or model.supervisor_state not in ("STARTING", "RUNNING"):
             self.sent_workers = None
             return []
-        seen = signs.sample(pid)
+        seen = tree_sample.sample(pid)
         if seen is None:
             return []
         inputs: List[Any] = []
@@ -74,7 +74,7 @@ class TreeObserver:
         answered = model.answered_at
         if model.state is State.RUNNING and answered is not None and now - answered > LATE_ANSWER:
             # health answers are late: look whether it still accepts connections (only then: it costs)
-            conns = signs.connections(pid, self.port, self.recent_ports())
+            conns = tree_sample.connections(pid, self.port, self.recent_ports())
             if conns is not None:
                 accepted = self.last_conns is not None and bool(conns - self.last_conns)
                 self.last_conns = conns

@@ -13,7 +13,7 @@ A change LiteLLM reads from ``litellm.yaml`` under an unchanged command
 (supervisord cannot see inside it) is applied without dropping a request, by a
 rolling reload of the workers (``shell.render.reload``); a sidecar of one worker is
 restarted. A LiteLLM installed anew since a sidecar started (``pip install -U
-litellm``: no file or command changes) is restarted too (``shell.render.installed``).
+litellm``: no file or command changes) is restarted too (``shell.render.litellm_install``).
 
 When a sidecar does not come up (or its new workers do not), the previous files
 are restored and the same steps run again, so the host is back on the
@@ -38,16 +38,16 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Set,
 
 from supervisor.xmlrpc import Faults
 
-from sidecar_plugin.core.render.options import RenderOptions
+from sidecar_plugin.core.render.terms import RenderOptions
 from sidecar_plugin.errors import SidecarError, SidecarStartError
 from sidecar_plugin.names import LITELLM_YAML, LIVE_STATES, SIDECAR_CONF, State
 from sidecar_plugin.shell.supervisord import control
 from sidecar_plugin.shell.render.build import Rendered, write
 from sidecar_plugin.shell.render.changes import drifted, keeps_accepting, our_groups, restart_reasons
-from sidecar_plugin.shell.files.rendered import Snapshot, restore, snapshot
-from sidecar_plugin.shell.render.installed import reinstalled
+from sidecar_plugin.shell.files.outfiles import Snapshot, restore, snapshot
+from sidecar_plugin.shell.render.litellm_install import reinstalled
 from sidecar_plugin.shell.render.reload import reloadable, rolling_reload
-from sidecar_plugin.shell.render.settle import wait_settled
+from sidecar_plugin.shell.render.readiness import wait_settled
 from sidecar_plugin.shell.files.statefile import state_dict
 from sidecar_plugin.shell.supervisord.supervisor import fault_words, live_processes, tolerate, unreachable
 from sidecar_plugin.shell.render.validate import ValidationError, validate_configs

@@ -3,10 +3,10 @@
 ``render`` and ``apply`` share this: both need every file's bytes before
 anything is written (``apply`` compares them with what is on disk to decide
 whether anything changed, and keeps the old bytes to roll back to). This is
-the shell around ``core.render.layout`` and ``core.render.files``: it reads what they must
+the shell around ``core.render.layout`` and ``core.render.plan_files``: it reads what they must
 not (profiles and folders, the environment, the LiteLLM binary on PATH, the
 saved master key, the previous render's record, the user database). What an
-earlier render left in the out-dir is read by ``shell.render.previous``; where
+earlier render left in the out-dir is read by ``shell.render.record``; where
 LiteLLM and this package's CLI are installed is found by ``shell.render.executables``.
 """
 
@@ -17,13 +17,13 @@ import sys
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from sidecar_plugin.core.options.declared import PLAN, RENDER, copied, default, fields_of
+from sidecar_plugin.core.options.table import PLAN, RENDER, copied, default, fields_of
 from sidecar_plugin.core.options.remember import blamed
-from sidecar_plugin.core.profiles.profile import ProfileError, load_profile
+from sidecar_plugin.core.profiles.agentroute import ProfileError, load_profile
 from sidecar_plugin.core.render import ini
 from sidecar_plugin.core.render.layout import plan
-from sidecar_plugin.core.render.files import Plan, render_files
-from sidecar_plugin.core.render.options import RenderError, RenderOptions, RenderedFile
+from sidecar_plugin.core.render.plan_files import Plan, render_files
+from sidecar_plugin.core.render.terms import RenderError, RenderOptions, RenderedFile
 from sidecar_plugin.errors import BinaryNotFoundError
 from sidecar_plugin.names import (
     DEFAULT_PORT, DEFAULT_PROGRAM, GROUP,
@@ -33,8 +33,8 @@ from sidecar_plugin.shell.render.executables import (
     listener_entry_point, litellm_launcher, resolve_binary, shim_target,
 )
 from sidecar_plugin.shell.render.plugin_host import binary_note, plugin_host
-from sidecar_plugin.shell.render.installed import without_prometheus
-from sidecar_plugin.shell.render.previous import choose_master_key, previous_ports, previous_record
+from sidecar_plugin.shell.render.litellm_install import without_prometheus
+from sidecar_plugin.shell.render.record import choose_master_key, previous_ports, previous_record
 from sidecar_plugin.shell.render import filewrite, precheck
 
 
@@ -47,7 +47,7 @@ class RenderRequest:
     out_dir: str
     remember: Tuple[Tuple[str, Any], ...] = ()  # the options to record in sidecar.json (core.options.remember)
     kept: Tuple[Tuple[str, Any, str], ...] = ()  # (option, value, where) of those kept, not given now
-    # every option of render and apply (core.options.declared)
+    # every option of render and apply (core.options.table)
     port: Optional[int] = default("--port")
     host: str = default("--host")
     program: Optional[str] = default("--program")

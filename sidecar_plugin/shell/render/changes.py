@@ -18,10 +18,10 @@ from typing import Any, Dict, List, Optional, Set
 
 from sidecar_plugin.core.render.litellm_yaml import config_version
 from sidecar_plugin.core.render.sections import sidecar_command
-from sidecar_plugin.core.render.options import RenderOptions
+from sidecar_plugin.core.render.terms import RenderOptions
 from sidecar_plugin.names import LITELLM_YAML, OWNER_SIDECAR, OWNER_SUPERVISORD, RECORD_NAME
 from sidecar_plugin.shell.render.build import Rendered
-from sidecar_plugin.shell.files.rendered import Snapshot
+from sidecar_plugin.shell.files.outfiles import Snapshot
 from sidecar_plugin.shell.files.statefile import state_dict
 
 # The flags of LiteLLM's command line, as an operator names them when a restart is needed.

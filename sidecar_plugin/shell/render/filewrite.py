@@ -27,7 +27,7 @@ import stat
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from sidecar_plugin.core.render.options import RenderOptions, RenderedFile
+from sidecar_plugin.core.render.terms import RenderOptions, RenderedFile
 from sidecar_plugin.names import TRAFFIC_METRICS_DIR
 from sidecar_plugin.shell.files import acl, safefs
 

@@ -31,7 +31,7 @@ from sidecar_plugin.shell.render.executables import takes_fd0
 # PYTHON* variables (supervisord runs without them): can it import the factory, and does supervisor still have
 # the shape the plugin patches (shape_problem, where this release has it)?
 PROBE = ("import sys; del sys.path[0]; import sidecar_plugin.rpc as r; "
-         "from sidecar_plugin.shell.supervisord import held as h; "
+         "from sidecar_plugin.shell.supervisord import socket_holder as h; "
          "f = getattr(h, 'shape_problem', None); p = f() if f else None; "
          "print('ok' if callable(r.make_rpcinterface) and not p else 'shape: ' + str(p))")
 PROBE_TIMEOUT = 20.0  # imports supervisor and the plugin (well under a second; seconds on a busy host)
@@ -142,7 +142,7 @@ def not_loaded(sidecars: Iterable[Any], rpc: Any) -> str:
     """Why the running supervisord cannot hold the port of a sidecar rendered to have it held; empty if it can.
 
     An rpcinterface loads only when supervisord starts: an include that gained the plugin since then would
-    hand a stock supervisord an ``[fcgi-program]``, which a LiteLLM crash can end (``shell.supervisord.held``).
+    hand a stock supervisord an ``[fcgi-program]``, which a LiteLLM crash can end (``shell.supervisord.socket_holder``).
     """
     if not any(s.supervisord_socket for s in sidecars):
         return ""

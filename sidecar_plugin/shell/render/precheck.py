@@ -16,7 +16,7 @@ import pwd
 import stat
 from typing import Dict, Optional, Sequence, Set
 
-from sidecar_plugin.core.render.options import RenderError, RenderOptions
+from sidecar_plugin.core.render.terms import RenderError, RenderOptions
 from sidecar_plugin.names import LITELLM_YAML, MASTER_KEY, RECORD_NAME, SIDECAR_CONF
 from sidecar_plugin.shell.files.statefile import history_path
 

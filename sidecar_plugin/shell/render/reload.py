@@ -13,11 +13,11 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Optional, Set
 
-from sidecar_plugin.core.render.options import RenderOptions
+from sidecar_plugin.core.render.terms import RenderOptions
 from sidecar_plugin.errors import SidecarError
 from sidecar_plugin.names import LITELLM_YAML, STOP_MARGIN
 from sidecar_plugin.shell.supervisord import control
-from sidecar_plugin.shell.files.rendered import file_version
+from sidecar_plugin.shell.files.outfiles import file_version
 from sidecar_plugin.shell.files.statefile import state_dict
 from sidecar_plugin.shell.supervisord.supervisor import live_processes
 

@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from typing import Callable, Dict, Mapping, Sequence, Set, Tuple
 
-from sidecar_plugin.core.render.options import RenderOptions
+from sidecar_plugin.core.render.terms import RenderOptions
 from sidecar_plugin.errors import SidecarError
 from sidecar_plugin.names import LITELLM_YAML
 from sidecar_plugin.shell.render.build import Rendered

@@ -1,6 +1,6 @@
-"""Whether supervisor's private code still has the shape that ``held`` replaces.
+"""Whether supervisor's private code still has the shape that ``socket_holder`` replaces.
 
-``held`` keeps the sidecars' listening sockets open by replacing private code
+``socket_holder`` keeps the sidecars' listening sockets open by replacing private code
 of supervisor, known as it is in 4.2.5 and 4.3.0. A supervisor where any of it
 differs would otherwise fail inside supervisord (an attribute gone, a method
 called with other arguments), so the difference is found before anything is
@@ -31,10 +31,10 @@ EVENTS = ("subscribe", "ProcessGroupAddedEvent", "ProcessGroupRemovedEvent", "Ti
 
 
 def problem() -> Optional[str]:
-    """Return what differs from the shape ``held`` expects (one line), or None.
+    """Return what differs from the shape ``socket_holder`` expects (one line), or None.
 
-    What ``held`` replaced itself (its code says ``keeps_held``) counts as
-    supervisor's: the answer is the same before and after ``held`` loads.
+    What ``socket_holder`` replaced itself (its code says ``keeps_held``) counts as
+    supervisor's: the answer is the same before and after ``socket_holder`` loads.
     """
     version = getattr(options, "VERSION", "?")
     classes = {"SocketManager": getattr(socket_manager, "SocketManager", None),

@@ -28,7 +28,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import psutil
 
-from sidecar_plugin.core.render.options import RenderOptions
+from sidecar_plugin.core.render.terms import RenderOptions
 from sidecar_plugin.shell.render.executables import litellm_launcher
 from sidecar_plugin.shell.files.statefile import state_dict
 

@@ -13,17 +13,17 @@ import os
 import sys
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
-from sidecar_plugin.core.profiles.profile import load_profile
+from sidecar_plugin.core.profiles.agentroute import load_profile
 from sidecar_plugin.core.options.readback import read_back
 from sidecar_plugin.core.options.remember import (
     KINDS, changes, dest, merge, port_line, problem, profile_takes_port, read_back_lines, recorded,
 )
-from sidecar_plugin.core.render.options import RenderError
+from sidecar_plugin.core.render.terms import RenderError
 from sidecar_plugin.errors import BinaryNotFoundError
 from sidecar_plugin.names import PROFILE_PORT, RECORD_NAME, SIDECAR_CONF
 from sidecar_plugin.shell.render.build import RenderRequest, expand_profiles
 from sidecar_plugin.shell.render.executables import resolve_binary
-from sidecar_plugin.shell.render.previous import previous_include, read_record
+from sidecar_plugin.shell.render.record import previous_include, read_record
 
 PATHS = ("state-file", "log-file", "metrics-file")
 

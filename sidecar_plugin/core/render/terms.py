@@ -1,8 +1,8 @@
 """What one render is asked for, what it produces, and how it refuses: the types every render piece shares.
 
 Kept apart from the writers (``core.render.sections`` writes supervisord's sections,
-``core.render.files`` the plan's files) so both can name the options and the error
-without importing each other; ``core.render.files`` still offers every name here,
+``core.render.plan_files`` the plan's files) so both can name the options and the error
+without importing each other; ``core.render.plan_files`` still offers every name here,
 since the shells import them from there.
 """
 
@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from sidecar_plugin.core.options.declared import PLAN, default, fields_of
+from sidecar_plugin.core.options.table import PLAN, default, fields_of
 from sidecar_plugin.errors import SidecarError
 from sidecar_plugin.names import (
     DEFAULT_PORT, DEFAULT_PROGRAM, LITELLM_YAML, OWNER_SUPERVISORD, RUN_DIR, TRAFFIC_METRICS_DIR, process_name,
@@ -55,7 +55,7 @@ class RenderOptions:
     port_note: str = ""
     # The include loads the ``sidecar`` rpcinterface: the supervisord that reads it can import the plugin.
     plugin: bool = False
-    # every option render is given for the files (core.options.declared)
+    # every option render is given for the files (core.options.table)
     host: str = default("--host")
     workers: int = default("--workers")
     health_timeout: float = default("--health-timeout")

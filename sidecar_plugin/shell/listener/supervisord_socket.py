@@ -1,6 +1,6 @@
 """The listener's rules when supervisord owns the listening socket (``[fcgi-program]``, ``--port-owner supervisord``).
 
-supervisord (and the ``sidecar`` rpcinterface holding it, ``shell.supervisord.held``) keeps
+supervisord (and the ``sidecar`` rpcinterface holding it, ``shell.supervisord.socket_holder``) keeps
 the port listening whatever happens to LiteLLM, so three rules change:
 
 - **Identity.** The port is shared by every process that inherited the
@@ -26,9 +26,9 @@ import psutil
 
 from sidecar_plugin.core.listener import machine as m
 from sidecar_plugin.names import DEFAULT_STOP_TIMEOUT, OWNER_SUPERVISORD, STOP_MARGIN, State
-from sidecar_plugin.shell.processes import identity
+from sidecar_plugin.shell.processes import port_holders
 from sidecar_plugin.shell.processes.procs import alive, describe, tree_pids, wait_gone
-from sidecar_plugin.shell.processes.reaper import TreeTracker, port_free
+from sidecar_plugin.shell.processes.tree_tracker import TreeTracker, port_free
 
 
 def identify(peer: Optional[int], root: Optional[int]) -> Tuple[bool, Optional[str]]:
@@ -134,7 +134,7 @@ def who_answers(opts: Any, probe: Any, root: Optional[int]) -> Tuple[bool, Optio
     """Return (whether the healthy answer was the sidecar's own, who gave it otherwise), by the port's owner."""
     if opts.port_owner == OWNER_SUPERVISORD:
         return identify(probe.peer, root)
-    return identity.owner(opts.port, opts.host, root)
+    return port_holders.owner(opts.port, opts.host, root)
 
 
 def after_step(drainer: Optional[Drainer], before: Any, after: Any) -> None:

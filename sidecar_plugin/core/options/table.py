@@ -3,7 +3,7 @@
 Like uvicorn's ``Config`` and its click options: a setting is one entry, and
 everything else derives from it, so no default can disagree with another. The
 CLI builds its parsers from ``OPTIONS``. Each layer's dataclass
-(``shell.render.build.RenderRequest``, ``core.render.options.RenderOptions``,
+(``shell.render.build.RenderRequest``, ``core.render.terms.RenderOptions``,
 ``core.options.listen_args.ListenerOptions``, ``core.listener.model.Config``)
 writes out a field per option of its layer, so tools and readers see it, with
 the declared default (``hang_window: float = default("--hang-window")``);

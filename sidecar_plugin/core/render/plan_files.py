@@ -2,14 +2,14 @@
 
 Pure (inputs -> bytes), so determinism and the secret rules are unit-tested
 in-process; ``shell.render.build`` gathers the inputs (environment, binary, previous
-render) and ``shell.files.rendered`` writes the result. Deterministic output matters:
+render) and ``shell.files.outfiles`` writes the result. Deterministic output matters:
 config diffs, ``apply`` and tests must be stable across renders.
 
 There is one path: a single sidecar is a fleet of one. A ``Plan`` holds the
 sidecars, the group they share (a fleet's ``[group:agentroute]``; one sidecar
 is its own group) and the one listener that watches them all. This module
 assembles a plan's files (the include, the ``sidecar.json`` record, the
-secrets); the options and error live in ``core.render.options``, the
+secrets); the options and error live in ``core.render.terms``, the
 supervisord sections in ``core.render.sections``; each name is imported from the
 module that defines it.
 """
@@ -21,11 +21,11 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from sidecar_plugin.core.options.declared import PLAN, WATCH, copied
+from sidecar_plugin.core.options.table import PLAN, WATCH, copied
 from sidecar_plugin.core.options.listen_args import ListenerOptions, listen_argv
 from sidecar_plugin.core.render.litellm_yaml import render_litellm_yaml
-from sidecar_plugin.core.profiles.profile import Profile, alias
-from sidecar_plugin.core.render.options import RenderedFile, RenderOptions
+from sidecar_plugin.core.profiles.agentroute import Profile, alias
+from sidecar_plugin.core.render.terms import RenderedFile, RenderOptions
 from sidecar_plugin.core.render.sections import (
     comment, listener_section, plugin_section, program_section, sidecar_command,
 )

@@ -17,7 +17,7 @@ from typing import Dict, Mapping, Tuple
 from sidecar_plugin.core.render.litellm_yaml import new_master_key
 from sidecar_plugin.core.render.masterkey import master_key_problem
 from sidecar_plugin.core.options.remember import recorded
-from sidecar_plugin.core.render.options import RenderError
+from sidecar_plugin.core.render.terms import RenderError
 from sidecar_plugin.names import MASTER_KEY, RECORD_NAME, SIDECAR_CONF
 from sidecar_plugin.shell.files import safefs
 

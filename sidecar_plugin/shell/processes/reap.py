@@ -12,18 +12,18 @@ from __future__ import annotations
 from typing import Any, List, Optional
 
 from sidecar_plugin.core.listener import machine as m
-from sidecar_plugin.shell.listener import owned
+from sidecar_plugin.shell.listener import supervisord_socket
 from sidecar_plugin.shell.supervisord.link import SupervisorLink
-from sidecar_plugin.shell.processes.reaper import TreeTracker
+from sidecar_plugin.shell.processes.tree_tracker import TreeTracker
 
 
 def reap(tracker: TreeTracker, link: SupervisorLink, port: int, action: m.Reap, log: Any,
-         drainer: Optional[owned.Drainer] = None, stopping: bool = False) -> m.Reaped:
+         drainer: Optional[supervisord_socket.Drainer] = None, stopping: bool = False) -> m.Reaped:
     """Reap the tree's survivors as ``action`` says; return what the machine must know.
 
     With a ``drainer`` (supervisord owns the socket), the orphans of a tree
     that exited unexpectedly serve on until the replacement does
-    (``owned.defer_reap``); a stop reaps as usual, supervisord excepted.
+    (``supervisord_socket.defer_reap``); a stop reaps as usual, supervisord excepted.
     """
     def live() -> Optional[List[int]]:
         infos = link.call("getAllProcessInfo")
@@ -32,9 +32,9 @@ def reap(tracker: TreeTracker, link: SupervisorLink, port: int, action: m.Reap, 
         return [int(i["pid"]) for i in infos if isinstance(i, dict) and int(i.get("pid") or 0) > 0]
 
     if drainer is not None and not stopping:
-        return owned.defer_reap(tracker, link, port, action, drainer, live)
+        return supervisord_socket.defer_reap(tracker, link, port, action, drainer, live)
     draining = tuple(drainer.busy()) if drainer is not None else ()
-    keepers = (owned.supervisord_pid(link),) + draining if drainer is not None else ()
+    keepers = (supervisord_socket.supervisord_pid(link),) + draining if drainer is not None else ()
     spare = ((action.spare,) if action.spare else ()) + draining
     result = tracker.reap(port, spare_roots=spare, before=action.before, live=live, keepers=keepers)
     if result.killed:
