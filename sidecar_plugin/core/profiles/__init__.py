@@ -1,3 +1,3 @@
-"""An AgentRoute profile: ``profile`` loads and validates it (``alias``), ``strictload`` parses
+"""An AgentRoute profile: ``agentroute`` loads and validates it (``alias``), ``strictload`` parses
 its text in bounded memory, ``typos`` names the key a misspelt one meant.
 """

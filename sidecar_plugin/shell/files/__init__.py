@@ -2,6 +2,6 @@
 
 ``safefs`` opens without following links, ``atomic`` replaces, ``acl`` sets
 folders' ACLs; ``statefile`` is the state file on disk, its history and lock;
-``outfiles`` the rendered files after writing (snapshots, versions);
+``outfiles`` the render's files after writing (snapshots, versions);
 ``keyfile`` which file holds the master key; ``outlock`` one render at a time.
 """
