@@ -39,73 +39,76 @@ SAME_BIRTH = 1.0
 FOREIGN_GRACE = 3.0
 
 
-def on_probe(m: Model, p: Probe, now: float, cfg: Config) -> Result:
+def on_probe(model: Model, p: Probe, now: float, cfg: Config) -> Result:
     """Count a probe of the current run: a healthy one makes a start ``running``; failures feed the hang rule."""
-    if p.started_at < m.since or not m.probing:
-        return m, []
+    if p.started_at < model.since or not model.probing:
+        return model, []
     if p.ok:
-        m = replace(m, health_ok=True, checked_at=now, latency_ms=p.latency_ms, failures=0, answered_at=now,
-                    cpu_base=(m.cpu, now) if m.cpu is not None else None)
-        if m.state is State.STARTING:
-            return enter(m, State.RUNNING, now, starting_since=None), [Write()]
-        return m, []
-    m = replace(m, health_ok=False, checked_at=now, latency_ms=p.latency_ms, failures=m.failures + 1,
+        model = replace(model, health_ok=True, checked_at=now, latency_ms=p.latency_ms, failures=0, answered_at=now,
+                    cpu_base=(model.cpu, now) if model.cpu is not None else None)
+        if model.state is State.STARTING:
+            return enter(model, State.RUNNING, now, starting_since=None), [Write()]
+        return model, []
+    model = replace(model, health_ok=False, checked_at=now, latency_ms=p.latency_ms, failures=model.failures + 1,
                 probe_detail=p.detail)
-    return judge_hang(m, now, cfg)
+    return judge_hang(model, now, cfg)
 
 
-def on_signs(m: Model, s: TreeSigns, now: float, cfg: Config) -> Result:
+def on_signs(model: Model, s: TreeSigns, now: float, cfg: Config) -> Result:
     """Record the tree's signs: since when its main process is stopped, its CPU and (starting) its progress."""
-    stopped_at = (m.stopped_at if m.stopped_at is not None else now) if s.stopped else None
-    cpu_base = m.cpu_base if m.cpu_base is not None or s.cpu is None else (s.cpu, now)
-    accepted_at = now if s.accepted else m.accepted_at
-    m = replace(m, stopped_at=stopped_at, cpu=s.cpu, cpu_base=cpu_base, accepted_at=accepted_at)
-    if m.state is State.STARTING:
-        return _start_progress(m, s, now, START_CPU_SHARE * cfg.hang_window), []
-    return judge_hang(m, now, cfg)
+    stopped_at = (model.stopped_at if model.stopped_at is not None else now) if s.stopped else None
+    cpu_base = model.cpu_base if model.cpu_base is not None or s.cpu is None else (s.cpu, now)
+    accepted_at = now if s.accepted else model.accepted_at
+    model = replace(model, stopped_at=stopped_at, cpu=s.cpu, cpu_base=cpu_base, accepted_at=accepted_at)
+    if model.state is State.STARTING:
+        return _start_progress(model, s, now, START_CPU_SHARE * cfg.hang_window), []
+    return judge_hang(model, now, cfg)
 
 
-def on_workers(m: Model, w: Workers, now: float) -> Model:
+def on_workers(model: Model, w: Workers, now: float) -> Model:
     """A worker born or retired while it starts is progress (uvicorn brings them up one by one)."""
     born = tuple(w.born)
-    changed = len(born) != len(m.workers) or any(all(abs(b - o) >= SAME_BIRTH for o in m.workers) for b in born)
-    if m.state is State.STARTING and m.progress_at is not None and changed:
-        return replace(m, progress_at=now)
-    return m
+    changed = len(born) != len(model.workers) or any(all(abs(b - o) >= SAME_BIRTH for o in model.workers) for b in born)
+    if model.state is State.STARTING and model.progress_at is not None and changed:
+        return replace(model, progress_at=now)
+    return model
 
 
-def _start_progress(m: Model, s: TreeSigns, now: float, working: float) -> Model:
+def _start_progress(model: Model, s: TreeSigns, now: float, working: float) -> Model:
     """Note whether a starting tree progressed: ``working`` CPU-seconds used, its log written, and who else
     holds its port."""
     changes: Dict[str, Any] = {}
-    if s.cpu is not None and (m.progress_cpu is None or s.cpu - m.progress_cpu >= working):
+    if s.cpu is not None and (model.progress_cpu is None or s.cpu - model.progress_cpu >= working):
         changes.update(progress_at=now, progress_cpu=s.cpu)
     if s.log_size is not None:
-        if m.log_size is not None and s.log_size != m.log_size and m.progress_at is not None:
+        if model.log_size is not None and s.log_size != model.log_size and model.progress_at is not None:
             changes["progress_at"] = now
         changes["log_size"] = s.log_size
     if s.foreign:
-        changes.update(foreign_at=m.foreign_at if m.foreign_at is not None else now, port_holder=", ".join(s.foreign))
-    elif s.foreign is not None and m.foreign_at is not None:  # it went away
+        changes.update(foreign_at=model.foreign_at if model.foreign_at is not None else now,
+                       port_holder=", ".join(s.foreign))
+    elif s.foreign is not None and model.foreign_at is not None:  # it went away
         changes.update(foreign_at=None, port_holder=None)
     if s.elsewhere:
-        changes.update(elsewhere_at=m.elsewhere_at if m.elsewhere_at is not None else now, elsewhere=s.elsewhere)
-    elif s.elsewhere is not None and m.elsewhere_at is not None:
+        changes.update(elsewhere_at=model.elsewhere_at if model.elsewhere_at is not None else now,
+                       elsewhere=s.elsewhere)
+    elif s.elsewhere is not None and model.elsewhere_at is not None:
         changes.update(elsewhere_at=None, elsewhere=())
-    return replace(m, **changes) if changes else m
+    return replace(model, **changes) if changes else model
 
 
-def on_timer(m: Model, now: float, cfg: Config) -> Result:
+def on_timer(model: Model, now: float, cfg: Config) -> Result:
     """A start that fails (``start_failure``) is stopped (the retry rule brings it back); a running one may be hung."""
-    if m.state is State.STARTING and m.halted is None and not m.stopping and m.starting_since is not None:
-        why = start_failure(m, now, cfg)
+    if (model.state is State.STARTING and model.halted is None and not model.stopping
+            and model.starting_since is not None):
+        why = start_failure(model, now, cfg)
         if why is None:
-            return m, []
-        return crash(m, now, why, halted="timeout"), [CaptureLogTail(), Write(), StopProgram()]
-    return judge_hang(m, now, cfg)
+            return model, []
+        return crash(model, now, why, halted="timeout"), [CaptureLogTail(), Write(), StopProgram()]
+    return judge_hang(model, now, cfg)
 
 
-def start_failure(m: Model, now: float, cfg: Config) -> Optional[str]:
+def start_failure(model: Model, now: float, cfg: Config) -> Optional[str]:
     """Why a start has failed, or None while it may still succeed: progress, not the clock, decides.
 
     In this order: the health timeout, the outer bound (minutes by default);
@@ -115,23 +118,23 @@ def start_failure(m: Model, now: float, cfg: Config) -> Optional[str]:
     supervisord's socket for as long (it binds its own and never serves that one);
     no CPU used, no log line written and no worker born for ``hang_window``. An exit is supervisord's event.
     """
-    if m.starting_since is not None and now - m.starting_since >= cfg.health_timeout:
+    if model.starting_since is not None and now - model.starting_since >= cfg.health_timeout:
         return f"did not become healthy within {cfg.health_timeout:g} s"
-    if m.stopped_at is not None and now - m.stopped_at >= cfg.stopped_grace:
-        return f"its main process is stopped (SIGSTOP or a debugger) while starting, for {now - m.stopped_at:.0f} s"
-    if m.foreign_at is not None and now - m.foreign_at >= FOREIGN_GRACE:
-        return f"cannot start: its port is held by {m.port_holder or 'another process'}, not by the sidecar"
-    if m.elsewhere_at is not None and now - m.elsewhere_at >= FOREIGN_GRACE:
-        return (f"cannot serve: it listens on port {', '.join(map(str, m.elsewhere))} instead of the socket "
+    if model.stopped_at is not None and now - model.stopped_at >= cfg.stopped_grace:
+        return f"its main process is stopped (SIGSTOP or a debugger) while starting, for {now - model.stopped_at:.0f} s"
+    if model.foreign_at is not None and now - model.foreign_at >= FOREIGN_GRACE:
+        return f"cannot start: its port is held by {model.port_holder or 'another process'}, not by the sidecar"
+    if model.elsewhere_at is not None and now - model.elsewhere_at >= FOREIGN_GRACE:
+        return (f"cannot serve: it listens on port {', '.join(map(str, model.elsewhere))} instead of the socket "
                 "supervisord hands it on fd 0 (--binary binds its own port: render with LiteLLM's own entry "
                 "point, or a --binary that takes the socket on fd 0)")
-    if m.progress_at is not None and now - m.progress_at >= cfg.hang_window:
-        return (f"made no progress while starting for {now - m.progress_at:.0f} s "
+    if model.progress_at is not None and now - model.progress_at >= cfg.hang_window:
+        return (f"made no progress while starting for {now - model.progress_at:.0f} s "
                 "(no CPU used, no log line written, no worker born)")
     return None
 
 
-def judge_hang(m: Model, now: float, cfg: Config) -> Result:
+def judge_hang(model: Model, now: float, cfg: Config) -> Result:
     """Call a running sidecar hung only on absence of progress, never on slowness.
 
     Probes do not wait on each other and each has an overall deadline, so a
@@ -142,26 +145,26 @@ def judge_hang(m: Model, now: float, cfg: Config) -> Result:
     process stopped (SIGSTOP, a debugger) with no answer since, or no answer
     for ``quiet_window`` while the whole tree used no CPU.
     """
-    if m.state is not State.RUNNING or not m.probing:
-        return m, []
-    why = _hang_reason(m, now, cfg)
+    if model.state is not State.RUNNING or not model.probing:
+        return model, []
+    why = _hang_reason(model, now, cfg)
     if why is None:
-        return m, []
-    return crash(m, now, why + "; restarting it", halted="hung"), [CaptureLogTail(), Write(), KillHung()]
+        return model, []
+    return crash(model, now, why + "; restarting it", halted="hung"), [CaptureLogTail(), Write(), KillHung()]
 
 
-def _hang_reason(m: Model, now: float, cfg: Config) -> Optional[str]:
+def _hang_reason(model: Model, now: float, cfg: Config) -> Optional[str]:
     """Why a running sidecar is hung, or None while it shows progress (see ``judge_hang``)."""
-    answered = m.answered_at if m.answered_at is not None else m.since
+    answered = model.answered_at if model.answered_at is not None else model.since
     # Serving other requests is progress too: under overload the health answer queues behind them.
-    silent = now - max(answered, m.accepted_at or 0.0)
-    if m.stopped_at is not None and now - m.stopped_at >= cfg.stopped_grace and answered <= m.stopped_at:
+    silent = now - max(answered, model.accepted_at or 0.0)
+    if model.stopped_at is not None and now - model.stopped_at >= cfg.stopped_grace and answered <= model.stopped_at:
         return (f"stopped answering health checks: its main process is stopped (SIGSTOP or a debugger), "
                 f"no answer for {silent:.0f} s")
-    if silent >= cfg.hang_window and m.failures >= cfg.failure_threshold:
+    if silent >= cfg.hang_window and model.failures >= cfg.failure_threshold:
         return (f"stopped answering health checks (no answer for {silent:.0f} s, "
-                f"{m.failures} failures in a row: {m.probe_detail})")
-    if (silent >= cfg.quiet_window and m.failures >= 1 and m.cpu is not None and m.cpu_base is not None
-            and now - m.cpu_base[1] >= cfg.quiet_window and m.cpu - m.cpu_base[0] < IDLE_CPU):
-        return f"stopped answering health checks (no answer and no CPU used for {silent:.0f} s: {m.probe_detail})"
+                f"{model.failures} failures in a row: {model.probe_detail})")
+    if (silent >= cfg.quiet_window and model.failures >= 1 and model.cpu is not None and model.cpu_base is not None
+            and now - model.cpu_base[1] >= cfg.quiet_window and model.cpu - model.cpu_base[0] < IDLE_CPU):
+        return f"stopped answering health checks (no answer and no CPU used for {silent:.0f} s: {model.probe_detail})"
     return None

@@ -22,20 +22,20 @@ from typing import Any, Optional, Tuple
 from sidecar_plugin.names import State
 
 
-def must_identify(m: Any, now: float, every: float) -> bool:
+def must_identify(model: Any, now: float, every: float) -> bool:
     """Whether a healthy answer needs its holder checked before it counts."""
-    if m.state is not State.RUNNING:
+    if model.state is not State.RUNNING:
         return True  # ``running`` is decided on this answer
-    return m.identified_at is None or now - m.identified_at >= every
+    return model.identified_at is None or now - model.identified_at >= every
 
 
-def judged(m: Any, probe: Any, now: float) -> Tuple[Any, Any]:
+def judged(model: Any, probe: Any, now: float) -> Tuple[Any, Any]:
     """Return (model, probe) once the holder is known: a foreign answer becomes a failure."""
     if probe.own is False:
         holder = probe.holder or "another process"
         detail = f"the port is answered by {holder}, not by the sidecar"
-        return replace(m, port_holder=holder, identified_at=now), replace(probe, ok=False, detail=detail)
-    return replace(m, port_holder=None, identified_at=now), probe
+        return replace(model, port_holder=holder, identified_at=now), replace(probe, ok=False, detail=detail)
+    return replace(model, port_holder=None, identified_at=now), probe
 
 
 def holder_note(error: Optional[str], holder: Optional[str]) -> Optional[str]:

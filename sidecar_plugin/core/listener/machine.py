@@ -41,16 +41,16 @@ __all__ = [
 ]
 
 
-def step(m: Model, inp: Input, now: float, cfg: Config = Config()) -> Result:
+def step(model: Model, inp: Input, now: float, cfg: Config = Config()) -> Result:
     """Return the next model and the actions the shell must carry out, in order.
 
     A change of state is counted here, whatever input caused it.
     """
-    after, actions = _transition(m, inp, now, cfg)
-    after, actions = _settled(m, after, actions, inp, now, cfg)
-    if after.state is not m.state and not isinstance(inp, Recover):
+    after, actions = _transition(model, inp, now, cfg)
+    after, actions = _settled(model, after, actions, inp, now, cfg)
+    if after.state is not model.state and not isinstance(inp, Recover):
         cause = crash_cause(after.halted, after.supervisor_state)
-        after = replace(after, counters=after.counters.after(m.state.value, after.state.value, cause))
+        after = replace(after, counters=after.counters.after(model.state.value, after.state.value, cause))
     return after, actions
 
 
@@ -67,74 +67,76 @@ def _settled(before: Model, after: Model, actions: List[Action], inp: Input, now
     return settled, actions
 
 
-def _transition(m: Model, inp: Input, now: float, cfg: Config) -> Result:
+def _transition(model: Model, inp: Input, now: float, cfg: Config) -> Result:
     """Ask first what the decision needs (whose answer, which pid, on purpose?), then decide."""
-    asked = _needs_asking(m, inp, now, cfg)
+    asked = _needs_asking(model, inp, now, cfg)
     if asked is not None:
-        return m, [asked]
-    if isinstance(inp, Probe) and inp.own is not None and inp.ok and m.probing and inp.started_at >= m.since:
-        m, inp = identity.judged(m, inp, now)  # a healthy answer counts only when the sidecar's own tree gave it
+        return model, [asked]
+    if isinstance(inp, Probe) and inp.own is not None and inp.ok and model.probing and inp.started_at >= model.since:
+        # a healthy answer counts only when the sidecar's own tree gave it
+        model, inp = identity.judged(model, inp, now)
     rule = _RULES.get(type(inp))
-    return rule(m, inp, now, cfg) if rule is not None else (m, [])
+    return rule(model, inp, now, cfg) if rule is not None else (model, [])
 
 
-def _needs_asking(m: Model, inp: Input, now: float, cfg: Config) -> Optional[Action]:
+def _needs_asking(model: Model, inp: Input, now: float, cfg: Config) -> Optional[Action]:
     """Return the question to put to the world before ``inp`` can be judged, if any."""
-    if (isinstance(inp, Probe) and inp.ok and m.probing and inp.started_at >= m.since and inp.own is None
-            and identity.must_identify(m, now, cfg.identify_every)):
+    if (isinstance(inp, Probe) and inp.ok and model.probing and inp.started_at >= model.since and inp.own is None
+            and identity.must_identify(model, now, cfg.identify_every)):
         return Identify(inp)  # who holds the port
     if isinstance(inp, ProcEvent) and inp.state == "STARTING" and inp.pid is None and not inp.asked:
         return Ask(inp)  # STARTING carries no pid: ask, so it is watched from its first second
-    if isinstance(inp, Died) and inp.pid == m.pid and not inp.asked:
+    if isinstance(inp, Died) and inp.pid == model.pid and not inp.asked:
         return Ask(inp)  # is supervisord stopping it on purpose?
     return None
 
 
-def _on_tick(m: Model, inp: Tick, now: float, cfg: Config) -> Result:
-    after, actions = health.on_timer(m, now, cfg)
+def _on_tick(model: Model, inp: Tick, now: float, cfg: Config) -> Result:
+    after, actions = health.on_timer(model, now, cfg)
     if actions:
         return after, actions
     after, todo = retry.on_tick(after, now, cfg.backoff)
     return after, only("start" in todo, StartProgram()) + only("write" in todo, Write())
 
 
-def _on_observed(m: Model, o: Observed, now: float, cfg: Config) -> Result:
+def _on_observed(model: Model, o: Observed, now: float, cfg: Config) -> Result:
     """Replay the events supervisord's answer says were lost, once two TICKs agree on it."""
-    missed = reconcile(m, o.statename, o.pid)
+    missed = reconcile(model, o.statename, o.pid)
     seen = (o.statename, o.pid)
-    if missed and m.mismatch != seen:
+    if missed and model.mismatch != seen:
         # The events may still be on their way (supervisord sent the TICK before them):
         # replay only when the next tick finds the same difference. A lost event costs two ticks.
-        return replace(m, mismatch=seen), []
-    m = replace(m, mismatch=None)
+        return replace(model, mismatch=seen), []
+    model = replace(model, mismatch=None)
     actions: List[Action] = []
     for ev in missed:
-        m, more = step(m, ev, now, cfg)
+        model, more = step(model, ev, now, cfg)
         actions += more
-    return m, actions
+    return model, actions
 
 
-def _on_config_loaded(m: Model, inp: ConfigLoaded, now: float, cfg: Config) -> Result:
-    if inp.pid != m.version_pid:  # a new process reads its config now; the same one keeps what it read
-        return replace(m, config_version=inp.version, version_pid=inp.pid), []
-    return m, []
+def _on_config_loaded(model: Model, inp: ConfigLoaded, now: float, cfg: Config) -> Result:
+    if inp.pid != model.version_pid:  # a new process reads its config now; the same one keeps what it read
+        return replace(model, config_version=inp.version, version_pid=inp.pid), []
+    return model, []
 
 
 Rule = Callable[[Model, Any, float, Config], Tuple[Model, List[Action]]]
 _RULES: Dict[type, Rule] = {
-    OperatorStop: lambda m, inp, now, cfg: lifecycle.on_operator_stop(m, now),
+    OperatorStop: lambda model, inp, now, cfg: lifecycle.on_operator_stop(model, now),
     Tick: _on_tick,
-    Recover: lambda m, inp, now, cfg: recovery.on_recover(m, inp, now),
-    ProcEvent: lambda m, inp, now, cfg: lifecycle.on_event(m, inp, now),
+    Recover: lambda model, inp, now, cfg: recovery.on_recover(model, inp, now),
+    ProcEvent: lambda model, inp, now, cfg: lifecycle.on_event(model, inp, now),
     Probe: health.on_probe,
-    Died: lambda m, inp, now, cfg: lifecycle.on_died(m, inp, now),
-    Reaped: lambda m, inp, now, cfg: lifecycle.on_reaped(m, inp),
-    SupervisorTick: lambda m, inp, now, cfg: (m, [Query()]),
+    Died: lambda model, inp, now, cfg: lifecycle.on_died(model, inp, now),
+    Reaped: lambda model, inp, now, cfg: lifecycle.on_reaped(model, inp),
+    SupervisorTick: lambda model, inp, now, cfg: (model, [Query()]),
     Observed: _on_observed,
     ConfigLoaded: _on_config_loaded,
-    ConfigSeen: lambda m, inp, now, cfg: lifecycle.follow_reload(replace(m, config_seen=(inp.version, inp.mtime))),
-    Workers: lambda m, inp, now, cfg: lifecycle.follow_reload(replace(health.on_workers(m, inp, now),
+    ConfigSeen: lambda model, inp, now, cfg: lifecycle.follow_reload(
+        replace(model, config_seen=(inp.version, inp.mtime))),
+    Workers: lambda model, inp, now, cfg: lifecycle.follow_reload(replace(health.on_workers(model, inp, now),
                                                                       workers=tuple(inp.born))),
     TreeSigns: health.on_signs,
-    LogTail: lambda m, inp, now, cfg: (replace(m, log_tail=inp.lines), [Write()]),
+    LogTail: lambda model, inp, now, cfg: (replace(model, log_tail=inp.lines), [Write()]),
 }

@@ -32,19 +32,19 @@ def recover_input(prior: Optional[Any], supervisor_state: Optional[str], pid: Op
         prior_retry=prior.raw.get("retry"))
 
 
-def on_recover(m: Model, r: Recover, now: float) -> Result:
+def on_recover(model: Model, r: Recover, now: float) -> Result:
     """Rebuild the model; a retry the previous listener had under way keeps its count."""
-    found = _on_recover_retrying(m, r, now)
+    found = _on_recover_retrying(model, r, now)
     if found is not None:
         return found
-    after, actions = _rebuilt(m, r, now)
+    after, actions = _rebuilt(model, r, now)
     attempt = retry.prior_attempt(r.prior_retry)[0]
     if after.state is not State.STOPPED and attempt:  # a try was under way: keep counting
         after = replace(after, retry_attempt=attempt)
     return after, actions
 
 
-def _on_recover_retrying(m: Model, r: Recover, now: float) -> Optional[Result]:
+def _on_recover_retrying(model: Model, r: Recover, now: float) -> Optional[Result]:
     """A listener restarted while the previous one was retrying: keep the count and the time of the next try.
 
     supervisord says STOPPED (the previous listener stopped it after a failed
@@ -57,45 +57,45 @@ def _on_recover_retrying(m: Model, r: Recover, now: float) -> Optional[Result]:
     s = r.supervisor_state
     if not (attempt and r.prior_state is State.CRASHED and s in ("STOPPING", "STOPPED", "FATAL")):
         return None
-    m = replace(m, state=State.CRASHED, since=r.prior_since if r.prior_since is not None else now,
+    model = replace(model, state=State.CRASHED, since=r.prior_since if r.prior_since is not None else now,
                 supervisor_state=s, pid=r.pid if s == "STOPPING" else None, counters=_adopted(r),
                 error=r.prior_error, log_tail=r.prior_log_tail, config_version=r.prior_config_version,
                 version_pid=r.prior_pid, halted="timeout" if s in ("STOPPING", "STOPPED") else None,
                 stopping=s == "STOPPING", retry_attempt=attempt,
                 retry_at=next_at if next_at is not None else now, retry_delay=delay)
     if s == "STOPPING":  # the reap comes with its STOPPED event
-        return m, watch(r.pid) + [Write()]
-    return m, [Write(), reap(m, None, now)]
+        return model, watch(r.pid) + [Write()]
+    return model, [Write(), reap(model, None, now)]
 
 
-def _rebuilt(m: Model, r: Recover, now: float) -> Result:
+def _rebuilt(model: Model, r: Recover, now: float) -> Result:
     """Rebuild from supervisord and the old file without a false transition."""
     s = r.supervisor_state
     same_pid = r.pid is not None and r.pid == r.prior_pid
-    m = replace(m, supervisor_state=s, pid=r.pid, counters=_adopted(r),
+    model = replace(model, supervisor_state=s, pid=r.pid, counters=_adopted(r),
                 config_version=r.prior_config_version, version_pid=r.prior_pid,
                 answered_at=now)  # hang windows count from now: the old listener's silence is not the sidecar's
     if s in LIVE_STATES:
         # supervisord may still say STARTING (startsecs) of a sidecar already healthy:
         # the same pid in the same live state is kept as it was, ``since`` included.
         if same_pid and r.prior_state in (State.RUNNING, State.STARTING) and r.prior_since is not None:
-            m = replace(m, state=r.prior_state, since=r.prior_since,
+            model = replace(model, state=r.prior_state, since=r.prior_since,
                         starting_since=r.prior_since if r.prior_state is State.STARTING else None)
         else:
-            m = enter(m, State.STARTING, now, starting_since=now)
+            model = enter(model, State.STARTING, now, starting_since=now)
         # Reap: a tree the previous listener recorded under another pid (supervisord
         # itself was restarted) is orphaned and may hold the port; the live one is spared.
-        return _counted(m, r), watch(r.pid) + [Write(), reap(m, None, now)]
+        return _counted(model, r), watch(r.pid) + [Write(), reap(model, None, now)]
     if s in ("STOPPING", "STOPPED", None) or s == "EXITED" and r.prior_state is State.STOPPED:
         since = r.prior_since if r.prior_state is State.STOPPED and r.prior_since is not None else now
-        m = replace(m, state=State.STOPPED, since=since, stopping=s is not None)
-        return _counted(m, r), [reap(m, None, now)]
+        model = replace(model, state=State.STOPPED, since=since, stopping=s is not None)
+        return _counted(model, r), [reap(model, None, now)]
     # EXITED, BACKOFF, FATAL, UNKNOWN: it is down and not on purpose.
     if r.prior_state is State.CRASHED and r.prior_since is not None:
-        m = replace(m, state=State.CRASHED, since=r.prior_since, error=r.prior_error, log_tail=r.prior_log_tail)
-        return m, [reap(m, None, now)]
-    m = crash(m, now, f"found {s} when the listener started")
-    return _counted(m, r), [CaptureLogTail(), reap(m, None, now)]
+        model = replace(model, state=State.CRASHED, since=r.prior_since, error=r.prior_error, log_tail=r.prior_log_tail)
+        return model, [reap(model, None, now)]
+    model = crash(model, now, f"found {s} when the listener started")
+    return _counted(model, r), [CaptureLogTail(), reap(model, None, now)]
 
 
 def _adopted(r: Recover) -> Counters:
@@ -103,10 +103,10 @@ def _adopted(r: Recover) -> Counters:
     return Counters.from_dict(r.prior_counters)
 
 
-def _counted(m: Model, r: Recover) -> Model:
+def _counted(model: Model, r: Recover) -> Model:
     """Count a recovery only as a change from what the old file said (none: stopped)."""
     before = r.prior_state or State.STOPPED
-    if before is m.state:
-        return m
-    cause = crash_cause(m.halted, m.supervisor_state, recovering=True)
-    return replace(m, counters=m.counters.after(before.value, m.state.value, cause))
+    if before is model.state:
+        return model
+    cause = crash_cause(model.halted, model.supervisor_state, recovering=True)
+    return replace(model, counters=model.counters.after(before.value, model.state.value, cause))

@@ -44,21 +44,21 @@ class Backoff:
         return min(self.cap, self.first * math.ldexp(1.0, doublings))
 
 
-def gave_up(m: Any) -> bool:
+def gave_up(model: Any) -> bool:
     """Whether nothing but the listener will bring the crashed sidecar back.
 
     supervisord gave up (FATAL), or the listener stopped it itself (it did not
     become healthy in time). An exit after a start is supervisord's to restart
     (``autorestart``), a BACKOFF is still being retried by supervisord.
     """
-    return m.state is State.CRASHED and (m.supervisor_state == "FATAL" or m.halted == "timeout")
+    return model.state is State.CRASHED and (model.supervisor_state == "FATAL" or model.halted == "timeout")
 
 
-def schedule(m: Any, now: float, backoff: Backoff) -> Any:
+def schedule(model: Any, now: float, backoff: Backoff) -> Any:
     """Return the model with the next retry scheduled."""
-    attempt = m.retry_attempt + 1
+    attempt = model.retry_attempt + 1
     delay = backoff.delay(attempt)
-    return replace(m, retry_attempt=attempt, retry_at=now + delay, retry_delay=delay, retry_asked_at=None)
+    return replace(model, retry_attempt=attempt, retry_at=now + delay, retry_delay=delay, retry_asked_at=None)
 
 
 def settle(before: Any, after: Any, now: float, backoff: Backoff) -> Any:
@@ -79,22 +79,22 @@ def settle(before: Any, after: Any, now: float, backoff: Backoff) -> Any:
     return after
 
 
-def on_tick(m: Any, now: float, backoff: Backoff) -> Tuple[Any, List[str]]:
+def on_tick(model: Any, now: float, backoff: Backoff) -> Tuple[Any, List[str]]:
     """Judge the retry timers; return the model and what to do ("start", "write").
 
     The scheduled time stays published until the start is seen, so a client
     waiting for a stop never mistakes "about to start" for "stopped".
     """
-    if m.state is State.CRASHED and m.retry_at is not None:
-        if m.retry_asked_at is None and now >= m.retry_at:
-            return replace(m, retry_asked_at=now), ["start"]
-        if m.retry_asked_at is not None and now - m.retry_asked_at >= START_SEEN_WITHIN:
+    if model.state is State.CRASHED and model.retry_at is not None:
+        if model.retry_asked_at is None and now >= model.retry_at:
+            return replace(model, retry_asked_at=now), ["start"]
+        if model.retry_asked_at is not None and now - model.retry_asked_at >= START_SEEN_WITHIN:
             # supervisord never started it (unreachable, refused): try again later, counted.
-            return schedule(m, now, backoff), ["write"]
-    if (m.state is State.RUNNING and m.retry_attempt and m.health_ok
-            and now - m.since >= backoff.reset_after):
-        return replace(m, retry_attempt=0, retry_delay=None), ["write"]
-    return m, []
+            return schedule(model, now, backoff), ["write"]
+    if (model.state is State.RUNNING and model.retry_attempt and model.health_ok
+            and now - model.since >= backoff.reset_after):
+        return replace(model, retry_attempt=0, retry_delay=None), ["write"]
+    return model, []
 
 
 def _finite(value: Any) -> Optional[float]:

@@ -15,18 +15,18 @@ from sidecar_plugin.core.listener.model import Model
 from sidecar_plugin.names import LIVE_STATES, State
 
 
-def enter(m: Model, state: State, now: float, **changes: Any) -> Model:
+def enter(model: Model, state: State, now: float, **changes: Any) -> Model:
     """Move to ``state``; ``since`` changes only when the state does."""
-    since = m.since if m.state is state else now
-    return replace(m, state=state, since=since, **changes)
+    since = model.since if model.state is state else now
+    return replace(model, state=state, since=since, **changes)
 
 
-def crash(m: Model, now: float, error: str, **changes: Any) -> Model:
+def crash(model: Model, now: float, error: str, **changes: Any) -> Model:
     """Enter ``crashed`` with the reason the state file and the operator will read."""
-    return enter(m, State.CRASHED, now, error=error, **changes)
+    return enter(model, State.CRASHED, now, error=error, **changes)
 
 
-def reap(m: Model, at: Optional[float], now: float) -> Reap:
+def reap(model: Model, at: Optional[float], now: float) -> Reap:
     """Reap what was born before the exit; spare the process supervisord runs now, if the model knows it."""
     return Reap(before=at if at is not None else now,
-                spare=m.pid if m.supervisor_state in LIVE_STATES else None)
+                spare=model.pid if model.supervisor_state in LIVE_STATES else None)
