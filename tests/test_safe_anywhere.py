@@ -158,6 +158,29 @@ def test_include_alone_where_supervisord_cannot_import_the_plugin(make_sidecar, 
     assert "port not held by supervisord" in status.stdout, status.stdout
 
 
+def test_a_supervisord_whose_python_has_an_earlier_release_still_holds_the_port(tmp_path):
+    """An earlier release called the plugin's module "held": render still finds that it loads."""
+    from sidecar_plugin.shell.render.plugin_host import check
+
+    old = tmp_path / "site" / "sidecar_plugin"
+    earlier = old / "shell" / "supervisord"  # where that release kept "held.py"
+    earlier.mkdir(parents=True)
+    for package in (old, old / "shell", earlier):
+        (package / "__init__.py").write_text("")
+    (old / "rpc.py").write_text("def make_rpcinterface(supervisord, **config):\n    return None\n")
+    (earlier / "held.py").write_text("def shape_problem():\n    return None\n")
+    # the base Python (no venv, so no sidecar_plugin of this tree) with that release on its path
+    base = os.path.join(sys.base_prefix, "bin", "python3")
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\n[ "$1" = -E ] && shift\nPYTHONPATH={tmp_path / "site"} exec {base} "$@"\n')
+    supervisord = tmp_path / "supervisord"
+    supervisord.write_text(f"#!{python}\n")
+    for script in (python, supervisord):
+        script.chmod(0o755)
+    assert check(str(supervisord)).problem == ""
+    (earlier / "held.py").unlink()  # the same layout without it: cannot load
+    assert "cannot import sidecar_plugin" in check(str(supervisord)).problem
+
 def foreign(port):
     """Another server on the port (bound and listening), owned by the test."""
     s = socket.socket()

@@ -29,9 +29,11 @@ from sidecar_plugin.shell.render.executables import takes_fd0
 
 # Asked of supervisord's interpreter, from / without the current folder on its path and without the operator's
 # PYTHON* variables (supervisord runs without them): can it import the factory, and does supervisor still have
-# the shape the plugin patches (shape_problem, where this release has it)?
+# the shape the plugin patches (shape_problem, where this release has it)? The plugin's module is named as either
+# release names it: an earlier one, installed for supervisord's Python, called it "held".
 PROBE = ("import sys; del sys.path[0]; import sidecar_plugin.rpc as r; "
-         "from sidecar_plugin.shell.supervisord import socket_holder as h; "
+         "s = __import__('sidecar_plugin.shell.supervisord', fromlist=['socket_holder', 'held']); "
+         "h = getattr(s, 'socket_holder', None) or s.held; "
          "f = getattr(h, 'shape_problem', None); p = f() if f else None; "
          "print('ok' if callable(r.make_rpcinterface) and not p else 'shape: ' + str(p))")
 PROBE_TIMEOUT = 20.0  # imports supervisor and the plugin (well under a second; seconds on a busy host)
