@@ -165,7 +165,7 @@ def says_when(name: str) -> bool:
     return any(word in WHEN_NAMES or re.search(r"[^e]ed$", word) for word in name.split("_"))
 
 
-def test_no_two_modules_share_a_name_and_none_says_when():
+def test_no_two_modules_share_a_name_and_none_says_when() -> None:
     """One module per name, a folder's included (``core/listener/`` and ``shell/listener/`` are one subject
     in two layers, so folders may repeat): a name met in a traceback or an import says where to look."""
     folders = {p.name for p in PKG.rglob("*") if p.is_dir() and (p / "__init__.py").is_file()}
