@@ -127,7 +127,7 @@ def test_stopped_workers_are_hung_and_replaced_with_no_error_line(make_sidecar):
 def test_the_supervisor_installed_has_the_shape_held_replaces():
     from sidecar_plugin.shell.supervisord import shape
 
-    assert socket_holder.PROBLEM is None  # before held replaced anything
+    assert socket_holder.PROBLEM is None  # before socket_holder replaced anything
     assert socket_holder.shape_problem() is None
     assert shape.problem() is None  # and after: its own code counts
 
