@@ -1,0 +1,104 @@
+"""Every sidecar of a fleet has the port that never closes (issue 31 item 8), with the stand-in LiteLLM.
+
+A fleet's members are ``[fcgi-program]``s, each its own supervisord group:
+a SIGKILL of one member's main process is served by its orphans until the
+replacement answers, through clients that keep their connections alive as the
+gateway does, and the other member is untouched. The fleet-wide restart that
+``supervisorctl restart 'agentroute:*'`` gave is ``sidecar restart all``.
+"""
+
+import json
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+from harness import MASTER_KEY, free_port, poll, run_cli
+from test_nowait import judged
+from traffic import Traffic
+
+pytestmark = pytest.mark.integration
+
+FAST = "agentroute-fast"
+START = 4.0  # seconds the replacement's start takes (the stand-in's start_delay): what a request must not wait
+QUIET = 3.0  # seconds of traffic measured before the event
+MODELS = {"fast": "deepseek/deepseek-v4-flash"}
+
+
+def two(make_fleet):
+    work, play = free_port(), free_port()
+    fl = make_fleet(profiles={"work": {"port": work, "models": MODELS}, "play": {"port": play, "models": MODELS}},
+                    base_port=free_port())
+    fl.start_supervisord(wait_state=None)
+    return fl, fl.wait_state_of("agentroute-work", "running", 30), fl.wait_state_of("agentroute-play", "running", 30)
+
+
+def workers_of(pid, count):
+    return poll(lambda: (lambda c: c if len(c) == count else None)(psutil.Process(pid).children()), 15,
+                what=f"{count} workers of {pid}")
+
+
+def flowing(port):
+    traffic = Traffic(port, MASTER_KEY, FAST, rate=10, keepalive=True).start()
+    poll(lambda: traffic.short["ok"] >= 5, 15, what=f"traffic flowing to {port}")
+    return traffic
+
+
+def test_a_fleet_is_fcgi_programs_without_a_group(make_fleet):
+    fl, work, play = two(make_fleet)
+    with open(os.path.join(fl.out, "sidecar.conf")) as fh:
+        conf = fh.read()
+    assert "[group:" not in conf
+    assert "[fcgi-program:agentroute-work]" in conf
+    assert f"socket=tcp://127.0.0.1:{work.port}" in conf
+    info = fl.rpc().supervisor.getProcessInfo("agentroute-play:agentroute-play")
+    assert info["pid"] == play.pid
+    assert fl.rpc().sidecar.getPortHold("agentroute-work")["port_held"] is True
+
+
+def test_sigkill_of_one_fleet_member_waits_for_no_start(make_fleet):
+    fl, work, play = two(make_fleet)
+    orphans = workers_of(work.pid, 2)
+    with open(os.path.join(fl.out, "agentroute-work", "fake_mode.json"), "w") as fh:
+        json.dump({"start_delay": START}, fh)  # the replacement takes START s before it listens
+    traffic, other = flowing(work.port), flowing(play.port)
+    t0 = time.monotonic()
+    time.sleep(QUIET)  # the quiet window the traffic runs through (a measurement, not a synchronisation)
+    quiet = traffic.longest_between(t0, time.monotonic())
+    killed_at = time.monotonic()
+    os.kill(work.pid, signal.SIGKILL)
+    again = fl.wait_state_of("agentroute-work", "running", 30, pred=lambda s: s.pid not in (None, work.pid))
+    poll(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in orphans), 30,
+         what="the orphans drained")
+    judged("SIGKILL of one fleet member's main process", traffic, quiet, killed_at, START, more=80)
+    other.stop()
+    assert other.lost == 0, other.summary()
+    assert fl.state_of("agentroute-play").pid == play.pid  # the other sidecar untouched
+    assert again.pid != work.pid
+
+
+def test_restart_all_restarts_every_member_the_ports_held(make_fleet):
+    fl, work, play = two(make_fleet)
+    traffic = flowing(work.port)
+    # the stand-in cannot re-execute itself: each is supervisord's stop then start, its port held meanwhile
+    res = fl.ctl("sidecar", "restart", "all", timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    for program in ("agentroute-play", "agentroute-work"):
+        assert f"{program}: stopped and started by supervisord" in res.stdout, res.stdout
+    work2 = fl.wait_state_of("agentroute-work", "running", 30, pred=lambda s: s.pid not in (None, work.pid))
+    play2 = fl.wait_state_of("agentroute-play", "running", 30, pred=lambda s: s.pid not in (None, play.pid))
+    res = run_cli("restart", "--program", "all", "-s", "unix://" + fl.sock, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.count(": running (pid ") == 2, res.stdout
+    work3, play3 = fl.state_of("agentroute-work"), fl.state_of("agentroute-play")
+    assert work3.pid not in (work.pid, work2.pid)
+    assert play3.pid not in (play.pid, play2.pid)
+    traffic.stop()
+    assert traffic.lost == 0, traffic.summary()
+    # supervisorctl's own restart names the programs (each its own group), as 'agentroute:*' did
+    res = fl.ctl("restart", "agentroute-play", "agentroute-work", timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    fl.wait_state_of("agentroute-work", "running", 30, pred=lambda s: s.pid not in (None, work3.pid))
+    fl.wait_state_of("agentroute-play", "running", 30, pred=lambda s: s.pid not in (None, play3.pid))
