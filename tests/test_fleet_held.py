@@ -10,12 +10,13 @@ gateway does, and the other member is untouched. The fleet-wide restart that
 import json
 import os
 import signal
+import sys
 import time
 
 import psutil
 import pytest
 
-from harness import MASTER_KEY, free_port, poll, run_cli
+from harness import FAKE_LITELLM, MASTER_KEY, fake_binary, free_port, poll, run_cli
 from test_nowait import judged
 from traffic import Traffic
 
@@ -102,3 +103,29 @@ def test_restart_all_restarts_every_member_the_ports_held(make_fleet):
     assert res.returncode == 0, res.stdout + res.stderr
     fl.wait_state_of("agentroute-work", "running", 30, pred=lambda s: s.pid not in (None, work3.pid))
     fl.wait_state_of("agentroute-play", "running", 30, pred=lambda s: s.pid not in (None, play3.pid))
+
+
+def test_apply_turns_a_fleet_of_programs_into_held_ports(make_fleet, tmp_path):
+    fl = make_fleet(profiles={"work": {"port": free_port(), "models": MODELS}, "play": {"models": MODELS}},
+                    base_port=free_port())
+    wrapper = tmp_path / "litellm-wrapper"  # execs the stand-in without saying it serves fd 0: LiteLLM binds
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -u {FAKE_LITELLM} \"$@\"\n")
+    wrapper.chmod(0o755)
+    args = [a if a != fake_binary(fl.dir) else str(wrapper) for a in fl.render_args]
+    res = run_cli("render", *args, env=fl.render_env)
+    assert res.returncode == 0, res.stderr
+    with open(os.path.join(fl.out, "sidecar.conf")) as fh:
+        assert "[group:agentroute]\nprograms=agentroute-play,agentroute-work\n" in fh.read()
+    fl.start_supervisord(wait_state=None)
+    before = [fl.wait_state_of(p, "running", 30) for p in ("agentroute-play", "agentroute-work")]
+    res = fl.apply()  # the render's own --binary: the stand-in that serves supervisord's socket
+    assert res.returncode == 0, res.stdout + res.stderr
+    with open(os.path.join(fl.out, "sidecar.conf")) as fh:
+        conf = fh.read()
+    assert "[group:" not in conf
+    for old in before:
+        assert f"[fcgi-program:{old.program}]" in conf
+        fl.wait_state_of(old.program, "running", 30, pred=lambda s: s.pid not in (None, old.pid))
+        assert fl.rpc().sidecar.getPortHold(old.program)["port_held"] is True
+    groups = {i["group"] for i in fl.rpc().supervisor.getAllConfigInfo()}
+    assert groups == {"agentroute-play", "agentroute-work", "agentroute-health"}

@@ -52,8 +52,9 @@ class Plan:
     """The sidecars of one render, the group they share and the listener that watches them.
 
     ``group`` is the fleet's name (several profiles; supervisord's group only
-    where the members are ``[program]``s) or None (one sidecar, its own group); ``common`` holds what the sidecars share (the
-    listener's command, host, timeouts, user, metrics file, listener log).
+    where the members are ``[program]``s) or None (one sidecar, its own group);
+    ``common`` holds what the sidecars share (the listener's command, host,
+    timeouts, user, metrics file, listener log).
     """
 
     out_dir: str
