@@ -83,7 +83,7 @@ class Plan:
 
 
 def render_sidecar_conf(plan: Plan) -> bytes:
-    """Return the supervisord include: the group (a fleet), each program, the one listener.
+    """Return the supervisord include: the group (a fleet of ``[program]``s), each program, the one listener.
 
     One listener for all keeps the cost of watching flat as profiles are
     added. A fleet's ``[group:]`` only where its members are ``[program]``s

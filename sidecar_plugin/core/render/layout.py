@@ -139,5 +139,5 @@ def check_recycling(opts: RenderOptions) -> None:
             raise RenderError(f"--max-requests-jitter: must be from 0 to --max-requests ({opts.max_requests}) "
                               f"(got {opts.max_requests_jitter})")
     if opts.max_requests and opts.workers < 2 and not opts.supervisord_socket:
-        raise RenderError("--max-requests: with --workers 1 where LiteLLM binds the port (a fleet, an IPv6 "
+        raise RenderError("--max-requests: with --workers 1 where LiteLLM binds the port (an IPv6 "
                           "--host), each recycle would close the port and refuse connections; give --workers 2")
