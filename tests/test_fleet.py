@@ -162,3 +162,15 @@ def test_listener_log_lines_are_redacted_json():
     assert "sk-abc" not in first["msg"]
     assert "RuntimeError" in second["exc"]
     assert "s3cretvalue" not in second["exc"]
+
+
+def test_each_fleet_member_runs_the_launcher_as_a_single_sidecar_does(tmp_path):
+    # LiteLLM's own entry point: the launcher serves supervisord's socket (restart in place, a worker replaced alone)
+    from test_memory_budget import light_binary
+
+    res, out = render_fleet(tmp_path, "--binary", light_binary(str(tmp_path)))
+    assert res.returncode == 0, res.stderr
+    cp = configparser.RawConfigParser()
+    cp.read(out / "sidecar.conf")
+    for program in ("agentroute-play", "agentroute-work"):
+        assert "litellm_launch" in cp.get(f"fcgi-program:{program}", "command")

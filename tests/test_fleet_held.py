@@ -129,3 +129,31 @@ def test_apply_turns_a_fleet_of_programs_into_held_ports(make_fleet, tmp_path):
         assert fl.rpc().sidecar.getPortHold(old.program)["port_held"] is True
     groups = {i["group"] for i in fl.rpc().supervisor.getAllConfigInfo()}
     assert groups == {"agentroute-play", "agentroute-work", "agentroute-health"}
+
+
+def test_restart_all_replaces_each_members_tree_in_place(make_fleet):
+    # the real launcher serving light_app (LiteLLM's app stand-in): each member restarts in place, no request waits
+    from sidecar_plugin.shell.processes.inplace import replaceable, workers
+    from test_memory_budget import HERE, light_binary
+
+    fl = make_fleet(profiles={"work": {"port": free_port(), "models": MODELS}, "play": {"models": MODELS}},
+                    base_port=free_port())
+    args = [a if a != fake_binary(fl.dir) else light_binary(fl.dir) for a in fl.render_args]
+    res = run_cli("render", *args, env=fl.render_env)
+    assert res.returncode == 0, res.stderr
+    fl.env = {"SIDECAR_APP": "light_app:app", "PYTHONPATH": HERE}
+    fl.start_supervisord(wait_state=None)
+    before = {p: fl.wait_state_of(p, "running", 60) for p in ("agentroute-play", "agentroute-work")}
+    old = {p: {w.pid for w in workers_of(st.pid, 2)} for p, st in before.items()}
+    for program, st in before.items():  # what the restart asks before it goes in place (seen once too early)
+        poll(lambda: replaceable(st.pid) and fl.rpc().sidecar.getState(program)["state"] == "running", 15,
+             what=f"{program} replaceable")
+    traffic = flowing(before["agentroute-work"].port)
+    res = fl.ctl("sidecar", "restart", "all", timeout=180)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.count("in place") == 2, res.stdout
+    traffic.stop()
+    assert traffic.lost == 0, traffic.summary()
+    for program, st in before.items():
+        assert fl.state_of(program).pid == st.pid  # supervisord saw no exit
+        assert not workers(st.pid) & old[program]  # the live ones: an exited old worker may be a zombie a moment
