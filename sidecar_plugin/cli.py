@@ -74,7 +74,8 @@ def _state_commands(sub: Any) -> None:
         c.add_argument("--state-file", default=os.environ.get("SIDECAR_STATE_FILE"),
                        help="default: $SIDECAR_STATE_FILE, else asked from supervisord")
         c.add_argument("--program", default=None,
-                       help="which sidecar (default: the one configured; status: every one)")
+                       help="which sidecar (default: the one configured; status: every one"
+                            + ("; all: every one, one after the other)" if name == "restart" else ")"))
         c.add_argument("-s", "--server-url", default=None, help=SERVER_URL_HELP)
         c.add_argument("--stale-after", type=_checked(positive_number), default=STALE_AFTER,
                        help="seconds without a listener heartbeat before the state is unknown "

@@ -215,11 +215,17 @@ def cmd_stop(a: argparse.Namespace) -> int:
 
 
 def cmd_restart(a: argparse.Namespace) -> int:
-    sc = _sidecar(a)
-    how = "in place: the previous workers served until the new ones did" if sc.restart(timeout=a.timeout) else \
-        "stopped and started by supervisord: requests waited for the start"
-    doc = sc.read()
-    print(f"{a.program}: running (pid {doc.pid}, port {doc.port}); {how}")
+    """``--program all``: every sidecar configured, one after the other (a fleet's ``[fcgi-program]``s have
+    no ``[group:]`` for supervisorctl to name them together)."""
+    every = a.program == "all"
+    if every:
+        a.program = None
+    for program in _programs(a, several=True) if every else [_programs(a)[0]]:
+        sc = _sidecar(a, program)
+        how = "in place: the previous workers served until the new ones did" if sc.restart(timeout=a.timeout) \
+            else "stopped and started by supervisord: requests waited for the start"
+        doc = sc.read()
+        print(f"{program}: running (pid {doc.pid}, port {doc.port}); {how}")
     return EXIT_OK
 
 

@@ -32,7 +32,10 @@ USAGE = """sidecar status [program ...]       show each sidecar's state (all by 
 sidecar wait [--state S] [--timeout T] [program]   wait until it reaches state S (running)
 sidecar start [--timeout T] [program]  start it and wait until it answers healthy
 sidecar stop [--timeout T] [program]   stop it; returns when its tree is gone (connections then wait where supervisord keeps the port)
-sidecar restart [--timeout T] [program]  replace its tree, the old one serving until the new one does (else stop + start)"""  # noqa: E501 (the usage as supervisorctl prints it)
+sidecar restart [--timeout T] [program ...|all]  replace each tree, the old one serving until the new one does (else stop + start)"""  # noqa: E501 (the usage as supervisorctl prints it)
+
+
+ALL = "all"  # supervisorctl's own word for every program
 
 
 class _ArgError(SidecarError):
@@ -139,8 +142,8 @@ class SidecarControllerPlugin(ControllerPluginBase):
         for line in status_lines(doc, program):
             self.ctl.output(line)
 
-    def _start(self, args: argparse.Namespace) -> None:
-        program = self._one(args)
+    def _start(self, args: argparse.Namespace, program: str = "") -> None:
+        program = program or self._one(args)
         get = self._getter(program)
         first = get()
         requested = float(first.get("server_time", 0))
@@ -149,8 +152,8 @@ class SidecarControllerPlugin(ControllerPluginBase):
         doc = control.wait_started(get, requested, args.timeout)
         self.ctl.output(f"{program}: running (pid {doc.get('pid')}, port {doc.get('port')})")
 
-    def _stop(self, args: argparse.Namespace) -> None:
-        program = self._one(args)
+    def _stop(self, args: argparse.Namespace, program: str = "") -> None:
+        program = program or self._one(args)
         get = self._getter(program)
         first = get()
         name = process_name(program, first.get("group"))
@@ -161,16 +164,25 @@ class SidecarControllerPlugin(ControllerPluginBase):
         self.ctl.output(stopped_line(program, get()))
 
     def _restart(self, args: argparse.Namespace) -> None:
+        """Each program named, one after the other; ``all``: every sidecar configured (a fleet's
+        ``[fcgi-program]``s have no ``[group:]`` to name them together)."""
+        if args.programs == [ALL]:
+            programs = self._programs(argparse.Namespace(programs=[]))
+        else:
+            programs = list(args.programs) if len(args.programs) > 1 else [self._one(args)]
+        for program in programs:
+            self._restart_one(args, program)
+
+    def _restart_one(self, args: argparse.Namespace, program: str) -> None:
         """In place when the launcher can (``shell.processes.inplace``; read on this host), else stop then start."""
         from sidecar_plugin.shell.processes import inplace
 
-        program = self._one(args)
         get = self._getter(program)
         first = get()
         pid, name = first.get("pid"), process_name(program, first.get("group"))
         if first.get("state") != State.RUNNING or not pid or not inplace.replaceable(int(pid)):
-            self._stop(args)
-            self._start(args)
+            self._stop(args, program)
+            self._start(args, program)
             self.ctl.output(f"{program}: stopped and started by supervisord: requests waited for the start")
             return
         old = inplace.workers(int(pid))

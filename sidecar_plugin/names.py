@@ -14,7 +14,7 @@ from typing import Optional
 # ---- programs and groups -------------------------------------------------------
 
 DEFAULT_PROGRAM = "agentroute-sidecar"
-GROUP = "agentroute"  # a fleet's supervisord group; each profile NAME is the program agentroute-NAME
+GROUP = "agentroute"  # a fleet's name ([group:] where LiteLLM binds the ports); profile NAME is agentroute-NAME
 LISTENER_SUFFIX = "-health"  # the listener of program P (or of fleet G) is P-health (G-health)
 DEFAULT_PORT = 4000
 DEFAULT_HOST = "127.0.0.1"
@@ -22,7 +22,7 @@ DEFAULT_HOST = "127.0.0.1"
 # replacing them one at a time (SIGHUP) while the other serves, with no request
 # refused or cut; one worker has nothing to serve while it is replaced. The cost
 # is memory: about 400 MB PSS for the launcher and two workers forked from it
-# (920 MB RSS when LiteLLM's CLI runs them: a fleet, an IPv6 host).
+# (920 MB RSS when LiteLLM's CLI runs them: an IPv6 host, a --binary wrapper).
 DEFAULT_WORKERS = 2
 # The drain window: in-flight requests (streams last minutes) get this long to
 # finish on stop, restart or a retired worker; LiteLLM's GRACEFUL_SHUTDOWN_TIMEOUT
@@ -41,7 +41,7 @@ WORKER_HEALTHCHECK = 60
 def process_name(program: str, group: Optional[str] = None) -> str:
     """Return the name supervisord's XML-RPC knows a program by: ``group:program``.
 
-    A program outside a ``[group:]`` is its own group; a fleet's share ``agentroute``.
+    A program outside a ``[group:]`` is its own group; a fleet of ``[program]``s shares ``agentroute``.
     """
     return f"{group or program}:{program}"
 
@@ -80,7 +80,7 @@ def marker_value(program: str, config_path: str) -> str:
 
 # "supervisord": the sidecar is an ``[fcgi-program]`` whose listening socket supervisord
 # creates and the ``sidecar`` rpcinterface holds open (no LiteLLM exit closes the port);
-# "sidecar": LiteLLM binds the port itself (a fleet's ``[group:]``, an IPv6 host, or asked for).
+# "sidecar": LiteLLM binds the port itself (an IPv6 host, a --binary wrapper, or asked for).
 OWNER_SUPERVISORD = "supervisord"
 OWNER_SIDECAR = "sidecar"
 PORT_OWNERS = (OWNER_SUPERVISORD, OWNER_SIDECAR)

@@ -1,4 +1,4 @@
-"""Several profiles: program names, sticky ports, one group and one listener, bad fleets refused."""
+"""Several profiles: program names, sticky ports, their sections and one listener, bad fleets refused."""
 
 import configparser
 import json
@@ -58,7 +58,7 @@ def render_fleet(tmp_path, *extra, profiles=None):
     return res, out
 
 
-def test_fleet_render_layout_group_and_one_listener(tmp_path):
+def test_fleet_render_layout_sections_and_one_listener(tmp_path):
     res, out = render_fleet(tmp_path, "--metrics-file", str(tmp_path / "m.prom"))
     assert res.returncode == 0, res.stderr
     for program in ("agentroute-play", "agentroute-work"):
@@ -66,16 +66,18 @@ def test_fleet_render_layout_group_and_one_listener(tmp_path):
         assert stat.S_IMODE(os.stat(out / program / "litellm.log").st_mode) == 0o600
     cp = configparser.RawConfigParser()
     cp.read(out / "sidecar.conf")
-    assert cp.get("group:agentroute", "programs") == "agentroute-play,agentroute-work"
+    # each an [fcgi-program] (supervisord holds its port), its own group: a [group:] would run it without
+    assert not [s for s in cp.sections() if s.startswith(("group:", "program:"))]
     assert [s for s in cp.sections() if s.startswith("eventlistener:")] == ["eventlistener:agentroute-health"]
-    assert "--port 4200" in cp.get("program:agentroute-play", "command")
-    assert "--port 4100" in cp.get("program:agentroute-work", "command")
+    assert cp.get("fcgi-program:agentroute-play", "socket") == "tcp://127.0.0.1:4200"
+    assert cp.get("fcgi-program:agentroute-work", "socket") == "tcp://127.0.0.1:4100"
     command = cp.get("eventlistener:agentroute-health", "command")
     # what the listener watches is found back from its command, as clients and sidecar.getState do
     found = sidecars([command])
     assert sorted(found) == ["agentroute-play", "agentroute-work"]
     assert found["agentroute-work"]["state-file"] == str(out / "agentroute-work" / "state.json")
-    assert found["agentroute-work"]["group"] == "agentroute"
+    assert found["agentroute-work"]["group"] == "agentroute-work"
+    assert "--group" not in shlex.split(command)
     assert found["agentroute-play"]["port"] == "4200"
     assert "--metrics-file" in shlex.split(command)
     text = (out / "sidecar.conf").read_text()
@@ -86,6 +88,20 @@ def test_fleet_render_layout_group_and_one_listener(tmp_path):
     res, _ = render_fleet(tmp_path, "--metrics-file", str(tmp_path / "m.prom"))
     assert "changed" not in res.stdout.replace("unchanged", "")
     assert before == {p: (out / p).read_bytes() for p in before}
+
+
+def test_a_fleet_whose_ports_litellm_binds_is_one_group(tmp_path):
+    # supervisord's tcp:// sockets are IPv4: on an IPv6 host LiteLLM binds each port, the [program]s in one group
+    res, out = render_fleet(tmp_path, "--host", "::1")
+    assert res.returncode == 0, res.stderr
+    assert "not held by supervisord" in res.stderr, res.stderr
+    cp = configparser.RawConfigParser()
+    cp.read(out / "sidecar.conf")
+    assert cp.get("group:agentroute", "programs") == "agentroute-play,agentroute-work"
+    assert "--port 4100" in cp.get("program:agentroute-work", "command")
+    assert not [s for s in cp.sections() if s.startswith("fcgi-program:")]
+    found = sidecars([cp.get("eventlistener:agentroute-health", "command")])
+    assert found["agentroute-work"]["group"] == "agentroute"
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -146,3 +162,15 @@ def test_listener_log_lines_are_redacted_json():
     assert "sk-abc" not in first["msg"]
     assert "RuntimeError" in second["exc"]
     assert "s3cretvalue" not in second["exc"]
+
+
+def test_each_fleet_member_runs_the_launcher_as_a_single_sidecar_does(tmp_path):
+    # LiteLLM's own entry point: the launcher serves supervisord's socket (restart in place, a worker replaced alone)
+    from test_memory_budget import light_binary
+
+    res, out = render_fleet(tmp_path, "--binary", light_binary(str(tmp_path)))
+    assert res.returncode == 0, res.stderr
+    cp = configparser.RawConfigParser()
+    cp.read(out / "sidecar.conf")
+    for program in ("agentroute-play", "agentroute-work"):
+        assert "litellm_launch" in cp.get(f"fcgi-program:{program}", "command")

@@ -141,7 +141,7 @@ def test_two_profiles_side_by_side_one_listener_and_metrics(make_fleet):
                               "play": {"models": {"fast": "deepseek/deepseek-v4-flash"}}}, base_port=base)
     with open(os.path.join(fl.out, "sidecar.conf")) as fh:
         conf = fh.read()
-    assert "[group:agentroute]\nprograms=agentroute-play,agentroute-work\n" in conf
+    assert "[group:" not in conf  # each [fcgi-program] is its own group (tests/test_fleet_held.py)
     assert conf.count("[eventlistener:") == 1
     assert "[eventlistener:agentroute-health]" in conf
     fl.start_supervisord()
@@ -151,7 +151,7 @@ def test_two_profiles_side_by_side_one_listener_and_metrics(make_fleet):
     assert work.listener_pid == play.listener_pid  # one listener watches them all
     assert models_listed(p1) == ["agentroute-heavy"]
     assert models_listed(base) == ["agentroute-fast"]
-    assert fl.rpc().supervisor.getProcessInfo("agentroute:agentroute-work")["pid"] == work.pid
+    assert fl.rpc().supervisor.getProcessInfo("agentroute-work:agentroute-work")["pid"] == work.pid
 
     # every door shows every sidecar
     res = run_cli("status", "-s", "unix://" + fl.sock)

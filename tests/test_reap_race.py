@@ -178,7 +178,7 @@ def test_a_worker_respawned_just_before_its_parent_dies_is_reaped_and_never_read
     it fail with "address already in use".
 
     Only where LiteLLM owns the port can a survivor hold it: under the default render supervisord's
-    socket outlives every tree. An IPv6 ``--host`` keeps ``[program:]`` (as a fleet does), so the race
+    socket outlives every tree. An IPv6 ``--host`` keeps ``[program:]`` (a fleet there too), so the race
     is built here."""
     sc = make_sidecar(workers=2, render_args=["--health-timeout", "8", "--host", "::1"])
     sc.start_supervisord()

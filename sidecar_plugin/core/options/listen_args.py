@@ -159,7 +159,7 @@ def listen_argv(prefix: Sequence[str], sidecars: Sequence[ListenerOptions], root
         argv += ["--program", first.program, "--host", first.host, "--port", str(first.port),
                  "--state-file", first.state_file, "--log-file", first.log_file, "--config", first.config_path]
     else:
-        argv += ["--group", str(first.group), "--root", root, "--host", first.host]
+        argv += (["--group", first.group] if first.group else []) + ["--root", root, "--host", first.host]
         if state_subdir:
             argv += ["--state-subdir", state_subdir]
         for s in sidecars:

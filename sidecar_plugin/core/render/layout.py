@@ -5,8 +5,10 @@ previous render in, a ``Plan`` out. One profile keeps the contract's layout:
 ``DIR/litellm.yaml``, a program named by ``--program`` and its own listener.
 Several profiles become a fleet: each profile ``NAME`` is the program
 ``agentroute-NAME`` (``core.render.naming``: ``my work`` is ``agentroute-my-work``)
-with its files in ``DIR/agentroute-NAME/`` (config, state, log), all in one supervisord ``[group:agentroute]``,
-watched by one listener ``agentroute-health``.
+with its files in ``DIR/agentroute-NAME/`` (config, state, log), watched by one listener ``agentroute-health``.
+Where supervisord holds the ports each is an ``[fcgi-program]``, its own supervisord group (a ``[group:]``
+lists only ``[program:]`` sections: supervisor's ``options.process_groups_from_parser``); where LiteLLM binds
+them (an IPv6 ``--host``, a ``--binary`` wrapper) they form one ``[group:agentroute]`` of ``[program]``s.
 """
 
 from __future__ import annotations
@@ -83,8 +85,9 @@ def _fleet(profiles: Sequence[Profile], base: RenderOptions,
     for p in sorted(profiles, key=lambda q: q.name):
         program = programs[p.name]
         paths = fleet_paths(base.out_dir, program, RUN_DIR if base.user else "")
-        result.append((p, replace(base, out_dir=paths["dir"], program=program, group=GROUP,
-                                  port=ports[p.name], state_file=paths["state-file"], log_file=paths["log-file"])))
+        one = replace(base, out_dir=paths["dir"], program=program, port=ports[p.name],
+                      state_file=paths["state-file"], log_file=paths["log-file"])
+        result.append((p, one if one.supervisord_socket else replace(one, group=GROUP)))
     return result
 
 
@@ -136,5 +139,5 @@ def check_recycling(opts: RenderOptions) -> None:
             raise RenderError(f"--max-requests-jitter: must be from 0 to --max-requests ({opts.max_requests}) "
                               f"(got {opts.max_requests_jitter})")
     if opts.max_requests and opts.workers < 2 and not opts.supervisord_socket:
-        raise RenderError("--max-requests: with --workers 1 where LiteLLM binds the port (a fleet, an IPv6 "
+        raise RenderError("--max-requests: with --workers 1 where LiteLLM binds the port (an IPv6 "
                           "--host), each recycle would close the port and refuse connections; give --workers 2")

@@ -6,8 +6,9 @@ render) and ``shell.files.outfiles`` writes the result. Deterministic output mat
 config diffs, ``apply`` and tests must be stable across renders.
 
 There is one path: a single sidecar is a fleet of one. A ``Plan`` holds the
-sidecars, the group they share (a fleet's ``[group:agentroute]``; one sidecar
-is its own group) and the one listener that watches them all. This module
+sidecars, the fleet they form (``agentroute``: a ``[group:]`` of that name only
+where its members are ``[program]``s; one sidecar is its own group) and the one
+listener that watches them all. This module
 assembles a plan's files (the include, the ``sidecar.json`` record, the
 secrets); the options and error live in ``core.render.terms``, the
 supervisord sections in ``core.render.sections``; each name is imported from the
@@ -50,9 +51,10 @@ def watch_options(opts: RenderOptions) -> ListenerOptions:
 class Plan:
     """The sidecars of one render, the group they share and the listener that watches them.
 
-    ``group`` is the fleet's group (several profiles) or None (one sidecar,
-    which is its own group); ``common`` holds what the sidecars share (the
-    listener's command, host, timeouts, user, metrics file, listener log).
+    ``group`` is the fleet's name (several profiles; supervisord's group only
+    where the members are ``[program]``s) or None (one sidecar, its own group);
+    ``common`` holds what the sidecars share (the listener's command, host,
+    timeouts, user, metrics file, listener log).
     """
 
     out_dir: str
@@ -81,11 +83,11 @@ class Plan:
 
 
 def render_sidecar_conf(plan: Plan) -> bytes:
-    """Return the supervisord include: the group (a fleet), each program, the one listener.
+    """Return the supervisord include: the group (a fleet of ``[program]``s), each program, the one listener.
 
     One listener for all keeps the cost of watching flat as profiles are
-    added; the group lets an operator act on every sidecar at once
-    (``supervisorctl restart agentroute:*``).
+    added. A fleet's ``[group:]`` only where its members are ``[program]``s
+    (``core.render.layout``); ``[fcgi-program]``s are each their own group.
     """
     sources = ", ".join(p.source for p, _ in plan.sidecars)
     if plan.group:
@@ -95,7 +97,7 @@ def render_sidecar_conf(plan: Plan) -> bytes:
         about = f"; Profile {profile.name!s}: tiers {', '.join(alias(t) for t in sorted(profile.models))}."
     lines = [f"; Rendered by sidecar-plugin from {comment(sources, '--profile')}; re-render instead of editing.",
              comment(about, "a profile's name"), ""]
-    if plan.group:
+    if any(o.group for o in plan.options):
         lines += [f"[group:{plan.group}]", "programs=" + ",".join(o.program for o in plan.options),
                   "priority=900", ""]
     if plan.common.plugin:

@@ -90,8 +90,9 @@ class RenderOptions:
     def supervisord_socket(self) -> bool:
         """Whether supervisord owns the listening socket (``[fcgi-program]``).
 
-        Not in a fleet (supervisord's ``[group:]`` runs its members as plain
-        programs) nor on an IPv6 address (its ``tcp://`` sockets are IPv4).
+        Not on an IPv6 address (its ``tcp://`` sockets are IPv4), nor in a
+        ``[group:]`` (supervisord runs its members as plain programs): a fleet
+        whose ports are held has no group (``core.render.layout``).
         """
         return self.port_owner == OWNER_SUPERVISORD and not self.group and ":" not in self.host \
             and not self.port_note
@@ -101,12 +102,12 @@ class RenderOptions:
         """Why supervisord does not hold this sidecar's port, in one line; empty when it does."""
         if self.supervisord_socket:
             return ""
-        if self.group:
-            return "supervisord runs a fleet's members ([group:]) as plain programs: LiteLLM binds each port"
         if ":" in self.host:
             return (f"supervisord's tcp:// sockets are IPv4 and --host is {self.host}: LiteLLM binds the port "
                     "(--host 127.0.0.1 has it held)")
-        return self.port_note or "LiteLLM binds the port itself (--port-owner sidecar)"
+        if self.port_note or self.port_owner != OWNER_SUPERVISORD:
+            return self.port_note or "LiteLLM binds the port itself (--port-owner sidecar)"
+        return "supervisord runs a [group:]'s members as plain programs: LiteLLM binds each port"
 
     @property
     def group_name(self) -> str:

@@ -19,9 +19,10 @@ When a sidecar does not come up (or its new workers do not), the previous files
 are restored and the same steps run again, so the host is back on the
 configuration that worked, and the failure's log tail is reported.
 
-supervisord replaces a whole group at a time: in a fleet (``[group:agentroute]``)
-a changed command, or a sidecar added or removed, restarts every sidecar of
-the group; a changed model list restarts only its own sidecar.
+supervisord replaces a whole group at a time: in a fleet of ``[program]``s
+(``[group:agentroute]``: LiteLLM binds the ports) a changed command, or a sidecar
+added or removed, restarts every sidecar of the group; a changed model list
+restarts only its own sidecar. A fleet's ``[fcgi-program]``s are each their own group.
 
 The config check is ``shell.render.validate``'s; which groups are ours, which sidecars
 drifted and why a command needs a restart are ``shell.render.changes``'s.

@@ -199,7 +199,7 @@ def _runtime_dir(folders: Folders, s: RenderOptions, owner: Tuple[int, int]) -> 
 def _metrics_dir(folders: Folders, s: RenderOptions, owner: Owner) -> None:
     """Make the sidecar's prometheus_client folder, its user's alone (the launcher empties it at each start).
 
-    Made here, not only by the launcher: LiteLLM's CLI (a fleet, an IPv6 host)
+    Made here, not only by the launcher: LiteLLM's CLI (an IPv6 host, a wrapper)
     with one worker uses the folder without making it.
     """
     parent = os.path.abspath(s.out_dir)

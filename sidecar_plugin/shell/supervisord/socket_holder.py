@@ -232,7 +232,7 @@ def port_state(supervisord: Any, group: str) -> Tuple[bool, Optional[str]]:
     found = supervisord.process_groups.get(group)
     if found is None:
         return False, f"supervisord has no group {group}: apply the sidecar"
-    if not hasattr(found, "socket_manager"):  # a fleet, an IPv6 host, --port-owner sidecar: by design
+    if not hasattr(found, "socket_manager"):  # an IPv6 host, a wrapper, --port-owner sidecar: by design
         return False, f"{group} is a [program:], not an [fcgi-program]: LiteLLM binds the port itself"
     url = found.config.socket_config.url
     if _usable(url) is None:
