@@ -159,7 +159,6 @@ class Applier:
             if s.program in self.skip:
                 continue
             new_code = s.program in self.reinstalled
-            # launch.json changed under the same include (shell.render.relaunch), or LiteLLM upgraded in place
             relaunch = s.group_name not in fresh_groups and (s.program in self.why_restart or new_code)
             touched = s.group_name in fresh_groups or s.config_path in changed_configs or relaunch
             if not (touched and (s.autostart or was_live.get(s.process_name) in WAS_LIVE)):
@@ -191,8 +190,8 @@ class Applier:
         # a LiteLLM installed anew is not apply's to put back: a sidecar down on it would fail again, whatever
         # else the rollback restores (the listener's retries start it on the restored files)
         new_code, self.reinstalled = self.reinstalled, {}
-        stuck = [s.program for s in self.rendered.sidecars if s.program in new_code
-                 and state_dict(s.state_file).get("state") != State.RUNNING]
+        stuck = [s.program for s in self.rendered.sidecars if s.program in new_code and (getattr(exc, "program", "")
+                 == s.program or state_dict(s.state_file).get("state") != State.RUNNING)]
         self.skip = set(stuck)
         try:
             self.converge(changed_configs, was_live, ours)

@@ -29,6 +29,14 @@ from sidecar_plugin.shell.supervisord import control
 from sidecar_plugin.shell.supervisord.supervisor import live_processes
 
 
+class NotReplaced(SidecarError):
+    """The new tree did not come up in place; ``program`` says whose (a rollback leaves a new LiteLLM alone)."""
+
+    def __init__(self, message: str, program: str) -> None:
+        super().__init__(message)
+        self.program = program
+
+
 def why_not(rpc: Any, s: RenderOptions) -> Optional[str]:
     """Why the sidecar's tree cannot be replaced in place now; None when it can."""
     if not s.launch_path:
@@ -62,11 +70,14 @@ def replace_in_place(rpc: Any, s: RenderOptions, why: str, timeout: float, confi
     wanted = file_version(s.config_path)
     rpc.supervisor.signalProcess(s.process_name, "USR2")
     limit = timeout + s.stop_timeout + STOP_MARGIN  # the old workers drain their streams before they leave
-    inplace.wait_replaced(pid, old, lambda: state_dict(s.state_file).get("state") == State.RUNNING, limit)
+    try:
+        inplace.wait_replaced(pid, old, lambda: state_dict(s.state_file).get("state") == State.RUNNING, limit)
+    except SidecarError as exc:
+        raise NotReplaced(str(exc), s.program) from None
     if config_changed:  # the listener records the version the new workers read (born after the change)
         def step() -> Optional[bool]:
             return True if state_dict(s.state_file).get("config_version") == wanted else None
 
-        control.poll(step, limit, lambda: SidecarError(f"{s.program}: its new workers do not say they "
-                                                       f"run the new {os.path.basename(s.config_path)}"))
+        control.poll(step, limit, lambda: NotReplaced(f"{s.program}: its new workers do not say they "
+                                                      f"run the new {os.path.basename(s.config_path)}", s.program))
     return True
