@@ -43,7 +43,7 @@ from sidecar_plugin.shell.render.build import Rendered, write
 from sidecar_plugin.shell.render.changes import drifted, keeps_accepting, our_groups, restart_reasons
 from sidecar_plugin.shell.files.rendered import Snapshot, restore, snapshot
 from sidecar_plugin.shell.render.installed import reinstalled
-from sidecar_plugin.shell.render.relaunch import replace_in_place
+from sidecar_plugin.shell.render.relaunch import replace_in_place, stale
 from sidecar_plugin.shell.render.reload import reloadable, rolling_reload
 from sidecar_plugin.shell.render.settle import wait_settled
 from sidecar_plugin.shell.files.statefile import state_dict
@@ -224,7 +224,8 @@ def apply(rendered: Rendered, rpc: Any, timeout: float, say: Callable[[str], Non
         _validate(rendered, new_configs, say, new_code)
     changed_configs = new_configs | drifted(rendered)
     was_live = _safe_live(rpc)
-    applier = Applier(rendered, rpc, timeout, say, reload_timeout, restart_reasons(rendered, snap))
+    applier = Applier(rendered, rpc, timeout, say, reload_timeout, {**stale(rendered.sidecars),
+                                                                    **restart_reasons(rendered, snap)})
     applier.keeps_accepting = keeps_accepting(rendered, snap)
     applier.reinstalled = new_code
     for line in before_write:

@@ -16,7 +16,9 @@ edits the include itself) keeps supervisord's stop-then-start, and apply says so
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import psutil
 
 from sidecar_plugin.core.render.options import RenderOptions
 from sidecar_plugin.core.render.sections import sidecar_command
@@ -27,6 +29,28 @@ from sidecar_plugin.shell.files.statefile import state_dict
 from sidecar_plugin.shell.processes import inplace
 from sidecar_plugin.shell.supervisord import control
 from sidecar_plugin.shell.supervisord.supervisor import live_processes
+
+
+def stale(sidecars: Sequence[RenderOptions]) -> Dict[str, str]:
+    """Map program -> why its running launcher serves another argv than ``launch.json`` says.
+
+    A render followed by ``supervisorctl update`` leaves it so: the include is
+    the same, so supervisord restarts nothing, and the record already says the
+    new argv, so only the live process tells.
+    """
+    out = {}
+    for s in sidecars:
+        doc = state_dict(s.state_file)
+        if not s.launch_path or doc.get("state") != State.RUNNING or not isinstance(doc.get("pid"), int):
+            continue
+        argv = sidecar_command(s)
+        try:
+            live = psutil.Process(doc["pid"]).cmdline()
+        except psutil.Error:
+            continue
+        if "--launch" in live and live != argv[:2] + ["--launch", s.launch_path] + argv[2:]:
+            out[s.program] = "launcher's command"
+    return out
 
 
 class NotReplaced(SidecarError):
