@@ -171,10 +171,13 @@ def test_max_requests_recycles_a_worker_without_refusing(make_sidecar, tmp_path)
     assert traffic.short["failed"] == 0, traffic.summary()
     assert sc.state().pid == st.pid
 
-    # turning the budget on changes the launcher's command line: apply says why in the operator's words
+    # turning the budget on changes the launcher's command line: apply says why in the operator's words, and
+    # replaces the tree in place (a launcher recycling by max requests supervises its worker)
     res = sc.apply("--memory-budget", "500")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "needs a restart (memory budget on or off changed)" in res.stdout, res.stdout
+    assert "replacing its tree in place (memory budget on or off changed)" in res.stdout, res.stdout
+    assert sc.state().pid == st.pid
+    assert "--worker_control" in psutil.Process(st.pid).cmdline()
 
 
 @pytest.mark.parametrize("args, words", [
