@@ -168,5 +168,6 @@ def test_real_litellm_restart_in_place_waits_for_nothing(make_sidecar, upstream)
 
 def test_real_litellm_apply_of_the_worker_count_waits_for_nothing(make_sidecar, upstream):  # noqa: F811
     res = replaced_in_place(make_sidecar, upstream, "nowait-apply", "apply --workers 2 -> 3 (in place)",
-                            lambda sc: sc.apply("--workers", "3"), workers_after=3, cold_tail=True)
+                            lambda sc: run_cli("apply", *sc.render_args, "-s", "unix://" + sc.sock, "--workers", "3",
+                                               env=sc.render_env, timeout=START + 120), workers_after=3, cold_tail=True)
     assert "replacing its tree in place (workers changed)" in res.stdout, res.stdout
