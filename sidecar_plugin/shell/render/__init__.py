@@ -7,5 +7,6 @@ include can load the plugin that holds the port) and renders in memory;
 ``precheck`` and ``filewrite`` put the files in place.
 ``apply`` then updates supervisord: ``validate`` checks the config with LiteLLM,
 ``changes`` says what to restart and why (``litellm_install``: a LiteLLM installed
-anew), ``reload`` replaces workers one at a time, ``readiness`` waits for running.
+anew), ``reload`` replaces workers one at a time, ``relaunch`` the whole tree in
+place (a new ``launch.json``), ``readiness`` waits for running.
 """

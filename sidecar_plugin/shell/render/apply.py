@@ -6,26 +6,22 @@ LiteLLM's own ``--validate_config`` before anything is written (a broken change
 never reaches the live sidecar), writes only what changed, asks supervisord
 (``reloadConfig``) which of *our* groups its include changed, replaces just
 those (what ``supervisorctl update`` does, without touching anyone else's
-programs: a changed port, host, worker count or binary needs this real restart,
-and apply says so), and waits until each restarted sidecar is ``running``.
+programs: a changed port or host needs this real restart, and apply says so),
+and waits until each restarted sidecar is ``running``.
 
-A change LiteLLM reads from ``litellm.yaml`` under an unchanged command
-(supervisord cannot see inside it) is applied without dropping a request, by a
-rolling reload of the workers (``shell.render.reload``); a sidecar of one worker is
-restarted. A LiteLLM installed anew since a sidecar started (``pip install -U
-litellm``: no file or command changes) is restarted too (``shell.render.litellm_install``).
+A change of ``litellm.yaml`` alone is a rolling reload (``shell.render.reload``); one of
+``launch.json`` (workers, binary, launcher flags) or a LiteLLM installed anew since the sidecar
+started (``shell.render.litellm_install``) replaces the tree in place (``shell.render.relaunch``).
+Both need two workers; one is restarted.
 
-When a sidecar does not come up (or its new workers do not), the previous files
-are restored and the same steps run again, so the host is back on the
-configuration that worked, and the failure's log tail is reported.
+When a sidecar (or its new workers) does not come up, the previous files are restored and the
+same steps run again (the host is back on what worked), and the failure's log tail is reported.
 
-supervisord replaces a whole group at a time: in a fleet of ``[program]``s
-(``[group:agentroute]``: LiteLLM binds the ports) a changed command, or a sidecar
-added or removed, restarts every sidecar of the group; a changed model list
-restarts only its own sidecar. A fleet's ``[fcgi-program]``s are each their own group.
+supervisord replaces a whole group at a time: in a fleet of ``[program]``s (``[group:agentroute]``:
+LiteLLM binds the ports) a changed command, or a sidecar added or removed, restarts every sidecar of
+the group; a changed model list restarts only its own. A fleet's ``[fcgi-program]``s are each a group.
 
-The config check is ``shell.render.validate``'s; which groups are ours, which sidecars
-drifted and why a command needs a restart are ``shell.render.changes``'s.
+``shell.render.validate`` checks configs; ``shell.render.changes`` says which groups are ours, what drifted, why.
 """
 
 from __future__ import annotations
@@ -47,6 +43,7 @@ from sidecar_plugin.shell.render.build import Rendered, write
 from sidecar_plugin.shell.render.changes import drifted, keeps_accepting, our_groups, restart_reasons
 from sidecar_plugin.shell.files.outfiles import Snapshot, restore, snapshot
 from sidecar_plugin.shell.render.litellm_install import reinstalled
+from sidecar_plugin.shell.render.relaunch import replace_in_place, stale
 from sidecar_plugin.shell.render.reload import reloadable, rolling_reload
 from sidecar_plugin.shell.render.readiness import wait_settled
 from sidecar_plugin.shell.files.statefile import state_dict
@@ -127,8 +124,8 @@ class Applier:
 
     def _say_restart(self, s: RenderOptions, fresh_groups: Set[str]) -> None:
         """Say, before it happens, why a sidecar restarts and what its clients see meanwhile."""
-        why = (f"{self.why_restart[s.program]} changed" if s.group_name in fresh_groups
-               and s.program in self.why_restart else self.reinstalled.get(s.program))
+        why = (f"{self.why_restart[s.program]} changed" if s.program in self.why_restart
+               else self.reinstalled.get(s.program))
         if why:
             cost = "wait in the port's queue" if s.program in self.keeps_accepting else "are refused"
             self.say(f"{s.program}: needs a restart ({why}): in-flight "
@@ -162,10 +159,16 @@ class Applier:
             if s.program in self.skip:
                 continue
             new_code = s.program in self.reinstalled
-            touched = s.group_name in fresh_groups or s.config_path in changed_configs or new_code
+            relaunch = s.group_name not in fresh_groups and (s.program in self.why_restart or new_code)
+            touched = s.group_name in fresh_groups or s.config_path in changed_configs or relaunch
             if not (touched and (s.autostart or was_live.get(s.process_name) in WAS_LIVE)):
                 continue
-            if not new_code and reloadable(self.rpc, s, fresh_groups):
+            why = self.reinstalled.get(s.program) or f"{self.why_restart.get(s.program)} changed"
+            if relaunch and replace_in_place(self.rpc, s, why, self.timeout, s.config_path in changed_configs,
+                                             self.say):
+                self.reloaded.append(s.program)
+                continue
+            if not relaunch and reloadable(self.rpc, s, fresh_groups):
                 rolling_reload(self.rpc, s, self.reload_timeout, self.say)
                 self.reloaded.append(s.program)
                 continue
@@ -187,8 +190,8 @@ class Applier:
         # a LiteLLM installed anew is not apply's to put back: a sidecar down on it would fail again, whatever
         # else the rollback restores (the listener's retries start it on the restored files)
         new_code, self.reinstalled = self.reinstalled, {}
-        stuck = [s.program for s in self.rendered.sidecars if s.program in new_code
-                 and state_dict(s.state_file).get("state") != State.RUNNING]
+        stuck = [s.program for s in self.rendered.sidecars if s.program in new_code and (getattr(exc, "program", "")
+                 == s.program or state_dict(s.state_file).get("state") != State.RUNNING)]
         self.skip = set(stuck)
         try:
             self.converge(changed_configs, was_live, ours)
@@ -221,7 +224,8 @@ def apply(rendered: Rendered, rpc: Any, timeout: float, say: Callable[[str], Non
         _validate(rendered, new_configs, say, new_code)
     changed_configs = new_configs | drifted(rendered)
     was_live = _safe_live(rpc)
-    applier = Applier(rendered, rpc, timeout, say, reload_timeout, restart_reasons(rendered, snap))
+    applier = Applier(rendered, rpc, timeout, say, reload_timeout, {**stale(rendered.sidecars),
+                                                                    **restart_reasons(rendered, snap)})
     applier.keeps_accepting = keeps_accepting(rendered, snap)
     applier.reinstalled = new_code
     for line in before_write:
