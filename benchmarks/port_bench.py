@@ -407,6 +407,7 @@ def main() -> int:
     p.add_argument("--write", metavar="RESULTS.md", help="replace this section of that file by the table")
     p.add_argument("--applyfile", help="a line saying which apply the run measured (see RESULTS.md)")
     a = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped: still clean up the supervisords
     root = tempfile.mkdtemp(prefix="sidecar-port-")
     tb = TrafficBench(root, lambda s: print(s, flush=True))
     pb = PortBench(tb)
