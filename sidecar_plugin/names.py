@@ -52,6 +52,8 @@ LITELLM_YAML = "litellm.yaml"
 MASTER_KEY = "master.key"
 SIDECAR_CONF = "sidecar.conf"
 RECORD_NAME = "sidecar.json"  # what a render leaves for the next render and apply (ports, groups)
+# the launcher's flags and interpreter, read at each (re-)exec: apply changes them without a restart
+LAUNCH_NAME = "launch.json"
 PROFILE_PORT = "profile_port"  # the record's key: the profile's port when a kept --port was given
 STATE_NAME = "state.json"
 LOG_NAME = "litellm.log"

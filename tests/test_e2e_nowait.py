@@ -125,3 +125,27 @@ def test_real_litellm_restart_in_place_waits_for_nothing(make_sidecar, upstream)
     assert (longest - quiet) / took < 0.5, traffic.summary()
     assert sc.state().pid == st.pid
     assert not old & set(p.pid for p in workers(st.pid))
+
+
+def test_real_litellm_apply_of_the_worker_count_waits_for_nothing(make_sidecar, upstream):  # noqa: F811
+    sc, st = real_sidecar(make_sidecar, upstream, 2, "name: nowait-apply\n")
+    poll(lambda: len(workers(st.pid)) == 2, 60, what="two workers")
+    old = set(p.pid for p in workers(st.pid))
+    traffic, quiet = flowing_kept_alive(sc)
+    pss = PeakPss(st.pid)
+    asked_at = time.monotonic()
+    res = sc.apply("--workers", "3")
+    took = time.monotonic() - asked_at
+    peak = pss.done()
+    traffic.stop()
+    longest = traffic.longest_between(asked_at)
+    print(f"\nROW real LiteLLM | apply --workers 2 -> 3 (in place) | longest wait {longest:.2f} s (quiet {quiet:.2f} s; "
+          f"the apply took {took:.1f} s) | PSS peak {peak:.0f} MB during | {traffic.summary()}")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "replacing its tree in place (workers changed)" in res.stdout, res.stdout
+    assert traffic.lost == 0, traffic.summary()
+    assert traffic.pool.reused_failed == 0, traffic.summary()
+    assert (longest - quiet) / took < 0.5, traffic.summary()  # as the restart in place above
+    assert sc.state().pid == st.pid
+    poll(lambda: len(workers(st.pid)) == 3, 60, what="three workers")
+    assert not old & set(p.pid for p in workers(st.pid))

@@ -6,8 +6,8 @@ does), a ``litellm`` package and its dist-info. The package serves
 tests/light_app.py's app (``SIDECAR_APP=litellm:app``), so the sidecar's own
 launcher runs the install's code, uvicorn's workers on supervisord's socket
 included, without LiteLLM's start. ``pip install -U litellm`` changes no file render writes: apply must
-see it by itself, say that the sidecar needs a restart and that connections
-wait meanwhile, and restart it without a refused or failed request.
+see it by itself, say so, and replace the tree in place (the launcher re-executes
+itself: ``shell.render.relaunch``) without a refused or failed request.
 """
 
 import glob
@@ -120,6 +120,7 @@ def test_a_new_litellm_in_place_or_elsewhere_is_applied_without_a_refused_connec
     unchanged = sc.apply()  # nothing new: nothing restarts
     assert unchanged.returncode == 0, unchanged.stdout
     assert "needs a restart" not in unchanged.stdout, unchanged.stdout
+    assert "in place" not in unchanged.stdout, unchanged.stdout
     assert sc.state().pid == st.pid
 
     # none of these is an install: a configuration tool's pass setting permissions and owners again and a hard
@@ -134,6 +135,7 @@ def test_a_new_litellm_in_place_or_elsewhere_is_applied_without_a_refused_connec
         same = sc.apply(cwd=where)
         assert same.returncode == 0, ((where, same.stdout + same.stderr))
         assert "needs a restart" not in same.stdout, ((where, same.stdout + same.stderr))
+        assert "in place" not in same.stdout, ((where, same.stdout + same.stderr))
         assert sc.state().pid == st.pid
     assert not os.path.exists(marker), "the probe imported the operator's csv.py"
 
@@ -144,6 +146,7 @@ def test_a_new_litellm_in_place_or_elsewhere_is_applied_without_a_refused_connec
     future = sc.apply()
     assert future.returncode == 0, future.stdout
     assert "needs a restart" not in future.stdout, future.stdout
+    assert "in place" not in future.stdout, future.stdout
     assert f"cannot tell which LiteLLM {first.python} holds (its {os.path.basename(first.meta)} is dated in " \
         "the future): a LiteLLM upgraded in place is not seen by this apply" in future.stdout, future.stdout
     os.utime(first.meta, (dated, dated))
@@ -155,9 +158,11 @@ def test_a_new_litellm_in_place_or_elsewhere_is_applied_without_a_refused_connec
         first.set_version("1.0.1")
         res = sc.apply()
         assert res.returncode == 0, res.stdout + res.stderr
-        assert "needs a restart (LiteLLM 1.0.1 installed since it started)" in res.stdout, res.stdout
-        assert "wait in the port's queue" in res.stdout, res.stdout
-        upgraded = running(sc, timeout=60, other_than=st.pid)
+        # replaced in place (shell.render.relaunch): the launcher re-executes itself, importing the new LiteLLM
+        assert "replacing its tree in place (LiteLLM 1.0.1 installed since it started)" in res.stdout, res.stdout
+        assert "needs a restart" not in res.stdout, res.stdout
+        upgraded = running(sc, timeout=60)
+        assert upgraded.pid == st.pid
         poll(lambda: serves_version(sc, upgraded.pid, "1.0.1"), 30, what="the launcher naming LiteLLM 1.0.1")
         poll(lambda: traffic.short["ok"] >= 60, 30, what="more answers")
     finally:
@@ -166,6 +171,7 @@ def test_a_new_litellm_in_place_or_elsewhere_is_applied_without_a_refused_connec
     assert traffic.stream_outcomes == {3: "ok"}, traffic.summary()
     again = sc.apply()
     assert "needs a restart" not in again.stdout, again.stdout
+    assert "in place" not in again.stdout, again.stdout
     assert sc.state().pid == upgraded.pid, again.stdout
 
     # --binary naming another install
@@ -174,9 +180,9 @@ def test_a_new_litellm_in_place_or_elsewhere_is_applied_without_a_refused_connec
         sc.render_args[sc.render_args.index("--binary") + 1] = other.binary
         res = sc.apply()
         assert res.returncode == 0, res.stdout + res.stderr
-        assert "needs a restart (binary changed)" in res.stdout, res.stdout
-        assert "wait in the port's queue" in res.stdout, res.stdout
-        moved = running(sc, timeout=60, other_than=upgraded.pid)
+        assert "replacing its tree in place (binary changed)" in res.stdout, res.stdout
+        moved = running(sc, timeout=60)
+        assert moved.pid == upgraded.pid  # the same process now runs the other install's interpreter
         assert launched_by(moved.pid) == other.python
         poll(lambda: serves_version(sc, moved.pid, "2.0.0"), 30, what="the launcher naming LiteLLM 2.0.0")
         poll(lambda: traffic.short["ok"] >= 60, 30, what="more answers")
@@ -203,6 +209,7 @@ def test_a_broken_upgrade_is_refused_while_the_old_litellm_serves(make_sidecar, 
         assert "under the LiteLLM 1.0.1 installed since it started" in err, err
         assert "nothing was written; it keeps running the LiteLLM it started with" in err, err
         assert "needs a restart" not in res.stdout, res.stdout
+        assert "in place" not in res.stdout, res.stdout
         assert sc.state().pid == st.pid
         assert sc.state().state == "running"
         poll(lambda: traffic.short["ok"] >= 40, 30, what="more answers")
@@ -214,8 +221,10 @@ def test_a_broken_upgrade_is_refused_while_the_old_litellm_serves(make_sidecar, 
     first.set_version("1.0.2")  # the operator fixes the install: the next apply takes it
     fixed = sc.apply()
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
-    assert "needs a restart (LiteLLM 1.0.2 installed since it started)" in fixed.stdout, fixed.stdout + fixed.stderr
-    assert running(sc, timeout=60, other_than=st.pid)
+    assert "replacing its tree in place (LiteLLM 1.0.2 installed since it started)" in fixed.stdout, \
+        fixed.stdout + fixed.stderr
+    assert running(sc, timeout=60).pid == st.pid
+    assert serves_version(sc, st.pid, "1.0.2")
 
 
 @pytest.mark.parametrize("also", [(), ("--max-requests", "5000")], ids=["alone", "with-a-command-change"])
@@ -233,7 +242,7 @@ def test_a_new_install_that_passes_the_check_but_does_not_start_is_said_not_rest
     res = sc.apply(*also)
     assert res.returncode == 1, res.stdout + res.stderr
     out = " ".join((res.stdout + res.stderr).split())
-    assert out.count("needs a restart (") == 1, out
+    assert out.count("needs a restart (") + out.count("replacing its tree in place (") == 1, out
     assert "the files are rolled back, but agentroute-sidecar cannot be: it runs the LiteLLM 1.0.1 installed " \
         "since it started, which does not come up (put the previous LiteLLM back, then run apply again)" in out, out
     first.set_version("1.0.2")  # the operator puts a working LiteLLM in place: the sidecar comes up

@@ -1,9 +1,11 @@
 """Render rules: determinism, modes, prefixes, aliases, no secret outside the 0600 files."""
 
 import configparser
+import json
 import os
 import shlex
 import stat
+import sys
 
 import yaml
 
@@ -140,12 +142,20 @@ def test_litellm_entry_point_runs_the_launcher_with_its_own_interpreter(tmp_path
     entry.write_text("#!/opt/ll/bin/python3.12\nimport sys\nfrom litellm import run_server\nsys.exit(run_server())\n")
     entry.chmod(0o755)
     assert render(prof, out, str(entry), "--workers", "2").returncode == 0
-    argv = shlex.split(read_conf(out)["fcgi-program:agentroute-sidecar"]["command"])
+    # supervisord's command names only launch.json (a worker count or binary changed there is no `update`)
+    command = shlex.split(read_conf(out)["fcgi-program:agentroute-sidecar"]["command"])
+    launch = os.path.join(out, "launch.json")
+    assert command[0] == os.path.abspath(sys.executable)  # this package's: the launcher then runs LiteLLM's
+    assert command[2:] == ["--launch", launch]
+    assert "--num_workers" not in command
+    argv = json.load(open(launch))["argv"]
     assert argv[0] == "/opt/ll/bin/python3.12"
+    assert argv[1] == command[1]
     assert argv[1].endswith(os.path.join("shell", "litellm_launch"))
     assert os.path.isfile(os.path.join(argv[1], "__main__.py"))
     assert argv[2:4] == ["--config", os.path.join(out, "litellm.yaml")]
     assert "--num_workers" in argv
+    assert oct(os.stat(launch).st_mode & 0o777) == "0o644"  # paths and flags: no secret
 
 
 def test_ipv6_host_keeps_litellm_owning_the_port(tmp_path):

@@ -27,7 +27,7 @@ from sidecar_plugin.core.render.litellm_yaml import render_litellm_yaml
 from sidecar_plugin.core.profiles.profile import Profile, alias
 from sidecar_plugin.core.render.options import RenderedFile, RenderOptions
 from sidecar_plugin.core.render.sections import (
-    comment, listener_section, plugin_section, program_section, sidecar_command,
+    comment, launch_doc, listener_section, plugin_section, program_section, sidecar_command,
 )
 from sidecar_plugin.names import (
     LISTENER_SUFFIX, MASTER_KEY, OWNER_SIDECAR, OWNER_SUPERVISORD, PROFILE_PORT, RECORD_NAME, RUN_DIR, SCHEMA,
@@ -140,6 +140,8 @@ def render_files(plan: Plan, api_key: str, master_key: str, write_master_key: bo
              for p, o in plan.sidecars]
     if write_master_key:
         files.append(master_key_file(plan.out_dir, master_key))
+    # before the include that names it: supervisord may start the program as soon as it reads the include
+    files += [RenderedFile(o.launch_path, launch_doc(o), 0o644) for _, o in plan.sidecars if o.launch_path]
     files.append(RenderedFile(os.path.join(plan.out_dir, SIDECAR_CONF), render_sidecar_conf(plan), 0o644))
     files.append(RenderedFile(os.path.join(plan.out_dir, RECORD_NAME), render_record(plan, options), 0o644))
     return files

@@ -16,7 +16,8 @@ from typing import Optional, Tuple
 from sidecar_plugin.core.options.declared import PLAN, default, fields_of
 from sidecar_plugin.errors import SidecarError
 from sidecar_plugin.names import (
-    DEFAULT_PORT, DEFAULT_PROGRAM, LITELLM_YAML, OWNER_SUPERVISORD, RUN_DIR, TRAFFIC_METRICS_DIR, process_name,
+    DEFAULT_PORT, DEFAULT_PROGRAM, LAUNCH_NAME, LITELLM_YAML, OWNER_SUPERVISORD, RUN_DIR, TRAFFIC_METRICS_DIR,
+    process_name,
 )
 
 PROGRAM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
@@ -49,6 +50,9 @@ class RenderOptions:
     # The interpreter of the --binary install and the launcher it runs (``shell.litellm_launch``),
     # when --binary is LiteLLM's own entry point; empty: the binary itself serves the socket.
     launcher: Tuple[str, ...] = ()
+    # The interpreter supervisord's command names to start the launcher (this package's): the launcher then
+    # runs as ``launch.json`` says, so the command stays the same when the workers or the binary change.
+    bootstrap: str = ""
     port_owner: str = OWNER_SUPERVISORD
     # Why the port cannot be held for this render (the binary binds it itself; the supervisord that reads the
     # include cannot load the plugin), with the one thing that would have it held; empty: nothing against it.
@@ -74,6 +78,12 @@ class RenderOptions:
     @property
     def config_path(self) -> str:
         return os.path.join(self.out_dir, LITELLM_YAML)
+
+    @property
+    def launch_path(self) -> str:
+        """The launcher's ``launch.json``; empty when supervisord runs the command itself (no launcher)."""
+        return os.path.join(self.out_dir, LAUNCH_NAME) if self.bootstrap and self.launcher \
+            and self.supervisord_socket else ""
 
     @property
     def traffic_metrics(self) -> bool:

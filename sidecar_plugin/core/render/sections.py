@@ -9,6 +9,7 @@ include is ``core.render.files``'s job.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable, List, Sequence
 
 from sidecar_plugin.core.render import ini
@@ -70,6 +71,24 @@ def sidecar_command(opts: RenderOptions) -> List[str]:
     return argv
 
 
+def program_command(opts: RenderOptions) -> List[str]:
+    """Return the program section's command: with a launcher, one that names only ``launch.json``.
+
+    What changes there (the workers, ``--binary``'s interpreter, the launcher's
+    flags) leaves the include as it was, so supervisord's ``update`` does not
+    stop the program: apply writes the file and has the launcher re-execute
+    itself in place (``shell.render.inplace``).
+    """
+    if not opts.launch_path:
+        return sidecar_command(opts)
+    return [opts.bootstrap, opts.launcher[1], "--launch", opts.launch_path]
+
+
+def launch_doc(opts: RenderOptions) -> bytes:
+    """Return ``launch.json``: the launcher's argv (its interpreter first); paths and flags, no secret."""
+    return (json.dumps({"argv": sidecar_command(opts)}, indent=2) + "\n").encode("utf-8")
+
+
 def program_section(opts: RenderOptions) -> List[str]:
     """Return the ``[program:]`` section of one sidecar.
 
@@ -81,7 +100,7 @@ def program_section(opts: RenderOptions) -> List[str]:
     p = opts.program
     return [
         *_head(opts),
-        f"command={_cmd(sidecar_command(opts))}",
+        f"command={_cmd(program_command(opts))}",
         f"directory={_ini(opts.out_dir, '--out-dir')}",
         f'environment=LITELLM_LOCAL_MODEL_COST_MAP="True",GRACEFUL_SHUTDOWN_TIMEOUT="{opts.stop_timeout}",'
         f'{MARKER_ENV}={_env(marker_value(p, opts.config_path), "--out-dir")}' + _health_env(opts)
@@ -192,4 +211,5 @@ def check_representable(opts: RenderOptions) -> None:
     for arg in opts.listener_command:
         _ini(arg, "the path this package is installed at")
     _cmd(sidecar_command(opts))
+    _cmd(program_command(opts))
     _log(opts.log_file, "--log-file")

@@ -115,8 +115,8 @@ class MemoryKeeper:
         if now - self.last < self.cfg.every:
             return False
         self.last = now
-        if model.pid != self.main:
-            self.main, self.workers = model.pid, bg.workers_of(_cmdline(model.pid))
+        # read each time: apply may replace the tree in place with another worker count (the same pid)
+        self.main, self.workers = model.pid, bg.workers_of(_cmdline(model.pid))
         procs, self.measure = sample_tree(model.pid)
         cfg = replace(self.cfg, workers=self.workers)
         self.budget, actions = bg.on_sample(self.budget, procs, now, cfg)

@@ -168,7 +168,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     import signal
 
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # a re-exec asked while LiteLLM imports: not a death
-    args = parse(sys.argv[1:] if argv is None else argv)
+    args = parse(sibling("reexec").launched(sys.argv[1:] if argv is None else argv))
     config = os.path.abspath(args.config)
     # what `litellm --config C --num_workers N` sets before uvicorn.run (proxy_cli.run_server)
     os.environ["WORKER_CONFIG"] = json.dumps({"config": config, "drop_params": False, "debug": False,

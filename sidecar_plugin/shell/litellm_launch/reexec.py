@@ -24,6 +24,11 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 HANDOVER = "SIDECAR_HANDOVER"
+LAUNCH = "--launch"  # supervisord's command names only this file: the argv to run is read from it at each exec
+EXECED = "SIDECAR_LAUNCHED"  # the argv this process was executed as from the launch file (once, not a loop)
+# when this image was executed (a re-exec keeps the process's start time): /proc/PID/environ shows it, and
+# apply tells from it whether the live image is older than a LiteLLM upgraded in place
+IMAGE_STARTED = "SIDECAR_IMAGE_STARTED"
 MARGIN = 5.0  # seconds past the drain window before an adopted worker is SIGKILLed
 
 
@@ -38,6 +43,45 @@ def inherited() -> Optional[Dict[str, Any]]:
     except (ValueError, TypeError, KeyError):
         return None
     return {"listen": listen, "health": health, "adopt": adopt}
+
+
+def launch_file(args: List[str]) -> Optional[str]:
+    return args[args.index(LAUNCH) + 1] if LAUNCH in args[:-1] else None
+
+
+def wanted(path: str) -> List[str]:
+    """The argv ``path`` asks for (its interpreter, this folder, ``--launch path``, the flags); ValueError, OSError."""
+    with open(path) as fh:
+        doc = json.load(fh)
+    argv = doc.get("argv") if isinstance(doc, dict) else None
+    if not isinstance(argv, list) or len(argv) < 2 or not all(isinstance(a, str) for a in argv):
+        raise ValueError("no argv list in it")
+    return argv[:2] + [LAUNCH, path] + argv[2:]
+
+
+def launched(args: List[str]) -> List[str]:
+    """The flags to run with: ``args``, or under ``--launch F`` F's, once this process runs F's interpreter.
+
+    supervisord's command starts the launcher with this package's interpreter: it executes F's (LiteLLM's
+    install) at once, the same pid, fd 0 (the listening socket) and the environment kept.
+    """
+    path = launch_file(args)
+    if path is None:
+        return args
+    try:
+        want = wanted(path)
+    except (OSError, ValueError) as exc:
+        sys.exit("sidecar launcher: cannot read %s (%s)" % (path, exc))
+    mark = json.dumps(want)
+    if os.environ.pop(EXECED, "") != mark and list(getattr(sys, "orig_argv", [])) != want:
+        os.environ[EXECED] = mark
+        os.environ[IMAGE_STARTED] = repr(time.time())
+        try:
+            os.execv(want[0], want)
+        except OSError as exc:
+            sys.exit("sidecar launcher: cannot execute %s (%s)" % (want[0], exc))
+    os.environ.setdefault(IMAGE_STARTED, repr(time.time()))
+    return want[4:]
 
 
 def children() -> List[int]:
@@ -68,14 +112,24 @@ def reexec(listen_fd: int, health: Any) -> None:
     adopt = children()
     os.environ[HANDOVER] = json.dumps({"listen": listen_fd, "health": health_fd, "adopt": adopt})
     argv = list(getattr(sys, "orig_argv", None) or [sys.executable] + sys.argv)
+    path = launch_file(sys.argv)
+    if path is not None:  # what launch.json says now: apply may have changed the flags or the interpreter
+        try:
+            argv = wanted(path)
+        except (OSError, ValueError) as exc:
+            print("sidecar launcher: SIGUSR2: cannot read %s (%s): this tree keeps serving" % (path, exc), flush=True)
+            return
+        os.environ[EXECED] = json.dumps(argv)
+    os.environ[IMAGE_STARTED] = repr(time.time())
     print("sidecar launcher: SIGUSR2: executing itself again (pid %d); workers %s serve until the new ones do"
           % (os.getpid(), " ".join(map(str, adopt)) or "(none)"), flush=True)
     try:
-        os.execv(sys.executable, argv)
+        os.execv(argv[0] if path is not None else sys.executable, argv)
     except OSError as exc:  # the interpreter is gone (its install removed): keep serving as it is
-        os.environ.pop(HANDOVER, None)
-        print("sidecar launcher: cannot execute %s again (%s): this tree keeps serving" % (sys.executable, exc),
-              flush=True)
+        for name in (HANDOVER, EXECED):
+            os.environ.pop(name, None)
+        print("sidecar launcher: cannot execute %s again (%s): this tree keeps serving"
+              % (argv[0] if path is not None else sys.executable, exc), flush=True)
 
 
 def drain_window() -> float:

@@ -10,7 +10,7 @@ or ``--worker_control``); a launcher serving alone, a wrapper or another
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional, Set
+from typing import Callable, List, Optional, Set
 
 import psutil
 
@@ -25,6 +25,11 @@ def replaceable(pid: int) -> bool:
         argv = psutil.Process(pid).cmdline()
     except psutil.Error:
         return False
+    return supervising(argv)
+
+
+def supervising(argv: List[str]) -> bool:
+    """Whether ``argv`` runs the launcher supervising its workers: its image can be replaced in place."""
     if not any(a.rstrip("/").endswith("litellm_launch") for a in argv):
         return False
     workers = argv[argv.index("--num_workers") + 1] if "--num_workers" in argv[:-1] else "1"

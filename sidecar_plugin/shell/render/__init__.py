@@ -7,5 +7,6 @@ include can load the plugin that holds the port) and renders in memory;
 ``precheck`` and ``filewrite`` put the files in place.
 ``apply`` then updates supervisord: ``validate`` checks the config with LiteLLM,
 ``changes`` says what to restart and why (``installed``: a LiteLLM installed
-anew), ``reload`` replaces workers one at a time, ``settle`` waits for running.
+anew), ``reload`` replaces workers one at a time, ``relaunch`` the whole tree in
+place (a new ``launch.json``), ``settle`` waits for running.
 """

@@ -6,14 +6,12 @@ LiteLLM's own ``--validate_config`` before anything is written (a broken change
 never reaches the live sidecar), writes only what changed, asks supervisord
 (``reloadConfig``) which of *our* groups its include changed, replaces just
 those (what ``supervisorctl update`` does, without touching anyone else's
-programs: a changed port, host, worker count or binary needs this real restart,
-and apply says so), and waits until each restarted sidecar is ``running``.
+programs: a changed port or host needs this real restart, and apply says so),
+and waits until each restarted sidecar is ``running``.
 
-A change LiteLLM reads from ``litellm.yaml`` under an unchanged command
-(supervisord cannot see inside it) is applied without dropping a request, by a
-rolling reload of the workers (``shell.render.reload``); a sidecar of one worker is
-restarted. A LiteLLM installed anew since a sidecar started (``pip install -U
-litellm``: no file or command changes) is restarted too (``shell.render.installed``).
+A change of ``litellm.yaml`` alone is a rolling reload (``shell.render.reload``); one of ``launch.json``
+(workers, binary, launcher flags) or a LiteLLM installed anew since the sidecar started (``shell.render.installed``)
+replaces the tree in place (``shell.render.relaunch``). Both need two workers; one is restarted.
 
 When a sidecar does not come up (or its new workers do not), the previous files
 are restored and the same steps run again, so the host is back on the
@@ -23,8 +21,7 @@ supervisord replaces a whole group at a time: in a fleet (``[group:agentroute]``
 a changed command, or a sidecar added or removed, restarts every sidecar of
 the group; a changed model list restarts only its own sidecar.
 
-The config check is ``shell.render.validate``'s; which groups are ours, which sidecars
-drifted and why a command needs a restart are ``shell.render.changes``'s.
+``shell.render.validate`` checks configs; ``shell.render.changes`` says which groups are ours, what drifted, why.
 """
 
 from __future__ import annotations
@@ -46,6 +43,7 @@ from sidecar_plugin.shell.render.build import Rendered, write
 from sidecar_plugin.shell.render.changes import drifted, keeps_accepting, our_groups, restart_reasons
 from sidecar_plugin.shell.files.rendered import Snapshot, restore, snapshot
 from sidecar_plugin.shell.render.installed import reinstalled
+from sidecar_plugin.shell.render.relaunch import replace_in_place
 from sidecar_plugin.shell.render.reload import reloadable, rolling_reload
 from sidecar_plugin.shell.render.settle import wait_settled
 from sidecar_plugin.shell.files.statefile import state_dict
@@ -126,8 +124,8 @@ class Applier:
 
     def _say_restart(self, s: RenderOptions, fresh_groups: Set[str]) -> None:
         """Say, before it happens, why a sidecar restarts and what its clients see meanwhile."""
-        why = (f"{self.why_restart[s.program]} changed" if s.group_name in fresh_groups
-               and s.program in self.why_restart else self.reinstalled.get(s.program))
+        why = (f"{self.why_restart[s.program]} changed" if s.program in self.why_restart
+               else self.reinstalled.get(s.program))
         if why:
             cost = "wait in the port's queue" if s.program in self.keeps_accepting else "are refused"
             self.say(f"{s.program}: needs a restart ({why}): in-flight "
@@ -161,10 +159,17 @@ class Applier:
             if s.program in self.skip:
                 continue
             new_code = s.program in self.reinstalled
-            touched = s.group_name in fresh_groups or s.config_path in changed_configs or new_code
+            # launch.json changed under the same include (shell.render.relaunch), or LiteLLM upgraded in place
+            relaunch = s.group_name not in fresh_groups and (s.program in self.why_restart or new_code)
+            touched = s.group_name in fresh_groups or s.config_path in changed_configs or relaunch
             if not (touched and (s.autostart or was_live.get(s.process_name) in WAS_LIVE)):
                 continue
-            if not new_code and reloadable(self.rpc, s, fresh_groups):
+            why = self.reinstalled.get(s.program) or f"{self.why_restart.get(s.program)} changed"
+            if relaunch and replace_in_place(self.rpc, s, why, self.timeout, s.config_path in changed_configs,
+                                             self.say):
+                self.reloaded.append(s.program)
+                continue
+            if not relaunch and reloadable(self.rpc, s, fresh_groups):
                 rolling_reload(self.rpc, s, self.reload_timeout, self.say)
                 self.reloaded.append(s.program)
                 continue

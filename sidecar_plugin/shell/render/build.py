@@ -185,6 +185,7 @@ def _build(req: RenderRequest, env: Mapping[str, str], live_note: str = "") -> R
     host = plugin_host(req.supervisord)
     notes = without_prometheus(launcher) if common.traffic_metrics else ()
     common = replace(common, binary=binary, launcher=launcher, plugin=host.loads,
+                     bootstrap=os.path.abspath(sys.executable) if launcher else "",
                      port_note=binary_note(binary, launcher) or host.note or live_note,
                      no_traffic_metrics=common.no_traffic_metrics or bool(notes))
     the_plan = plan(profiles, common, grouped, req.port, ports)

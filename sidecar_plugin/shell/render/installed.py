@@ -29,6 +29,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 import psutil
 
 from sidecar_plugin.core.render.options import RenderOptions
+from sidecar_plugin.shell.litellm_launch.reexec import IMAGE_STARTED
 from sidecar_plugin.shell.render.executables import litellm_launcher
 from sidecar_plugin.shell.files.statefile import state_dict
 
@@ -96,9 +97,14 @@ def started_at(pid: object) -> Optional[float]:
     if not isinstance(pid, int) or pid <= 0:
         return None
     try:
-        return psutil.Process(pid).create_time()
+        proc = psutil.Process(pid)
+        since = proc.create_time()
     except (psutil.Error, OSError):
         return None
+    try:  # a launcher re-executed in place (same pid) imported LiteLLM anew then
+        return max(since, float(proc.environ().get(IMAGE_STARTED, "0")))
+    except (psutil.Error, OSError, ValueError):
+        return since
 
 
 def reinstalled(sidecars: Sequence[RenderOptions], say: Callable[[str], None] = lambda line: None) -> Dict[str, str]:
