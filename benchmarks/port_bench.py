@@ -143,7 +143,7 @@ class PeakPss:
             for p in self.sc.marked():
                 try:
                     total += p.memory_full_info().pss
-                except psutil.Error:
+                except Exception:  # a process that exits while its smaps is read (psutil, OSError, ValueError)
                     continue
             self.peak = max(self.peak, total / 2**20)
 
@@ -211,6 +211,9 @@ class PortBench:
             longest = max(longest, t.longest)
             note = "; ".join(x for x in (note, f"{t.short['pending']} still waiting when the count closed") if x)
         quiet = t.longest_between(quiet_from, at) if event != "quiet" else longest
+        slowest = max((x for x in t.took if x[0] >= at), key=lambda x: x[1], default=None)
+        if slowest is not None and longest > quiet + 1.5:  # when it waited: which part of the event it met
+            note = "; ".join(x for x in (note, f"the slowest sent {slowest[0] - at:.0f} s into the event") if x)
         self.record(event, setup, t, longest, quiet, pss.peak, note)
 
     def event(self, event: str, plain: bool, sc: Sidecar, t: Traffic, old: int) -> str:
