@@ -15,7 +15,7 @@ import time
 import psutil
 import pytest
 
-from harness import MASTER_KEY, poll
+from harness import MASTER_KEY, poll, run_cli
 from test_memory_budget import HERE, light_binary
 from test_nowait import FAST, IMPORT, QUIET, alive, judged
 from test_port import started
@@ -121,3 +121,18 @@ def test_apply_to_one_worker_is_a_stop_then_start_and_says_so(make_sidecar, tmp_
     now = sc.state()
     assert now.state.value == "running"
     assert now.pid != st.pid
+
+
+def test_a_render_that_update_left_behind_is_replaced_in_place_by_the_next_apply(make_sidecar, tmp_path):
+    # render then `supervisorctl update`: the include is the same, so supervisord restarts nothing, and the
+    # record already says 3 workers: only the live launcher's argv tells apply
+    sc = light(make_sidecar, tmp_path)
+    st = started(sc)
+    old = kids(st.pid)
+    res = run_cli("render", *sc.render_args, "--workers", "3", env=sc.render_env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    sc.ctl("update")
+    assert sc.state().pid == st.pid
+    res = sc.apply("--workers", "3")
+    replaced_in_place(sc, st, old, res, 3)
+    assert "(launcher's command changed)" in res.stdout, res.stdout

@@ -37,7 +37,7 @@ def test_real_litellm_budget_just_above_idle_loses_nothing(make_sidecar, upstrea
     render = GATEWAY_RENDER["render_args"] + ["--memory-budget", "4096", "--memory-every", "2"]
     sc = make_sidecar(workers=2, binary=litellm_binary(), profile_text=profile, render_args=render,
                       render_env=GATEWAY_RENDER["render_env"])
-    assert "--worker_control" in open(os.path.join(sc.out, "sidecar.conf")).read()
+    assert "--worker_control" in open(os.path.join(sc.out, "launch.json")).read()  # the launcher's argv
     sc.start_supervisord(wait_state=None)
     st = sc.wait_state("running", 360)
     idle = poll(lambda: [p["mb"] for p in memory(sc).get("processes", []) if p["role"] == "worker"], 60,

@@ -88,7 +88,7 @@ def events(sc, name):
 def test_a_worker_over_budget_is_replaced_under_traffic_nothing_lost(make_sidecar, tmp_path):
     sc = light_sidecar(make_sidecar, tmp_path, {"grow_mb": 1, "grow_cap_mb": 120},
                        ["--memory-budget", "60", "--memory-every", "0.5"])
-    assert "--worker_control" in open(os.path.join(sc.out, "sidecar.conf")).read()
+    assert "--worker_control" in open(os.path.join(sc.out, "launch.json")).read()  # the launcher's argv
     sc.start_supervisord()
     st = sc.wait_state("running", 30)
     first = {c.pid for c in psutil.Process(st.pid).children()}
@@ -156,8 +156,8 @@ def test_a_replacement_born_over_budget_backs_off(make_sidecar, tmp_path):
 
 def test_max_requests_recycles_a_worker_without_refusing(make_sidecar, tmp_path):
     sc = light_sidecar(make_sidecar, tmp_path, {}, ["--max-requests", "20", "--max-requests-jitter", "5"], workers=1)
-    conf = open(os.path.join(sc.out, "sidecar.conf")).read()
-    assert "--max_requests_before_restart 20 --max_requests_before_restart_jitter 5" in conf
+    argv = " ".join(json.load(open(os.path.join(sc.out, "launch.json")))["argv"])  # the launcher's argv
+    assert "--max_requests_before_restart 20 --max_requests_before_restart_jitter 5" in argv
     sc.start_supervisord()
     st = sc.wait_state("running", 30)
     first = {c.pid for c in psutil.Process(st.pid).children()}
@@ -171,10 +171,13 @@ def test_max_requests_recycles_a_worker_without_refusing(make_sidecar, tmp_path)
     assert traffic.short["failed"] == 0, traffic.summary()
     assert sc.state().pid == st.pid
 
-    # turning the budget on changes the launcher's command line: apply says why in the operator's words
+    # turning the budget on changes the launcher's command line: apply says why in the operator's words, and
+    # replaces the tree in place (a launcher recycling by max requests supervises its worker)
     res = sc.apply("--memory-budget", "500")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "needs a restart (memory budget on or off changed)" in res.stdout, res.stdout
+    assert "replacing its tree in place (memory budget on or off changed)" in res.stdout, res.stdout
+    assert sc.state().pid == st.pid
+    assert "--worker_control" in psutil.Process(st.pid).cmdline()
 
 
 @pytest.mark.parametrize("args, words", [
@@ -202,6 +205,7 @@ def test_a_stand_in_without_control_socket_is_measured_and_backs_off_untouched(m
     sc = make_sidecar(workers=2, mode={"grow_mb": 2, "grow_cap_mb": 80},
                       render_args=["--memory-budget", "40", "--memory-every", "0.5"])
     assert "--worker_control" not in open(os.path.join(sc.out, "sidecar.conf")).read()
+    assert not os.path.exists(os.path.join(sc.out, "launch.json"))  # supervisord runs the command itself
     sc.start_supervisord()
     st = sc.wait_state("running", 30)
     workers = {c.pid for c in psutil.Process(st.pid).children()}

@@ -120,7 +120,7 @@ def test_a_new_litellm_in_place_or_elsewhere_is_applied_without_a_refused_connec
     unchanged = sc.apply()  # nothing new: nothing restarts
     assert unchanged.returncode == 0, unchanged.stdout
     assert "needs a restart" not in unchanged.stdout, unchanged.stdout
-    assert "in place" not in unchanged.stdout, unchanged.stdout
+    assert "replacing its tree" not in unchanged.stdout, unchanged.stdout
     assert sc.state().pid == st.pid
 
     # none of these is an install: a configuration tool's pass setting permissions and owners again and a hard
@@ -135,7 +135,7 @@ def test_a_new_litellm_in_place_or_elsewhere_is_applied_without_a_refused_connec
         same = sc.apply(cwd=where)
         assert same.returncode == 0, ((where, same.stdout + same.stderr))
         assert "needs a restart" not in same.stdout, ((where, same.stdout + same.stderr))
-        assert "in place" not in same.stdout, ((where, same.stdout + same.stderr))
+        assert "replacing its tree" not in same.stdout, ((where, same.stdout + same.stderr))
         assert sc.state().pid == st.pid
     assert not os.path.exists(marker), "the probe imported the operator's csv.py"
 
@@ -146,7 +146,7 @@ def test_a_new_litellm_in_place_or_elsewhere_is_applied_without_a_refused_connec
     future = sc.apply()
     assert future.returncode == 0, future.stdout
     assert "needs a restart" not in future.stdout, future.stdout
-    assert "in place" not in future.stdout, future.stdout
+    assert "replacing its tree" not in future.stdout, future.stdout
     assert f"cannot tell which LiteLLM {first.python} holds (its {os.path.basename(first.meta)} is dated in " \
         "the future): a LiteLLM upgraded in place is not seen by this apply" in future.stdout, future.stdout
     os.utime(first.meta, (dated, dated))
@@ -171,7 +171,7 @@ def test_a_new_litellm_in_place_or_elsewhere_is_applied_without_a_refused_connec
     assert traffic.stream_outcomes == {3: "ok"}, traffic.summary()
     again = sc.apply()
     assert "needs a restart" not in again.stdout, again.stdout
-    assert "in place" not in again.stdout, again.stdout
+    assert "replacing its tree" not in again.stdout, again.stdout
     assert sc.state().pid == upgraded.pid, again.stdout
 
     # --binary naming another install
@@ -209,7 +209,7 @@ def test_a_broken_upgrade_is_refused_while_the_old_litellm_serves(make_sidecar, 
         assert "under the LiteLLM 1.0.1 installed since it started" in err, err
         assert "nothing was written; it keeps running the LiteLLM it started with" in err, err
         assert "needs a restart" not in res.stdout, res.stdout
-        assert "in place" not in res.stdout, res.stdout
+        assert "replacing its tree" not in res.stdout, res.stdout
         assert sc.state().pid == st.pid
         assert sc.state().state == "running"
         poll(lambda: traffic.short["ok"] >= 40, 30, what="more answers")

@@ -43,7 +43,7 @@ from sidecar_plugin.shell.render.build import Rendered, write
 from sidecar_plugin.shell.render.changes import drifted, keeps_accepting, our_groups, restart_reasons
 from sidecar_plugin.shell.files.rendered import Snapshot, restore, snapshot
 from sidecar_plugin.shell.render.installed import reinstalled
-from sidecar_plugin.shell.render.relaunch import replace_in_place
+from sidecar_plugin.shell.render.relaunch import replace_in_place, stale
 from sidecar_plugin.shell.render.reload import reloadable, rolling_reload
 from sidecar_plugin.shell.render.settle import wait_settled
 from sidecar_plugin.shell.files.statefile import state_dict
@@ -159,7 +159,6 @@ class Applier:
             if s.program in self.skip:
                 continue
             new_code = s.program in self.reinstalled
-            # launch.json changed under the same include (shell.render.relaunch), or LiteLLM upgraded in place
             relaunch = s.group_name not in fresh_groups and (s.program in self.why_restart or new_code)
             touched = s.group_name in fresh_groups or s.config_path in changed_configs or relaunch
             if not (touched and (s.autostart or was_live.get(s.process_name) in WAS_LIVE)):
@@ -191,8 +190,8 @@ class Applier:
         # a LiteLLM installed anew is not apply's to put back: a sidecar down on it would fail again, whatever
         # else the rollback restores (the listener's retries start it on the restored files)
         new_code, self.reinstalled = self.reinstalled, {}
-        stuck = [s.program for s in self.rendered.sidecars if s.program in new_code
-                 and state_dict(s.state_file).get("state") != State.RUNNING]
+        stuck = [s.program for s in self.rendered.sidecars if s.program in new_code and (getattr(exc, "program", "")
+                 == s.program or state_dict(s.state_file).get("state") != State.RUNNING)]
         self.skip = set(stuck)
         try:
             self.converge(changed_configs, was_live, ours)
@@ -225,7 +224,8 @@ def apply(rendered: Rendered, rpc: Any, timeout: float, say: Callable[[str], Non
         _validate(rendered, new_configs, say, new_code)
     changed_configs = new_configs | drifted(rendered)
     was_live = _safe_live(rpc)
-    applier = Applier(rendered, rpc, timeout, say, reload_timeout, restart_reasons(rendered, snap))
+    applier = Applier(rendered, rpc, timeout, say, reload_timeout, {**stale(rendered.sidecars),
+                                                                    **restart_reasons(rendered, snap)})
     applier.keeps_accepting = keeps_accepting(rendered, snap)
     applier.reinstalled = new_code
     for line in before_write:

@@ -16,7 +16,9 @@ edits the include itself) keeps supervisord's stop-then-start, and apply says so
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import psutil
 
 from sidecar_plugin.core.render.options import RenderOptions
 from sidecar_plugin.core.render.sections import sidecar_command
@@ -27,6 +29,36 @@ from sidecar_plugin.shell.files.statefile import state_dict
 from sidecar_plugin.shell.processes import inplace
 from sidecar_plugin.shell.supervisord import control
 from sidecar_plugin.shell.supervisord.supervisor import live_processes
+
+
+def stale(sidecars: Sequence[RenderOptions]) -> Dict[str, str]:
+    """Map program -> why its running launcher serves another argv than ``launch.json`` says.
+
+    A render followed by ``supervisorctl update`` leaves it so: the include is
+    the same, so supervisord restarts nothing, and the record already says the
+    new argv, so only the live process tells.
+    """
+    out = {}
+    for s in sidecars:
+        doc = state_dict(s.state_file)
+        if not s.launch_path or doc.get("state") != State.RUNNING or not isinstance(doc.get("pid"), int):
+            continue
+        argv = sidecar_command(s)
+        try:
+            live = psutil.Process(doc["pid"]).cmdline()
+        except psutil.Error:
+            continue
+        if "--launch" in live and live != argv[:2] + ["--launch", s.launch_path] + argv[2:]:
+            out[s.program] = "launcher's command"
+    return out
+
+
+class NotReplaced(SidecarError):
+    """The new tree did not come up in place; ``program`` says whose (a rollback leaves a new LiteLLM alone)."""
+
+    def __init__(self, message: str, program: str) -> None:
+        super().__init__(message)
+        self.program = program
 
 
 def why_not(rpc: Any, s: RenderOptions) -> Optional[str]:
@@ -62,11 +94,14 @@ def replace_in_place(rpc: Any, s: RenderOptions, why: str, timeout: float, confi
     wanted = file_version(s.config_path)
     rpc.supervisor.signalProcess(s.process_name, "USR2")
     limit = timeout + s.stop_timeout + STOP_MARGIN  # the old workers drain their streams before they leave
-    inplace.wait_replaced(pid, old, lambda: state_dict(s.state_file).get("state") == State.RUNNING, limit)
+    try:
+        inplace.wait_replaced(pid, old, lambda: state_dict(s.state_file).get("state") == State.RUNNING, limit)
+    except SidecarError as exc:
+        raise NotReplaced(str(exc), s.program) from None
     if config_changed:  # the listener records the version the new workers read (born after the change)
         def step() -> Optional[bool]:
             return True if state_dict(s.state_file).get("config_version") == wanted else None
 
-        control.poll(step, limit, lambda: SidecarError(f"{s.program}: its new workers do not say they "
-                                                       f"run the new {os.path.basename(s.config_path)}"))
+        control.poll(step, limit, lambda: NotReplaced(f"{s.program}: its new workers do not say they "
+                                                      f"run the new {os.path.basename(s.config_path)}", s.program))
     return True
