@@ -69,7 +69,8 @@ test-oldest: oldest
 chaos: install
 	$(PY) tests/chaos.py --faults $${FAULTS:-200} $${SEED:+--seed $$SEED}
 
-## bench: detection speed and cost against the peers -> benchmarks/RESULTS.md and latency.png
+## bench: detection speed and cost against the peers, then the real LiteLLM under the gateway's traffic: every event's
+## longest wait beside plain supervisord (benchmarks/port_bench.py --only EVENTS runs some alone) -> benchmarks/RESULTS.md
 bench: install
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[bench]'
 	$(PY) benchmarks/run.py

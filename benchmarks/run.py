@@ -13,10 +13,13 @@ no network. Peers run in the same process, against the same stand-in:
 Then the traffic section (benchmarks/traffic_bench.py): the real LiteLLM
 under traffic, side by side with plain supervisord: requests failed and
 streams cut during apply and stop, and false hang kills under overload; and
-the port-never-closes section (benchmarks/port_bench.py): every supervision
-event (SIGKILL of the main process or a worker, restart, stop + start, a hang
-kill, apply of a worker count or of another LiteLLM install) with refused,
-failed, cut and the longest wait, and the memory of each setup.
+the port-never-closes section (benchmarks/port_bench.py): every event of
+issue 31 (a quiet window, SIGKILL of the main process, apply of a model, a
+worker count or another LiteLLM install, ``sidecar-plugin restart``,
+``supervisorctl restart`` and ``reload``, stop + start, a hung worker, the
+tree hung) under kept-alive clients, with refused, failed, cut, the longest
+wait against the same run's quiet window, the peak PSS, and the memory of
+each setup.
 
 Writes benchmarks/RESULTS.md and benchmarks/latency.png.
 
@@ -451,8 +454,9 @@ def main() -> int:
     p.add_argument("--no-traffic", action="store_true", help="skip the traffic section (real LiteLLM)")
     p.add_argument("--traffic", default="apply,stop,overload",
                    help="the traffic scenarios to run, comma-separated")
-    p.add_argument("--port-events", default="main_kill,worker_kill,restart,stop_start,hang_kill,workers_apply,"
-                   "binary_apply", help="the port-never-closes events to run (real LiteLLM), comma-separated")
+    p.add_argument("--port-events", default="quiet,main_kill,workers_apply,model_apply,plugin_restart,restart,"
+                   "stop_start,reload,binary_apply,worker_hang,hang_kill",
+                   help="the events of issue 31 to run (real LiteLLM; port_bench.EVENTS), comma-separated")
     a = p.parse_args()
     if a.quick:
         a.reps, a.idle = 3, 5.0
