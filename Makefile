@@ -2,10 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# the lowest versions of the dependencies setup.cfg admits (tests/oldest-requirements.txt)
+# the lowest versions of the dependencies setup.cfg admits (tests/support/oldest-requirements.txt)
 OLDEST ?= .venv-oldest
 # the files holding tests marked oldest (the others may import what only the test extra installs)
-OLDEST_TESTS = $(shell grep -l 'mark.oldest' tests/test_*.py)
+OLDEST_TESTS = $(shell grep -l 'mark.oldest' tests/*/test_*.py)
 TEST_OLDEST = $(OLDEST)/bin/python -m pytest -q -p no:cacheprovider -m oldest $(OLDEST_TESTS)
 BIN := $(VENV)/bin
 CONF := conf/supervisord.conf
@@ -20,26 +20,26 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
-$(OLDEST)/.installed: setup.cfg pyproject.toml tests/oldest-requirements.txt
+$(OLDEST)/.installed: setup.cfg pyproject.toml tests/support/oldest-requirements.txt
 	$(PYTHON) -m venv $(OLDEST)
-	$(OLDEST)/bin/python -m pip install --quiet --disable-pip-version-check -e . -r tests/oldest-requirements.txt
+	$(OLDEST)/bin/python -m pip install --quiet --disable-pip-version-check -e . -r tests/support/oldest-requirements.txt
 	touch $@
 
 ## oldest: a second virtualenv with the lowest versions setup.cfg admits (psutil 5.9.4, supervisor 4.2.5, ...)
 oldest: $(OLDEST)/.installed
 
 ## demo: install, render conf/profile.example.yaml, start supervisord with the sidecar, wait until running,
-## show the state and the endpoint, and send a request through the sidecar (see tests/demo.py)
+## show the state and the endpoint, and send a request through the sidecar (see tests/support/demo.py)
 ## HEALTH_TIMEOUT=S: render's --health-timeout (default: render's); WAIT_TIMEOUT=S: how long to wait for running
 HEALTH_TIMEOUT ?=
 WAIT_TIMEOUT ?= 360
 demo: install
-	@$(PY) tests/demo.py up --run $(RUN) --conf $(CONF) --bin $(BIN) --health-timeout "$(HEALTH_TIMEOUT)" \
+	@$(PY) tests/support/demo.py up --run $(RUN) --conf $(CONF) --bin $(BIN) --health-timeout "$(HEALTH_TIMEOUT)" \
 	  --wait-timeout $(WAIT_TIMEOUT)
 
 ## stop: stop the demo's supervisord (and with it the sidecar and its listener) and its stand-in upstream
 stop:
-	@if [ -x $(PY) ]; then $(PY) tests/demo.py stop --run $(RUN) --conf $(CONF) --bin $(BIN); \
+	@if [ -x $(PY) ]; then $(PY) tests/support/demo.py stop --run $(RUN) --conf $(CONF) --bin $(BIN); \
 	else echo "supervisord is not running (no $(VENV) yet)"; fi
 
 status:
@@ -67,7 +67,7 @@ test-oldest: oldest
 
 ## chaos: 200 random faults (seeded; SEED=N to reproduce), a table of faults, checks and violations
 chaos: install
-	$(PY) tests/chaos.py --faults $${FAULTS:-200} $${SEED:+--seed $$SEED}
+	$(PY) tests/support/chaos.py --faults $${FAULTS:-200} $${SEED:+--seed $$SEED}
 
 ## bench: detection speed and cost against the peers -> benchmarks/RESULTS.md and latency.png
 bench: install
@@ -81,6 +81,6 @@ clean: stop
 ## Debian's supervisor); installs them with apt-get when root, else says how (tests skip)
 .PHONY: tools
 tools:
-	@sh tests/install_tools.sh
+	@sh tests/support/install_tools.sh
 test: tools
 test-fast: tools

@@ -3,7 +3,9 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# the helpers, and the tiers' modules (a test of one tier may reuse another's: test_nowait's QUIET)
+for _folder in ("support", "unit", "integration", "e2e", "ecosystem"):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), _folder))
 
 from harness import CpuHogs, Fleet, Sidecar  # noqa: E402
 
