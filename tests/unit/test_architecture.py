@@ -8,8 +8,6 @@ rpcinterface) or per request in the gateway (the client) stays light.
 import ast
 import pathlib
 import re
-import subprocess
-import sys
 from typing import Dict
 
 PKG = pathlib.Path(__file__).resolve().parent.parent.parent / "sidecar_plugin"
@@ -176,16 +174,6 @@ def test_the_core_does_no_io_of_processes_sockets_or_supervisord():
                 [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
             found += [f"{path.name}: {n}" for n in names if n.split(".")[0] in banned]
     assert found == []
-
-
-def test_client_and_rpc_load_neither_cli_listener_render_apply_requests_nor_yaml():
-    code = ("import sys, sidecar_plugin.client, sidecar_plugin.rpc\n"
-            "heavy = ['sidecar_plugin.cli', 'sidecar_plugin.commands', 'sidecar_plugin.shell.listener.engine',\n"
-            "         'sidecar_plugin.core.render.files', 'sidecar_plugin.core.render.options', 'sidecar_plugin.core.render.sections',\n"
-            "         'sidecar_plugin.shell.render.apply', 'requests', 'yaml', 'argparse']\n"
-            "print(' '.join(m for m in heavy if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == ""
 
 
 def test_get_state_path_builds_no_parser_and_opens_no_socket():
