@@ -7,11 +7,21 @@ OLDEST ?= .venv-oldest
 # the files holding tests marked oldest (the others may import what only the test extra installs)
 OLDEST_TESTS = $(shell grep -l 'mark.oldest' tests/*/test_*.py)
 TEST_OLDEST = $(OLDEST)/bin/python -m pytest -q -p no:cacheprovider -m oldest $(OLDEST_TESTS)
+# make test's workers (pytest-xdist); the lowest versions' tier runs beside them, each dealt its own ports
+JOBS ?= 3
+SLOTS = $(shell echo $$(($(JOBS) + 1)))
+PYTEST_SIDE_BY_SIDE = SIDECAR_TEST_PORT_SLOTS=$(SLOTS) $(PY) -m pytest -q -p no:cacheprovider -n $(JOBS) --dist loadgroup
+# run $(1) (a pytest of the main virtualenv) and the lowest versions' tier at once; fail if either fails
+define BESIDE_OLDEST
+	@log=$$(mktemp); SIDECAR_TEST_PORT_SLOT=$(JOBS) SIDECAR_TEST_PORT_SLOTS=$(SLOTS) $(TEST_OLDEST) >$$log 2>&1 & \
+	oldest=$$!; echo '$(1)'; $(1); main=$$?; wait $$oldest; low=$$?; \
+	echo "--- $(TEST_OLDEST) (beside it):"; cat $$log; rm -f $$log; [ $$main -eq 0 ] && [ $$low -eq 0 ]
+endef
 BIN := $(VENV)/bin
 CONF := conf/supervisord.conf
 RUN := run
 
-.PHONY: install oldest demo stop status lint test test-fast test-oldest chaos bench clean
+.PHONY: install oldest demo stop status lint unit test test-fast test-oldest chaos bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,15 +61,17 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-## test: lint, then the unit, integration and end-to-end (real LiteLLM) suites, then the tests marked oldest
-## on the lowest versions setup.cfg admits
+## unit: the unit tier alone (tests/unit: pure, in-process; no supervisord, no subprocess), in seconds
+unit: install
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+## test: lint, then every tier (unit, integration, e2e: the real LiteLLM, ecosystem) on JOBS workers, beside
+## them the tests marked oldest on the lowest versions setup.cfg admits; JOBS=1 for one test at a time
 test: install lint oldest
-	SIDECAR_E2E_REQUIRED=1 $(PY) -m pytest -q -p no:cacheprovider
-	$(TEST_OLDEST)
+	$(call BESIDE_OLDEST,SIDECAR_E2E_REQUIRED=1 $(PYTEST_SIDE_BY_SIDE))
 
 test-fast: install oldest
-	$(PY) -m pytest -q -p no:cacheprovider -m "not e2e"
-	$(TEST_OLDEST)
+	$(call BESIDE_OLDEST,$(PYTEST_SIDE_BY_SIDE) -m "not e2e")
 
 ## test-oldest: only the tests marked oldest, on the lowest versions (about 3 min)
 test-oldest: oldest

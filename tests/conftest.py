@@ -9,6 +9,24 @@ for _folder in ("support", "unit", "integration", "e2e", "ecosystem"):
 
 from harness import CpuHogs, Fleet, Sidecar  # noqa: E402
 
+TIERS = ("unit", "integration", "e2e", "ecosystem")
+# What changes the machine for everyone (Debian's python3 and its dist-packages, apt, the system's supervisor,
+# system users): one worker runs these, one after the other, however many run the rest (make test: pytest-xdist).
+SYSTEM_WIDE = ("test_ecosystem_debian.py", "test_ecosystem_debian_docs.py", "test_ecosystem_debian_plain.py")
+SYSTEM_FIXTURES = {"user"}  # test_hostile's useradd: two at once may find /etc/passwd locked, and skip
+
+
+def pytest_collection_modifyitems(config, items):
+    """Each test carries its folder's marker (``-m unit``), and the system-wide ones share one xdist group."""
+    for item in items:
+        tier = os.path.basename(os.path.dirname(str(item.fspath)))
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
+        if not config.pluginmanager.hasplugin("xdist"):  # the lowest versions' tier runs without it
+            continue
+        if os.path.basename(str(item.fspath)) in SYSTEM_WIDE or SYSTEM_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.xdist_group("system-wide"))
+
 
 def _owned(tmp_path, kind, prefix):
     """Yield a factory of ``kind`` under real supervisords; every one is cleaned up, pass or fail."""

@@ -33,9 +33,21 @@ CLI = [sys.executable, "-m", "sidecar_plugin"]
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port that no other run of this suite picks at the same time.
+
+    Runs side by side (pytest-xdist's workers, the lowest versions' tier beside them) are dealt ports by
+    remainder: worker N of a run (``SIDECAR_TEST_PORT_SLOT`` for a run of its own) takes only ports whose
+    remainder by the number of runs (``SIDECAR_TEST_PORT_SLOTS``, else the workers') is N.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    slot = int(worker[2:]) if worker.startswith("gw") else int(os.environ.get("SIDECAR_TEST_PORT_SLOT", "0"))
+    slots = int(os.environ.get("SIDECAR_TEST_PORT_SLOTS") or os.environ.get("PYTEST_XDIST_WORKER_COUNT") or "1")
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port % slots == slot % slots:
+            return port
 
 
 def run_cli(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 60,
