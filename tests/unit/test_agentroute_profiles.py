@@ -6,15 +6,13 @@ nanoseconds, ``"port": 0`` (unused by AgentRoute: "not set") and
 ``"models": null`` until the terminal UI maps a tier.
 """
 
-import configparser
 import json
-import os
 import re
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from harness import KEYS, fake_binary, run_cli
+from inprocess import KEYS
 from sidecar_plugin.core.render.naming import fleet_programs, program_name, program_slug
 from sidecar_plugin.core.profiles.profile import Profile, ProfileError, load_profile, name_problem
 from sidecar_plugin.core.render.options import PROGRAM_RE
@@ -72,34 +70,6 @@ def test_new_profile_without_tiers_is_refused_with_one_line_saying_so(tmp_path):
     assert "\n" not in msg
     assert "no tier is mapped yet" in msg
 
-
-def test_render_of_agentroute_profiles_cli(tmp_path):
-    """The CLI, as an operator runs it on AgentRoute's files: 0 for a mapped one, one line and exit 2 otherwise."""
-    binary = fake_binary(str(tmp_path))
-    out = tmp_path / "out"
-    res = run_cli("render", "--profile", saved(tmp_path, MAPPED_PROFILE), "--out-dir", str(out),
-                  "--port", "4100", "--binary", binary, env=ENV)
-    assert res.returncode == 0, res.stderr
-    cp = configparser.RawConfigParser()
-    cp.read(out / "sidecar.conf")
-    assert "--port 4100" in cp.get("fcgi-program:agentroute-sidecar", "command")
-    # without --port, "port": 0 gives the default, never port 0
-    res = run_cli("render", "--profile", saved(tmp_path, MAPPED_PROFILE), "--out-dir", str(tmp_path / "o2"),
-                  "--binary", binary, env=ENV)
-    assert res.returncode == 0, res.stderr
-    assert "--port 4000 " in (tmp_path / "o2" / "sidecar.conf").read_text()
-
-    empty = tmp_path / "o3"
-    res = run_cli("render", "--profile", saved(tmp_path, NEW_PROFILE, "new.json"), "--out-dir", str(empty),
-                  "--binary", binary, env=ENV)
-    assert res.returncode == 2
-    assert res.stdout == ""
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1
-    assert "models:" in lines[0]
-    assert "no tier is mapped yet" in lines[0]
-    assert "Traceback" not in res.stderr
-    assert not empty.exists()
 
 
 @pytest.mark.parametrize("name", ["my work", "-dash first", "Über Team", "工作", "a.b", " spaced ", "x" * 300,
@@ -170,37 +140,3 @@ def test_collisions_are_refused_with_one_line_naming_both_files():
         fleet_programs([prof("health", "/p/h.json")], "agentroute", reserved={"agentroute-health"})
     assert fleet_programs([prof("my work", "a"), prof("play", "b")], "agentroute") == {
         "my work": "agentroute-my-work", "play": "agentroute-play"}
-
-
-def test_fleet_of_agentroute_profiles_cli(tmp_path):
-    folder = tmp_path / "profiles"
-    folder.mkdir()
-    (folder / "my work.json").write_bytes(MAPPED_PROFILE)
-    (folder / "Über Team.json").write_bytes(MAPPED_PROFILE.replace(b'"my work"', '"Über Team"'.encode()))
-    out = tmp_path / "out"
-    binary = fake_binary(str(tmp_path))
-    res = run_cli("render", "--profile", str(folder), "--out-dir", str(out), "--port", "4700",
-                  "--binary", binary, env=ENV)
-    assert res.returncode == 0, res.stderr
-    cp = configparser.RawConfigParser()
-    cp.read(out / "sidecar.conf", encoding="utf-8")
-    # in the order of the profile names, as before
-    assert cp.get("group:agentroute", "programs") == "agentroute-my-work,agentroute-Uber-Team"
-    assert os.path.isfile(out / "agentroute-my-work" / "litellm.yaml")
-    # both had "port": 0: each got its own port from --port
-    ports = sorted(re.search(r"--port (\d+)", cp.get(f"program:{p}", "command")).group(1)
-                   for p in ("agentroute-Uber-Team", "agentroute-my-work"))
-    assert ports == ["4700", "4701"]
-
-    # a third profile that collides: refused, one line naming both files, nothing rewritten
-    before = (out / "sidecar.conf").read_bytes()
-    (folder / "z.json").write_bytes(MAPPED_PROFILE.replace(b'"my work"', b'"my-work"'))
-    res = run_cli("render", "--profile", str(folder), "--out-dir", str(out), "--port", "4700",
-                  "--binary", binary, env=ENV)
-    assert res.returncode == 2
-    assert res.stdout == ""
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1, res.stderr
-    assert str(folder / "z.json") in lines[0]
-    assert str(folder / "my work.json") in lines[0]
-    assert (out / "sidecar.conf").read_bytes() == before

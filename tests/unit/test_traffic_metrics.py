@@ -7,16 +7,13 @@ tests/e2e/test_e2e_traffic_metrics.py.
 
 import configparser
 import json
-import multiprocessing
 import os
 import stat
-import subprocess
-import sys
 
 import pytest
 import yaml
 
-from harness import KEYS, fake_binary, run_main
+from inprocess import KEYS, fake_binary, run_main
 from sidecar_plugin.names import MULTIPROC_ENV
 from sidecar_plugin.shell.files.rendered import snapshot
 from sidecar_plugin.shell.litellm_launch import multiproc_metrics
@@ -77,26 +74,6 @@ def test_no_traffic_metrics_renders_neither_and_is_kept_until_reset(tmp_path):
     assert rendered(out)[0]["litellm_settings"] == {"callbacks": ["prometheus"]}
 
 
-def test_an_install_without_prometheus_client_is_said_in_one_line_and_left_off(tmp_path):
-    """LiteLLM with its Prometheus callback and no prometheus_client does not start: render leaves it off."""
-    venv = tmp_path / "ll"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    python = venv / "bin" / "python"
-    assert subprocess.run([str(python), "-c", "import prometheus_client"], capture_output=True).returncode != 0
-    entry = venv / "bin" / "litellm"
-    entry.write_text(f"#!{python}\nimport sys\nfrom litellm import run_server\nsys.exit(run_server())\n")
-    entry.chmod(0o755)
-    res, out = render(tmp_path, binary=str(entry))
-    assert res.returncode == 0, res.stderr
-    assert res.stderr.splitlines() == [
-        f"sidecar-plugin: warning: traffic metrics: off, LiteLLM's install ({python}) lacks prometheus_client: "
-        f"{venv / 'bin' / 'pip'} install prometheus_client, then apply again"]
-    doc, env, entry_doc, options = rendered(out)
-    assert "litellm_settings" not in doc
-    assert MULTIPROC_ENV not in env
-    assert entry_doc["traffic_metrics"] is False
-    assert "no-traffic-metrics" not in options  # what the operator gave, not what render decided
-
 
 def request(tmp_path, **options):
     prof = tmp_path / "p.yaml"
@@ -145,24 +122,6 @@ def test_the_launcher_empties_the_folder_at_the_trees_start(tmp_path, monkeypatc
 def _exit():
     os._exit(0)
 
-
-def test_a_joined_worker_is_marked_dead_its_counts_stay(tmp_path, monkeypatch):
-    """uvicorn's supervisor ends every worker with Process.join: its live gauges go, its counters stay."""
-    from uvicorn.supervisors.multiprocess import Process
-
-    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
-    monkeypatch.setattr(Process, "join", Process.join)  # put back after the test
-    multiproc_metrics.counted_over_workers()
-    worker = Process.__new__(Process)
-    worker.process = multiprocessing.get_context("fork").Process(target=_exit)
-    worker.process.start()
-    pid = worker.pid
-    for name in (f"counter_{pid}.db", f"histogram_{pid}.db", f"gauge_livesum_{pid}.db", f"gauge_all_{pid}.db",
-                 "gauge_livesum_1.db"):
-        (tmp_path / name).write_text("")
-    worker.join()
-    assert sorted(os.listdir(tmp_path)) == sorted([f"counter_{pid}.db", f"histogram_{pid}.db", f"gauge_all_{pid}.db",
-                                                   "gauge_livesum_1.db"])
 
 
 @pytest.mark.parametrize("value", ["", None])
