@@ -25,6 +25,7 @@ def starts(path: pathlib.Path) -> Iterator[str]:
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
         names: List[str] = []
+        line = getattr(node, "lineno", 0)
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
@@ -38,7 +39,7 @@ def starts(path: pathlib.Path) -> Iterator[str]:
         for name in names:
             top = name.split(".")[0]
             if top in STARTS or (top.startswith("test_") and not (TESTS / "unit" / f"{top}.py").exists()):
-                yield f"{path.name}:{node.lineno}: imports {name}"
+                yield f"{path.name}:{line}: imports {name}"
 
 
 def test_unit_tests_start_nothing():
