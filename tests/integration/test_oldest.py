@@ -9,7 +9,7 @@ LiteLLM, an apply that re-creates the group, ``update`` and ``reload``
 (tests/integration/test_port.py: the private code ``held`` replaces); the listener's psutil
 signs through a SIGSTOP hang and an orphans' reap (tests/integration/test_listener_integration.py);
 render, the client module, the CLI and the ctl plugin (tests/integration/test_control.py);
-the gateway's URL, key and request (tests/integration/test_endpoint.py: requests, PyYAML); and
+the gateway's URL, key and request (tests/integration/test_endpoint_served.py: requests, PyYAML); and
 here, hang detection while health answers are late, where the listener scans the
 tree's connections (psutil's API that moved in 6.0), judged with no error line
 in the listener's log, and the shape check of supervisor's private code.

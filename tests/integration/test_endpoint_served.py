@@ -1,4 +1,8 @@
-"""How the gateway finds the sidecar: its base URL and the file holding the key, never the key itself."""
+"""The gateway's URL and key from a real sidecar: served, an older state file, no state file or supervisord,
+a provided key kept and a fleet's key.
+
+tests/unit/test_endpoint.py holds the URL and the key file's rules, in-process.
+"""
 
 import json
 import os
@@ -6,62 +10,13 @@ import time
 
 import pytest
 import requests
-import yaml
 
 from harness import API_KEY, MASTER_KEY, free_port, poll, run_cli
-from sidecar_plugin.client import Sidecar, state_dict
-from sidecar_plugin.core.state.endpoint import base_url
-from sidecar_plugin.shell.files.keyfile import KeyFileCache, find_key_file
 from sidecar_plugin.shell.files.statefile import write_state
+from sidecar_plugin.client import Sidecar, state_dict
+
 
 GENERATE = {"OPENROUTER_API_KEY": API_KEY, "AGENTROUTE_MASTER_KEY": ""}
-
-
-@pytest.mark.parametrize("host, port, url", [
-    ("127.0.0.1", 4000, "http://127.0.0.1:4000"),
-    ("0.0.0.0", 4001, "http://127.0.0.1:4001"),
-    ("::", 4002, "http://[::1]:4002"),
-    ("::1", 4003, "http://[::1]:4003"),
-    ("10.0.0.5", 4004, "http://10.0.0.5:4004"),
-    ("sidecar.internal", 4005, "http://sidecar.internal:4005"),
-])
-def test_base_url(host, port, url):
-    assert base_url(host, port) == url
-
-
-def write_config(folder, key):
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, "litellm.yaml")
-    with open(path, "w") as fh:
-        yaml.safe_dump({"model_list": [], "general_settings": {"master_key": key}}, fh)
-    return path
-
-
-def test_key_file_is_master_key_when_it_holds_the_key_else_the_config(tmp_path):
-    key = "sk-" + "k" * 10 + "0123456789abcdefghijklmnopqrstuv"
-    config = write_config(str(tmp_path / "one"), key)
-    assert find_key_file(config) == config  # provided in the environment: litellm.yaml holds it
-    (tmp_path / "one" / "master.key").write_text(key + "\n")
-    assert find_key_file(config) == str(tmp_path / "one" / "master.key")
-    (tmp_path / "one" / "master.key").write_text("sk-an-older-generated-key-0123456789abcdef\n")
-    assert find_key_file(config) == config  # a stale master.key is never named
-    # a fleet: each sidecar's config in ROOT/PROGRAM/, one master.key in ROOT
-    fleet_config = write_config(str(tmp_path / "root" / "agentroute-work"), key)
-    (tmp_path / "root" / "master.key").write_text(key + "\n")
-    assert find_key_file(fleet_config) == str(tmp_path / "root" / "master.key")
-    assert find_key_file(str(tmp_path / "missing" / "litellm.yaml")) is None
-    assert find_key_file("") is None
-
-
-def test_key_file_cache_follows_changes(tmp_path):
-    key = "0123456789abcdef" * 4
-    config = write_config(str(tmp_path), key)
-    cache = KeyFileCache()
-    assert cache.lookup(config) == config
-    (tmp_path / "master.key").write_text(key + "\n")
-    assert cache.lookup(config) == str(tmp_path / "master.key")
-    os.unlink(tmp_path / "master.key")
-    assert cache.lookup(config) == config
 
 
 def old_state(path, port=4123, host="127.0.0.1"):
@@ -71,6 +26,12 @@ def old_state(path, port=4123, host="127.0.0.1"):
                        "updated_at": now, "heartbeat_at": now, "pid": None, "port": port, "host": host,
                        "supervisor_state": "RUNNING", "health": {}, "error": None, "log_tail": [],
                        "listener_pid": os.getpid()})
+
+
+def gateway_session():
+    s = requests.Session()
+    s.trust_env = False
+    return s
 
 
 def test_an_older_state_file_still_gives_the_base_url(tmp_path):
@@ -94,14 +55,6 @@ def test_endpoint_without_a_state_file_or_supervisord_is_one_line_exit_4(tmp_pat
     assert len(lines) == 1
     assert lines[0].startswith("endpoint unknown: ")
     assert "Traceback" not in res.stderr
-
-
-# -- with a real supervisord and the stand-in LiteLLM --
-
-def gateway_session():
-    s = requests.Session()
-    s.trust_env = False
-    return s
 
 
 @pytest.mark.integration
