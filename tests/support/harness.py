@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -30,24 +31,32 @@ from inprocess import (  # noqa: F401  (re-exported: the tests import them from 
 )
 
 CLI = [sys.executable, "-m", "sidecar_plugin"]
+PORTS = (20000, 32768)  # the tests' ports: below the kernel's ephemeral range (ip_local_port_range)
 
 
 def free_port() -> int:
     """A free loopback port that no other run of this suite picks at the same time.
 
-    Runs side by side (pytest-xdist's workers, the lowest versions' tier beside them) are dealt ports by
-    remainder: worker N of a run (``SIDECAR_TEST_PORT_SLOT`` for a run of its own) takes only ports whose
-    remainder by the number of runs (``SIDECAR_TEST_PORT_SLOTS``, else the workers') is N.
+    Drawn below the kernel's ephemeral range (32768 and up), where no client's connection takes one
+    between the draw and the bind, and dealt by remainder to runs side by side (pytest-xdist's workers,
+    the lowest versions' tier beside them): worker N of a run (``SIDECAR_TEST_PORT_SLOT`` for a run of
+    its own) takes only ports whose remainder by the number of runs (``SIDECAR_TEST_PORT_SLOTS``, else
+    the workers') is N. (Not bind(0)'s port: Linux gives bind(0) mostly even ports, and a worker dealt
+    the odd ones would wait for one.)
     """
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     slot = int(worker[2:]) if worker.startswith("gw") else int(os.environ.get("SIDECAR_TEST_PORT_SLOT", "0"))
     slots = int(os.environ.get("SIDECAR_TEST_PORT_SLOTS") or os.environ.get("PYTEST_XDIST_WORKER_COUNT") or "1")
-    while True:
+    draw = random.SystemRandom()
+    for _ in range(1000):
+        port = draw.randrange(PORTS[0] + slot % slots, PORTS[1], slots)
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port % slots == slot % slots:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:  # taken: draw again
+                continue
             return port
+    raise AssertionError(f"no free port in {PORTS} for slot {slot} of {slots}")
 
 
 def run_cli(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 60,

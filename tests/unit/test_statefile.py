@@ -52,7 +52,9 @@ def test_stale_is_never_running(tmp_path):
 @pytest.mark.parametrize("content", [b"", b"{", b"[]", b"\xff\xfe", b'{"schema": 2}',
                                      json.dumps(doc(state="dancing")).encode(),
                                      json.dumps(doc(pid="x")).encode(),
-                                     json.dumps(doc(since=True)).encode()])
+                                     json.dumps(doc(since=True)).encode()],
+                         ids=["empty", "cut", "a list", "not utf-8", "schema 2", "an unknown state", "a pid not a number",
+                              "since not a time"])  # fixed: pytest-xdist's workers must collect the same ids
 def test_corrupt_is_state_unavailable_and_reads_crashed(tmp_path, content):
     path = tmp_path / "state.json"
     path.write_bytes(content)
