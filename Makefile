@@ -2,16 +2,26 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# the lowest versions of the dependencies setup.cfg admits (tests/oldest-requirements.txt)
+# the lowest versions of the dependencies setup.cfg admits (tests/support/oldest-requirements.txt)
 OLDEST ?= .venv-oldest
 # the files holding tests marked oldest (the others may import what only the test extra installs)
-OLDEST_TESTS = $(shell grep -l 'mark.oldest' tests/test_*.py)
+OLDEST_TESTS = $(shell grep -l 'mark.oldest' tests/*/test_*.py)
 TEST_OLDEST = $(OLDEST)/bin/python -m pytest -q -p no:cacheprovider -m oldest $(OLDEST_TESTS)
+# make test's workers (pytest-xdist); the lowest versions' tier runs beside them, each dealt its own ports
+JOBS ?= 3
+SLOTS = $(shell echo $$(($(JOBS) + 1)))
+PYTEST_SIDE_BY_SIDE = SIDECAR_TEST_PORT_SLOTS=$(SLOTS) $(PY) -m pytest -q -p no:cacheprovider -n $(JOBS) --dist loadgroup
+# run $(1) (a pytest of the main virtualenv) and the lowest versions' tier at once; fail if either fails
+define BESIDE_OLDEST
+	@log=$$(mktemp); SIDECAR_TEST_PORT_SLOT=$(JOBS) SIDECAR_TEST_PORT_SLOTS=$(SLOTS) $(TEST_OLDEST) >$$log 2>&1 & \
+	oldest=$$!; echo '$(1)'; $(1); main=$$?; wait $$oldest; low=$$?; \
+	echo "--- $(TEST_OLDEST) (beside it):"; cat $$log; rm -f $$log; [ $$main -eq 0 ] && [ $$low -eq 0 ]
+endef
 BIN := $(VENV)/bin
 CONF := conf/supervisord.conf
 RUN := run
 
-.PHONY: install oldest demo stop status lint test test-fast test-oldest chaos bench clean
+.PHONY: install oldest demo stop status lint unit test test-fast test-oldest chaos bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,26 +30,26 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
-$(OLDEST)/.installed: setup.cfg pyproject.toml tests/oldest-requirements.txt
+$(OLDEST)/.installed: setup.cfg pyproject.toml tests/support/oldest-requirements.txt
 	$(PYTHON) -m venv $(OLDEST)
-	$(OLDEST)/bin/python -m pip install --quiet --disable-pip-version-check -e . -r tests/oldest-requirements.txt
+	$(OLDEST)/bin/python -m pip install --quiet --disable-pip-version-check -e . -r tests/support/oldest-requirements.txt
 	touch $@
 
 ## oldest: a second virtualenv with the lowest versions setup.cfg admits (psutil 5.9.4, supervisor 4.2.5, ...)
 oldest: $(OLDEST)/.installed
 
 ## demo: install, render conf/profile.example.yaml, start supervisord with the sidecar, wait until running,
-## show the state and the endpoint, and send a request through the sidecar (see tests/demo.py)
+## show the state and the endpoint, and send a request through the sidecar (see tests/support/demo.py)
 ## HEALTH_TIMEOUT=S: render's --health-timeout (default: render's); WAIT_TIMEOUT=S: how long to wait for running
 HEALTH_TIMEOUT ?=
 WAIT_TIMEOUT ?= 360
 demo: install
-	@$(PY) tests/demo.py up --run $(RUN) --conf $(CONF) --bin $(BIN) --health-timeout "$(HEALTH_TIMEOUT)" \
+	@$(PY) tests/support/demo.py up --run $(RUN) --conf $(CONF) --bin $(BIN) --health-timeout "$(HEALTH_TIMEOUT)" \
 	  --wait-timeout $(WAIT_TIMEOUT)
 
 ## stop: stop the demo's supervisord (and with it the sidecar and its listener) and its stand-in upstream
 stop:
-	@if [ -x $(PY) ]; then $(PY) tests/demo.py stop --run $(RUN) --conf $(CONF) --bin $(BIN); \
+	@if [ -x $(PY) ]; then $(PY) tests/support/demo.py stop --run $(RUN) --conf $(CONF) --bin $(BIN); \
 	else echo "supervisord is not running (no $(VENV) yet)"; fi
 
 status:
@@ -51,15 +61,17 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-## test: lint, then the unit, integration and end-to-end (real LiteLLM) suites, then the tests marked oldest
-## on the lowest versions setup.cfg admits
+## unit: the unit tier alone (tests/unit: pure, in-process; no supervisord, no subprocess), in seconds
+unit: install
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+## test: lint, then every tier (unit, integration, e2e: the real LiteLLM, ecosystem) on JOBS workers, beside
+## them the tests marked oldest on the lowest versions setup.cfg admits; JOBS=1 for one test at a time
 test: install lint oldest
-	SIDECAR_E2E_REQUIRED=1 $(PY) -m pytest -q -p no:cacheprovider
-	$(TEST_OLDEST)
+	$(call BESIDE_OLDEST,SIDECAR_E2E_REQUIRED=1 $(PYTEST_SIDE_BY_SIDE))
 
 test-fast: install oldest
-	$(PY) -m pytest -q -p no:cacheprovider -m "not e2e"
-	$(TEST_OLDEST)
+	$(call BESIDE_OLDEST,$(PYTEST_SIDE_BY_SIDE) -m "not e2e")
 
 ## test-oldest: only the tests marked oldest, on the lowest versions (about 3 min)
 test-oldest: oldest
@@ -67,7 +79,7 @@ test-oldest: oldest
 
 ## chaos: 200 random faults (seeded; SEED=N to reproduce), a table of faults, checks and violations
 chaos: install
-	$(PY) tests/chaos.py --faults $${FAULTS:-200} $${SEED:+--seed $$SEED}
+	$(PY) tests/support/chaos.py --faults $${FAULTS:-200} $${SEED:+--seed $$SEED}
 
 ## bench: detection speed and cost against the peers, then the real LiteLLM under the gateway's traffic: every event's
 ## longest wait beside plain supervisord (benchmarks/port_bench.py --only EVENTS runs some alone) -> benchmarks/RESULTS.md
@@ -82,6 +94,6 @@ clean: stop
 ## Debian's supervisor); installs them with apt-get when root, else says how (tests skip)
 .PHONY: tools
 tools:
-	@sh tests/install_tools.sh
+	@sh tests/support/install_tools.sh
 test: tools
 test-fast: tools

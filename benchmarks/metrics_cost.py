@@ -3,7 +3,7 @@
 The real LiteLLM, rendered with the defaults (2 workers, the launcher on
 supervisord's socket) under a real supervisord, once with its traffic metrics
 (the default) and once with ``--no-traffic-metrics``, in one run, both up at
-once, through the same loopback upstream (tests/fake_openrouter.py):
+once, through the same loopback upstream (tests/support/fake_openrouter.py):
 ``--requests`` short ``/v1/messages`` to each (each on its own connection, one
 at a time, alternating between the two so both see the same host load, after 5
 to warm up), then the PSS of each whole tree (launcher and workers), and with
@@ -28,7 +28,7 @@ import psutil
 import requests
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "support"))
 
 from fake_openrouter import FakeOpenRouter  # noqa: E402
 from harness import MASTER_KEY, Sidecar  # noqa: E402

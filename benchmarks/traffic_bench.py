@@ -1,7 +1,7 @@
 """The traffic section of ``make bench``: what the gateway's requests see, side by side with plain supervisord.
 
 The real LiteLLM (the pinned one), a loopback upstream that streams slowly
-(tests/fake_openrouter.py, 0.1 s per token), a real supervisord. Two setups
+(tests/support/fake_openrouter.py, 0.1 s per token), a real supervisord. Two setups
 run the same LiteLLM command:
 
 - ``sidecar_plugin``: rendered with the defaults (2 workers, 60 s drain,
@@ -32,7 +32,7 @@ from typing import Callable, List, Optional, Tuple
 import psutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TESTS = os.path.join(os.path.dirname(HERE), "tests")
+TESTS = os.path.join(os.path.dirname(HERE), "tests", "support")
 sys.path.insert(0, TESTS)
 
 from harness import KEYS, MASTER_KEY, Sidecar, free_port, poll  # noqa: E402
@@ -52,7 +52,7 @@ def litellm_binary() -> str:
 
 
 class Upstream:
-    """tests/fake_openrouter.py in its own process (the load generator must not share its GIL)."""
+    """tests/support/fake_openrouter.py in its own process (the load generator must not share its GIL)."""
 
     def __init__(self) -> None:
         self.port = free_port()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-# The LiteLLM this release is tested with (setup.cfg's ``litellm`` extra pins the same; tests/test_render.py checks).
+# The LiteLLM this release is tested with (setup.cfg's ``litellm`` extra pins it; tests/unit/test_render.py checks).
 LITELLM_VERSION = "1.106.2"
 INSTALL_COMMAND = f"pipx install 'litellm[proxy]=={LITELLM_VERSION}'"
 
