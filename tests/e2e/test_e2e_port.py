@@ -24,8 +24,15 @@ START = 240  # the longest a start of the real LiteLLM may take on a loaded 2-co
 
 
 def workers(pid):
-    """uvicorn's workers (a multiprocessing resource tracker, if any, is no worker)."""
-    return [p for p in psutil.Process(pid).children() if "resource_tracker" not in " ".join(p.cmdline())]
+    """uvicorn's workers (a multiprocessing resource tracker, if any, is no worker; one that just exited neither)."""
+    found = []
+    for p in psutil.Process(pid).children():
+        try:
+            if "resource_tracker" not in " ".join(p.cmdline()):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            pass
+    return found
 
 
 def tree(pid):
@@ -92,14 +99,16 @@ def test_real_litellm_port_never_refuses(make_sidecar, upstream):  # noqa: F811
     traffic.stop()
     report("supervisorctl restart", traffic)
 
-    # apply of a worker-count change (2 -> 3): a restart whose requests wait in the queue
+    # apply of a worker-count change (2 -> 3): the tree replaced in place (issue 31), the launcher's pid kept
     traffic = flowing(sc)
+    before = {p.pid for p in workers(third.pid)}
     i = sc.render_args.index("--workers")
     sc.render_args[i + 1] = "3"
     res = sc.apply()
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "wait in the port's queue" in res.stdout, res.stdout
-    fourth = sc.wait_state("running", START, pred=lambda s: s.pid not in (None, third.pid))
-    poll(lambda: len(workers(fourth.pid)) == 3, 60, what="three workers")
+    assert "replacing its tree in place" in res.stdout, res.stdout
+    poll(lambda: (lambda now: len(now) == 3 and not now & before)({p.pid for p in workers(third.pid)}), START,
+         what="three new workers under the same launcher, the previous ones gone")
+    assert sc.state().pid == third.pid
     traffic.stop()
     report("apply --workers 2 -> 3", traffic)

@@ -51,11 +51,13 @@ def test_fleet_of_agentroute_profiles_cli(tmp_path):
     assert res.returncode == 0, res.stderr
     cp = configparser.RawConfigParser()
     cp.read(out / "sidecar.conf", encoding="utf-8")
-    # in the order of the profile names, as before
-    assert cp.get("group:agentroute", "programs") == "agentroute-my-work,agentroute-Uber-Team"
+    # each member its own program holding its port (no [group:]), in the order of the profile names, as before
+    programs = [s for s in cp.sections() if s.startswith(("program:", "fcgi-program:"))]
+    assert programs == ["fcgi-program:agentroute-my-work", "fcgi-program:agentroute-Uber-Team"]
+    assert not cp.has_section("group:agentroute")
     assert os.path.isfile(out / "agentroute-my-work" / "litellm.yaml")
     # both had "port": 0: each got its own port from --port
-    ports = sorted(re.search(r"--port (\d+)", cp.get(f"program:{p}", "command")).group(1)
+    ports = sorted(re.search(r"--port (\d+)", cp.get(f"fcgi-program:{p}", "command")).group(1)
                    for p in ("agentroute-Uber-Team", "agentroute-my-work"))
     assert ports == ["4700", "4701"]
 

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from sidecar_plugin.core.listener import machine as m
+from sidecar_plugin.core.listener import lifecycle, machine as m
 from sidecar_plugin.names import State
 
 CFG = m.Config(health_timeout=20.0, failure_threshold=3)
@@ -258,6 +258,55 @@ def test_late_starting_event_of_the_pid_recovery_saw_is_no_new_start():
     model, _ = run(model, m.ProcEvent("STARTING", pid=11), now=102)
     assert model.state is State.STARTING
     assert model.pid == 11
+
+
+def test_late_starting_event_asked_once_supervisord_says_running_is_no_new_start():
+    # the STARTING queued while the listener started is delivered after supervisord's RUNNING: the shell asks,
+    # supervisord says RUNNING with the pid recovery already follows; the answer fills the pid in
+    rec = m.Recover("STARTING", 10)
+    model, _ = run(m.Model(), rec, m.Probe(ok=True, started_at=100, latency_ms=1.0, own=True), now=100)
+    model, acts = m.step(model, m.ProcEvent("STARTING"), 101)
+    assert acts == [m.Ask(m.ProcEvent("STARTING"))]
+    asked = lifecycle.answered(m.ProcEvent("STARTING"), "RUNNING", 10)
+    assert asked.pid == 10
+    model, acts = run(model, asked, now=101)
+    assert model.state is State.RUNNING
+    assert model.since == 100
+    assert model.counters.starts == 1
+    # a STARTING asked while nothing lives keeps no pid
+    assert lifecycle.answered(m.ProcEvent("STARTING"), "BACKOFF", 10).pid is None
+
+
+def test_late_exit_event_of_a_replaced_pid_is_counted_once():
+    # SIGKILL of pid 10: the pid watch sees it first (one crash); a TICK's question finds the replacement 11
+    # starting; supervisord's EXITED of 10 is delivered after that: no second crash, 11 still followed
+    model, _ = run(running(pid=10), m.Died(10, at=100, supervisor_state="RUNNING", asked=True), now=100)
+    assert model.state is State.CRASHED
+    assert model.counters.crash_count("exited") == 1
+    model, _ = run(model, m.ProcEvent("STARTING", pid=11), now=100.3)
+    assert model.state is State.STARTING
+    before = model
+    model, acts = run(model, m.ProcEvent("EXITED", pid=10, expected=False, from_state="RUNNING"), now=100.4)
+    assert model == before
+    assert acts == []
+    assert model.counters.crash_count("exited") == 1
+    model, _ = run(model, m.ProcEvent("RUNNING", pid=11), now=101)
+    assert model.pid == 11
+    # the same kill seen the other way: supervisord's RUNNING of 10 (it noticed the start as the process died)
+    # delivered after the watch saw 10 die, then its EXITED: one crash, no start of a dead process
+    model, _ = run(running(pid=10), m.Died(10, at=100, supervisor_state="RUNNING", asked=True), now=100)
+    model, acts = run(model, m.ProcEvent("RUNNING", pid=10), now=100.1)
+    assert model.state is State.CRASHED
+    assert acts == []
+    model, _ = run(model, m.ProcEvent("EXITED", pid=10, expected=False, from_state="RUNNING"), now=100.2)
+    model, _ = run(model, m.ProcEvent("STARTING", pid=11), m.ProcEvent("RUNNING", pid=11), now=100.3)
+    assert model.state is State.STARTING
+    assert model.pid == 11
+    assert model.counters.crash_count("exited") == 1
+    assert model.counters.starts == 1
+    # the exit of the pid it follows is a crash, as before
+    model, _ = run(running(pid=11), m.ProcEvent("EXITED", pid=11, expected=False, from_state="RUNNING"), now=102)
+    assert model.state is State.CRASHED
 
 
 def test_reconcile_replays_lost_events():

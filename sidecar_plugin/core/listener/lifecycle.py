@@ -12,7 +12,7 @@ events that were lost.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from sidecar_plugin.core.listener.actions import (
     Action, CaptureLogTail, Result, StartProgram, StopProgram, Write, only, watch,
@@ -31,6 +31,10 @@ START_FAILURE = {
 def on_event(model: Model, ev: ProcEvent, now: float) -> Result:
     """Follow one PROCESS_STATE event of the program."""
     s = ev.state
+    if s in LIVE_STATES and ev.pid is not None and ev.pid == model.died_pid:
+        # supervisord's STARTING or RUNNING of a process the pid watch already saw die (its RUNNING
+        # delivered after the death): no start of anything; the exit event that follows is judged as ever.
+        return model, []
     if s == "STARTING":
         return _on_starting(model, ev, now)
     if s == "RUNNING":
@@ -64,6 +68,10 @@ def _on_starting(model: Model, ev: ProcEvent, now: float) -> Result:
 
 def _on_exit_event(model: Model, ev: ProcEvent, now: float) -> Result:
     s = ev.state
+    if ev.pid is not None and model.pid is not None and ev.pid != model.pid:
+        # The exit of a process already replaced, delivered late (its death was seen by the pid watch and
+        # the replacement by a TICK's question): counted once, when it happened; never a crash of the new one.
+        return model, []
     model = replace(model, supervisor_state=s, pid=None)
     if model.stopping and s == "EXITED":
         model = enter(model, State.STOPPED, now) if model.halted is None else model
@@ -83,10 +91,23 @@ def _on_exit_event(model: Model, ev: ProcEvent, now: float) -> Result:
     return crash(model, now, START_FAILURE[s]), actions
 
 
+def answered(inp: Any, statename: Optional[str], pid: Optional[int]) -> Any:
+    """Return ``inp`` (an asked ProcEvent or Died) with what supervisord answered filled in.
+
+    A STARTING event carries no pid: while supervisord says the program lives (STARTING, or already
+    RUNNING when the event was delivered late), its pid is the one that event started, so a late STARTING
+    of the process the listener already follows is no new start.
+    """
+    if isinstance(inp, Died):
+        return replace(inp, supervisor_state=statename, asked=True)
+    return replace(inp, pid=pid if statename in LIVE_STATES else inp.pid, asked=True)
+
+
 def on_died(model: Model, d: Died, now: float) -> Result:
     """The watched pid is gone: a crash, unless supervisord is stopping it on purpose."""
     if d.pid != model.pid:
         return model, []
+    model = replace(model, died_pid=d.pid)
     if model.stopping or d.supervisor_state in STOPPING_STATES:
         model = replace(model, stopping=True)
         return model, [reap(replace(model, pid=None), d.at, now)]

@@ -63,6 +63,8 @@ class Model:
     starting_since: Optional[float] = None
     # True from supervisord's STOPPING on: exits are then on purpose.
     stopping: bool = False
+    # The pid the watch last saw die: supervisord's events about it that arrive later are history.
+    died_pid: Optional[int] = None
     # Why the listener itself took the sidecar down ("timeout", "hung"), if it did:
     # the crash it recorded must not be overwritten by the stop that follows.
     halted: Optional[str] = None

@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, Optional
 from sidecar_plugin.core.listener import machine as m
 from sidecar_plugin.core.listener.budget import BudgetConfig, restored
 from sidecar_plugin.core.listener.events import command_input, event_input
+from sidecar_plugin.core.listener.lifecycle import answered
 from sidecar_plugin.core.listener.model import config_of
 from sidecar_plugin.core.listener.recovery import recover_input
 from sidecar_plugin.core.options.listen_args import ListenerOptions
@@ -207,10 +208,7 @@ class Listener:
         statename, pid = info.get("statename"), info.get("pid") or None
         if isinstance(action, m.Query):
             return m.Observed(statename, pid) if info else None
-        inp = action.inp
-        if isinstance(inp, m.Died):
-            return replace(inp, supervisor_state=statename, asked=True)
-        return replace(inp, pid=pid if statename == "STARTING" else inp.pid, asked=True)
+        return answered(action.inp, statename, pid)
 
     def _housekeeping(self) -> None:
         now = self.clock()
