@@ -14,16 +14,19 @@ TIERS = ("unit", "integration", "e2e", "ecosystem")
 # system users): one worker runs these, one after the other, however many run the rest (make test: pytest-xdist).
 SYSTEM_WIDE = ("test_ecosystem_debian.py", "test_ecosystem_debian_docs.py", "test_ecosystem_debian_plain.py")
 SYSTEM_FIXTURES = {"user"}  # test_hostile's useradd: two at once may find /etc/passwd locked, and skip
-# The real LiteLLM's starts (tens of CPU seconds each) and the CPU hogs of a busy host: on 2 cores, two at once
-# starve each other past what their timing allows (seen: three at once, a replacement 173 s to serve). One
-# worker runs them, one after the other, while the others run the rest.
+# The CPU hogs of a busy host, and the real LiteLLM's waits measured against a quiet window: on 2 cores, two at
+# once starve each other past what their timing allows (seen: three at once, a replacement 173 s to serve). One
+# worker runs them, one after the other ("cpu-heavy"); another runs the real LiteLLM's other tests, which
+# assert outcomes, not times ("litellm"), one after the other: the suite's longest path is then either of
+# the two (about six minutes each), not both in a row; the other workers run the rest.
 CPU_HEAVY_FIXTURES = {"cpu_hogs"}
+TIMED_E2E = ("test_e2e_nowait.py",)
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the groups
 def pytest_collection_modifyitems(config, items):
     """Each test carries its folder's marker (``-m unit``); the system-wide ones share an xdist group, the
-    CPU-heavy ones another."""
+    CPU-heavy ones another, the real LiteLLM's others a third."""
     for item in items:
         tier = os.path.basename(os.path.dirname(str(item.fspath)))
         if tier in TIERS:
@@ -32,8 +35,10 @@ def pytest_collection_modifyitems(config, items):
             continue
         if os.path.basename(str(item.fspath)) in SYSTEM_WIDE or SYSTEM_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.xdist_group("system-wide"))
-        elif tier == "e2e" or CPU_HEAVY_FIXTURES & set(item.fixturenames):
+        elif CPU_HEAVY_FIXTURES & set(item.fixturenames) or os.path.basename(str(item.fspath)) in TIMED_E2E:
             item.add_marker(pytest.mark.xdist_group("cpu-heavy"))
+        elif tier == "e2e":
+            item.add_marker(pytest.mark.xdist_group("litellm"))
 
 
 def pytest_collection_finish(session):
@@ -63,7 +68,7 @@ def _owned(tmp_path, kind, prefix):
 
 @pytest.fixture
 def cpu_hogs():
-    """A host busy with other work: three CPU-bound processes on its cores, stopped whatever happens."""
+    """A host busy with other work: a CPU-bound process on each of its cores, stopped whatever happens."""
     hogs = CpuHogs()
     try:
         yield hogs

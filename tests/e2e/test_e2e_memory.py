@@ -12,7 +12,6 @@ or be cut. Figures with ``-s``.
 
 import json
 import os
-import time
 
 import pytest
 
@@ -53,7 +52,8 @@ def test_real_litellm_budget_just_above_idle_loses_nothing(make_sidecar, upstrea
     traffic.start()
     try:
         poll(lambda: memory(sc).get("replacements", 0) >= 1, RUN_FOR, interval=1, what="a worker replaced")
-        time.sleep(max(0, RUN_FOR - 60))  # traffic goes on: more replacements, or the back-off
+        # traffic goes on until the longest stream has ended: it was served across the replacements
+        poll(lambda: max(traffic.streams) in traffic.stream_outcomes, RUN_FOR, interval=1, what="the longest stream")
     finally:
         traffic.stop()
     mem = memory(sc)

@@ -73,11 +73,15 @@ HOG = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n   
 
 
 class CpuHogs:
-    """CPU-bound processes beside the sidecar, as on a busy host (bounded in time; stopped by pid)."""
+    """CPU-bound processes beside the sidecar, as on a busy host (bounded in time; stopped by pid).
 
-    def __init__(self, count: int = 3, seconds: float = 300) -> None:
+    One per core by default: every core busy with other work, the sidecar's start sharing each. (Three on
+    2 cores burned a third more CPU for the same verdict, in a suite whose length is its CPU.)
+    """
+
+    def __init__(self, count: Optional[int] = None, seconds: float = 300) -> None:
         self.procs = [subprocess.Popen([sys.executable, "-c", HOG.format(seconds=seconds)], start_new_session=True)
-                      for _ in range(count)]
+                      for _ in range(count or os.cpu_count() or 2)]
 
     def busy(self) -> bool:
         return all(p.poll() is None for p in self.procs)
