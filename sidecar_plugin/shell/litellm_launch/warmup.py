@@ -62,7 +62,7 @@ def install(app: str) -> bool:
     async def warmed(self: Any) -> None:
         await startup(self)
         if not self.should_exit:  # the app started: warm it before uvicorn's server accepts
-            await warm(self.config.loaded_app, self.state)
+            await warm(self.config.loaded_app, getattr(self, "state", {}))  # an older uvicorn: no lifespan state
 
     LifespanOn.startup = warmed
     return True
