@@ -12,6 +12,11 @@ at most ``grow_cap_mb`` in all (bounded); ``born_mb`` MB taken at startup by
 a worker born after the first ``NUM_WORKERS`` (a replacement born over budget).
 Births are counted in ``light_births`` beside the config (one byte each).
 ``import_seconds`` makes its import take that long (a slow launcher start).
+The launcher's warm-up (``SIDECAR_WARMUP=1``: its requests carry
+``mock_response``) is written to ``light_warm`` beside the config, a line
+``warm <pid> <path>`` each, and a request of the traffic that a worker serves
+before both warm-up requests reached it, ``cold <pid>`` (once); ``warm_status`` in
+the mode answers the warm-up with that status (a warm-up that fails).
 A request whose body holds ``"hang_loop": S`` blocks the event loop of the
 worker serving it for S seconds (at most 600): a hung worker; ``"burn_loop": S``
 keeps it computing for S seconds (at most 60): a busy one.
@@ -95,12 +100,29 @@ async def _send(send, status, body, ctype=b"application/json"):
     await send({"type": "http.response.body", "body": body})
 
 
+WARMED: List[str] = []  # the warm-up's paths this worker served
+NOTED: List[bool] = []  # its first request served cold, once noted
+
+
+def _note(line):
+    with open(os.path.join(_folder(), "light_warm"), "a") as fh:
+        fh.write(line + "\n")
+
+
 async def _messages(scope, receive, send):
     headers = dict(scope["headers"])
     given = headers.get(b"x-api-key", b"") or headers.get(b"authorization", b"").replace(b"Bearer ", b"")
     request = json.loads(await _body(receive) or b"{}")
     if given.decode() != _key():
         return await _send(send, 401, b'{"error": "bad key"}')
+    if "mock_response" in request or scope["path"].endswith("/count_tokens") and request.get("no-log"):
+        WARMED.append(scope["path"])
+        _note("warm %d %s" % (os.getpid(), scope["path"]))
+        status = int(_mode().get("warm_status", 200))
+        return await _send(send, status, b'{"input_tokens": 3}' if status == 200 else b'{"error": "no"}')
+    if len(set(WARMED)) < 2 and not NOTED:  # once per worker: the first request it served cold
+        NOTED.append(True)
+        _note("cold %d" % os.getpid())
     take(float(_mode().get("grow_mb", 0)))
     if request.get("hang_loop"):  # this worker's event loop blocks (bounded): alive, its siblings serving
         import time
@@ -140,6 +162,6 @@ async def app(scope, receive, send):
         return
     if scope["path"] == "/health/liveliness":
         return await _send(send, 200, b'"I\'m alive!"')
-    if scope["path"] == "/v1/messages" and scope["method"] == "POST":
+    if scope["path"] in ("/v1/messages", "/v1/messages/count_tokens") and scope["method"] == "POST":
         return await _messages(scope, receive, send)
     await _send(send, 404, b'{"error": "not found"}')

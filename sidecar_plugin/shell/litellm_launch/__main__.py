@@ -97,6 +97,7 @@ def preload(app: str) -> None:
     if not hasattr(uvicorn._subprocess, "spawn"):  # another uvicorn: keep its own way
         return
     importlib.import_module(app.partition(":")[0])
+    sibling("warmup").preimport(app)  # what each worker's warm-up would load alone, shared
     gc.freeze()  # the imported objects stay out of the collector's way: fewer pages copied
     uvicorn._subprocess.spawn = multiprocessing.get_context("fork")
 
@@ -149,6 +150,12 @@ def sibling(name: str) -> Any:
         return importlib.import_module("sidecar_plugin.shell.litellm_launch." + name)
 
 
+def workers_patched(app: str) -> None:
+    """uvicorn changed for every worker: a drain resets no connection; the app warmed before it accepts."""
+    sibling("drain_connections").drain_without_resets()
+    sibling("warmup").install(app)  # LiteLLM's app only, unless SIDECAR_WARMUP says otherwise
+
+
 def supervise(config: Any, sockets: List[socket.socket], control: bool,
               handover: Tuple[int, Optional[socket.socket], Tuple[int, ...]]) -> None:
     """Run uvicorn's supervisor until it exits: a hung worker replaced alone, one replaceable on request when
@@ -190,7 +197,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     # a worker recycled (max requests) or replaced is forked again by uvicorn's supervisor while the
     # others (or the socket's queue) take the connections: with one worker too, never the launcher's exit
     supervised = args.num_workers > 1 or bool(args.max_requests_before_restart) or args.worker_control
-    sibling("drain_connections").drain_without_resets()
+    workers_patched(config.app)
     if supervised:
         preload(config.app)
     sockets = [config.bind_socket()]
