@@ -20,7 +20,7 @@ SYSTEM_FIXTURES = {"user"}  # test_hostile's useradd: two at once may find /etc/
 # assert outcomes, not times ("litellm"), one after the other: the suite's longest path is then either of
 # the two (about six minutes each), not both in a row; the other workers run the rest.
 CPU_HEAVY_FIXTURES = {"cpu_hogs"}
-TIMED_E2E = ("test_e2e_nowait.py",)
+TIMED_E2E = ("test_e2e_nowait.py", "test_e2e_warmup.py")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the groups
