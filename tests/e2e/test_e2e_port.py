@@ -14,7 +14,7 @@ import signal
 import psutil
 import pytest
 
-from harness import poll
+from harness import live_children, poll
 from test_e2e_litellm import GATEWAY_TOKEN, messages, real_sidecar, upstream  # noqa: F401 (a fixture)
 from traffic import Traffic
 
@@ -26,7 +26,7 @@ START = 240  # the longest a start of the real LiteLLM may take on a loaded 2-co
 def workers(pid):
     """uvicorn's workers (a multiprocessing resource tracker, if any, is no worker; one that just exited neither)."""
     found = []
-    for p in psutil.Process(pid).children():
+    for p in live_children(pid):
         try:
             if "resource_tracker" not in " ".join(p.cmdline()):
                 found.append(p)

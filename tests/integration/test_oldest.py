@@ -27,7 +27,7 @@ import time
 import psutil
 import pytest
 
-from harness import FAKE_LITELLM, MASTER_KEY, ROOT, poll
+from harness import FAKE_LITELLM, MASTER_KEY, ROOT, live_children, poll
 from traffic import one_request
 
 from sidecar_plugin.shell.supervisord import socket_holder
@@ -69,7 +69,15 @@ def errors(sc):
 
 
 def workers(pid):
-    return [w for w in psutil.Process(pid).children() if FAKE_LITELLM in " ".join(w.cmdline())]
+    return [w for w in live_children(pid) if FAKE_LITELLM in " ".join(cmdline(w))]
+
+
+def cmdline(p):
+    """A process's argv, or none when it exits while it is read."""
+    try:
+        return p.cmdline()
+    except psutil.NoSuchProcess:
+        return []
 
 
 @pytest.mark.integration

@@ -17,10 +17,9 @@ import socket
 import subprocess
 import sys
 
-import psutil
 import pytest
 
-from harness import poll, run_cli
+from harness import live_children, poll, run_cli
 from sidecar_plugin.names import FD0_MARKER
 
 pytestmark = pytest.mark.integration
@@ -59,18 +58,6 @@ def running_again(sc, old_pid, timeout=60):
 def doc(sc):
     with open(sc.state_file) as fh:
         return json.load(fh)
-
-
-def live_children(pid):
-    """The children of ``pid`` that live (one that exits while it is looked at is left out)."""
-    found = []
-    for child in psutil.Process(pid).children():
-        try:
-            if child.status() != psutil.STATUS_ZOMBIE:
-                found.append(child)
-        except psutil.NoSuchProcess:
-            continue
-    return found
 
 
 def workers(pid, count):

@@ -13,10 +13,9 @@ import os
 import re
 import signal
 
-import psutil
 import pytest
 
-from harness import MASTER_KEY, poll, run_cli
+from harness import MASTER_KEY, live_children, poll, run_cli
 from test_memory_budget import HERE, light_binary
 from test_nowait import FAST
 from test_port import started
@@ -47,7 +46,7 @@ def notes(sc):
 
 
 def workers(pid):
-    return {c.pid for c in psutil.Process(pid).children() if c.status() != psutil.STATUS_ZOMBIE}
+    return {c.pid for c in live_children(pid)}
 
 
 def test_every_new_worker_is_warmed_before_it_serves_a_request(make_sidecar, tmp_path):

@@ -69,6 +69,18 @@ def run_cli(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 6
                           cwd=cwd or ROOT)
 
 
+def live_children(pid: int) -> List[psutil.Process]:
+    """The children of ``pid`` that live (one that exits while it is looked at is left out, zombie or gone)."""
+    found = []
+    for child in psutil.Process(pid).children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                found.append(child)
+        except psutil.NoSuchProcess:  # ZombieProcess is one
+            continue
+    return found
+
+
 HOG = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
 
 
