@@ -209,12 +209,19 @@ async def warm(app: Any, state: Dict[str, Any]) -> bool:
     try:
         await asyncio.wait_for(exercise(app, state), BUDGET)
     except asyncio.TimeoutError:
-        print("sidecar launcher: worker %d: warm-up not done in %.0f s: serving cold" % (os.getpid(), BUDGET),
-              file=sys.stderr, flush=True)
+        say(2, "sidecar launcher: worker %d: warm-up not done in %.0f s: serving cold" % (os.getpid(), BUDGET))
         return False
     except Exception as exc:  # noqa: BLE001 (a warm-up never keeps a worker from serving)
-        print("sidecar launcher: worker %d: warm-up failed (%s): serving cold" % (os.getpid(), said(exc)),
-              file=sys.stderr, flush=True)
+        say(2, "sidecar launcher: worker %d: warm-up failed (%s): serving cold" % (os.getpid(), said(exc)))
         return False
-    print("sidecar launcher: worker %d warmed up in %.1f s" % (os.getpid(), time.monotonic() - started), flush=True)
+    say(1, "sidecar launcher: worker %d warmed up in %.1f s" % (os.getpid(), time.monotonic() - started))
     return True
+
+
+def say(fd: int, line: str) -> None:
+    """Write ``line`` with its newline in one write: the workers share the log's pipe, and print() writes the
+    newline apart, so another worker's line could land between them."""
+    stream = sys.stderr if fd == 2 else sys.stdout
+    stream.flush()
+    stream.write(line + "\n")
+    stream.flush()
