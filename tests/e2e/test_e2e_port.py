@@ -14,7 +14,7 @@ import signal
 import psutil
 import pytest
 
-from harness import live_children, poll
+from harness import argv, live_children, poll
 from test_e2e_litellm import GATEWAY_TOKEN, messages, real_sidecar, upstream  # noqa: F401 (a fixture)
 from traffic import Traffic
 
@@ -25,14 +25,7 @@ START = 240  # the longest a start of the real LiteLLM may take on a loaded 2-co
 
 def workers(pid):
     """uvicorn's workers (a multiprocessing resource tracker, if any, is no worker; one that just exited neither)."""
-    found = []
-    for p in live_children(pid):
-        try:
-            if "resource_tracker" not in " ".join(p.cmdline()):
-                found.append(p)
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            pass
-    return found
+    return [p for p in live_children(pid) if argv(p) and "resource_tracker" not in " ".join(argv(p))]
 
 
 def tree(pid):

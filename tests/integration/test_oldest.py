@@ -27,7 +27,7 @@ import time
 import psutil
 import pytest
 
-from harness import FAKE_LITELLM, MASTER_KEY, ROOT, live_children, poll
+from harness import FAKE_LITELLM, MASTER_KEY, ROOT, argv, live_children, poll
 from traffic import one_request
 
 from sidecar_plugin.shell.supervisord import socket_holder
@@ -69,15 +69,7 @@ def errors(sc):
 
 
 def workers(pid):
-    return [w for w in live_children(pid) if FAKE_LITELLM in " ".join(cmdline(w))]
-
-
-def cmdline(p):
-    """A process's argv, or none when it exits while it is read."""
-    try:
-        return p.cmdline()
-    except psutil.NoSuchProcess:
-        return []
+    return [w for w in live_children(pid) if FAKE_LITELLM in " ".join(argv(w))]
 
 
 @pytest.mark.integration

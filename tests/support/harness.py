@@ -81,6 +81,14 @@ def live_children(pid: int) -> List[psutil.Process]:
     return found
 
 
+def argv(p: psutil.Process) -> List[str]:
+    """A process's argv, or none when it exits while it is read."""
+    try:
+        return p.cmdline()
+    except psutil.NoSuchProcess:  # ZombieProcess is one
+        return []
+
+
 HOG = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
 
 
