@@ -11,17 +11,20 @@ TEST_OLDEST = $(OLDEST)/bin/python -m pytest -q -p no:cacheprovider -m oldest $(
 JOBS ?= 3
 SLOTS = $(shell echo $$(($(JOBS) + 1)))
 PYTEST_SIDE_BY_SIDE = SIDECAR_TEST_PORT_SLOTS=$(SLOTS) $(PY) -m pytest -q -p no:cacheprovider -n $(JOBS) --dist loadgroup
-# run $(1) (a pytest of the main virtualenv) and the lowest versions' tier at once; fail if either fails
+# run $(1) (a pytest of the main virtualenv) and, beside it, the lowest versions' tier and mypy (single-threaded:
+# on its own it kept a core of two idle for a minute); fail if any fails; each one's output once it is done
 define BESIDE_OLDEST
 	@log=$$(mktemp); SIDECAR_TEST_PORT_SLOT=$(JOBS) SIDECAR_TEST_PORT_SLOTS=$(SLOTS) $(TEST_OLDEST) >$$log 2>&1 & \
-	oldest=$$!; echo '$(1)'; $(1); main=$$?; wait $$oldest; low=$$?; \
-	echo "--- $(TEST_OLDEST) (beside it):"; cat $$log; rm -f $$log; [ $$main -eq 0 ] && [ $$low -eq 0 ]
+	oldest=$$!; types=$$(mktemp); $(BIN)/mypy >$$types 2>&1 & mypy=$$!; \
+	echo '$(1)'; $(1); main=$$?; wait $$oldest; low=$$?; wait $$mypy; typed=$$?; \
+	echo "--- $(TEST_OLDEST) (beside it):"; cat $$log; echo "--- $(BIN)/mypy (beside it):"; cat $$types; \
+	rm -f $$log $$types; [ $$main -eq 0 ] && [ $$low -eq 0 ] && [ $$typed -eq 0 ]
 endef
 BIN := $(VENV)/bin
 CONF := conf/supervisord.conf
 RUN := run
 
-.PHONY: install oldest demo stop status lint unit test test-fast test-oldest chaos bench clean
+.PHONY: setup install oldest demo stop status lint unit test test-fast test-oldest chaos bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,12 +68,18 @@ lint: install
 unit: install
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
 
-## test: lint, then every tier (unit, integration, e2e: the real LiteLLM, ecosystem) on JOBS workers, beside
-## them the tests marked oldest on the lowest versions setup.cfg admits; JOBS=1 for one test at a time
-test: install lint oldest
+## setup: the virtualenv, the lowest versions' one and the operators' tools, at once (pip's unpacking and
+## compiling keep one core busy; the other installs the rest meanwhile)
+setup:
+	@$(MAKE) --no-print-directory -j3 --output-sync=target install oldest tools
+
+## test: every tier (unit, integration, e2e: the real LiteLLM, ecosystem) on JOBS workers after ruff; beside
+## them mypy and the tests marked oldest on the lowest versions setup.cfg admits; JOBS=1 for one test at a time
+test: setup
+	$(BIN)/ruff check .
 	$(call BESIDE_OLDEST,SIDECAR_E2E_REQUIRED=1 $(PYTEST_SIDE_BY_SIDE))
 
-test-fast: install oldest
+test-fast: setup
 	$(call BESIDE_OLDEST,$(PYTEST_SIDE_BY_SIDE) -m "not e2e")
 
 ## test-oldest: only the tests marked oldest, on the lowest versions (about 3 min)
@@ -95,5 +104,3 @@ clean: stop
 .PHONY: tools
 tools:
 	@sh tests/support/install_tools.sh
-test: tools
-test-fast: tools

@@ -212,3 +212,57 @@ def test_on_a_host_hiding_other_users_processes_the_sidecars_own_answer_is_its_o
         assert seen["owner"] == [True, None]
     finally:
         shutil.rmtree(area, ignore_errors=True)
+
+
+# A root that starts a thread, whose thread forks a child (listed under the thread's task, not the main one's),
+# and a child of the main thread that forks a grandchild. Prints "ROOT_CHILD THREAD_CHILD GRANDCHILD".
+TREE = r"""
+import os, sys, threading, time
+def fork_sleeper(report):
+    pid = os.fork()
+    if pid == 0:
+        if report is not None:
+            grand = os.fork()
+            if grand == 0:
+                time.sleep(60); os._exit(0)
+            os.write(report, (str(grand) + "\n").encode())
+        time.sleep(60); os._exit(0)
+    return pid
+r, w = os.pipe()
+child = fork_sleeper(w)
+grand = int(os.read(r, 64).split()[0])
+box = []
+t = threading.Thread(target=lambda: box.append(fork_sleeper(None))); t.start(); t.join()
+# the thread ended: its task is gone, its child was reparented to the main thread's task
+keep = threading.Thread(target=lambda: (box.append(fork_sleeper(None)), time.sleep(60)), daemon=True); keep.start()
+while len(box) < 2: time.sleep(0.01)
+print(child, box[0], box[1], grand, flush=True)
+time.sleep(60)
+"""
+
+
+def test_descendants_are_read_from_the_tree_alone_not_a_scan_of_every_process(monkeypatch):
+    """The listener reads its tree several times a second: every descendant (a thread's children, a
+    grandchild) is found, the same as psutil's scan of the host, without that scan (a host of thousands of
+    processes made it the listener's CPU)."""
+    from sidecar_plugin.shell.processes import procs
+    root = subprocess.Popen([sys.executable, "-c", TREE], stdout=subprocess.PIPE, start_new_session=True, text=True)
+    try:
+        child, thread_child, living_thread_child, grand = map(int, root.stdout.readline().split())
+        main = psutil.Process(root.pid)
+        expected_all = sorted(p.pid for p in main.children(recursive=True))
+        expected_direct = sorted(p.pid for p in main.children())
+        assert expected_all == sorted([child, thread_child, living_thread_child, grand])
+        if not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"):
+            pytest.skip("this kernel does not list each task's children (CONFIG_PROC_CHILDREN)")
+
+        def no_scan(*_args, **_kwargs):
+            raise AssertionError("descendants() read every process of the host")
+        monkeypatch.setattr(psutil, "process_iter", no_scan)
+        monkeypatch.setattr(psutil, "_ppid_map", no_scan)
+        assert sorted(p.pid for p in procs.descendants(main)) == expected_all
+        assert sorted(p.pid for p in procs.descendants(main, recursive=False)) == expected_direct
+        assert procs.tree_pids(root.pid) == {root.pid, *expected_all}
+    finally:
+        os.killpg(root.pid, 9)
+        root.wait()

@@ -132,3 +132,16 @@ def test_document_metrics_and_restore():
     assert bg.restored({"memory": {"replacements": -1}}) == bg.Budget()
     bare = render_metrics([{"program": "q", "state": "stopped"}], T0)  # a file from before the budget: no samples
     assert not [line for line in bare.splitlines() if line.startswith("agentroute_sidecar_memory")]
+
+
+@pytest.mark.parametrize("mb, said", [(300.04, 300.1), (300.01, 300.1), (310.0, 310.0), (310.25, 310.3)])
+def test_a_worker_just_over_budget_is_never_said_to_be_at_it(mb, said):
+    # seen: a worker at 60.04 MB of PSS was replaced over a 60 MB budget and its event said "mb": 60.0
+    b, actions = bg.on_sample(bg.Budget(), procs((1, T0 - 900, 200), (2, T0 - 900, mb)), T0, CFG)
+    assert [a.pid for a in replaces(actions)] == [2]
+    assert notes(actions, "memory_replace") == [{"pid": 2, "mb": said, "budget_mb": 300}]
+    young = procs((1, T0 - 900, 200), (2, T0 - 5, mb))
+    _, actions = bg.on_sample(bg.Budget(), young, T0, CFG)
+    backoff = notes(actions, "memory_backoff")
+    assert [(n["mb"], n["budget_mb"]) for n in backoff] == [(said, 300)]
+    assert f"at {said:g} MB, over the budget of 300 MB" in backoff[0]["message"]

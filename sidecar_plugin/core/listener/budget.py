@@ -21,6 +21,7 @@ serves nothing and holds the pages its forked workers share.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -112,6 +113,11 @@ def workers_of(argv: Any) -> int:
     return 1
 
 
+def shown(mb: float) -> float:
+    """``mb`` to the tenth, rounded up: a worker over the budget by less than 0.05 MB never reads as at it."""
+    return math.ceil(round(mb * 10, 6)) / 10
+
+
 def on_sample(b: Budget, procs: Tuple[Proc, ...], now: float, cfg: BudgetConfig) -> Step:
     """Record a sample; return what to do about it."""
     b = replace(b, procs=procs, sampled_at=now)
@@ -125,12 +131,12 @@ def on_sample(b: Budget, procs: Tuple[Proc, ...], now: float, cfg: BudgetConfig)
         return replace(b, backoff_attempt=0, backoff_until=None, backoff_reason=None), []
     top = over[0]
     if now - top.born < cfg.settle:
-        why = f"worker {top.pid} is at {top.mb:.0f} MB, over the budget of {cfg.budget_mb:.0f} MB, " \
+        why = f"worker {top.pid} is at {shown(top.mb):g} MB, over the budget of {cfg.budget_mb:g} MB, " \
               f"{now - top.born:.0f} s after its start: replacing it would not help"
         return _back_off(b, now, cfg, "born_over_budget", why, top)
     if len(workers) < cfg.workers:
         return b, []  # a worker is still on its way: never fewer serving than configured
-    note = Note("memory_replace", (("pid", top.pid), ("mb", round(top.mb, 1)), ("budget_mb", cfg.budget_mb)))
+    note = Note("memory_replace", (("pid", top.pid), ("mb", shown(top.mb)), ("budget_mb", cfg.budget_mb)))
     return replace(b, replacing=(top.pid, top.mb, now)), [note, Replace(top.pid, top.mb, cfg.budget_mb)]
 
 
@@ -167,7 +173,7 @@ def _back_off(b: Budget, now: float, cfg: BudgetConfig, reason: str, why: str, p
                 backoff_reason=why)
     fields: List[Tuple[str, Any]] = [("reason", reason), ("message", why), ("delay", delay)]
     if proc is not None:
-        fields += [("pid", proc.pid), ("mb", round(proc.mb, 1)), ("budget_mb", cfg.budget_mb)]
+        fields += [("pid", proc.pid), ("mb", shown(proc.mb)), ("budget_mb", cfg.budget_mb)]
     return b, [Note("memory_backoff", tuple(fields))]
 
 

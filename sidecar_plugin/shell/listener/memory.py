@@ -27,6 +27,7 @@ import psutil
 from sidecar_plugin.core.listener import budget as bg
 from sidecar_plugin.names import State
 from sidecar_plugin.shell.files.statefile import append_history
+from sidecar_plugin.shell.processes.procs import descendants
 
 MB = 1024.0 * 1024.0
 
@@ -50,7 +51,7 @@ def sample_tree(pid: int) -> Tuple[Tuple[bg.Proc, ...], str]:
     """The main process and its direct children (uvicorn's workers), with their memory."""
     try:
         main = psutil.Process(pid)
-        members = [(main, False)] + [(c, True) for c in main.children(recursive=False)]
+        members = [(main, False)] + [(c, True) for c in descendants(main, recursive=False)]
     except psutil.Error:
         return (), ""
     procs, measures = [], set()

@@ -15,6 +15,7 @@ from typing import Callable, List, Optional, Set
 import psutil
 
 from sidecar_plugin.errors import SidecarError
+from sidecar_plugin.shell.processes.procs import descendants
 
 SUPERVISING = ("--num_workers", "--max_requests_before_restart", "--worker_control")
 
@@ -39,7 +40,7 @@ def supervising(argv: List[str]) -> bool:
 def workers(pid: int) -> Set[int]:
     """The live (not zombie) children of ``pid``."""
     try:
-        kids = psutil.Process(pid).children()
+        kids = descendants(psutil.Process(pid), recursive=False)
     except psutil.Error:
         return set()
     found = set()

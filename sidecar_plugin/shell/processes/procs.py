@@ -103,23 +103,35 @@ def tree_pids(pid: Optional[int]) -> Set[int]:
 
 
 def descendants(proc: psutil.Process, recursive: bool = True) -> List[psutil.Process]:
-    """``proc.children()``, also on a host whose /proc hides other users' processes.
+    """``proc``'s children (all its descendants if ``recursive``), read from the kernel's list of each task's children.
 
-    psutil finds children by reading every process's parent, which fails under
-    ``hidepid`` when the listener runs as the sidecar's user (older psutil lets
-    the EPERM through): the kernel's own list of each task's children, readable
-    for one's own processes, answers then.
+    psutil's ``children()`` reads the parent of every process of the host (one
+    /proc/PID/stat each): the listener asks several times a second, so on a
+    host of a few hundred processes that scan was most of its CPU (1.6 % of a
+    core while idle), and it grows with the host. The kernel's own lists
+    (/proc/PID/task/TID/children) cost a read per task of the tree, and are
+    readable for one's own processes under ``hidepid`` too, where psutil's
+    scan fails when the listener runs as the sidecar's user. A kernel without
+    them (``CONFIG_PROC_CHILDREN``) gets psutil's scan.
     """
-    try:
+    if not _kernel_lists_children():
         return proc.children(recursive=recursive)
-    except (psutil.AccessDenied, PermissionError):
-        found = []
-        for pid in sorted(_task_tree(proc.pid, recursive) - {proc.pid}):
-            try:
-                found.append(psutil.Process(pid))
-            except psutil.Error:
-                continue
-        return found
+    found = []
+    for pid in sorted(_task_tree(proc.pid, recursive) - {proc.pid}):
+        try:
+            found.append(psutil.Process(pid))
+        except psutil.Error:
+            continue
+    return found
+
+
+_KERNEL_CHILDREN: List[bool] = []  # once known: whether this kernel lists each task's children
+
+
+def _kernel_lists_children() -> bool:
+    if not _KERNEL_CHILDREN:
+        _KERNEL_CHILDREN.append(os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"))
+    return _KERNEL_CHILDREN[0]
 
 
 def _task_tree(pid: int, recursive: bool) -> Set[int]:
