@@ -157,6 +157,44 @@ def test_drains_never_reset_a_kept_alive_connection(make_sidecar, tmp_path):
     assert hammer.pool.reused > 1000, hammer.summary()  # the connections were kept alive and reused
 
 
+def ask(conn):
+    """One short request on the kept-alive ``conn``; its status and whether the server keeps the connection."""
+    conn.request("POST", "/v1/messages", json.dumps({"model": FAST, "messages": []}),
+                 {"x-api-key": MASTER_KEY, "content-type": "application/json"})
+    resp = conn.getresponse()
+    resp.read()
+    return resp.status, (resp.getheader("connection") or "").lower() != "close"
+
+
+def closed_by_server(conn):
+    """Whether the server closed ``conn`` (its FIN waits to be read; no request is in flight on it)."""
+    import select
+    return bool(select.select([conn.sock], [], [], 0)[0]) and conn.sock.recv(1, socket.MSG_PEEK) == b""
+
+
+def test_a_kept_alive_connection_outlives_uvicorns_keep_alive_but_not_a_drain(make_sidecar, tmp_path):
+    """The worker, not the gateway, closing an idle connection is what crosses the gateway's next request on
+    it: the launcher keeps idle connections longer than Go's transport does (90 s), and a drain still closes
+    one within DRAIN_IDLE seconds, not the keep-alive's 95."""
+    from sidecar_plugin.shell.litellm_launch.drain_connections import DRAIN_IDLE
+    sc = light_sidecar(make_sidecar, tmp_path, {})
+    sc.start_supervisord()
+    st = running(sc)
+    conn = http.client.HTTPConnection("127.0.0.1", sc.port, timeout=30)
+    try:
+        assert ask(conn) == (200, True)
+        time.sleep(7)  # idle past uvicorn's default keep-alive (5 s): the stimulus, not a synchronisation
+        assert not closed_by_server(conn), "the worker closed a connection idle 7 s"
+        first = conn.sock.getsockname()
+        assert ask(conn) == (200, True)
+        assert conn.sock.getsockname() == first  # the same connection, reused
+        os.kill(st.pid, signal.SIGHUP)  # a rolling reload: every worker drains, ours among them
+        # within the new worker's start and DRAIN_IDLE, far below the keep-alive's 95 s
+        poll(lambda: closed_by_server(conn), DRAIN_IDLE + 20, what="the draining worker closing the idle connection")
+    finally:
+        conn.close()
+
+
 HANG = 4.0  # the launcher's hung-worker window in this test (SIDECAR_WORKER_HANG_WINDOW; 20 s by default)
 
 

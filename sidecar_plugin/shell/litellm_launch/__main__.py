@@ -129,9 +129,11 @@ def parse(argv: List[str]) -> argparse.Namespace:
 
 
 def uvicorn_options(args: argparse.Namespace, uvicorn: Any) -> Dict[str, Any]:
-    """The uvicorn settings LiteLLM's CLI would give: drain window, max requests (+ jitter)."""
+    """The uvicorn settings LiteLLM's CLI would give (drain window, max requests + jitter), and a keep-alive
+    longer than the gateway's idle timeout (``drain_connections.keep_alive_timeout``)."""
     extra: Dict[str, Any] = {"timeout_graceful_shutdown": int(os.environ["GRACEFUL_SHUTDOWN_TIMEOUT"])} \
         if os.environ.get("GRACEFUL_SHUTDOWN_TIMEOUT", "").isdigit() else {}
+    extra["timeout_keep_alive"] = sibling("drain_connections").keep_alive_timeout()
     if args.max_requests_before_restart:
         from inspect import signature
 
