@@ -8,7 +8,7 @@ OLDEST ?= .venv-oldest
 OLDEST_TESTS = $(shell grep -l 'mark.oldest' tests/*/test_*.py)
 TEST_OLDEST = $(OLDEST)/bin/python -m pytest -q -p no:cacheprovider -m oldest $(OLDEST_TESTS)
 # make test's workers (pytest-xdist); the lowest versions' tier runs beside them, each dealt its own ports
-JOBS ?= 3
+JOBS ?= 5
 SLOTS = $(shell echo $$(($(JOBS) + 1)))
 PYTEST_SIDE_BY_SIDE = SIDECAR_TEST_PORT_SLOTS=$(SLOTS) $(PY) -m pytest -q -p no:cacheprovider -n $(JOBS) --dist loadgroup
 # run $(1) (a pytest of the main virtualenv) and, beside it, the lowest versions' tier and mypy (single-threaded:
