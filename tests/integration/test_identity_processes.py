@@ -241,6 +241,7 @@ time.sleep(60)
 """
 
 
+@pytest.mark.oldest  # psutil 5.9.4 (Debian 12) too: the path every listener takes
 def test_descendants_are_read_from_the_tree_alone_not_a_scan_of_every_process(monkeypatch):
     """The listener reads its tree several times a second: every descendant (a thread's children, a
     grandchild) is found, the same as psutil's scan of the host, without that scan (a host of thousands of
