@@ -19,7 +19,7 @@ import time
 import psutil
 import pytest
 
-from harness import MASTER_KEY, poll, run_cli
+from harness import MASTER_KEY, live_children, poll, run_cli
 from sidecar_plugin.names import health_socket_name
 from test_memory_budget import HERE, light_binary, light_sidecar
 from test_port import running, started
@@ -323,3 +323,20 @@ def test_supervisorctl_sidecar_restart_replaces_the_tree_in_place(make_sidecar, 
     assert new
     assert not new & old
     assert sc.state().pid == st.pid
+
+
+def test_a_worker_that_dies_while_pinged_is_respawned_at_once_not_after_the_pings_timeout(make_sidecar, tmp_path):
+    """uvicorn's supervisor waits up to timeout_worker_healthcheck (60 s) for a worker's answer to its ping, on a
+    pipe a dead worker never closes: a worker that died while pinged (one that reached its request limit, seen
+    1 run in 20) left a one-worker tree serving nothing until the listener restarted it. Built here: the worker
+    stopped (its ping unanswered), then killed; it is respawned within seconds, by the same launcher."""
+    sc = light_sidecar(make_sidecar, tmp_path, {}, ["--max-requests", "100000"], workers=1)  # supervised, one worker
+    sc.start_supervisord()
+    st = running(sc)
+    worker = psutil.Process(st.pid).children()[0]
+    worker.suspend()
+    time.sleep(1.5)  # the supervisor's loop (every 0.5 s) pings the stopped worker: the stimulus, not a sync
+    worker.kill()
+    poll(lambda: [c for c in live_children(st.pid) if c.pid != worker.pid], 15,
+         what="a new worker (not after the ping's 60 s)")
+    assert sc.state().pid == st.pid  # the launcher itself kept serving the port: no restart of the tree

@@ -132,7 +132,42 @@ def _retire(proc: Any, grace: Any) -> None:  # grace: seconds, or None (join wai
 
 def replacing_multiprocess() -> Any:
     """Return the supervisor class: ``Replacing``, or uvicorn's own where its shape is another."""
+    answered_or_exited()
     return Replacing if supported() else Multiprocess
+
+
+def answered_or_exited() -> None:
+    """A worker's health ping ends when the worker answers *or exits*, not only at its timeout.
+
+    uvicorn's supervisor pings each live worker every half second and waits
+    for the answer up to ``timeout_worker_healthcheck`` (60 s, LiteLLM's
+    default) on a pipe whose worker end it also holds open, so a worker that
+    dies never closes it. A ping that crosses a worker's exit (its request
+    limit reached: the answering thread stops as the interpreter ends, the
+    process lives a moment longer) blocked the whole supervisor for 60 s:
+    no worker respawned, none replaced; with one worker nothing served, and
+    the listener restarted the tree after its hang window (seen: 1 run in 20
+    of a one-worker tree with ``--max-requests``). The wait now also watches
+    the process's exit (its sentinel).
+    """
+    base = getattr(_multiprocess, "Process", None) if Process is not None else None
+    if base is None or not hasattr(base, "_healthcheck") or getattr(base, "_sidecar_exit_aware", False):
+        return
+    import pickle
+    from multiprocessing.connection import wait
+
+    def _healthcheck(self: Any, timeout: float) -> Any:
+        try:
+            self.parent_conn.send(b"ping")
+            if self.parent_conn in wait([self.parent_conn, self.process.sentinel], timeout):
+                return self.parent_conn.recv()
+            return None  # no answer in time, or the worker exited
+        except (OSError, EOFError, ValueError, pickle.UnpicklingError):
+            return None
+
+    for cls in {base, Process}:
+        cls._healthcheck = _healthcheck
+        cls._sidecar_exit_aware = True
 
 
 def serve_control(supervisor: Any, prefix: Optional[str]) -> Optional[socket.socket]:
