@@ -165,6 +165,7 @@ def supervise(config: Any, sockets: List[socket.socket], control: bool,
     hang_watch, worker_replace = sibling("hang_watch"), sibling("worker_replace")
     if not hang_watch.beating(config, worker_replace.supported()):
         print("sidecar launcher: no hung-worker watch (this uvicorn's supervisor has another shape)", flush=True)
+    worker_replace.answered_or_exited()
     supervisor = worker_replace.replacing_multiprocess()(config, sockets=sockets)
     supervisor.hang_window = hang_watch.hang_window()
     supervisor.listen_fd, supervisor.health, supervisor.adopted = handover

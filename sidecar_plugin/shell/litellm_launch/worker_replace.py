@@ -132,7 +132,6 @@ def _retire(proc: Any, grace: Any) -> None:  # grace: seconds, or None (join wai
 
 def replacing_multiprocess() -> Any:
     """Return the supervisor class: ``Replacing``, or uvicorn's own where its shape is another."""
-    answered_or_exited()
     return Replacing if supported() else Multiprocess
 
 
@@ -150,8 +149,7 @@ def answered_or_exited() -> None:
     of a one-worker tree with ``--max-requests``). The wait now also watches
     the process's exit (its sentinel).
     """
-    base = getattr(_multiprocess, "Process", None) if Process is not None else None
-    if base is None or not hasattr(base, "_healthcheck") or getattr(base, "_sidecar_exit_aware", False):
+    if Process is None or not hasattr(Process, "_healthcheck"):  # another uvicorn: its own ping
         return
     import pickle
     from multiprocessing.connection import wait
@@ -165,9 +163,7 @@ def answered_or_exited() -> None:
         except (OSError, EOFError, ValueError, pickle.UnpicklingError):
             return None
 
-    for cls in {base, Process}:
-        cls._healthcheck = _healthcheck
-        cls._sidecar_exit_aware = True
+    Process._healthcheck = _healthcheck  # hang_watch's Beating inherits it
 
 
 def serve_control(supervisor: Any, prefix: Optional[str]) -> Optional[socket.socket]:

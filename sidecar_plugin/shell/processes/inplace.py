@@ -15,7 +15,7 @@ from typing import Callable, List, Optional, Set
 import psutil
 
 from sidecar_plugin.errors import SidecarError
-from sidecar_plugin.shell.processes.procs import descendants
+from sidecar_plugin.shell.processes.procs import alive, descendants
 
 SUPERVISING = ("--num_workers", "--max_requests_before_restart", "--worker_control")
 
@@ -43,14 +43,7 @@ def workers(pid: int) -> Set[int]:
         kids = descendants(psutil.Process(pid), recursive=False)
     except psutil.Error:
         return set()
-    found = set()
-    for kid in kids:
-        try:
-            if kid.status() != psutil.STATUS_ZOMBIE:
-                found.add(kid.pid)
-        except psutil.Error:
-            continue
-    return found
+    return {kid.pid for kid in kids if alive(kid)}
 
 
 def wait_replaced(pid: int, old: Set[int], running: Callable[[], bool], timeout: float) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import time
+from functools import lru_cache
 from typing import Any, Iterable, List, Optional, Set
 
 import psutil
@@ -125,13 +126,10 @@ def descendants(proc: psutil.Process, recursive: bool = True) -> List[psutil.Pro
     return found
 
 
-_KERNEL_CHILDREN: List[bool] = []  # once known: whether this kernel lists each task's children
-
-
+@lru_cache(maxsize=1)
 def _kernel_lists_children() -> bool:
-    if not _KERNEL_CHILDREN:
-        _KERNEL_CHILDREN.append(os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"))
-    return _KERNEL_CHILDREN[0]
+    """Whether this kernel lists each task's children (asked once)."""
+    return os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
 
 
 def _task_tree(pid: int, recursive: bool) -> Set[int]:
