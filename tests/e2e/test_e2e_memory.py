@@ -17,7 +17,7 @@ import os
 import pytest
 
 from harness import poll
-from test_e2e_litellm import GATEWAY_RENDER, GATEWAY_TOKEN, TIERS, litellm_binary, upstream  # noqa: F401
+from test_e2e_litellm import APPLY_LIMIT, GATEWAY_RENDER, GATEWAY_TOKEN, TIERS, litellm_binary, upstream  # noqa: F401
 from traffic import Traffic
 
 pytestmark = pytest.mark.e2e
@@ -45,7 +45,7 @@ def test_real_litellm_budget_just_above_idle_loses_nothing(make_sidecar, upstrea
     idle = poll(lambda: [p["mb"] for p in memory(sc).get("processes", []) if p["role"] == "worker"], 60,
                 what="the workers' memory sampled")
     budget = int(max(idle)) + ABOVE_IDLE
-    res = sc.apply("--memory-budget", str(budget), "--timeout", "120")
+    res = sc.apply("--memory-budget", str(budget), "--timeout", "120", timeout=APPLY_LIMIT)
     assert res.returncode == 0, res.stdout + res.stderr
     poll(lambda: memory(sc).get("budget_mb") == budget, 60, what="the new listener's budget")
     assert sc.state().pid == st.pid  # only the listener was replaced

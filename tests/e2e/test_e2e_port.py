@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from harness import argv, live_children, poll
-from test_e2e_litellm import GATEWAY_TOKEN, messages, real_sidecar, upstream  # noqa: F401 (a fixture)
+from test_e2e_litellm import APPLY_LIMIT, GATEWAY_TOKEN, messages, real_sidecar, upstream  # noqa: F401 (a fixture)
 from traffic import Traffic
 
 pytestmark = pytest.mark.e2e
@@ -97,7 +97,7 @@ def test_real_litellm_port_never_refuses(make_sidecar, upstream):  # noqa: F811
     before = {p.pid for p in workers(third.pid)}
     i = sc.render_args.index("--workers")
     sc.render_args[i + 1] = "3"
-    res = sc.apply()
+    res = sc.apply(timeout=APPLY_LIMIT)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "replacing its tree in place" in res.stdout, res.stdout
     poll(lambda: (lambda now: len(now) == 3 and not now & before)({p.pid for p in workers(third.pid)}), START,

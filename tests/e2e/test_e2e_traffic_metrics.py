@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ecosystem import DASHBOARD, RULES
 from harness import API_KEY, poll
-from test_e2e_litellm import GATEWAY_RENDER, GATEWAY_TOKEN, http, litellm_binary, messages, stream_events
+from test_e2e_litellm import APPLY_LIMIT, GATEWAY_RENDER, GATEWAY_TOKEN, http, litellm_binary, messages, stream_events
 from fake_openrouter import FakeOpenRouter, UNAVAILABLE
 
 pytestmark = pytest.mark.e2e
@@ -158,7 +158,7 @@ def test_traffic_metrics_count_every_request_per_tier_over_workers_and_an_apply(
     profile = open(sc.profile).read()
     with open(sc.profile, "w") as fh:
         fh.write(profile.replace("models:\n", "models:\n  extra: qwen/qwen3-coder\n"))
-    res = sc.apply()
+    res = sc.apply(timeout=APPLY_LIMIT)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "SIGHUP" in res.stdout, res.stdout + res.stderr
     poll(lambda: not set(before) & set(workers(st.pid)), 60, interval=0.2, what="the old workers to leave")

@@ -227,10 +227,10 @@ class Sidecar:
         except FileNotFoundError:
             pass
 
-    def apply(self, *extra: str, cwd: Optional[str] = None) -> subprocess.CompletedProcess:
+    def apply(self, *extra: str, cwd: Optional[str] = None, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run ``sidecar-plugin apply`` (from ``cwd``) with the options this sidecar was rendered with."""
         return run_cli("apply", *self.render_args, "-s", "unix://" + self.sock, *extra, env=self.render_env,
-                       timeout=120, cwd=cwd)
+                       timeout=timeout, cwd=cwd)
 
     # -- supervisord --
     def start_supervisord(self, wait_state: Optional[str] = "running", timeout: float = 30) -> None:
