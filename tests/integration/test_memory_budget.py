@@ -9,6 +9,7 @@ worker drains. Each test counts what a gateway that never retries sees.
 
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -178,6 +179,34 @@ def test_max_requests_recycles_a_worker_without_refusing(make_sidecar, tmp_path)
     assert "replacing its tree in place (memory budget on or off changed)" in res.stdout, res.stdout
     assert sc.state().pid == st.pid
     assert "--worker_control" in psutil.Process(st.pid).cmdline()
+
+
+def test_a_worker_past_its_requests_is_replaced_by_one_serving_before_it_drains(make_sidecar, tmp_path):
+    # uvicorn's own recycling ends a worker at its limit and forks the next once it is gone: two workers at their
+    # limits together left nobody accepting for a start. The launcher replaces a spent worker as it does one over
+    # a memory budget: the new one serving first, then the old one drains (its kept-alive connections closed
+    # after their answer, never reset)
+    sc = light_sidecar(make_sidecar, tmp_path, {}, ["--max-requests", "15"], workers=2)
+    sc.start_supervisord()
+    st = sc.wait_state("running", 30)
+    traffic = Traffic(sc.port, MASTER_KEY, FAST, rate=10, keepalive=True).start()
+    replaced = re.compile(r"worker (\d+) replaced by (\d+) \(it served its requests\)")
+    try:
+        poll(lambda: len(replaced.findall(open(sc.log_file).read())) >= 3, 60, what="three workers recycled")
+    finally:
+        traffic.stop()
+    def drained():  # every replaced worker finished (the last may still drain its requests)
+        text = open(sc.log_file).read()
+        return text if all(f"Finished server process [{old}]" in text for old, _ in replaced.findall(text)) else None
+    log = poll(drained, 30, what="the replaced workers drained")
+    assert "Maximum request limit" not in log  # uvicorn's own exit at the limit: never reached
+    for old, new in replaced.findall(log):
+        # causal, not a race: the launcher terminates the old worker only once the new one is ready
+        assert log.index(f"Started server process [{new}]") < log.index(f"Finished server process [{old}]"), (old, new)
+    assert traffic.short["refused"] == 0, traffic.summary()
+    assert traffic.short["failed"] == 0, traffic.summary()
+    assert traffic.pool.reused_failed == 0, traffic.summary()
+    assert sc.state().pid == st.pid
 
 
 @pytest.mark.parametrize("args, words", [

@@ -163,7 +163,9 @@ def supervise(config: Any, sockets: List[socket.socket], control: bool,
     """Run uvicorn's supervisor until it exits: a hung worker replaced alone, one replaceable on request when
     ``control``, the whole tree replaced in place on SIGUSR2 (``reexec``; ``handover``: the fd and sockets)."""
     hang_watch, worker_replace = sibling("hang_watch"), sibling("worker_replace")
-    if not hang_watch.beating(config, worker_replace.supported()):
+    if hang_watch.beating(config, worker_replace.supported()):
+        hang_watch.recycled_by_launcher(config)  # a worker past --max_requests_before_restart: a new one first
+    else:
         print("sidecar launcher: no hung-worker watch (this uvicorn's supervisor has another shape)", flush=True)
     worker_replace.answered_or_exited()
     supervisor = worker_replace.replacing_multiprocess()(config, sockets=sockets)

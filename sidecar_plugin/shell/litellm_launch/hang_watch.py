@@ -16,13 +16,18 @@ of sidecar_plugin.
 
 import multiprocessing
 import os
+import random
 import time
-from typing import Any, List, Optional
+from typing import Any, Awaitable, Callable, List, Optional
 
 HANG_WINDOW = 20.0  # the listener's default --hang-window
 BEAT_EVERY = 1.0
 WORK = 0.5  # CPU seconds that say a worker works (its ping thread alone uses far less in a window)
 BEAT: List[Any] = []  # in a worker: its shared beat (seconds on the monotonic clock; -1 once it drains)
+# the request limit (--max_requests_before_restart) and its jitter, taken from uvicorn (``recycled_by_launcher``):
+# a worker that served its requests says so in ``spent`` and serves on until the launcher has replaced it
+RECYCLE: List[int] = []
+ALONE = 120.0  # seconds a spent worker waits for its replacement before it exits as uvicorn would have
 
 try:
     from uvicorn.supervisors import multiprocess as _multiprocess
@@ -50,6 +55,7 @@ if Process is not None:
 
         def __init__(self, config: Any, sockets: List[Any]) -> None:
             self.beat = multiprocessing.RawValue("d", 0.0)  # 0: not serving yet (uvicorn's start check covers it)
+            self.spent = multiprocessing.RawValue("d", 0.0)  # when it served its requests (0: not yet)
             super().__init__(config, sockets)
 
         def target(self, sockets: Optional[List[Any]] = None) -> None:
@@ -63,6 +69,8 @@ if Process is not None:
                 await shutdown(server, sockets)
 
             Server.shutdown = draining
+            if RECYCLE:
+                Server.on_tick = recycling(Server.on_tick, self.spent, RECYCLE[0] + random.randint(0, RECYCLE[1]))
             super().target(sockets)
 
         cpu = (-1.0, 0.0)  # (its CPU seconds when last seen working, when)
@@ -73,6 +81,42 @@ if Process is not None:
             if used is None or used - self.cpu[0] >= WORK or self.cpu[0] < 0:
                 self.cpu = (used if used is not None else self.cpu[0], now)
             return self.beat.value > 0 and now - self.beat.value > window and now - self.cpu[1] > window
+
+
+Tick = Callable[[Any, int], Awaitable[bool]]
+
+
+def recycling(on_tick: Tick, spent: Any, limit: int) -> Tick:
+    """uvicorn's tick, plus: past ``limit`` requests, mark the worker ``spent`` (the launcher then replaces it,
+    the new worker serving before this one drains); if nobody has within ``ALONE`` seconds, exit as uvicorn
+    does at its limit (its supervisor forks another)."""
+
+    async def ticking(server: Any, counter: int) -> bool:
+        if await on_tick(server, counter):
+            return True
+        if server.server_state.total_requests < limit:
+            return False
+        now = time.monotonic()
+        if not spent.value:
+            spent.value = now
+            print("sidecar launcher: worker %d served its %d requests: replaced once a new one serves"
+                  % (os.getpid(), limit), flush=True)
+        elif now - spent.value > ALONE:
+            print("sidecar launcher: worker %d not replaced within %.0f s of its request limit: exiting"
+                  % (os.getpid(), ALONE), flush=True)
+            return True
+        return False
+
+    return ticking
+
+
+def recycled_by_launcher(config: Any) -> None:
+    """Take the request limit from uvicorn's workers (which exit at it, nothing replacing them until they
+    are gone: with two workers spent at once, nobody accepted for a worker's start) and have each worker say
+    when it reached its limit instead (``recycling``). Call after ``beating`` succeeded, before the fork."""
+    if config.limit_max_requests:
+        RECYCLE[:] = [config.limit_max_requests, getattr(config, "limit_max_requests_jitter", 0) or 0]
+        config.limit_max_requests = None
 
 
 def cpu_seconds(pid: int) -> Optional[float]:

@@ -88,6 +88,10 @@ class Replacing(Multiprocess):
                 and all(p.is_ready(timeout=1) for p in self.processes):
             adopted, self.adopted = self.adopted, ()
             _reexec().retire(adopted)
+        for proc in list(self.processes):  # a worker that served its requests (hang_watch.recycling)
+            spent = getattr(proc, "spent", None)
+            if spent is not None and spent.value and not self.should_exit.is_set():
+                self._replace(proc.pid, "it served its requests")
         now = time.monotonic()
         for proc in list(self.processes):
             if not self.should_exit.is_set() and getattr(proc, "hung", lambda *_: False)(now, self.hang_window):
