@@ -41,8 +41,18 @@ QUIET = 5.0  # seconds of traffic measured before each event: the same run's qui
 STREAM_EVERY, STREAM_SECONDS = 2.0, 10.0
 
 EVENTS = ("quiet", "main_kill", "workers_apply", "model_apply", "plugin_restart", "restart", "stop_start",
-          "reload", "binary_apply", "worker_hang", "hang_kill", "worker_kill")
+          "reload", "binary_apply", "worker_hang", "hang_kill", "max_requests", "memory_budget", "worker_kill")
 DEFAULT_EVENTS = EVENTS[:-1]  # a worker's SIGKILL is no event of issue 31 (--only worker_kill runs it)
+# the recycling events: each worker serves MAX_REQUESTS requests, then a new one replaces it (plain: LiteLLM's own
+# --max_requests_before_restart); or a budget below the workers' size replaces each, then backs off
+MAX_REQUESTS = 40
+RECYCLE_FOR = {"max_requests": 60.0, "memory_budget": 120.0}  # seconds of traffic meanwhile
+RENDER = {"max_requests": ["--max-requests", str(MAX_REQUESTS)],
+          "memory_budget": ["--memory-budget", "4096", "--memory-every", "2"]}
+PLAIN_EXTRA = {"max_requests": ["--max_requests_before_restart", str(MAX_REQUESTS)]}
+# cold workers: a warmed worker's idle size is already what serving grows it to (tests/e2e/test_e2e_memory.py)
+ENV = {"memory_budget": {"SIDECAR_WARMUP": "0"}}
+ABOVE_IDLE = 15  # MB: the budget, over the largest idle worker's PSS
 TITLES = {
     "quiet": "none (a quiet window of 30 s)",
     "main_kill": "SIGKILL of the main process",
@@ -56,8 +66,11 @@ TITLES = {
     "worker_hang": "a hung worker (one SIGSTOPped, the main process answers)",
     "hang_kill": "the tree hung (SIGSTOPped)",
     "worker_kill": "SIGKILL of a worker",
+    "max_requests": f"workers recycled by --max-requests {MAX_REQUESTS} ({RECYCLE_FOR['max_requests']:.0f} s)",
+    "memory_budget": f"workers replaced over a memory budget ({RECYCLE_FOR['memory_budget']:.0f} s)",
 }
-PLAIN_ABSENT = {"plugin_restart": "no such command (an operator's restart is `supervisorctl restart`)"}
+PLAIN_ABSENT = {"plugin_restart": "no such command (an operator's restart is `supervisorctl restart`)",
+                "memory_budget": "no memory budget (supervisord sees one process; LiteLLM has none)"}
 HEADER = ("event", "setup", "refused", "failed", "streams cut", "longest wait", "same run's quiet window",
           "peak PSS", "note")
 
@@ -186,7 +199,8 @@ class PortBench:
         if plain and event in PLAIN_ABSENT:
             self.rows.append([TITLES[event], setup, "-", "-", "-", "-", "-", "-", PLAIN_ABSENT[event]])
             return
-        sc = self.tb.setup(plain)
+        sc = self.tb.setup(plain, render=RENDER.get(event), plain_extra=PLAIN_EXTRA.get(event, ()),
+                           env=ENV.get(event))
         if event == "quiet":
             self.measure_memory(sc, setup)
         old = int(sc.info()["pid"])
@@ -249,6 +263,8 @@ class PortBench:
             return self.model_apply(sc, plain, t)
         elif event in ("worker_hang", "hang_kill"):
             return self.hang(sc, plain, t, old, event)
+        elif event in RENDER:
+            return self.recycle(sc, old, event)
         else:
             note = self.apply_change(sc, plain, event)
             self.settle(t, self.new_main(sc, old) if plain else (lambda: self.running(sc)))
@@ -274,6 +290,27 @@ class PortBench:
             return "no hang detection: nothing answered until the tree was resumed by hand after 60 s"
         self.settle(t, self.new_main(sc, old))
         return ""
+
+    def recycle(self, sc: Sidecar, main: int, event: str) -> str:
+        """RECYCLE_FOR[event] seconds of traffic while workers are replaced one by one; say how many were."""
+        if event == "memory_budget":  # just above the idle workers: serving grows them past it
+            budget = int(max(p.memory_full_info().pss for p in workers(main)) / 2**20) + ABOVE_IDLE
+            res = run_cli("apply", *sc.render_args, "-s", "unix://" + sc.sock, "--memory-budget", str(budget),
+                          env=sc.render_env, timeout=START)
+            if res.returncode != 0:
+                return f"apply --memory-budget {budget}: exit {res.returncode}"
+        seen = {p.pid for p in workers(main)}
+        first = set(seen)
+        until = time.monotonic() + RECYCLE_FOR[event]
+        while time.monotonic() < until:
+            try:
+                seen |= {p.pid for p in workers(main)}
+            except psutil.Error:  # a worker exiting while its command line is read
+                pass
+            time.sleep(0.2)  # a sampling period, not a synchronisation
+        if event == "memory_budget":
+            return f"budget {budget} MB: {len(seen - first)} workers replaced"
+        return f"{len(seen - first)} workers recycled"
 
     def model_apply(self, sc: Sidecar, plain: bool, t: Traffic) -> str:
         with open(sc.profile, "w") as fh:

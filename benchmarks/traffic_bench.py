@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import psutil
 
@@ -77,9 +77,11 @@ def profile_text(upstream: Upstream, extra: str = "") -> str:
             + f"api_base: {upstream.base_url}\n")
 
 
-def plain_section(sc: Sidecar, binary: str, workers: int) -> str:
-    """What an operator writes by hand for LiteLLM under supervisord: same command, supervisord's defaults."""
-    argv = [binary, "--config", os.path.join(sc.out, "litellm.yaml"), "--host", "127.0.0.1", "--port", str(sc.port)]
+def plain_section(sc: Sidecar, binary: str, workers: int, extra: Sequence[str] = ()) -> str:
+    """What an operator writes by hand for LiteLLM under supervisord: same command (``extra``: more of LiteLLM's
+    CLI options), supervisord's defaults."""
+    argv = [binary, "--config", os.path.join(sc.out, "litellm.yaml"), "--host", "127.0.0.1", "--port", str(sc.port),
+            *extra]
     if workers > 1:
         argv += ["--num_workers", str(workers), "--timeout_worker_healthcheck", "60"]
     return (f"[program:{sc.program}]\ncommand={' '.join(argv)}\ndirectory={sc.out}\n"
@@ -107,15 +109,16 @@ class TrafficBench:
         self.upstream.stop()
 
     # -- setups --
-    def setup(self, plain: bool, workers: int = 2, render: Optional[List[str]] = None) -> Sidecar:
+    def setup(self, plain: bool, workers: int = 2, render: Optional[List[str]] = None,
+              plain_extra: Sequence[str] = (), env: Optional[Dict[str, str]] = None) -> Sidecar:
         folder = tempfile.mkdtemp(dir=self.root)
         args = ["--health-timeout", "120"] + (render or [])
         sc = Sidecar(folder, workers=workers, binary=self.binary, profile_text=profile_text(self.upstream),
-                     render_args=args)
+                     render_args=args, env=env)
         self.made.append(sc)
         if plain:
             with open(os.path.join(sc.out, "sidecar.conf"), "w") as fh:
-                fh.write(plain_section(sc, self.binary, workers))
+                fh.write(plain_section(sc, self.binary, workers, plain_extra))
             sc.start_supervisord(wait_state=None)
             poll(lambda: wait_answering(sc.port, MASTER_KEY, FAST, timeout=2) == "ok", 180, 0.5,
                  what="plain LiteLLM answering")
