@@ -26,16 +26,25 @@ RUN := run
 
 .PHONY: setup install oldest demo stop status lint unit test test-fast test-oldest chaos bench clean
 
+# the virtualenvs' packages are installed by uv (pip's resolution, the same versions: pip took 100 s and a core to
+# unpack and compile LiteLLM's thousands of files; uv links them from its cache, Python compiles what is imported);
+# pip installs uv itself
+UV_VERSION = 0.13.10
+UV_PIP = -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+UV_INSTALL = bin/uv pip install --quiet --native-tls --python
+
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,litellm]'
+	$(PY) $(UV_PIP)
+	$(VENV)/$(UV_INSTALL) $(PY) -e '.[test,litellm]'
 	touch $@
 
 install: $(VENV)/.installed
 
 $(OLDEST)/.installed: setup.cfg pyproject.toml tests/support/oldest-requirements.txt
 	$(PYTHON) -m venv $(OLDEST)
-	$(OLDEST)/bin/python -m pip install --quiet --disable-pip-version-check -e . -r tests/support/oldest-requirements.txt
+	$(OLDEST)/bin/python $(UV_PIP)
+	$(OLDEST)/$(UV_INSTALL) $(OLDEST)/bin/python -e . -r tests/support/oldest-requirements.txt
 	touch $@
 
 ## oldest: a second virtualenv with the lowest versions setup.cfg admits (psutil 5.9.4, supervisor 4.2.5, ...)
