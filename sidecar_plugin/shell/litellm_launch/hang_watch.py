@@ -114,7 +114,10 @@ def recycled_by_launcher(config: Any) -> None:
     """Take the request limit from uvicorn's workers (which exit at it, nothing replacing them until they
     are gone: with two workers spent at once, nobody accepted for a worker's start) and have each worker say
     when it reached its limit instead (``recycling``). Call after ``beating`` succeeded, before the fork."""
-    if config.limit_max_requests:
+    from uvicorn.server import Server, ServerState
+
+    shaped = hasattr(Server, "on_tick") and "total_requests" in vars(ServerState())
+    if config.limit_max_requests and shaped:  # another uvicorn's tick: its own limit stays
         RECYCLE[:] = [config.limit_max_requests, getattr(config, "limit_max_requests_jitter", 0) or 0]
         config.limit_max_requests = None
 

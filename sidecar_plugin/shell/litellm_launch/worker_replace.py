@@ -24,12 +24,13 @@ import socket
 import struct
 import threading
 import time
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from uvicorn.supervisors import Multiprocess
 
 CONTROL = "%s/control/%d"
 HUNG_GRACE = 5.0  # seconds a hung worker gets after SIGTERM, should its loop come back, before SIGKILL
+RECYCLE_RETRY = 10.0  # seconds before a spent worker's failed replacement is tried again (doubling, up to a minute)
 
 try:
     from uvicorn.supervisors import multiprocess as _multiprocess  # hang_watch puts its own Process there
@@ -49,6 +50,14 @@ class Replacing(Multiprocess):
     """uvicorn's supervisor, plus: replace the worker the listener names (SIGUSR1 wakes its loop), or a hung one."""
 
     pending: Optional[int] = None  # the pid asked for, until its replacement serves (or failed)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.retry_at: Dict[int, Tuple[float, float]] = {}  # a spent worker whose replacement failed: (when, delay)
+
+    def stopping(self) -> bool:
+        """A stop was asked and its signal waits in the queue: start no new worker before it is heard."""
+        return any(sig in self.signal_queue for sig in (signal.SIGTERM, signal.SIGINT))
 
     def ask(self, pid: int) -> str:
         if self.pending is not None:
@@ -90,8 +99,13 @@ class Replacing(Multiprocess):
             _reexec().retire(adopted)
         for proc in list(self.processes):  # a worker that served its requests (hang_watch.recycling)
             spent = getattr(proc, "spent", None)
-            if spent is not None and spent.value and not self.should_exit.is_set():
-                self._replace(proc.pid, "it served its requests")
+            if spent is None or not spent.value or self.should_exit.is_set() or self.stopping() \
+                    or time.monotonic() < self.retry_at.get(proc.pid, (0.0, 0.0))[0]:
+                continue
+            if not self._replace(proc.pid, "it served its requests"):  # the spent one serves on meanwhile
+                delay = min(2 * self.retry_at.get(proc.pid, (0.0, RECYCLE_RETRY / 2))[1], 60.0)
+                self.retry_at[proc.pid] = (time.monotonic() + delay, delay)
+                break  # one failed start per turn: signals and the other workers are seen to first
         now = time.monotonic()
         for proc in list(self.processes):
             if not self.should_exit.is_set() and getattr(proc, "hung", lambda *_: False)(now, self.hang_window):
@@ -99,10 +113,11 @@ class Replacing(Multiprocess):
                       % (proc.pid, now - proc.beat.value), flush=True)
                 self._replace(proc.pid, "hung", grace=HUNG_GRACE)
 
-    def _replace(self, pid: Any, why: str, grace: Optional[float] = None) -> None:  # pid None (stray SIGUSR1): no-op
+    def _replace(self, pid: Any, why: str, grace: Optional[float] = None) -> bool:  # pid None (stray SIGUSR1): no-op
+        """Replace worker ``pid`` by a new one, serving before the old one drains; False when the new one failed."""
         found = [i for i, p in enumerate(self.processes) if p.pid == pid]
         if not found or self.should_exit.is_set():
-            return
+            return True
         old = self.processes[found[0]]
         new = _multiprocess.Process(self.config, self.sockets)
         new.start()
@@ -110,11 +125,12 @@ class Replacing(Multiprocess):
             new.kill()
             new.join()
             print("sidecar launcher: the replacement of worker %d did not serve in time; keeping it" % pid, flush=True)
-            return
+            return False
         self.processes[found[0]] = new
         old.terminate()  # it drains; joined aside so the loop keeps watching the others meanwhile
         threading.Thread(target=_retire, args=(old, grace), name="retire-%d" % pid, daemon=True).start()
         print("sidecar launcher: worker %d replaced by %d (%s)" % (pid, new.pid, why), flush=True)
+        return True
 
 
 def _reexec() -> Any:
