@@ -15,13 +15,46 @@ import time
 import psutil
 import pytest
 
-from harness import CpuHogs, poll, run_cli
-from test_e2e_litellm import GATEWAY_TOKEN, real_sidecar, upstream  # noqa: F401 (a fixture)
+from fake_openrouter import FakeOpenRouter
+from harness import CpuHogs, Sidecar, poll, run_cli
+from test_e2e_litellm import GATEWAY_TOKEN, real_sidecar
 from test_e2e_port import START, workers
 from test_nowait import QUIET, listener_lines
 from traffic import Traffic
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def nowait_sidecar(tmp_path_factory):
+    """The real LiteLLM (2 workers) for this module's events: each test takes it as the one before left it,
+    running with two workers, and makes a fresh one only when it is not (a test failed midway, or it runs
+    alone). A start costs 15 to 20 CPU seconds and up to a minute of the suite's serial path: three fewer.
+    Every sidecar made is cleaned up at the module's end, pass or fail."""
+    folder = tmp_path_factory.mktemp("nowait")
+    upstream = FakeOpenRouter(str(folder / "upstream.jsonl")).start()
+    made = []
+
+    def make(**kwargs):
+        sub = folder / f"s{len(made)}"
+        sub.mkdir()
+        made.append(Sidecar(str(sub), **kwargs))
+        return made[-1]
+
+    def serving(name):
+        if made:
+            st = made[-1].state()
+            if st is not None and st.state.value == "running" and st.pid and len(workers(st.pid)) == 2:
+                return made[-1], st
+            made[-1].cleanup()  # not as it should be: gone before a fresh one starts beside it
+        return real_sidecar(make, upstream, 2, f"name: {name}\n")
+
+    try:
+        yield serving
+    finally:
+        for sc in made:
+            sc.cleanup()
+        upstream.stop()
 
 
 def flowing_kept_alive(sc):
@@ -36,9 +69,10 @@ def flowing_kept_alive(sc):
 
 
 @pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
-def test_real_litellm_sigkill_orphans_serve_until_the_replacement_answers(make_sidecar, upstream, busy):  # noqa: F811
-    sc, st = real_sidecar(make_sidecar, upstream, 2, "name: nowait\n")
+def test_real_litellm_sigkill_orphans_serve_until_the_replacement_answers(nowait_sidecar, busy):
+    sc, st = nowait_sidecar("nowait")
     poll(lambda: len(workers(st.pid)) == 2, 60, what="two workers")
+    log_from = os.path.getsize(sc.log_file)  # the sidecar is shared: this test's part of its log
     traffic, quiet = flowing_kept_alive(sc)
     orphans = workers(st.pid)
     offset = os.path.getsize(os.path.join(sc.out, "listener.log"))
@@ -48,12 +82,14 @@ def test_real_litellm_sigkill_orphans_serve_until_the_replacement_answers(make_s
         os.kill(st.pid, signal.SIGKILL)
         sc.wait_state("running", START, pred=lambda s: s.pid not in (None, st.pid))
         start = time.monotonic() - killed_at
+        if hogs is not None:
+            hogs.stop()
+        poll(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in orphans), 90,
+             what="the orphans drained")
     finally:
         if hogs is not None:
             hogs.stop()
-    poll(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in orphans), 90,
-         what="the orphans drained")
-    traffic.stop()
+        traffic.stop()  # passed or not: the next test shares this sidecar
     longest = traffic.longest_between(killed_at)
     print(f"\nROW real LiteLLM | SIGKILL of the main process ({'busy' if busy else 'idle'} host), kept-alive clients | "
           f"longest wait {longest:.2f} s "
@@ -61,7 +97,9 @@ def test_real_litellm_sigkill_orphans_serve_until_the_replacement_answers(make_s
     failures = [(round(sent - killed_at, 2), round(took, 2), out) for sent, took, out in traffic.failures()]
     print(f"failures (sent after the kill, took, outcome): {failures}")
     lines = listener_lines(sc, offset)
-    tail = open(sc.log_file, errors="replace").read().splitlines()[-60:]
+    with open(sc.log_file, errors="replace") as fh:
+        fh.seek(log_from)
+        tail = fh.read().splitlines()[-60:]
     assert traffic.lost == 0, ((traffic.summary(), lines, tail))
     assert traffic.pool.reused_failed == 0, ((traffic.summary(), lines, tail))
     assert (longest - quiet) / start < 0.25, (traffic.summary(), lines)
@@ -112,7 +150,7 @@ class Switch:
                 continue
 
 
-def replaced_in_place(make_sidecar, upstream, name, event, act, workers_after=2, cold_tail=False):  # noqa: F811
+def replaced_in_place(serving, name, event, act, workers_after=2, cold_tail=False):
     """Run ``act`` (a restart or an apply in place) under kept-alive traffic; nothing lost, nobody waited for the
     new image's import, the same pid with new workers only. Return what ``act`` returned.
 
@@ -120,7 +158,7 @@ def replaced_in_place(make_sidecar, upstream, name, event, act, workers_after=2,
     cold new workers cost after it (LiteLLM imports more on a worker's first request) by what a stop-then-start
     would cost besides: the whole replacement.
     """
-    sc, st = real_sidecar(make_sidecar, upstream, 2, f"name: {name}\n")
+    sc, st = serving(name)
     poll(lambda: len(workers(st.pid)) == 2, 60, what="two workers")
     old = set(p.pid for p in workers(st.pid))
     traffic, quiet = flowing_kept_alive(sc)
@@ -128,12 +166,16 @@ def replaced_in_place(make_sidecar, upstream, name, event, act, workers_after=2,
     time.sleep(2)  # two samples of the tree before the replacement (a measurement)
     before = idle.done()
     pss, switch = PeakPss(st.pid), Switch(st.pid, old, workers_after)
-    asked_at = time.monotonic()
-    res = act(sc)
-    took = time.monotonic() - asked_at
-    peak = pss.done()
-    poll(lambda: switch.at is not None, 60, what="every new worker serving")
-    traffic.stop()
+    try:
+        asked_at = time.monotonic()
+        res = act(sc)
+        took = time.monotonic() - asked_at
+        peak = pss.done()
+        poll(lambda: switch.at is not None, 60, what="every new worker serving")
+    finally:
+        pss.done()
+        switch.stop.set()
+        traffic.stop()  # passed or not: the next test shares this sidecar
     longest = traffic.longest_between(asked_at)
     before_switch, tail = traffic.longest_between(asked_at, switch.at), traffic.longest_between(switch.at)
     print(f"\nROW real LiteLLM | {event} | longest wait {longest:.2f} s (quiet {quiet:.2f} s; "
@@ -159,15 +201,15 @@ def replaced_in_place(make_sidecar, upstream, name, event, act, workers_after=2,
     return res
 
 
-def test_real_litellm_restart_in_place_waits_for_nothing(make_sidecar, upstream):  # noqa: F811
-    res = replaced_in_place(make_sidecar, upstream, "nowait-restart", "sidecar-plugin restart (in place)",
+def test_real_litellm_restart_in_place_waits_for_nothing(nowait_sidecar):
+    res = replaced_in_place(nowait_sidecar, "nowait-restart", "sidecar-plugin restart (in place)",
                             lambda sc: run_cli("restart", "--state-file", sc.state_file, "-s", "unix://" + sc.sock,
                                                timeout=START + 120))
     assert "in place" in res.stdout, res.stdout + res.stderr
 
 
-def test_real_litellm_apply_of_the_worker_count_waits_for_nothing(make_sidecar, upstream):  # noqa: F811
-    res = replaced_in_place(make_sidecar, upstream, "nowait-apply", "apply --workers 2 -> 3 (in place)",
+def test_real_litellm_apply_of_the_worker_count_waits_for_nothing(nowait_sidecar):
+    res = replaced_in_place(nowait_sidecar, "nowait-apply", "apply --workers 2 -> 3 (in place)",
                             lambda sc: run_cli("apply", *sc.render_args, "-s", "unix://" + sc.sock, "--workers", "3",
                                                env=sc.render_env, timeout=START + 120), workers_after=3, cold_tail=True)
     assert "replacing its tree in place (workers changed)" in res.stdout, res.stdout
