@@ -32,7 +32,7 @@ RUN := run
 # of LiteLLM would compile its imports again. pip installs uv itself
 UV_VERSION = 0.13.10
 UV_PIP = -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-UV_INSTALL = bin/uv pip install --quiet --native-tls --compile-bytecode --python
+UV_INSTALL = bin/uv pip install --quiet --compile-bytecode --python
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
