@@ -350,7 +350,7 @@ class Chaos:
                     fh.seek(read_from)
                     said = fh.read()
                 # a failing spawn supervisord counted started: "entered RUNNING", then it exited with its error
-                outlived = re.search(r"success: %s entered RUNNING[^\n]*\n(?:.*\n)*?.*exited: %s \(exit status 1"
+                outlived = re.search(r"success: %s entered RUNNING[^\n]*\n(?:.*\n)*?.*exited: %s \(exit status 1;"
                                      % ((re.escape(self.sc.program),) * 2), said)
                 if outlived is None or attempt == INJECT_TRIES - 1:
                     self.check(False, f"fatal: {exc}")
