@@ -41,18 +41,15 @@ QUIET = 5.0  # seconds of traffic measured before each event: the same run's qui
 STREAM_EVERY, STREAM_SECONDS = 2.0, 10.0
 
 EVENTS = ("quiet", "main_kill", "workers_apply", "model_apply", "plugin_restart", "restart", "stop_start",
-          "reload", "binary_apply", "worker_hang", "hang_kill", "max_requests", "memory_budget", "worker_kill")
+          "reload", "binary_apply", "worker_hang", "hang_kill", "max_requests", "worker_kill")
 DEFAULT_EVENTS = EVENTS[:-1]  # a worker's SIGKILL is no event of issue 31 (--only worker_kill runs it)
-# the recycling events: each worker serves MAX_REQUESTS requests, then a new one replaces it (plain: LiteLLM's own
-# --max_requests_before_restart); or a budget below the workers' size replaces each, then backs off
+# the recycling event: each worker serves MAX_REQUESTS requests, then a new one replaces it (plain: LiteLLM's own
+# --max_requests_before_restart). A memory replacement drains the same way (tests/integration/test_nowait.py
+# counts both over kept-alive connections; tests/e2e/test_e2e_memory.py with the real LiteLLM)
 MAX_REQUESTS = 40
-RECYCLE_FOR = {"max_requests": 60.0, "memory_budget": 120.0}  # seconds of traffic meanwhile
-RENDER = {"max_requests": ["--max-requests", str(MAX_REQUESTS)],
-          "memory_budget": ["--memory-budget", "4096", "--memory-every", "2"]}
+RECYCLE_FOR = {"max_requests": 60.0}  # seconds of traffic meanwhile
+RENDER = {"max_requests": ["--max-requests", str(MAX_REQUESTS)]}
 PLAIN_EXTRA = {"max_requests": ["--max_requests_before_restart", str(MAX_REQUESTS)]}
-# cold workers: a warmed worker's idle size is already what serving grows it to (tests/e2e/test_e2e_memory.py)
-ENV = {"memory_budget": {"SIDECAR_WARMUP": "0"}}
-ABOVE_IDLE = 15  # MB: the budget, over the largest idle worker's PSS
 TITLES = {
     "quiet": "none (a quiet window of 30 s)",
     "main_kill": "SIGKILL of the main process",
@@ -67,10 +64,8 @@ TITLES = {
     "hang_kill": "the tree hung (SIGSTOPped)",
     "worker_kill": "SIGKILL of a worker",
     "max_requests": f"workers recycled by --max-requests {MAX_REQUESTS} ({RECYCLE_FOR['max_requests']:.0f} s)",
-    "memory_budget": f"workers replaced over a memory budget ({RECYCLE_FOR['memory_budget']:.0f} s)",
 }
-PLAIN_ABSENT = {"plugin_restart": "no such command (an operator's restart is `supervisorctl restart`)",
-                "memory_budget": "no memory budget (supervisord sees one process; LiteLLM has none)"}
+PLAIN_ABSENT = {"plugin_restart": "no such command (an operator's restart is `supervisorctl restart`)"}
 HEADER = ("event", "setup", "refused", "failed", "streams cut", "longest wait", "same run's quiet window",
           "peak PSS", "note")
 
@@ -199,8 +194,7 @@ class PortBench:
         if plain and event in PLAIN_ABSENT:
             self.rows.append([TITLES[event], setup, "-", "-", "-", "-", "-", "-", PLAIN_ABSENT[event]])
             return
-        sc = self.tb.setup(plain, render=RENDER.get(event), plain_extra=PLAIN_EXTRA.get(event, ()),
-                           env=ENV.get(event))
+        sc = self.tb.setup(plain, render=RENDER.get(event), plain_extra=PLAIN_EXTRA.get(event, ()))
         if event == "quiet":
             self.measure_memory(sc, setup)
         old = int(sc.info()["pid"])
@@ -292,20 +286,13 @@ class PortBench:
         return ""
 
     def recycle(self, sc: Sidecar, main: int, event: str) -> str:
-        """RECYCLE_FOR[event] seconds of traffic while workers are replaced one by one; say how many were."""
-        if event == "memory_budget":  # just above the idle workers: serving grows them past it
-            budget = int(max(p.memory_full_info().pss for p in workers(main)) / 2**20) + ABOVE_IDLE
-            res = run_cli("apply", *sc.render_args, "-s", "unix://" + sc.sock, "--memory-budget", str(budget),
-                          env=sc.render_env, timeout=START)
-            if res.returncode != 0:
-                return f"apply --memory-budget {budget}: exit {res.returncode}"
+        """RECYCLE_FOR[event] seconds of traffic while workers are replaced one by one; say how many started
+        (LiteLLM's own CLI logs none)."""
         offset = os.path.getsize(sc.log_file)  # uvicorn says each worker it starts, whoever forks it
         time.sleep(RECYCLE_FOR[event])  # the traffic runs through the recycling meanwhile (a measurement)
         with open(sc.log_file, errors="replace") as fh:
             fh.seek(offset)
             started = fh.read().count("Started server process [")
-        if event == "memory_budget":
-            return f"budget {budget} MB: {started} workers started (replacements)"
         return f"{started} workers started (recycled)"
 
     def model_apply(self, sc: Sidecar, plain: bool, t: Traffic) -> str:

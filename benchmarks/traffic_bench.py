@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import psutil
 
@@ -110,11 +110,11 @@ class TrafficBench:
 
     # -- setups --
     def setup(self, plain: bool, workers: int = 2, render: Optional[List[str]] = None,
-              plain_extra: Sequence[str] = (), env: Optional[Dict[str, str]] = None) -> Sidecar:
+              plain_extra: Sequence[str] = ()) -> Sidecar:
         folder = tempfile.mkdtemp(dir=self.root)
         args = ["--health-timeout", "120"] + (render or [])
         sc = Sidecar(folder, workers=workers, binary=self.binary, profile_text=profile_text(self.upstream),
-                     render_args=args, env=env)
+                     render_args=args)
         self.made.append(sc)
         if plain:
             with open(os.path.join(sc.out, "sidecar.conf"), "w") as fh:
