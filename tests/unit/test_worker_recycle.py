@@ -1,9 +1,10 @@
-"""The launcher's supervisor and a worker past its request limit (``spent``), in-process.
+"""The launcher in-process: its supervisor and a worker past its request limit (``spent``), its log lines.
 
 ``Replacing.keep_subprocess_alive`` is driven with stand-in workers (a ``spent`` flag, answering pings) and
 a ``_replace`` that records its calls and fails or succeeds as told: no process is started.
 """
 
+import io
 import signal
 import threading
 import time
@@ -72,3 +73,27 @@ def test_no_replacement_starts_once_a_stop_waits_in_the_queue(sig):
     sup.signal_queue.append(sig)
     sup.keep_subprocess_alive()
     assert sup.calls == []
+
+
+class Writes(io.RawIOBase):
+    """A raw stream that records each write it is given (what would be one write(2) each)."""
+
+    def __init__(self):
+        self.writes = []
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        self.writes.append(bytes(b))
+        return len(b)
+
+
+def test_the_launcher_writes_a_line_in_one_write_even_when_python_is_unbuffered():
+    from sidecar_plugin.shell.litellm_launch.__main__ import whole_lines
+
+    raw = Writes()
+    stream = io.TextIOWrapper(raw, encoding="utf-8", write_through=True)  # what PYTHONUNBUFFERED gives stdout
+    whole_lines(stream)
+    print("sidecar launcher: pid 1 serves port 2 (fd 3) with 2 worker(s), LiteLLM 1.0.1", file=stream, flush=True)
+    assert raw.writes == [b"sidecar launcher: pid 1 serves port 2 (fd 3) with 2 worker(s), LiteLLM 1.0.1\n"]

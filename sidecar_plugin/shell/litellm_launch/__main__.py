@@ -176,6 +176,23 @@ def supervise(config: Any, sockets: List[socket.socket], control: bool,
     supervisor.run()
 
 
+def whole_lines(*streams: Any) -> None:
+    """Have each of ``streams`` write a line in one write, not its text and its newline apart.
+
+    The launcher and its workers share one log (supervisord's). Under
+    ``PYTHONUNBUFFERED`` (set on many hosts, and inherited through supervisord)
+    a text stream writes through: ``print`` writes its text, then the newline,
+    and a worker's line written between them was glued to the launcher's
+    (seen: ``... LiteLLM 1.0.1INFO: 127.0.0.1 ...``). Line buffering writes
+    the whole line at its newline; the workers (forked) inherit it.
+    """
+    for stream in streams:
+        try:
+            stream.reconfigure(line_buffering=True, write_through=False)
+        except (AttributeError, ValueError, OSError):  # not a text stream of io's: as it is
+            pass
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     import signal
 
@@ -219,4 +236,5 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":  # uvicorn's workers are spawned ("spawn"): they must not run main again
+    whole_lines(sys.stdout, sys.stderr)
     main()
