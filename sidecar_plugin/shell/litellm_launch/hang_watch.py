@@ -10,8 +10,11 @@ serving worker (not draining) whose beat and CPU time both stood still for
 window) is hung: blocked, not busy. A lazy import on a starved host blocks a
 loop for a while, burning CPU: that worker is slow, and killing it would only
 lose its requests. ``worker_replace`` replaces a hung worker alone. A loop
-that spins forever burning CPU is not told from a busy one. Imports nothing
-of sidecar_plugin.
+that spins forever burning CPU is not told from a busy one. The same shared
+memory says when a worker served its requests (``--max_requests_before_restart``,
+taken from uvicorn: ``recycling``), so that ``worker_replace`` replaces it, a
+new worker serving first, instead of uvicorn ending it. Imports nothing of
+sidecar_plugin.
 """
 
 import multiprocessing

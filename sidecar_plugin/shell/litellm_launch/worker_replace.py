@@ -15,7 +15,8 @@ The request comes over the tree's private control socket,
 (or root) is heard. The replacement runs in uvicorn's main loop (as SIGHUP's
 does), woken by SIGUSR1. Imports nothing of sidecar_plugin.
 
-A worker whose event loop hangs is replaced alone the same way (``hang_watch`` says when).
+A worker whose event loop hangs, or that served its requests (its limit), is replaced alone the same way
+(``hang_watch`` says when); a failed replacement of a spent worker is tried again later, the spent one serving on.
 """
 
 import os
@@ -102,7 +103,9 @@ class Replacing(Multiprocess):
             if spent is None or not spent.value or self.should_exit.is_set() or self.stopping() \
                     or time.monotonic() < self.retry_at.get(proc.pid, (0.0, 0.0))[0]:
                 continue
-            if not self._replace(proc.pid, "it served its requests"):  # the spent one serves on meanwhile
+            if self._replace(proc.pid, "it served its requests"):
+                self.retry_at.pop(proc.pid, None)
+            else:  # the spent one serves on meanwhile
                 delay = min(2 * self.retry_at.get(proc.pid, (0.0, RECYCLE_RETRY / 2))[1], 60.0)
                 self.retry_at[proc.pid] = (time.monotonic() + delay, delay)
                 break  # one failed start per turn: signals and the other workers are seen to first
