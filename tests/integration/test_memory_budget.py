@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -276,3 +277,36 @@ def test_after_a_rolling_reload_one_worker_or_two_a_worker_over_budget_is_replac
     assert traffic.short["failed"] == 0, traffic.summary()
     assert sc.state().pid == st.pid
     assert not events(sc, "memory_backoff")
+
+
+def test_a_draining_worker_gone_zombie_leaves_the_sample_in_pss():
+    """A worker that exited and is not reaped yet counts nothing; the tree's sample stays PSS.
+
+    A fresh-clone CI run showed ``memory (RSS): ... worker 13620 0 MB``: the
+    drained worker was a zombie, smaps_rollup refused it, the RSS fallback read
+    0 MB and turned the whole sample (and ``status``) into RSS.
+    """
+    from sidecar_plugin.shell.listener.memory import memory_mb, sample_tree
+
+    code = ("import subprocess, sys, time\n"
+            "gone = subprocess.Popen(['true'])\n"
+            "alive = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+            "print(gone.pid, alive.pid, flush=True)\n"
+            "time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        gone, alive = (int(p) for p in parent.stdout.readline().split())
+        poll(lambda: psutil.Process(gone).status() == psutil.STATUS_ZOMBIE, 20, what="a zombie child")
+        assert memory_mb(gone) == (None, "")
+        mb, measure = memory_mb(alive)
+        assert measure == "pss"
+        assert mb is not None
+        assert mb > 0
+        procs, measure = sample_tree(parent.pid)
+        assert measure == "pss"
+        assert {p.pid for p in procs} == {parent.pid, alive}
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait()
+        parent.stdout.close()

@@ -134,6 +134,37 @@ def test_death_during_a_stop_is_not_a_crash():
     assert kinds(acts) == ["Reap"]
 
 
+def test_a_death_asked_once_supervisord_runs_another_is_judged_by_its_exit_event_a_stop():
+    """apply's restart (stop, then start) seen late: the pid watch's death is asked once the new one starts.
+
+    A fresh-clone run's ansible test: the STOPPING event was still queued, supervisord already said
+    STARTING (pid 11), and the stop was recorded as "exited unexpectedly (pid 10)", failing the apply.
+    """
+    model, acts = run(running(), m.Died(pid=10, supervisor_state="STARTING", supervisor_pid=11, asked=True), now=70)
+    assert model.state is State.RUNNING
+    assert model.pid is None
+    assert model.died_pid == 10
+    assert acts == []
+    model, acts = run(model, m.ProcEvent("STOPPING", pid=10), m.ProcEvent("STOPPED", pid=10), now=71)
+    assert model.state is State.STOPPED
+    assert model.error is None
+    assert "Reap" in kinds(acts)
+    model, acts = run(model, m.ProcEvent("STARTING", pid=11, asked=True), now=72)
+    assert model.state is State.STARTING
+    assert model.pid == 11
+    assert sum(n for _, n in model.counters.crashes) == 0
+
+
+def test_a_death_asked_once_supervisord_runs_another_is_judged_by_its_exit_event_a_crash():
+    model, acts = run(running(), m.Died(pid=10, supervisor_state="STARTING", supervisor_pid=11, asked=True), now=70)
+    assert acts == []
+    model, acts = run(model, m.ProcEvent("EXITED", pid=10, expected=False, from_state="RUNNING"), now=71)
+    assert model.state is State.CRASHED
+    assert "exited unexpectedly" in model.error
+    assert model.since == 71
+    assert kinds(acts) == ["CaptureLogTail", "Write", "Reap"]
+
+
 @pytest.mark.parametrize("event, words", [
     (m.ProcEvent("EXITED", pid=10, expected=False, from_state="RUNNING"), "exited unexpectedly"),
     (m.ProcEvent("BACKOFF", from_state="STARTING"), "BACKOFF"),

@@ -48,12 +48,13 @@ class Probe:
 
 @dataclass(frozen=True)
 class Died:
-    """The watched main pid exited; ``supervisor_state`` as supervisord saw it then (once asked)."""
+    """The watched main pid exited; ``supervisor_state`` and ``supervisor_pid`` as supervisord saw them (once asked)."""
 
     pid: int
     supervisor_state: Optional[str] = None
     at: Optional[float] = None
     asked: bool = False
+    supervisor_pid: Optional[int] = None
 
 
 @dataclass(frozen=True)

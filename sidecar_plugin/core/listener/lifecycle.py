@@ -99,7 +99,7 @@ def answered(inp: Any, statename: Optional[str], pid: Optional[int]) -> Any:
     of the process the listener already follows is no new start.
     """
     if isinstance(inp, Died):
-        return replace(inp, supervisor_state=statename, asked=True)
+        return replace(inp, supervisor_state=statename, supervisor_pid=pid, asked=True)
     return replace(inp, pid=pid if statename in LIVE_STATES else inp.pid, asked=True)
 
 
@@ -108,6 +108,11 @@ def on_died(model: Model, d: Died, now: float) -> Result:
     if d.pid != model.pid:
         return model, []
     model = replace(model, died_pid=d.pid)
+    if d.supervisor_state in LIVE_STATES and d.supervisor_pid not in (None, d.pid):
+        # supervisord already runs another process: it saw this exit, and its event (STOPPING/STOPPED for
+        # a stop, EXITED for a crash; still in the queue) judges it. Asked late, a stop followed by a start
+        # (apply's restart) looks like a crash here; the event's verdict is the right one.
+        return replace(model, pid=None), []
     if model.stopping or d.supervisor_state in STOPPING_STATES:
         model = replace(model, stopping=True)
         return model, [reap(replace(model, pid=None), d.at, now)]

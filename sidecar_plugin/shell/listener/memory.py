@@ -33,18 +33,31 @@ MB = 1024.0 * 1024.0
 
 
 def memory_mb(pid: int) -> Tuple[Optional[float], str]:
-    """Return (MB, "pss") from smaps_rollup, else (MB, "rss"), else (None, "")."""
+    """Return (MB, "pss") from smaps_rollup, else (MB, "rss"), else (None, "").
+
+    A process without an address space any more (a worker exiting after its
+    drain, a zombie not yet reaped) has no memory to count: None, never an RSS
+    of 0 that would turn the whole sample into RSS. The RSS fallback is only
+    for a kernel without smaps_rollup (before 4.14) or one that refuses it.
+    """
     try:
         with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
             for line in fh.read(8192).splitlines():
                 if line.startswith(b"Pss:"):
                     return int(line.split()[1]) / 1024.0, "pss"
+        return None, ""  # read, but no mappings: the process is exiting
+    except ProcessLookupError:
+        return None, ""  # a zombie: its memory is gone
     except (OSError, ValueError, IndexError):
         pass
     try:
-        return psutil.Process(pid).memory_info().rss / MB, "rss"
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None, ""
+        rss = proc.memory_info().rss
     except (psutil.Error, OSError):
         return None, ""
+    return (rss / MB, "rss") if rss else (None, "")
 
 
 def sample_tree(pid: int) -> Tuple[Tuple[bg.Proc, ...], str]:
