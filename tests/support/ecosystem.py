@@ -9,6 +9,8 @@ tests/support/install_tools.sh, which installs the Debian packages).
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import re
 import shutil
@@ -96,14 +98,50 @@ _DIST: Dict[str, str] = {}
 
 
 def built_dist(tmp_path_factory) -> Dict[str, str]:
-    """Build the sdist and the wheel once per session (``python -m build`` on a copy of the tree).
+    """Build the sdist and the wheel once per run (``python -m build`` on a copy of the tree).
 
-    A copy, so that the build's own files (build/, *.egg-info) never land in the
-    working tree; the copy holds the tree without .git, the virtualenv and the
-    ignored outputs. The folder is pytest's, removed with its other temp folders.
+    Once for every xdist worker of the run, not once per worker (a build is about 8 CPU-s, and three workers
+    built it): the first to ask builds in the run's shared temp folder under a lock, the others wait on the
+    lock and read what it left. A copy, so that the build's own files (build/, *.egg-info) never land in the
+    working tree; the copy holds the tree without .git, the virtualenv and the ignored outputs. The folder
+    is pytest's, removed with its other temp folders.
     """
     if _DIST:
         return _DIST
+    try:
+        import build  # noqa: F401
+    except ImportError:
+        missing("python -m build is not installed; install the test extra: pip install -e '.[test]'", True)
+    base = tmp_path_factory.getbasetemp()
+    shared = str(base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base)  # pytest-N/ under xdist
+    work = os.path.join(shared, "dist-shared")
+    with open(os.path.join(shared, "dist-shared.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when the build fails
+        done = os.path.join(work, "built.json")
+        if os.path.exists(done):
+            with open(done) as fh:
+                _DIST.update(json.load(fh))
+            return _DIST
+        shutil.rmtree(work, ignore_errors=True)  # a build that failed half-way
+        src = os.path.join(work, "src")
+        shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+            ".git", ".venv", ".venv-*", "run", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
+            ".hypothesis", ".mypy_cache", ".ruff_cache", "work"))  # mypy writes its cache meanwhile (make test)
+        out = os.path.join(work, "dist")
+        res = run([sys.executable, "-m", "build", "--outdir", out, src], timeout=600)  # the wheel from the sdist
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        files = sorted(os.listdir(out))
+        wheels = [f for f in files if f.endswith(".whl")]
+        sdists = [f for f in files if f.endswith(".tar.gz")]
+        assert len(wheels) == 1, files
+        assert len(sdists) == 1, files
+        dist = dict(work=work, src=src, dist=out, wheel=os.path.join(out, wheels[0]),
+                    sdist=os.path.join(out, sdists[0]), log=res.stdout + res.stderr)
+        with open(done + ".tmp", "w") as fh:
+            json.dump(dist, fh)
+        os.replace(done + ".tmp", done)
+    _DIST.update(dist)
+    return _DIST
     try:
         import build  # noqa: F401
     except ImportError:
