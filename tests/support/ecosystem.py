@@ -142,23 +142,3 @@ def built_dist(tmp_path_factory) -> Dict[str, str]:
         os.replace(done + ".tmp", done)
     _DIST.update(dist)
     return _DIST
-    try:
-        import build  # noqa: F401
-    except ImportError:
-        missing("python -m build is not installed; install the test extra: pip install -e '.[test]'", True)
-    work = str(tmp_path_factory.mktemp("dist"))
-    src = os.path.join(work, "src")
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
-        ".git", ".venv", ".venv-*", "run", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
-        ".hypothesis", ".mypy_cache", ".ruff_cache", "work"))  # mypy writes its cache meanwhile (make test)
-    out = os.path.join(work, "dist")
-    res = run([sys.executable, "-m", "build", "--outdir", out, src], timeout=600)  # the wheel from the sdist
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    files = sorted(os.listdir(out))
-    wheels = [f for f in files if f.endswith(".whl")]
-    sdists = [f for f in files if f.endswith(".tar.gz")]
-    assert len(wheels) == 1, files
-    assert len(sdists) == 1, files
-    _DIST.update(work=work, src=src, dist=out, wheel=os.path.join(out, wheels[0]),
-                 sdist=os.path.join(out, sdists[0]), log=res.stdout + res.stderr)
-    return _DIST
