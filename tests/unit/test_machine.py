@@ -140,11 +140,14 @@ def test_a_death_asked_once_supervisord_runs_another_is_judged_by_its_exit_event
     A fresh-clone run's ansible test: the STOPPING event was still queued, supervisord already said
     STARTING (pid 11), and the stop was recorded as "exited unexpectedly (pid 10)", failing the apply.
     """
-    model, acts = run(running(), m.Died(pid=10, supervisor_state="STARTING", supervisor_pid=11, asked=True), now=70)
+    model, acts = run(running(), m.Died(pid=10, at=69.5, supervisor_state="STARTING", supervisor_pid=11, asked=True),
+                      now=70)
     assert model.state is State.RUNNING
     assert model.pid is None
     assert model.died_pid == 10
-    assert acts == []
+    assert model.supervisor_state is None  # unknown until the event: nothing probed meanwhile
+    assert kinds(acts) == ["Reap"]  # the old tree's survivors, the new process spared
+    assert (acts[0].before, acts[0].spare) == (69.5, 11)
     model, acts = run(model, m.ProcEvent("STOPPING", pid=10), m.ProcEvent("STOPPED", pid=10), now=71)
     assert model.state is State.STOPPED
     assert model.error is None
@@ -157,12 +160,40 @@ def test_a_death_asked_once_supervisord_runs_another_is_judged_by_its_exit_event
 
 def test_a_death_asked_once_supervisord_runs_another_is_judged_by_its_exit_event_a_crash():
     model, acts = run(running(), m.Died(pid=10, supervisor_state="STARTING", supervisor_pid=11, asked=True), now=70)
-    assert acts == []
+    assert kinds(acts) == ["Reap"]
     model, acts = run(model, m.ProcEvent("EXITED", pid=10, expected=False, from_state="RUNNING"), now=71)
     assert model.state is State.CRASHED
     assert "exited unexpectedly" in model.error
     assert model.since == 71
     assert kinds(acts) == ["CaptureLogTail", "Write", "Reap"]
+
+
+def test_a_death_asked_late_then_its_events_dropped_the_new_process_is_judged_as_a_start():
+    """The exit events lost (supervisord's buffer overflowed): TICKs replay the new process as a start.
+
+    It is watched from STARTING (judged by its progress), never taken for the old process still RUNNING
+    (whose last answer a hang window would measure it by), and nothing is probed before the replay.
+    """
+    model, _ = run(running(), m.Died(pid=10, supervisor_state="STARTING", supervisor_pid=11, asked=True), now=70)
+    model, acts = run(model, m.Probe(False, 71, detail="refused"), now=72)
+    assert model.failures == 0  # not probing: supervisord's state unknown
+    assert acts == []
+    model, _ = run(model, m.Observed("RUNNING", 11), now=75)
+    model, acts = run(model, m.Observed("RUNNING", 11), now=80)
+    assert model.state is State.STARTING
+    assert model.pid == 11
+    assert model.since == 80
+    assert model.counters.starts == 1
+    assert "Watch" in kinds(acts)
+
+
+def test_a_replayed_start_is_counted_once():
+    model = m.Model(state=State.CRASHED, since=60, supervisor_state="EXITED", error="exited unexpectedly")
+    model, _ = run(model, m.Observed("STARTING", 11), now=70)
+    model, _ = run(model, m.Observed("STARTING", 11), now=71)
+    assert model.state is State.STARTING
+    assert model.counters.starts == 1
+    assert model.counters.restarts == 1
 
 
 @pytest.mark.parametrize("event, words", [

@@ -48,7 +48,7 @@ def step(model: Model, inp: Input, now: float, cfg: Config = Config()) -> Result
     """
     after, actions = _transition(model, inp, now, cfg)
     after, actions = _settled(model, after, actions, inp, now, cfg)
-    if after.state is not model.state and not isinstance(inp, Recover):
+    if after.state is not model.state and not isinstance(inp, (Recover, Observed)):  # a replay counted its own
         cause = crash_cause(after.halted, after.supervisor_state)
         after = replace(after, counters=after.counters.after(model.state.value, after.state.value, cause))
     return after, actions
