@@ -19,7 +19,7 @@ import psutil
 import pytest
 import requests
 
-from harness import API_KEY, MASTER_KEY, run_cli
+from harness import API_KEY, MASTER_KEY, lives, run_cli
 from fake_openrouter import FakeOpenRouter
 from traffic import Traffic
 from sidecar_plugin.client import Sidecar, State
@@ -176,7 +176,7 @@ def test_full_chain_with_real_litellm(make_sidecar, upstream, cpu_hogs):
     assert again.pid != st.pid
     assert "crashed" in [h["state"] for h in sc.history()]
     psutil.wait_procs(old_tree, timeout=90)
-    assert not [p for p in old_tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not [p for p in old_tree if lives(p)]
     assert messages(port, "heavy").status_code == 200
 
     # supervisorctl stop: nothing left, port free

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from fake_openrouter import FakeOpenRouter
-from harness import CpuHogs, Sidecar, poll, run_cli
+from harness import CpuHogs, Sidecar, lives, poll, run_cli
 from test_e2e_litellm import GATEWAY_TOKEN, real_sidecar
 from test_e2e_port import START, workers
 from test_nowait import QUIET, listener_lines
@@ -84,7 +84,7 @@ def test_real_litellm_sigkill_orphans_serve_until_the_replacement_answers(nowait
         start = time.monotonic() - killed_at
         if hogs is not None:
             hogs.stop()
-        poll(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in orphans), 90,
+        poll(lambda: not any(lives(p) for p in orphans), 90,
              what="the orphans drained")
     finally:
         if hogs is not None:

@@ -14,7 +14,7 @@ import signal
 import psutil
 import pytest
 
-from harness import argv, live_children, poll
+from harness import argv, live_children, lives, poll
 from test_e2e_litellm import APPLY_LIMIT, GATEWAY_TOKEN, messages, real_sidecar, upstream  # noqa: F401 (a fixture)
 from traffic import Traffic
 
@@ -78,7 +78,7 @@ def test_real_litellm_port_never_refuses(make_sidecar, upstream):  # noqa: F811
     orphans = workers(st.pid)
     os.kill(st.pid, signal.SIGKILL)
     again = sc.wait_state("running", START, pred=lambda s: s.pid not in (None, st.pid))
-    poll(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in orphans), 90,
+    poll(lambda: not any(lives(p) for p in orphans), 90,
          what="the orphans drained")
     traffic.stop()
     report("SIGKILL of the main process", traffic)

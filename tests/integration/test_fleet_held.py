@@ -16,7 +16,7 @@ import time
 import psutil
 import pytest
 
-from harness import FAKE_LITELLM, MASTER_KEY, fake_binary, free_port, poll, run_cli
+from harness import FAKE_LITELLM, MASTER_KEY, fake_binary, free_port, lives, poll, run_cli
 from test_nowait import judged
 from traffic import Traffic
 
@@ -71,7 +71,7 @@ def test_sigkill_of_one_fleet_member_waits_for_no_start(make_fleet):
     killed_at = time.monotonic()
     os.kill(work.pid, signal.SIGKILL)
     again = fl.wait_state_of("agentroute-work", "running", 30, pred=lambda s: s.pid not in (None, work.pid))
-    poll(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in orphans), 30,
+    poll(lambda: not any(lives(p) for p in orphans), 30,
          what="the orphans drained")
     judged("SIGKILL of one fleet member's main process", traffic, quiet, killed_at, START, more=80)
     other.stop()

@@ -7,7 +7,7 @@ import time
 import psutil
 import pytest
 
-from harness import poll
+from harness import lives, poll
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ def test_sigkill_parent_with_two_workers_reaps_orphans_and_comes_back(make_sidec
     crashed = sc.wait_state("crashed", 5, pred=lambda s: s.pid is None or s.pid != st.pid)
     assert "exited unexpectedly" in crashed.error
     psutil.wait_procs(workers, timeout=5)
-    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    assert not any(lives(w) for w in workers)
     again = sc.wait_state("running", 20, pred=lambda s: s.pid not in (None, st.pid))
     assert again.pid != st.pid
     # exactly the new tree holds the port
@@ -150,7 +150,7 @@ def test_listener_sigkill_does_not_flap_the_state(make_sidecar):
     os.kill(st.pid, signal.SIGKILL)
     sc.wait_state("running", 20, pred=lambda s: s.pid not in (None, st.pid))
     psutil.wait_procs(workers, timeout=5)
-    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    assert not any(lives(w) for w in workers)
 
 
 def test_flood_of_other_programs_events_is_acknowledged_and_crash_still_seen(make_sidecar, tmp_path):

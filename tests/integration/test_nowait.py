@@ -19,7 +19,7 @@ import time
 import psutil
 import pytest
 
-from harness import MASTER_KEY, live_children, poll, run_cli
+from harness import MASTER_KEY, live_children, lives, poll, run_cli
 from sidecar_plugin.names import health_socket_name
 from test_memory_budget import HERE, light_binary, light_sidecar
 from test_port import running, started
@@ -78,7 +78,7 @@ def test_sigkill_orphans_serve_until_the_replacement_answers(make_sidecar):
     killed_at = time.monotonic()
     os.kill(st.pid, signal.SIGKILL)
     again = running(sc, other_than=st.pid)
-    poll(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in orphans), 30,
+    poll(lambda: not any(lives(p) for p in orphans), 30,
          what="the orphans drained")
     # the orphans served while the replacement started: no request waited for that start
     judged("SIGKILL of the main process", traffic, quiet, killed_at, START, more=80)

@@ -24,10 +24,9 @@ import signal
 import threading
 import time
 
-import psutil
 import pytest
 
-from harness import FAKE_LITELLM, MASTER_KEY, ROOT, argv, live_children, poll
+from harness import FAKE_LITELLM, MASTER_KEY, ROOT, argv, live_children, lives, poll
 from traffic import one_request
 
 from sidecar_plugin.shell.supervisord import socket_holder
@@ -118,7 +117,7 @@ def test_stopped_workers_are_hung_and_replaced_with_no_error_line(make_sidecar):
     assert "stopped answering" in crashed.error, crashed.error
     again = sc.wait_state("running", 30, pred=lambda s: s.pid not in (None, st.pid))
     assert again.pid != st.pid
-    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in stopped)
+    assert not any(lives(w) for w in stopped)
     assert errors(sc) == []
 
 

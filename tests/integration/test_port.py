@@ -17,7 +17,7 @@ import time
 import psutil
 import pytest
 
-from harness import MASTER_KEY, poll, run_cli
+from harness import MASTER_KEY, lives, poll, run_cli
 from traffic import Traffic
 
 pytestmark = pytest.mark.integration
@@ -80,7 +80,7 @@ def test_sigkill_of_the_main_process_refuses_nothing_and_orphans_drain(make_side
     os.kill(st.pid, signal.SIGKILL)
     again = running(sc, other_than=st.pid)
     # the orphans served until the replacement did; then they drain (SIGTERM) and go
-    poll(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in orphans), 30,
+    poll(lambda: not any(lives(p) for p in orphans), 30,
          what="the orphans drained")
     poll(lambda: traffic.short["ok"] >= 40, 20, what="more answers")
     traffic.stop()
@@ -95,8 +95,8 @@ def test_sigkill_of_a_worker_refuses_nothing(make_sidecar):
     traffic = under_traffic(sc, streams=())
     victim = psutil.Process(st.pid).children()[0]
     victim.kill()
-    poll(lambda: len([c for c in psutil.Process(st.pid).children() if c.pid != victim.pid
-                      and c.status() != psutil.STATUS_ZOMBIE]) == 2, 10, what="a respawned worker")
+    poll(lambda: len([c for c in psutil.Process(st.pid).children() if c.pid != victim.pid and lives(c)]) == 2, 10,
+         what="a respawned worker")
     poll(lambda: traffic.short["ok"] >= 40, 20, what="more answers")
     traffic.stop()
     assert_nothing_lost(traffic, "SIGKILL of a worker")

@@ -69,16 +69,21 @@ def run_cli(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 6
                           cwd=cwd or ROOT)
 
 
+def lives(p: psutil.Process) -> bool:
+    """Whether ``p`` still runs: not gone, not a zombie, also when it exits while it is looked at.
+
+    ``p.is_running() and p.status() != ZOMBIE`` raised NoSuchProcess when the process went between the two
+    questions (a fresh-clone run's failure, in a poll for drained orphans).
+    """
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:  # ZombieProcess is one
+        return False
+
+
 def live_children(pid: int) -> List[psutil.Process]:
     """The children of ``pid`` that live (one that exits while it is looked at is left out, zombie or gone)."""
-    found = []
-    for child in psutil.Process(pid).children():
-        try:
-            if child.status() != psutil.STATUS_ZOMBIE:
-                found.append(child)
-        except psutil.NoSuchProcess:  # ZombieProcess is one
-            continue
-    return found
+    return [child for child in psutil.Process(pid).children() if lives(child)]
 
 
 def argv(p: psutil.Process) -> List[str]:
