@@ -28,7 +28,7 @@ def test_starting_then_running_and_state_file_contract(make_sidecar):
     assert st.error is None
     assert st.log_tail == ()
     assert oct(os.stat(sc.state_file).st_mode & 0o777) == "0o644"
-    states = sc.states_until("running")  # the history line follows the state file's write
+    states = sc.states_until("running")  # the history has it: its line is written before the state file
     assert states[-2:] == ["starting", "running"]
     # the heartbeat keeps moving while nothing happens
     first = st.heartbeat_at

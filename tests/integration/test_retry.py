@@ -50,7 +50,7 @@ def test_a_slow_first_boot_reaches_running_without_a_person(make_sidecar, tmp_pa
     assert running.pid == sc.info()["pid"]
     assert running.raw["retry"]["attempt"] >= 1
     assert not running.raw["retry"].get("next_at")
-    states = sc.states_until("running")  # the history line follows the state file's write
+    states = sc.states_until("running")  # the history has it: its line is written before the state file
     assert "crashed" in states
     text = open(metrics).read()
     assert f'agentroute_sidecar_retry_attempt{{program="{sc.program}"}}' in text

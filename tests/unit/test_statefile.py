@@ -120,3 +120,48 @@ def test_a_state_file_far_larger_than_the_listener_writes_is_unavailable(tmp_pat
     with pytest.raises(StateUnavailable):
         read_state(path)
     assert effective_state(path) is State.CRASHED
+
+
+class _Log:
+    def __init__(self):
+        self.lines = []
+
+    def warning(self, msg, *args):
+        self.lines.append(msg % args)
+
+    error = info = warning
+
+
+def test_a_state_change_reaches_the_history_before_the_state_file(tmp_path):
+    """Whenever the state file says a state, its history line is there already.
+
+    A fresh-clone run read ``running`` from state.json and ``starting`` last in history.jsonl: the file was
+    written first. Shown here by a state file that cannot be written (a folder in its place): the history has
+    the change all the same, which it could not if the state file came first.
+    """
+    from sidecar_plugin.names import State
+    from sidecar_plugin.shell.listener.publish import Publisher
+
+    state_file = str(tmp_path / "state.json")
+    os.mkdir(state_file)
+    log = _Log()
+    pub = Publisher(state_file, None, log)
+    pub.publish(doc(state="running"), State.RUNNING, 100.0)
+    assert [e["state"] for e in read_history(state_file)] == ["running"]
+    assert len(log.lines) == 1
+    assert "cannot write" in log.lines[0]
+
+
+def test_a_history_that_cannot_be_written_never_holds_the_state_file_back(tmp_path):
+    from sidecar_plugin.names import State
+    from sidecar_plugin.shell.listener.publish import Publisher
+
+    state_file = str(tmp_path / "state.json")
+    os.mkdir(str(tmp_path / "history.jsonl"))  # not a regular file: append_history refuses it
+    log = _Log()
+    pub = Publisher(state_file, None, log)
+    pub.publish(doc(state="starting"), State.STARTING, 100.0)
+    assert read_state(state_file).state is State.STARTING
+    assert "cannot write" in log.lines[0]
+    pub.publish(doc(state="running"), State.RUNNING, 101.0)
+    assert read_state(state_file).state is State.RUNNING

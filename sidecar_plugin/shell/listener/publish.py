@@ -29,18 +29,11 @@ class Publisher:
     def publish(self, doc: Dict[str, Any], state: State, now: float) -> None:
         try:
             try:
-                write_state(self.state_file, doc)
+                self._record(doc, state, now)
             except FileNotFoundError:  # the folder was removed under us (say /run emptied): make it again
                 os.makedirs(os.path.dirname(os.path.abspath(self.state_file)), mode=0o755, exist_ok=True)
                 self.log.warning("the state folder of %s was gone: created it again", self.state_file)
-                write_state(self.state_file, doc)
-            if state is not self.last_state:
-                append_history(self.state_file, {
-                    "at": now, "from": self.last_state.value if self.last_state else None,
-                    "state": doc["state"], "pid": doc["pid"], "supervisor_state": doc["supervisor_state"],
-                    "error": doc["error"], "listener_pid": doc["listener_pid"],
-                })
-                self.last_state = state
+                self._record(doc, state, now)
         except OSError as exc:
             if not self.failing:
                 self.log.error("cannot write %s: %s (will keep trying)", self.state_file, exc.strerror or exc)
@@ -54,3 +47,22 @@ class Publisher:
                 self.metrics.update(doc, now)
             except OSError as exc:
                 self.log.warning("cannot write the metrics file %s: %s", self.metrics.path, exc.strerror or exc)
+
+    def _record(self, doc: Dict[str, Any], state: State, now: float) -> None:
+        """The history line of a change first, then the state file: whenever the file says a state, its line is
+        in the history (a reader that saw ``running`` found ``starting`` last in it). A history that cannot be
+        written never holds the state file back: it is written, then the history's error raised."""
+        if state is not self.last_state:
+            try:
+                append_history(self.state_file, {
+                    "at": now, "from": self.last_state.value if self.last_state else None,
+                    "state": doc["state"], "pid": doc["pid"], "supervisor_state": doc["supervisor_state"],
+                    "error": doc["error"], "listener_pid": doc["listener_pid"],
+                })
+            except FileNotFoundError:
+                raise
+            except OSError:
+                write_state(self.state_file, doc)
+                raise
+            self.last_state = state
+        write_state(self.state_file, doc)
