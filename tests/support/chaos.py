@@ -45,7 +45,6 @@ FAULTS = ["kill_parent", "kill_worker", "kill_listener", "kill_supervisord", "si
           "ctl_race", "foreign_port", "readonly", "slow_boot", "fatal", "foreign_health"]
 WEIGHTS = [5, 3, 3, 1, 2, 2, 1, 1, 2, 2, 1]
 HEALTH_TIMEOUT = 5.0
-INJECT_TRIES = 3  # a fault whose injection a starved host defeated (see fatal) is made again, this many times
 # the listener's retries, short for the run: 1 s doubling to 4 s
 RENDER_ARGS = ["--health-timeout", f"{HEALTH_TIMEOUT:g}", "--retry-delay", "1", "--retry-max-delay", "4",
                "--stop-timeout", "5"]  # faults, not drains: a stopped sidecar must not hold a stop for 65 s
@@ -328,16 +327,23 @@ class Chaos:
     def fatal(self) -> None:
         """Starts fail until supervisord gives up (FATAL); then the fault goes away.
 
-        supervisord counts a spawn as started once it lived ``startsecs`` (1 s): on a starved host a failing
-        spawn can outlive it (it says RUNNING, then exits), and FATAL never comes. That injection missed (the
-        history shows such a spawn), and is made again, up to ``INJECT_TRIES`` times; a run that reaches no
-        FATAL otherwise is a violation."""
+        First as a LiteLLM that exits at start. supervisord counts a spawn as started once it lived
+        ``startsecs`` (1 s): on a starved host such a spawn can outlive it (it says RUNNING, then exits), and
+        FATAL never comes. That injection missed (supervisord's log shows such a spawn), and is made again in a
+        form no load can defeat: the binary not executable, which supervisord refuses before it forks (a spawn
+        error, BACKOFF, then FATAL); the binary is made executable again once FATAL is seen. A run that reaches
+        no FATAL otherwise is a violation. (Three tries of the first form were all defeated on a loaded CI host.)
+        """
         log = os.path.join(self.sc.dir, "supervisord.log")
-        for attempt in range(INJECT_TRIES):
+        binary = self.sc.render_args[self.sc.render_args.index("--binary") + 1]
+        for form in ("exits at start", "not executable"):
             since, read_from = time.time(), os.path.getsize(log)
-            self.sc.set_mode({"fail_starts": 4})  # startretries=3: four failed spawns make FATAL
-            os.kill(self.info()["pid"], signal.SIGKILL)
+            if form == "exits at start":
+                self.sc.set_mode({"fail_starts": 4})  # startretries=3: four failed spawns make FATAL
+            else:
+                os.chmod(binary, 0o644)
             try:
+                os.kill(self.info()["pid"], signal.SIGKILL)
                 poll(lambda: (lambda s: s is not None and s.state.value == "crashed" and s.supervisor_state == "FATAL"
                               and (s.raw.get("retry") or {}).get("next_at"))(self.sc.state()),
                      40, interval=0.02, what="crashed (FATAL) with a retry scheduled")
@@ -352,14 +358,17 @@ class Chaos:
                 # a failing spawn supervisord counted started: "entered RUNNING", then it exited with its error
                 outlived = re.search(r"success: %s entered RUNNING[^\n]*\n(?:.*\n)*?.*exited: %s \(exit status 1;"
                                      % ((re.escape(self.sc.program),) * 2), said)
-                if outlived is None or attempt == INJECT_TRIES - 1:
-                    self.check(False, f"fatal: {exc}")
+                if outlived is None or form == "not executable":
+                    self.check(False, f"fatal ({form}): {exc}")
                     break
-                self.log("  fatal: a failing spawn outlived startsecs (a starved host): injected again")
+                self.log("  fatal: a failing spawn outlived startsecs (a starved host): injected again, "
+                         "the binary not executable")
                 self.sc.set_mode({})
                 self.ensure_running()
+            finally:
+                os.chmod(binary, 0o755)  # the fault goes away
+                self.sc.set_mode({})
         self.no_person("fatal")
-        self.sc.set_mode({})
 
     def foreign_health(self) -> None:
         """Another server answers /health/liveliness on the port while the sidecar cannot bind."""
