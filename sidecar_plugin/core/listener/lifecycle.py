@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Any, List, Optional
 
 from sidecar_plugin.core.listener.actions import (
-    Action, CaptureLogTail, Reap, Result, StartProgram, StopProgram, Write, only, watch,
+    Action, CaptureLogTail, Result, StartProgram, StopProgram, Write, only, watch,
 )
 from sidecar_plugin.core.listener.inputs import Died, ProcEvent, Reaped
 from sidecar_plugin.core.listener.model import Model
@@ -116,8 +116,8 @@ def on_died(model: Model, d: Died, now: float) -> Result:
         # through STARTING, judged as a start. The old tree's survivors are reaped now, as for any exit (a
         # crash's orphans serve until the new process does). A crash whose EXITED supervisord drops is not
         # counted: without its event a stop and a crash look the same.
-        return replace(model, pid=None, supervisor_state=None), [
-            Reap(before=d.at if d.at is not None else now, spare=d.supervisor_pid)]
+        model = replace(model, pid=None, supervisor_state=None)
+        return model, [replace(reap(model, d.at, now), spare=d.supervisor_pid)]
     if model.stopping or d.supervisor_state in STOPPING_STATES:
         model = replace(model, stopping=True)
         return model, [reap(replace(model, pid=None), d.at, now)]

@@ -51,13 +51,10 @@ def memory_mb(pid: int) -> Tuple[Optional[float], str]:
     except (OSError, ValueError, IndexError):
         pass
     try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None, ""
-        rss = proc.memory_info().rss
+        rss = psutil.Process(pid).memory_info().rss
     except (psutil.Error, OSError):
         return None, ""
-    return (rss / MB, "rss") if rss else (None, "")
+    return (rss / MB, "rss") if rss else (None, "")  # a zombie's RSS is 0
 
 
 def sample_tree(pid: int) -> Tuple[Tuple[bg.Proc, ...], str]:
